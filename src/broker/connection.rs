@@ -1,0 +1,328 @@
+//! A client's reader thread: read 512-byte chunks → frame → decode → handle, until the
+//! connection ends; then settle the session and the will.
+//!
+//! One such thread runs per accepted socket (named `client-<conn id>`). It owns the read half
+//! and the framing buffer. It never writes to the socket itself except to refuse a CONNECT
+//! before the writer thread exists; everything else goes through the [`Outbox`].
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::error::ConnError;
+use super::handle::{self, Flow};
+use super::message::Message;
+use super::outbox::Outbox;
+use super::session::{DelayedWill, Delivery, Session};
+use super::{disconnect_packet, Broker};
+use crate::protocol::frame::FrameBuffer;
+use crate::protocol::{self, Packet, ProtocolVersion, ReasonCode, Will};
+
+/// Reads packets from the socket within a deadline.
+pub struct Reader {
+    stream: TcpStream,
+    frames: FrameBuffer,
+    chunk: Vec<u8>,
+    pub version: Option<ProtocolVersion>,
+    max_packet_size: u32,
+    /// The read timeout currently set on the socket.
+    timeout: Option<Duration>,
+}
+
+/// How much a read may overshoot its deadline before the socket timeout is set again: saves a
+/// syscall per read while keeping keep-alive closes on time.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(200);
+
+impl Reader {
+    pub fn new(stream: TcpStream, chunk_size: usize, max_packet_size: u32) -> Reader {
+        Reader {
+            stream,
+            frames: FrameBuffer::new(),
+            chunk: vec![0; chunk_size.max(1)],
+            version: None,
+            max_packet_size,
+            timeout: None,
+        }
+    }
+
+    /// The next whole packet; `deadline` bounds the wait (keep-alive, connect timeout).
+    pub fn next_packet(
+        &mut self,
+        deadline: Option<Instant>,
+        timeout_error: fn() -> ConnError,
+    ) -> Result<(Packet, usize), ConnError> {
+        loop {
+            let before = self.frames.buffered();
+            if let Some(packet) = self
+                .frames
+                .next_packet(self.version, self.max_packet_size)?
+            {
+                let size = before - self.frames.buffered();
+                return Ok((packet, size));
+            }
+            if let Some(deadline) = deadline {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(timeout_error());
+                }
+                let left = deadline - now;
+                let overshoot = self.timeout.map_or(true, |t| t > left + TIMEOUT_SLACK);
+                if overshoot {
+                    // A zero timeout means "none" to the OS; never ask for less than 1 ms.
+                    let t = left.max(Duration::from_millis(1));
+                    self.stream.set_read_timeout(Some(t))?;
+                    self.timeout = Some(t);
+                }
+            } else if self.timeout.is_some() {
+                self.stream.set_read_timeout(None)?;
+                self.timeout = None;
+            }
+            match self.stream.read(&mut self.chunk) {
+                Ok(0) => return Err(ConnError::Closed),
+                Ok(n) => self.frames.extend(&self.chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(ConnError::Io(e)),
+            }
+        }
+    }
+
+    /// Writes directly: only for refusing a CONNECT, before the writer thread exists.
+    pub fn write_and_close(&mut self, packet: Option<&Packet>, version: ProtocolVersion) {
+        if let Some(packet) = packet {
+            let mut buf = Vec::new();
+            protocol::encode(packet, version, &mut buf);
+            let _ = self.stream.set_write_timeout(Some(Duration::from_secs(5)));
+            let _ = self.stream.write_all(&buf);
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+/// The connected client, owned by its reader thread.
+pub struct Client {
+    pub broker: Arc<Broker>,
+    pub session: Arc<Session>,
+    pub outbox: Arc<Outbox>,
+    pub version: ProtocolVersion,
+    pub client_id: Arc<str>,
+    pub peer: SocketAddr,
+    pub conn_id: u64,
+    /// Effective keep alive in seconds (the Server Keep Alive when we changed it); 0 = off.
+    pub keep_alive: u16,
+    /// Inbound topic aliases (§3.3.2.3.4), per connection.
+    pub topic_aliases: HashMap<u16, String>,
+    pub will: Option<Will>,
+    /// Session Expiry Interval from CONNECT, for the DISCONNECT rule MQTT-3.14.2-2.
+    pub connect_expiry: u32,
+    /// Reusable buffer for routing, so publishing allocates nothing for it.
+    pub scratch: Vec<(Arc<Session>, Delivery)>,
+    pub username: Option<String>,
+}
+
+/// Keeps the accepted-connection count exact however the thread ends (a Mosquitto bug class).
+struct ActiveGuard {
+    broker: Arc<Broker>,
+    conn_id: u64,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.broker.unregister_conn(self.conn_id);
+        self.broker
+            .active_connections
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The reader thread's body for one accepted socket. The caller has already counted it in
+/// `active_connections`.
+pub fn run(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, conn_id: u64) {
+    let _guard = ActiveGuard {
+        broker: broker.clone(),
+        conn_id,
+    };
+    if let Ok(clone) = stream.try_clone() {
+        broker.register_conn(conn_id, clone, peer);
+    }
+    let _ = stream.set_nodelay(true);
+    let cfg = broker.config.clone();
+    let mut reader = Reader::new(stream, cfg.read_chunk_size, cfg.max_packet_size);
+    let deadline = Instant::now() + cfg.connect_timeout;
+    let connect = match reader.next_packet(Some(deadline), || ConnError::ClosedByServer) {
+        Ok((Packet::Connect(c), size)) => {
+            broker
+                .stats
+                .bytes_received
+                .fetch_add(size as u64, Ordering::Relaxed);
+            c
+        }
+        Ok((other, _)) => {
+            // MQTT-3.1.0-1: the first packet must be CONNECT.
+            log::info!(
+                "connection from {peer} closed: {:?} before CONNECT",
+                other.packet_type()
+            );
+            reader.write_and_close(None, ProtocolVersion::V5);
+            return;
+        }
+        Err(ConnError::Decode(e)) => {
+            refuse_bad_connect(&mut reader, peer, &e);
+            return;
+        }
+        Err(ConnError::ClosedByServer) => {
+            log::info!(
+                "connection from {peer} closed: no CONNECT within {:?}",
+                cfg.connect_timeout
+            );
+            reader.write_and_close(None, ProtocolVersion::V5);
+            return;
+        }
+        Err(e) => {
+            log::debug!("connection from {peer} ended before CONNECT: {e}");
+            return;
+        }
+    };
+    let Some(mut client) = handle::connect::accept(&broker, &mut reader, *connect, peer, conn_id)
+    else {
+        return;
+    };
+    let result = client.run(&mut reader);
+    client.finish(result);
+}
+
+/// A CONNECT that failed to decode: answer with CONNACK when the version is known (MQTT-3.1.4-1,
+/// 3.2.2.2), then close.
+fn refuse_bad_connect(reader: &mut Reader, peer: SocketAddr, e: &protocol::DecodeError) {
+    log::info!("connection from {peer} refused: bad CONNECT: {e}");
+    let reason = e.reason_code();
+    let version = e.connect_version();
+    let reply = match (version, reason) {
+        // An invalid protocol name gets no CONNACK (MQTT-3.1.2-1).
+        (None, _) => None,
+        (Some(v), _) => Some((v, handle::connect::connack_refusal(reason))),
+    };
+    match reply {
+        Some((v, packet)) => reader.write_and_close(Some(&packet), v),
+        None => reader.write_and_close(None, ProtocolVersion::V5),
+    }
+}
+
+/// How the connection ended.
+enum Ending {
+    /// DISCONNECT received with this reason.
+    Disconnect(ReasonCode),
+    Error(ConnError),
+}
+
+impl Client {
+    fn run(&mut self, reader: &mut Reader) -> Ending {
+        let keep_alive = Duration::from_millis(u64::from(self.keep_alive) * 1500);
+        loop {
+            let deadline = (self.keep_alive > 0).then(|| Instant::now() + keep_alive);
+            let (packet, size) = match reader.next_packet(deadline, || ConnError::KeepAliveTimeout)
+            {
+                Ok(p) => p,
+                Err(e) => return Ending::Error(e),
+            };
+            self.broker
+                .stats
+                .bytes_received
+                .fetch_add(size as u64, Ordering::Relaxed);
+            match handle::dispatch(self, packet) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Disconnect(reason)) => return Ending::Disconnect(reason),
+                Err(e) => return Ending::Error(e),
+            }
+            if self.outbox.is_closing() {
+                return Ending::Error(ConnError::ClosedByServer);
+            }
+        }
+    }
+
+    /// Settles the session and the will after the connection ended, and logs it once.
+    fn finish(mut self, ending: Ending) {
+        let now = Instant::now();
+        let (publish_will, why) = match &ending {
+            Ending::Disconnect(ReasonCode::Success) => (false, "client disconnected".to_owned()),
+            Ending::Disconnect(r) => (true, format!("client disconnected with {r:?}")),
+            Ending::Error(e) => (true, e.to_string()),
+        };
+        let last = match &ending {
+            Ending::Error(e) if self.version.is_v5() => e.reason_code().map(disconnect_packet),
+            _ => None,
+        };
+        self.outbox.close(last.as_ref());
+        let will = if publish_will { self.will.take() } else { None };
+        let will_delay = will
+            .as_ref()
+            .and_then(|w| w.properties.will_delay_interval)
+            .unwrap_or(0);
+        let will_msg = will.map(|w| Arc::new(will_message(w, &self.client_id, now)));
+        // A delayed will waits in the session unless the session ends first (§3.1.3.2.2).
+        let mut will_now = will_msg;
+        if will_delay > 0 {
+            let mut st = self.session.state.lock();
+            let is_live = st
+                .outbox
+                .as_ref()
+                .is_some_and(|o| Arc::ptr_eq(o, &self.outbox));
+            if is_live && st.expiry_interval > 0 {
+                let delay = will_delay.min(st.expiry_interval);
+                if let Some(msg) = will_now.take() {
+                    st.delayed_will = Some(DelayedWill {
+                        due: now + Duration::from_secs(u64::from(delay)),
+                        msg,
+                    });
+                }
+            } else if !is_live && !st.ended {
+                // Taken over by a connection that resumed the session: the will is cancelled.
+                will_now = None;
+            }
+        }
+        let was_live = self.broker.close_session_link(&self.session, &self.outbox);
+        if was_live {
+            self.broker.stats.client_disconnected();
+        } else {
+            self.broker.stats.client_disconnected();
+        }
+        if let Some(msg) = will_now {
+            self.broker.publish(msg, &mut self.scratch);
+        }
+        log::info!(
+            "client {} disconnected from {} (MQTT {}): {}",
+            self.client_id,
+            self.peer,
+            self.version.name(),
+            why
+        );
+    }
+}
+
+/// The application message a will becomes (§3.1.3.2), with its properties forwarded
+/// (MQTT-3.1.3-9) less the Will Delay Interval, which only the broker reads.
+pub fn will_message(will: Will, client_id: &Arc<str>, now: Instant) -> Message {
+    let mut properties = will.properties;
+    properties.will_delay_interval = None;
+    Message {
+        topic: will.topic,
+        payload: will.payload,
+        qos: will.qos,
+        retain: will.retain,
+        properties,
+        publisher: Some(client_id.clone()),
+        received: now,
+    }
+}

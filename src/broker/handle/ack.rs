@@ -1,0 +1,98 @@
+//! PUBACK, PUBREC, PUBREL, PUBCOMP from the client: the QoS 1 and QoS 2 state machines (§4.3).
+//!
+//! Outbound (we published to the client): PUBACK ends QoS 1; PUBREC → we send PUBREL; PUBCOMP
+//! ends QoS 2. Each completion frees a slot in the client's Receive Maximum window, so the writer
+//! is woken. Inbound (the client published to us): PUBREL → PUBCOMP, ending exactly-once.
+
+use super::Flow;
+use crate::broker::connection::Client;
+use crate::broker::error::ConnError;
+use crate::broker::session::Inflight;
+use crate::protocol::{Ack, Packet, Properties, ReasonCode};
+
+fn ack(packet_id: u16, reason: ReasonCode) -> Ack {
+    Ack {
+        packet_id,
+        reason,
+        properties: Properties::default(),
+    }
+}
+
+pub fn puback(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
+    let wake = {
+        let mut st = client.session.state.lock();
+        if matches!(st.inflight.get(&a.packet_id), Some(Inflight::Publish(d)) if d.qos == crate::protocol::QoS::AtLeastOnce)
+        {
+            st.inflight.remove(&a.packet_id);
+        }
+        st.has_sendable()
+    };
+    if wake {
+        client.outbox.wake();
+    }
+    Ok(Flow::Continue)
+}
+
+pub fn pubrec(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
+    let (reply, wake) = {
+        let mut st = client.session.state.lock();
+        let known = matches!(st.inflight.get(&a.packet_id), Some(Inflight::Publish(_)));
+        let reply = if !known {
+            Some(ReasonCode::PacketIdentifierNotFound)
+        } else if a.reason.is_error() {
+            // The client refused the message: it is complete (MQTT-4.3.3-?) and the id is free.
+            st.inflight.remove(&a.packet_id);
+            None
+        } else {
+            st.inflight.insert(a.packet_id, Inflight::Released);
+            Some(ReasonCode::Success)
+        };
+        (reply, st.has_sendable())
+    };
+    if let Some(reason) = reply {
+        let reason = if client.version.is_v5() {
+            reason
+        } else {
+            ReasonCode::Success
+        };
+        client
+            .outbox
+            .send(&Packet::PubRel(ack(a.packet_id, reason)));
+    }
+    if wake {
+        client.outbox.wake();
+    }
+    Ok(Flow::Continue)
+}
+
+pub fn pubrel(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
+    let known = client
+        .session
+        .state
+        .lock()
+        .inbound_qos2
+        .remove(&a.packet_id);
+    let reason = if known || !client.version.is_v5() {
+        ReasonCode::Success
+    } else {
+        ReasonCode::PacketIdentifierNotFound
+    };
+    client
+        .outbox
+        .send(&Packet::PubComp(ack(a.packet_id, reason)));
+    Ok(Flow::Continue)
+}
+
+pub fn pubcomp(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
+    let wake = {
+        let mut st = client.session.state.lock();
+        if matches!(st.inflight.get(&a.packet_id), Some(Inflight::Released)) {
+            st.inflight.remove(&a.packet_id);
+        }
+        st.has_sendable()
+    };
+    if wake {
+        client.outbox.wake();
+    }
+    Ok(Flow::Continue)
+}

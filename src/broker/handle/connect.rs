@@ -1,0 +1,266 @@
+//! CONNECT (§3.1): check the client's request, authenticate, open or resume its session, answer
+//! CONNACK with the server's capabilities (§3.2.2.3), and start the connection's writer thread.
+//!
+//! A refused CONNECT gets a CONNACK with the reason (5.0) or return code (3.1.1) and the
+//! connection is closed (MQTT-3.2.2-7).
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread;
+
+use crate::broker::connection::{Client, Reader};
+use crate::broker::outbox::{Outbox, Writer};
+use crate::broker::session::{LinkLimits, NEVER_EXPIRES};
+use crate::broker::Broker;
+use crate::protocol::{
+    ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode, MAX_REMAINING_LENGTH,
+};
+
+/// Stack of a connection's writer thread: it only encodes and writes.
+const WRITER_STACK: usize = 64 * 1024;
+
+/// A CONNACK refusing the connection.
+pub fn connack_refusal(reason: ReasonCode) -> Packet {
+    Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason,
+        properties: Properties::default(),
+    })
+}
+
+/// Why a CONNECT is refused, checked before any session is touched, so a refused client never
+/// disturbs the live session of the same client id.
+fn check(broker: &Broker, c: &Connect) -> Result<(), (ReasonCode, &'static str)> {
+    let cfg = &broker.config;
+    if c.client_id.len() > cfg.max_client_id_len {
+        return Err((ReasonCode::ClientIdentifierNotValid, "client id too long"));
+    }
+    if c.client_id.is_empty() {
+        match c.protocol {
+            ProtocolVersion::V5 => {}
+            // MQTT-3.1.3-8 (3.1.1): an empty id needs Clean Session 1.
+            ProtocolVersion::V311 if c.clean_start => {}
+            _ => {
+                return Err((
+                    ReasonCode::ClientIdentifierNotValid,
+                    "empty client id without clean session",
+                ))
+            }
+        }
+    }
+    if c.properties.authentication_method.is_some() {
+        return Err((
+            ReasonCode::BadAuthenticationMethod,
+            "enhanced authentication is not supported",
+        ));
+    }
+    if let Some(will) = &c.will {
+        if will.retain && !cfg.retain_available {
+            return Err((ReasonCode::RetainNotSupported, "will retain not available"));
+        }
+        if will.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&will.payload).is_err()
+        {
+            return Err((
+                ReasonCode::PayloadFormatInvalid,
+                "will payload is not UTF-8",
+            ));
+        }
+        if will.topic.split('/').count() > cfg.max_topic_levels || will.topic.starts_with("$SYS") {
+            return Err((ReasonCode::TopicNameInvalid, "will topic not allowed"));
+        }
+    }
+    if !cfg.allow_anonymous {
+        // User accounts arrive with the SQLite store; until then only anonymous access exists.
+        return Err(match c.username {
+            None => (ReasonCode::NotAuthorized, "anonymous access is off"),
+            Some(_) => (ReasonCode::BadUserNameOrPassword, "unknown user"),
+        });
+    }
+    Ok(())
+}
+
+fn assigned_client_id() -> String {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    format!("auto-{:016x}", h.finish())
+}
+
+/// Accepts or refuses the connection. On success the writer thread is running and CONNACK is
+/// queued ahead of anything the session holds.
+pub fn accept(
+    broker: &Arc<Broker>,
+    reader: &mut Reader,
+    c: Connect,
+    peer: SocketAddr,
+    conn_id: u64,
+) -> Option<Client> {
+    let version = c.protocol;
+    reader.version = Some(version);
+    if let Err((reason, why)) = check(broker, &c) {
+        log::info!(
+            "client {:?} from {peer} (MQTT {}) refused: {why} ({reason:?})",
+            c.client_id,
+            version.name()
+        );
+        reader.write_and_close(Some(&connack_refusal(reason)), version);
+        return None;
+    }
+    let cfg = broker.config.clone();
+    let mut props = Properties::default();
+    let client_id: Arc<str> = if c.client_id.is_empty() {
+        let id = assigned_client_id();
+        if version.is_v5() {
+            props.assigned_client_identifier = Some(id.clone());
+        }
+        Arc::from(id)
+    } else {
+        Arc::from(c.client_id.as_str())
+    };
+    let link = LinkLimits {
+        protocol: version,
+        receive_maximum: if version.is_v5() {
+            c.properties.receive_maximum.unwrap_or(u16::MAX)
+        } else {
+            cfg.max_inflight_messages
+        },
+        max_packet_size: c
+            .properties
+            .maximum_packet_size
+            .unwrap_or(MAX_REMAINING_LENGTH + 5),
+        topic_alias_maximum: c.properties.topic_alias_maximum.unwrap_or(0),
+    };
+    let requested_expiry = if version.is_v5() {
+        c.properties.session_expiry_interval.unwrap_or(0)
+    } else if c.clean_start {
+        0
+    } else {
+        NEVER_EXPIRES
+    };
+    let expiry = broker.cap_session_expiry(requested_expiry);
+    if version.is_v5() && expiry != requested_expiry {
+        props.session_expiry_interval = Some(expiry);
+    }
+    let keep_alive = effective_keep_alive(c.keep_alive, cfg.max_keepalive, version);
+    if version.is_v5() && keep_alive != c.keep_alive {
+        props.server_keep_alive = Some(keep_alive);
+    }
+    if version.is_v5() {
+        server_capabilities(broker, &mut props);
+        if c.properties.request_response_information == Some(1) {
+            props.response_information = Some(format!("response/{client_id}"));
+        }
+    }
+
+    let outbox = Arc::new(Outbox::new(conn_id, version));
+    let write_half = match reader.stream().try_clone() {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("client {client_id} from {peer}: cannot clone socket: {e}");
+            reader.write_and_close(
+                Some(&connack_refusal(ReasonCode::ServerUnavailable)),
+                version,
+            );
+            return None;
+        }
+    };
+    let opened = broker.open_session(&client_id, c.clean_start, link, expiry, &outbox);
+    outbox.send(&Packet::ConnAck(ConnAck {
+        session_present: opened.session_present,
+        reason: ReasonCode::Success,
+        properties: props,
+    }));
+    let writer = Writer {
+        outbox: outbox.clone(),
+        session: opened.session.clone(),
+        stream: write_half,
+        stats: broker.stats.clone(),
+        outbound_topic_aliases: cfg.outbound_topic_aliases,
+    };
+    let spawned = thread::Builder::new()
+        .name(format!("client-{conn_id}-w"))
+        .stack_size(WRITER_STACK)
+        .spawn(move || writer.run());
+    if let Err(e) = spawned {
+        log::error!("client {client_id}: cannot start writer thread: {e}");
+        broker.close_session_link(&opened.session, &outbox);
+        reader.write_and_close(None, version);
+        return None;
+    }
+    broker.attach_conn(conn_id, outbox.clone(), client_id.clone());
+    broker.stats.client_connected();
+    log::info!(
+        "client {client_id} connected from {peer} (MQTT {}, clean start {}, keep alive {}s, session present {})",
+        version.name(),
+        c.clean_start,
+        keep_alive,
+        opened.session_present
+    );
+    Some(Client {
+        broker: broker.clone(),
+        session: opened.session,
+        outbox,
+        version,
+        client_id,
+        peer,
+        conn_id,
+        keep_alive,
+        topic_aliases: HashMap::new(),
+        will: c.will,
+        connect_expiry: requested_expiry,
+        scratch: Vec::new(),
+        username: c.username,
+    })
+}
+
+/// The keep alive we enforce: the client's, lowered to `max_keepalive` for 5.0 clients, which
+/// are told so with Server Keep Alive (§3.2.2.3.14). A 3.1.1 client cannot be told, so its own
+/// value stands.
+fn effective_keep_alive(requested: u16, maximum: u16, version: ProtocolVersion) -> u16 {
+    if !version.is_v5() || maximum == u16::MAX {
+        return requested;
+    }
+    if requested == 0 || requested > maximum {
+        maximum
+    } else {
+        requested
+    }
+}
+
+/// CONNACK properties that state what this server supports (§3.2.2.3).
+fn server_capabilities(broker: &Broker, props: &mut Properties) {
+    let cfg = &broker.config;
+    if cfg.max_inflight_messages != u16::MAX {
+        props.receive_maximum = Some(cfg.max_inflight_messages);
+    }
+    if cfg.max_packet_size < MAX_REMAINING_LENGTH {
+        props.maximum_packet_size = Some(cfg.max_packet_size);
+    }
+    if cfg.max_topic_alias > 0 {
+        props.topic_alias_maximum = Some(cfg.max_topic_alias);
+    }
+    if !cfg.retain_available {
+        props.retain_available = Some(0);
+    }
+    props.wildcard_subscription_available = Some(1);
+    props.subscription_identifier_available = Some(1);
+    props.shared_subscription_available = Some(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::effective_keep_alive;
+    use crate::protocol::ProtocolVersion::{V311, V5};
+
+    #[test]
+    fn mqtt_3_2_2_3_14_server_keep_alive_caps_5_0_clients_only() {
+        assert_eq!(effective_keep_alive(120, 60, V5), 60);
+        assert_eq!(effective_keep_alive(0, 60, V5), 60);
+        assert_eq!(effective_keep_alive(30, 60, V5), 30);
+        assert_eq!(effective_keep_alive(120, 60, V311), 120);
+        assert_eq!(effective_keep_alive(0, u16::MAX, V5), 0);
+    }
+}

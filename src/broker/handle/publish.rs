@@ -1,0 +1,139 @@
+//! PUBLISH from the client (§3.3): resolve the topic alias, check the message, route it, and
+//! acknowledge per QoS — exactly once for QoS 2 (§4.3.3): a PUBLISH repeated before PUBREL is
+//! acknowledged again but not delivered again.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Flow;
+use crate::broker::connection::Client;
+use crate::broker::error::ConnError;
+use crate::broker::message::Message;
+use crate::protocol::{Ack, Packet, Properties, Publish, QoS, ReasonCode};
+
+pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
+    let cfg = client.broker.config.clone();
+    client
+        .broker
+        .stats
+        .messages_received
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    resolve_topic_alias(client, &mut p, cfg.max_topic_alias)?;
+    if p.retain && !cfg.retain_available {
+        return Err(ConnError::protocol(
+            ReasonCode::RetainNotSupported,
+            "RETAIN set while Retain Available is 0 (MQTT-3.3.1-?)",
+        ));
+    }
+    if p.topic.split('/').count() > cfg.max_topic_levels {
+        return Err(ConnError::protocol(
+            ReasonCode::TopicNameInvalid,
+            format!("topic has more than {} levels", cfg.max_topic_levels),
+        ));
+    }
+    // Refusals that cost only this message: answered in the ack (5.0) or silently dropped.
+    let refusal = if p.properties.payload_format_indicator == Some(1)
+        && std::str::from_utf8(&p.payload).is_err()
+    {
+        Some(ReasonCode::PayloadFormatInvalid) // §3.3.2.3.2
+    } else if p.topic.starts_with("$SYS") {
+        Some(ReasonCode::NotAuthorized)
+    } else {
+        None
+    };
+    let packet_id = p.packet_id;
+    let qos = p.qos;
+    if qos == QoS::ExactlyOnce {
+        let mut st = client.session.state.lock();
+        if st.inbound_qos2.contains(&packet_id) {
+            drop(st);
+            // A retransmission (DUP): acknowledge again, do not deliver twice (MQTT-4.3.3-9).
+            send_ack(client, qos, packet_id, ReasonCode::Success);
+            return Ok(Flow::Continue);
+        }
+        if st.inbound_qos2.len() >= usize::from(cfg.max_inflight_messages) {
+            return Err(ConnError::protocol(
+                ReasonCode::ReceiveMaximumExceeded,
+                format!(
+                    "more than {} QoS 2 messages awaiting PUBREL (MQTT-3.3.4-9)",
+                    cfg.max_inflight_messages
+                ),
+            ));
+        }
+        if refusal.is_none() {
+            st.inbound_qos2.insert(packet_id);
+        }
+    }
+    let reason = match refusal {
+        Some(r) => {
+            log::debug!(
+                "client {}: PUBLISH to {} refused: {r:?}",
+                client.client_id,
+                p.topic
+            );
+            r
+        }
+        None => {
+            let msg = Message::from_publish(p, Some(client.client_id.clone()), Instant::now());
+            let queued = client.broker.publish(Arc::new(msg), &mut client.scratch);
+            if queued == 0 {
+                ReasonCode::NoMatchingSubscribers
+            } else {
+                ReasonCode::Success
+            }
+        }
+    };
+    send_ack(client, qos, packet_id, reason);
+    Ok(Flow::Continue)
+}
+
+/// Topic Alias (§3.3.2.3.4): 0 or above our Topic Alias Maximum is 0x94 (MQTT-3.3.2-8, -9); an
+/// alias with a topic sets the mapping; an alias alone uses it; an unknown alias alone is a
+/// protocol error.
+fn resolve_topic_alias(
+    client: &mut Client,
+    p: &mut Publish,
+    maximum: u16,
+) -> Result<(), ConnError> {
+    let Some(alias) = p.properties.topic_alias else {
+        return Ok(());
+    };
+    if alias == 0 || alias > maximum {
+        return Err(ConnError::protocol(
+            ReasonCode::TopicAliasInvalid,
+            format!("topic alias {alias} outside 1..={maximum}"),
+        ));
+    }
+    if p.topic.is_empty() {
+        match client.topic_aliases.get(&alias) {
+            Some(topic) => p.topic = topic.clone(),
+            None => {
+                return Err(ConnError::protocol(
+                    ReasonCode::ProtocolError,
+                    format!("topic alias {alias} used before it was set"),
+                ))
+            }
+        }
+    } else {
+        client.topic_aliases.insert(alias, p.topic.clone());
+    }
+    Ok(())
+}
+
+fn send_ack(client: &Client, qos: QoS, packet_id: u16, reason: ReasonCode) {
+    let reason = if client.version.is_v5() {
+        reason
+    } else {
+        ReasonCode::Success
+    };
+    let ack = Ack {
+        packet_id,
+        reason,
+        properties: Properties::default(),
+    };
+    match qos {
+        QoS::AtMostOnce => {}
+        QoS::AtLeastOnce => client.outbox.send(&Packet::PubAck(ack)),
+        QoS::ExactlyOnce => client.outbox.send(&Packet::PubRec(ack)),
+    }
+}

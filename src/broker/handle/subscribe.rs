@@ -1,0 +1,120 @@
+//! SUBSCRIBE (§3.8): validate each filter, add or replace the subscription, answer SUBACK with a
+//! reason code per filter in order (MQTT-3.8.4-6), then send retained messages per Retain
+//! Handling (§3.8.3.1).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Flow;
+use crate::broker::connection::Client;
+use crate::broker::error::ConnError;
+use crate::broker::router::SubEntry;
+use crate::broker::session::{Delivery, SubscriptionRecord};
+use crate::protocol::topic::{parse_shared, valid_topic_filter};
+use crate::protocol::{
+    Packet, Properties, ReasonCode, RetainHandling, SubAck, Subscribe, TopicSubscription,
+};
+
+pub fn handle(client: &mut Client, s: Subscribe) -> Result<Flow, ConnError> {
+    let sub_id = s.properties.subscription_identifiers.first().copied();
+    let mut reasons = Vec::with_capacity(s.filters.len());
+    let mut retained: Vec<Delivery> = Vec::new();
+    for sub in &s.filters {
+        let reason = subscribe_one(client, sub, sub_id, &mut retained)?;
+        reasons.push(reason);
+    }
+    let reasons = if client.version.is_v5() {
+        reasons
+    } else {
+        // 3.1.1 knows only Failure 0x80 (3.1.1 §3.9.3).
+        reasons
+            .into_iter()
+            .map(|r| {
+                if r.is_error() {
+                    ReasonCode::UnspecifiedError
+                } else {
+                    r
+                }
+            })
+            .collect()
+    };
+    client.outbox.send(&Packet::SubAck(SubAck {
+        packet_id: s.packet_id,
+        properties: Properties::default(),
+        reasons,
+    }));
+    if !retained.is_empty() {
+        let limits = client.broker.queue_limits();
+        for d in retained {
+            if client.session.enqueue(d, &limits).is_err() {
+                client
+                    .broker
+                    .stats
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+fn subscribe_one(
+    client: &mut Client,
+    sub: &TopicSubscription,
+    sub_id: Option<u32>,
+    retained: &mut Vec<Delivery>,
+) -> Result<ReasonCode, ConnError> {
+    let cfg = &client.broker.config;
+    let (share, inner) = match parse_shared(&sub.filter) {
+        None => (None, sub.filter.as_str()),
+        Some(Ok((_group, inner))) => {
+            if sub.options.no_local {
+                return Err(ConnError::protocol(
+                    ReasonCode::ProtocolError,
+                    "No Local on a shared subscription (MQTT-3.8.3-4)",
+                ));
+            }
+            (Some(Arc::<str>::from(sub.filter.as_str())), inner)
+        }
+        Some(Err(_)) => return Ok(ReasonCode::TopicFilterInvalid),
+    };
+    if !valid_topic_filter(inner) || inner.split('/').count() > cfg.max_topic_levels {
+        return Ok(ReasonCode::TopicFilterInvalid);
+    }
+    let entry = SubEntry {
+        options: sub.options,
+        subscription_id: sub_id,
+    };
+    let is_shared = share.is_some();
+    let existed = client
+        .broker
+        .router
+        .subscribe(&client.session, share, inner, entry);
+    client.session.state.lock().subscriptions.insert(
+        sub.filter.clone(),
+        SubscriptionRecord {
+            options: sub.options,
+            subscription_id: sub_id,
+        },
+    );
+    // Retained messages are not sent for shared subscriptions (§4.8.2).
+    let send_retained = !is_shared
+        && match sub.options.retain_handling {
+            RetainHandling::SendAtSubscribe => true,
+            RetainHandling::SendAtSubscribeIfNew => !existed,
+            RetainHandling::DoNotSend => false,
+        };
+    if send_retained {
+        for msg in client.broker.retained.matching(inner, Instant::now()) {
+            retained.push(Delivery {
+                qos: sub.options.qos.min(msg.qos),
+                // MQTT-3.3.1-8: retained messages sent at subscribe keep RETAIN set.
+                retain: true,
+                sub_ids: sub_id.into_iter().collect(),
+                share: None,
+                msg,
+            });
+        }
+    }
+    Ok(ReasonCode::granted(sub.options.qos))
+}

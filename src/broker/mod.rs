@@ -1,0 +1,477 @@
+//! The broker: shared state and the operations every thread uses.
+//!
+//! [`Broker`] is shared by `Arc` between client threads, the ticker and the web thread. It owns
+//! the session registry, the subscription router, the retained store, the live-connection table
+//! and the counters. Client threads call it to open and close sessions and to publish; the web
+//! thread reads it for the control page and uses the same calls to act.
+//!
+//! Lock order (never hold two at once unless listed here, and never across I/O):
+//! `sessions` → one `Session::state`; `router` and `retained` are taken alone.
+
+pub mod connection;
+pub mod error;
+pub mod handle;
+pub mod message;
+pub mod outbox;
+pub mod retain;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod stats;
+pub mod sys;
+pub mod ticker;
+pub mod topic_tree;
+
+use std::collections::HashMap;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::config::Config;
+use crate::protocol::{Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
+use message::Message;
+use outbox::Outbox;
+use retain::RetainStore;
+use router::{Router, SubEntry};
+use session::{Delivery, DropReason, Inflight, LinkLimits, QueueLimits, Session};
+use stats::Stats;
+
+/// A connection the broker can reach to disconnect it (server stop, takeover, the web page).
+struct LiveConn {
+    stream: TcpStream,
+    outbox: Option<Arc<Outbox>>,
+    client_id: Option<Arc<str>>,
+    peer: SocketAddr,
+    connected_at: Instant,
+}
+
+/// A connected client as the control page sees it.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub conn_id: u64,
+    pub client_id: String,
+    pub peer: SocketAddr,
+    pub protocol: Option<ProtocolVersion>,
+    pub connected_for: Duration,
+    pub subscriptions: Vec<(String, SubEntry)>,
+    pub queued: usize,
+    pub inflight: usize,
+    pub dropped: u64,
+}
+
+pub struct Broker {
+    pub config: Arc<Config>,
+    pub stats: Arc<Stats>,
+    pub router: Router,
+    pub retained: RetainStore,
+    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    conns: Mutex<HashMap<u64, LiveConn>>,
+    /// Sockets accepted and not yet closed: the number `max_clients` limits.
+    pub active_connections: AtomicUsize,
+    next_conn_id: AtomicU64,
+    pub started: Instant,
+}
+
+/// What `open_session` did.
+pub struct Opened {
+    pub session: Arc<Session>,
+    pub session_present: bool,
+}
+
+impl Broker {
+    pub fn new(config: Config) -> Arc<Broker> {
+        Arc::new(Broker {
+            config: Arc::new(config),
+            stats: Arc::new(Stats::default()),
+            router: Router::new(),
+            retained: RetainStore::new(),
+            sessions: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
+            active_connections: AtomicUsize::new(0),
+            next_conn_id: AtomicU64::new(1),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            max_messages: self.config.max_queued_messages,
+            max_bytes: self.config.max_queued_bytes,
+            queue_qos0_offline: self.config.queue_qos0_messages,
+        }
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    // ---- live connections -------------------------------------------------------------------
+
+    pub fn register_conn(&self, conn_id: u64, stream: TcpStream, peer: SocketAddr) {
+        self.conns.lock().insert(
+            conn_id,
+            LiveConn {
+                stream,
+                outbox: None,
+                client_id: None,
+                peer,
+                connected_at: Instant::now(),
+            },
+        );
+    }
+
+    pub fn attach_conn(&self, conn_id: u64, outbox: Arc<Outbox>, client_id: Arc<str>) {
+        if let Some(c) = self.conns.lock().get_mut(&conn_id) {
+            c.outbox = Some(outbox);
+            c.client_id = Some(client_id);
+        }
+    }
+
+    pub fn unregister_conn(&self, conn_id: u64) {
+        self.conns.lock().remove(&conn_id);
+    }
+
+    /// Closes one connection: 5.0 clients get DISCONNECT with `reason` first.
+    pub fn disconnect_conn(&self, conn_id: u64, reason: ReasonCode) -> bool {
+        let conns = self.conns.lock();
+        match conns.get(&conn_id) {
+            Some(c) => {
+                close_live(c, reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes every connection (server stop): DISCONNECT 0x8B to 5.0 clients (§4.13).
+    pub fn disconnect_all(&self, reason: ReasonCode) {
+        for c in self.conns.lock().values() {
+            close_live(c, reason);
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.lock().len()
+    }
+
+    /// A snapshot of the connected clients for the control page.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        let conns: Vec<(
+            u64,
+            Option<Arc<str>>,
+            SocketAddr,
+            Instant,
+            Option<ProtocolVersion>,
+        )> = self
+            .conns
+            .lock()
+            .iter()
+            .map(|(id, c)| {
+                (
+                    *id,
+                    c.client_id.clone(),
+                    c.peer,
+                    c.connected_at,
+                    c.outbox.as_ref().map(|o| o.version),
+                )
+            })
+            .collect();
+        let sessions = self.sessions.lock().clone();
+        conns
+            .into_iter()
+            .map(|(conn_id, client_id, peer, at, protocol)| {
+                let session = client_id.as_ref().and_then(|id| sessions.get(id));
+                let (subscriptions, queued, inflight, dropped) = match session {
+                    Some(s) => {
+                        let st = s.state.lock();
+                        let subs = st
+                            .subscriptions
+                            .iter()
+                            .map(|(f, r)| {
+                                (
+                                    f.clone(),
+                                    SubEntry {
+                                        options: r.options,
+                                        subscription_id: r.subscription_id,
+                                    },
+                                )
+                            })
+                            .collect();
+                        (subs, st.pending.len(), st.inflight.len(), st.dropped)
+                    }
+                    None => (Vec::new(), 0, 0, 0),
+                };
+                ClientInfo {
+                    conn_id,
+                    client_id: client_id.map(|c| c.to_string()).unwrap_or_default(),
+                    peer,
+                    protocol,
+                    connected_for: at.elapsed(),
+                    subscriptions,
+                    queued,
+                    inflight,
+                    dropped,
+                }
+            })
+            .collect()
+    }
+
+    // ---- sessions ---------------------------------------------------------------------------
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    /// Attaches a new connection to the client's session: takes over a live one (the old
+    /// connection gets DISCONNECT 0x8E, MQTT-3.1.4-3), resumes a stored one when Clean Start is
+    /// 0, or starts afresh (MQTT-3.1.2-4). The outbox is attached last, so whatever the session
+    /// held is sent after CONNACK, which the caller has already queued.
+    pub fn open_session(
+        &self,
+        client_id: &Arc<str>,
+        clean_start: bool,
+        link: LinkLimits,
+        expiry_interval: u32,
+        outbox: &Arc<Outbox>,
+    ) -> Opened {
+        let mut sessions = self.sessions.lock();
+        let existing = sessions.get(client_id).cloned();
+        let mut old_outbox = None;
+        let mut session_present = false;
+        let mut to_end = None;
+        let session = match existing {
+            Some(s) if !clean_start => {
+                let mut st = s.state.lock();
+                old_outbox = st.outbox.take();
+                // A resumed session cancels a will still waiting for its delay (§3.1.3.2.2).
+                st.delayed_will = None;
+                st.link = link;
+                st.expiry_interval = expiry_interval;
+                st.disconnected_at = None;
+                st.schedule_resend();
+                st.outbox = Some(outbox.clone());
+                session_present = true;
+                drop(st);
+                s
+            }
+            other => {
+                if let Some(old) = other {
+                    old_outbox = old.state.lock().outbox.take();
+                    to_end = Some(old);
+                }
+                let s = Arc::new(Session::new(client_id.clone(), link));
+                {
+                    let mut st = s.state.lock();
+                    st.expiry_interval = expiry_interval;
+                    st.outbox = Some(outbox.clone());
+                }
+                sessions.insert(client_id.clone(), s.clone());
+                s
+            }
+        };
+        drop(sessions);
+        if let Some(old) = old_outbox {
+            let reason =
+                (old.version.is_v5()).then(|| disconnect_packet(ReasonCode::SessionTakenOver));
+            old.close(reason.as_ref());
+        }
+        if let Some(old) = to_end {
+            self.end_session(&old, true);
+        }
+        Opened {
+            session,
+            session_present,
+        }
+    }
+
+    /// Detaches a closed connection from its session. Returns true when the connection was
+    /// still the session's live one (false after a takeover). A session with expiry 0 ends now.
+    pub fn close_session_link(&self, session: &Arc<Session>, outbox: &Arc<Outbox>) -> bool {
+        let (current, expiry) = {
+            let mut st = session.state.lock();
+            let current = st.outbox.as_ref().is_some_and(|o| Arc::ptr_eq(o, outbox));
+            if current {
+                st.outbox = None;
+                st.disconnected_at = Some(Instant::now());
+            }
+            (current, st.expiry_interval)
+        };
+        if current && expiry == 0 {
+            self.end_session(session, false);
+        }
+        current
+    }
+
+    /// Ends a session: its subscriptions go, a pending will is published (the session ending
+    /// comes before the will delay, §3.1.3.2.2), and messages it received through shared
+    /// subscriptions and had not finished are handed to another member of the group.
+    pub fn end_session(&self, session: &Arc<Session>, replaced: bool) {
+        {
+            let mut sessions = self.sessions.lock();
+            if !replaced
+                && sessions
+                    .get(&session.client_id)
+                    .is_some_and(|s| Arc::ptr_eq(s, session))
+            {
+                sessions.remove(&session.client_id);
+            }
+        }
+        let (subs, handoff, will) = {
+            let mut st = session.state.lock();
+            if st.ended {
+                return;
+            }
+            st.ended = true;
+            let subs: Vec<String> = st.subscriptions.drain().map(|(f, _)| f).collect();
+            let mut handoff: Vec<Delivery> = Vec::new();
+            for d in st.pending.drain(..) {
+                if d.share.is_some() {
+                    handoff.push(d);
+                }
+            }
+            for (_, inflight) in std::mem::take(&mut st.inflight) {
+                if let Inflight::Publish(d) = inflight {
+                    if d.share.is_some() {
+                        handoff.push(d);
+                    }
+                }
+            }
+            st.pending_bytes = 0;
+            st.resend.clear();
+            (subs, handoff, st.delayed_will.take())
+        };
+        for full in &subs {
+            match crate::protocol::topic::parse_shared(full) {
+                Some(Ok((_, inner))) => {
+                    let share: Arc<str> = Arc::from(full.as_str());
+                    self.router.unsubscribe(session, Some(share), inner);
+                }
+                _ => {
+                    self.router.unsubscribe(session, None, full);
+                }
+            }
+        }
+        let limits = self.queue_limits();
+        for d in handoff {
+            let Some(share) = d.share.clone() else {
+                continue;
+            };
+            let inner = match crate::protocol::topic::parse_shared(&share) {
+                Some(Ok((_, inner))) => inner.to_owned(),
+                _ => continue,
+            };
+            let members = self.router.share_members(&inner, &share, session);
+            if let Some((member, entry)) = members.first() {
+                let mut delivery = router::delivery_for(&d.msg, entry, Some(share.clone()));
+                delivery.qos = delivery.qos.min(d.qos).max(d.qos.min(entry.options.qos));
+                if member.enqueue(delivery, &limits).is_err() {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if let Some(will) = will {
+            self.publish(will.msg, &mut Vec::new());
+        }
+    }
+
+    /// Sessions whose expiry interval has run out since they went offline, and delayed wills
+    /// now due. Called by the ticker.
+    pub fn expire(&self, now: Instant) {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for s in sessions {
+            let (expired, will) = {
+                let mut st = s.state.lock();
+                let will = match &st.delayed_will {
+                    Some(w) if w.due <= now => st.delayed_will.take(),
+                    _ => None,
+                };
+                let expired = st.outbox.is_none()
+                    && st.expiry_interval != session::NEVER_EXPIRES
+                    && st.disconnected_at.is_some_and(|at| {
+                        now.saturating_duration_since(at)
+                            >= Duration::from_secs(u64::from(st.expiry_interval))
+                    });
+                (expired, will)
+            };
+            if let Some(will) = will {
+                self.publish(will.msg, &mut Vec::new());
+            }
+            if expired {
+                log::info!("session {} expired", s.client_id);
+                self.end_session(&s, false);
+            }
+        }
+    }
+
+    /// The Session Expiry Interval we grant: the client's, capped by
+    /// `persistent_client_expiration` when that is set.
+    pub fn cap_session_expiry(&self, requested: u32) -> u32 {
+        match self.config.persistent_client_expiration {
+            Some(limit) => {
+                let limit = u32::try_from(limit.as_secs()).unwrap_or(session::NEVER_EXPIRES - 1);
+                requested.min(limit)
+            }
+            None => requested,
+        }
+    }
+
+    // ---- publishing -------------------------------------------------------------------------
+
+    /// Delivers an application message to every matching subscription and updates the retained
+    /// store. Never waits on a subscriber. Returns the number of sessions it was queued for.
+    pub fn publish(&self, msg: Arc<Message>, scratch: &mut Vec<(Arc<Session>, Delivery)>) -> usize {
+        if msg.retain {
+            self.retained.set(&msg);
+        }
+        scratch.clear();
+        self.router.route(&msg, scratch);
+        let limits = self.queue_limits();
+        let mut queued = 0;
+        for (session, delivery) in scratch.drain(..) {
+            match session.enqueue(delivery, &limits) {
+                Ok(()) => queued += 1,
+                Err(DropReason::QueueFull) | Err(DropReason::OfflineQos0) => {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        queued
+    }
+
+    /// Publishes a message made by the broker itself ($SYS, the control page).
+    pub fn publish_internal(&self, topic: &str, payload: Vec<u8>, retain: bool) {
+        let msg = Arc::new(Message {
+            topic: topic.to_owned(),
+            payload,
+            qos: crate::protocol::QoS::AtMostOnce,
+            retain,
+            properties: Properties::default(),
+            publisher: None,
+            received: Instant::now(),
+        });
+        self.publish(msg, &mut Vec::new());
+    }
+}
+
+/// A DISCONNECT carrying `reason`, for 5.0 clients.
+pub fn disconnect_packet(reason: ReasonCode) -> Packet {
+    Packet::Disconnect(Disconnect {
+        reason,
+        properties: Properties::default(),
+    })
+}
+
+fn close_live(c: &LiveConn, reason: ReasonCode) {
+    match &c.outbox {
+        Some(outbox) => {
+            let last = outbox.version.is_v5().then(|| disconnect_packet(reason));
+            outbox.close(last.as_ref());
+        }
+        None => {
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Routing: which sessions receive a published message (§4.7 topic matching, §4.8 shared
+//! subscriptions, §3.3.4 overlapping subscriptions).
+//!
+//! The subscription trie sits behind one `RwLock`: publishers take the read lock only long enough
+//! to collect their targets, then enqueue with the lock released.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::message::Message;
+use super::session::{Delivery, Session};
+use super::topic_tree::TopicTree;
+use crate::protocol::SubscriptionOptions;
+
+/// A session as a map key: compared by identity, not by content.
+#[derive(Clone)]
+pub struct SessionRef(pub Arc<Session>);
+
+impl PartialEq for SessionRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for SessionRef {}
+impl Hash for SessionRef {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.0) as usize).hash(state);
+    }
+}
+
+/// A subscription's key in the trie: the session, and for a shared subscription the full
+/// `$share/{group}/{filter}` that identifies its group.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SubKey {
+    pub session: SessionRef,
+    pub share: Option<Arc<str>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubEntry {
+    pub options: SubscriptionOptions,
+    pub subscription_id: Option<u32>,
+}
+
+#[derive(Default)]
+pub struct Router {
+    tree: RwLock<TopicTree<SubKey, SubEntry>>,
+    /// Round-robin position for choosing a shared subscription member.
+    next_member: AtomicUsize,
+}
+
+/// One matching subscription, collected under the read lock.
+struct Match {
+    session: Arc<Session>,
+    share: Option<Arc<str>>,
+    entry: SubEntry,
+}
+
+impl Router {
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// Adds or replaces a subscription; returns true when it replaced an existing one.
+    /// `filter` is the inner filter (without `$share/{group}/`).
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        share: Option<Arc<str>>,
+        filter: &str,
+        entry: SubEntry,
+    ) -> bool {
+        let key = SubKey {
+            session: SessionRef(session.clone()),
+            share,
+        };
+        self.tree.write().insert(filter, key, entry).is_some()
+    }
+
+    /// Removes a subscription; returns true when it existed.
+    pub fn unsubscribe(
+        &self,
+        session: &Arc<Session>,
+        share: Option<Arc<str>>,
+        filter: &str,
+    ) -> bool {
+        let key = SubKey {
+            session: SessionRef(session.clone()),
+            share,
+        };
+        self.tree.write().remove(filter, &key).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tree.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every subscription: (filter, client id, shared filter, entry), for the control page.
+    pub fn entries(&self) -> Vec<(String, Arc<str>, Option<Arc<str>>, SubEntry)> {
+        self.tree
+            .read()
+            .entries()
+            .into_iter()
+            .map(|(filter, key, entry)| {
+                (
+                    filter,
+                    key.session.0.client_id.clone(),
+                    key.share.clone(),
+                    *entry,
+                )
+            })
+            .collect()
+    }
+
+    /// Members of a shared subscription group other than `except`, for handing on messages.
+    pub fn share_members(
+        &self,
+        filter: &str,
+        share: &Arc<str>,
+        except: &Arc<Session>,
+    ) -> Vec<(Arc<Session>, SubEntry)> {
+        let mut members = Vec::new();
+        for (f, key, entry) in self.tree.read().entries() {
+            if f == filter
+                && key.share.as_ref() == Some(share)
+                && !Arc::ptr_eq(&key.session.0, except)
+            {
+                members.push((key.session.0.clone(), *entry));
+            }
+        }
+        members
+    }
+
+    /// Works out every delivery of `msg`: one per subscribed session at the highest granted QoS
+    /// with all matching Subscription Identifiers (MQTT-3.3.4-2, -3), plus one member of each
+    /// shared subscription group (MQTT-4.8.2-4). No Local subscriptions of the publisher are
+    /// skipped (MQTT-3.8.3-3).
+    pub fn route(&self, msg: &Arc<Message>, out: &mut Vec<(Arc<Session>, Delivery)>) {
+        let mut matches: Vec<Match> = Vec::new();
+        {
+            let tree = self.tree.read();
+            tree.for_each_match(&msg.topic, |key, entry| {
+                if key.share.is_none()
+                    && entry.options.no_local
+                    && msg.publisher.as_deref() == Some(&*key.session.0.client_id)
+                {
+                    return;
+                }
+                matches.push(Match {
+                    session: key.session.0.clone(),
+                    share: key.share.clone(),
+                    entry: *entry,
+                });
+            });
+        }
+        if matches.is_empty() {
+            return;
+        }
+        let (mut shared, mut direct): (Vec<Match>, Vec<Match>) =
+            matches.into_iter().partition(|m| m.share.is_some());
+        if direct.len() > 1 {
+            direct.sort_by_key(|m| Arc::as_ptr(&m.session) as usize);
+        }
+        let mut iter = direct.into_iter().peekable();
+        while let Some(first) = iter.next() {
+            let mut delivery = delivery_for(msg, &first.entry, None);
+            while let Some(next) = iter.next_if(|n| Arc::ptr_eq(&n.session, &first.session)) {
+                let granted = next.entry.options.qos.min(msg.qos);
+                delivery.qos = delivery.qos.max(granted);
+                delivery.retain |= next.entry.options.retain_as_published && msg.retain;
+                if let Some(id) = next.entry.subscription_id {
+                    delivery.sub_ids.push(id);
+                }
+            }
+            out.push((first.session, delivery));
+        }
+        if !shared.is_empty() {
+            self.pick_shared_members(msg, &mut shared, out);
+        }
+    }
+
+    fn pick_shared_members(
+        &self,
+        msg: &Arc<Message>,
+        shared: &mut [Match],
+        out: &mut Vec<(Arc<Session>, Delivery)>,
+    ) {
+        let mut groups: HashMap<Arc<str>, Vec<&Match>> = HashMap::new();
+        for m in shared.iter() {
+            if let Some(share) = &m.share {
+                groups.entry(share.clone()).or_default().push(m);
+            }
+        }
+        for (share, mut members) in groups {
+            members.sort_by_key(|m| Arc::as_ptr(&m.session) as usize);
+            let start = self.next_member.fetch_add(1, Ordering::Relaxed);
+            let n = members.len();
+            // Prefer a member that is online; fall back to queueing for an offline one.
+            let chosen = (0..n)
+                .map(|i| members[(start + i) % n])
+                .find(|m| m.session.state.lock().outbox.is_some())
+                .unwrap_or(members[start % n]);
+            let delivery = delivery_for(msg, &chosen.entry, Some(share));
+            out.push((chosen.session.clone(), delivery));
+        }
+    }
+}
+
+/// The delivery of `msg` through one subscription.
+pub fn delivery_for(msg: &Arc<Message>, entry: &SubEntry, share: Option<Arc<str>>) -> Delivery {
+    Delivery {
+        msg: msg.clone(),
+        qos: entry.options.qos.min(msg.qos),
+        retain: entry.options.retain_as_published && msg.retain,
+        sub_ids: entry.subscription_id.into_iter().collect(),
+        share,
+    }
+}
+
+/// Whether a (valid) topic filter matches a (valid) topic name, for one-off checks such as
+/// retained messages at subscribe time and ACLs (§4.7).
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false; // MQTT-4.7.2-1
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_matches;
+
+    #[test]
+    fn mqtt_4_7_1_filter_matching_examples() {
+        assert!(filter_matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1"
+        ));
+        assert!(filter_matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking"
+        ));
+        assert!(filter_matches("sport/#", "sport"));
+        assert!(filter_matches("#", "a/b"));
+        assert!(filter_matches("sport/tennis/+", "sport/tennis/player1"));
+        assert!(!filter_matches(
+            "sport/tennis/+",
+            "sport/tennis/player1/ranking"
+        ));
+        assert!(!filter_matches("sport/+", "sport"));
+        assert!(filter_matches("sport/+", "sport/"));
+        assert!(filter_matches("+/+", "/finance"));
+        assert!(filter_matches("/+", "/finance"));
+        assert!(!filter_matches("+", "/finance"));
+    }
+
+    #[test]
+    fn mqtt_4_7_2_1_leading_wildcards_do_not_match_dollar_topics() {
+        assert!(!filter_matches("#", "$SYS/uptime"));
+        assert!(!filter_matches("+/monitor/Clients", "$SYS/monitor/Clients"));
+        assert!(filter_matches("$SYS/#", "$SYS/monitor/Clients"));
+        assert!(filter_matches("$SYS/monitor/+", "$SYS/monitor/Clients"));
+    }
+}

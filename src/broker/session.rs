@@ -1,0 +1,396 @@
+//! A client's session (§4.1): its subscriptions, the queue of messages waiting for it, the
+//! outbound in-flight window with packet-id allocation, inbound QoS 2 state, expiry and will.
+//!
+//! A session outlives connections when it is persistent. It is shared by `Arc` between the
+//! connection's reader thread (acks, subscriptions), its writer thread (takes what may be sent),
+//! every publisher's thread (enqueues) and the ticker (expiry). All of that goes through one
+//! `parking_lot::Mutex` per session, held only for queue operations — never across I/O.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use super::message::Message;
+use super::outbox::Outbox;
+use crate::protocol::{ProtocolVersion, QoS, SubscriptionOptions};
+
+/// Session Expiry Interval value meaning "never expires" (§3.1.2.11.2).
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// One message on its way to one subscriber.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub msg: Arc<Message>,
+    /// min(published QoS, granted QoS).
+    pub qos: QoS,
+    /// The RETAIN flag to send: set for retained messages sent at subscribe, else per Retain As
+    /// Published.
+    pub retain: bool,
+    /// Subscription Identifiers of every matching subscription (§3.3.4).
+    pub sub_ids: Vec<u32>,
+    /// The shared subscription (`$share/g/f`) it was delivered through, so that it can be handed
+    /// to another member if this session goes away.
+    pub share: Option<Arc<str>>,
+}
+
+/// An outbound QoS 1/2 message the client has not finished acknowledging.
+#[derive(Debug, Clone)]
+pub enum Inflight {
+    /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Publish(Delivery),
+    /// PUBREC received and PUBREL sent; waiting for PUBCOMP.
+    Released,
+}
+
+/// What the live connection told us about itself in CONNECT, bounding what we send it.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkLimits {
+    pub protocol: ProtocolVersion,
+    /// The client's Receive Maximum: at most this many unacknowledged QoS>0 PUBLISH (§4.9).
+    pub receive_maximum: u16,
+    /// The client's Maximum Packet Size; larger messages are dropped for it (§3.1.2.11.4).
+    pub max_packet_size: u32,
+    /// The client's Topic Alias Maximum for aliases we send.
+    pub topic_alias_maximum: u16,
+}
+
+/// Limits on a session's queue of waiting messages (the `max_queued_*` settings).
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// 0 = no count limit.
+    pub max_messages: usize,
+    /// 0 = no byte limit.
+    pub max_bytes: usize,
+    /// Queue QoS 0 messages for an offline persistent session.
+    pub queue_qos0_offline: bool,
+}
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    QueueFull,
+    OfflineQos0,
+}
+
+/// A subscription as the session remembers it (for resume and for the control page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    pub options: SubscriptionOptions,
+    pub subscription_id: Option<u32>,
+}
+
+/// A will waiting for its Will Delay Interval (§3.1.3.2.2).
+#[derive(Debug, Clone)]
+pub struct DelayedWill {
+    pub due: Instant,
+    pub msg: Arc<Message>,
+}
+
+pub struct Session {
+    pub client_id: Arc<str>,
+    pub state: Mutex<SessionState>,
+}
+
+pub struct SessionState {
+    /// The live connection's outbox; `None` while the client is offline.
+    pub outbox: Option<Arc<Outbox>>,
+    pub link: LinkLimits,
+    /// Filter (with `$share/g/` prefix for shared ones) → options.
+    pub subscriptions: HashMap<String, SubscriptionRecord>,
+    pub pending: VecDeque<Delivery>,
+    pub pending_bytes: usize,
+    pub inflight: BTreeMap<u16, Inflight>,
+    /// Packet ids to resend first after the session resumes (§4.4).
+    pub resend: VecDeque<u16>,
+    next_packet_id: u16,
+    /// Inbound QoS 2 packet ids whose PUBREC was sent and PUBREL not yet received (§4.3.3).
+    pub inbound_qos2: HashSet<u16>,
+    /// Seconds; [`NEVER_EXPIRES`] for never.
+    pub expiry_interval: u32,
+    pub disconnected_at: Option<Instant>,
+    pub delayed_will: Option<DelayedWill>,
+    /// Messages dropped for this session (queue full, offline QoS 0, too large, expired).
+    pub dropped: u64,
+    /// Set once the session has ended; enqueues after that are refused.
+    pub ended: bool,
+}
+
+/// A message ready to be written by the writer thread.
+#[derive(Debug)]
+pub enum Outgoing {
+    Publish {
+        delivery: Delivery,
+        packet_id: u16,
+        dup: bool,
+    },
+    PubRel {
+        packet_id: u16,
+    },
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>, link: LinkLimits) -> Session {
+        Session {
+            client_id,
+            state: Mutex::new(SessionState {
+                outbox: None,
+                link,
+                subscriptions: HashMap::new(),
+                pending: VecDeque::new(),
+                pending_bytes: 0,
+                inflight: BTreeMap::new(),
+                resend: VecDeque::new(),
+                next_packet_id: 1,
+                inbound_qos2: HashSet::new(),
+                expiry_interval: 0,
+                disconnected_at: None,
+                delayed_will: None,
+                dropped: 0,
+                ended: false,
+            }),
+        }
+    }
+
+    /// Queues a delivery and wakes the writer. Never blocks on the subscriber's socket.
+    pub fn enqueue(&self, delivery: Delivery, limits: &QueueLimits) -> Result<(), DropReason> {
+        let outbox = {
+            let mut st = self.state.lock();
+            st.push(delivery, limits)?;
+            st.outbox.clone()
+        };
+        if let Some(outbox) = outbox {
+            outbox.wake();
+        }
+        Ok(())
+    }
+}
+
+impl SessionState {
+    /// Appends to the queue within the limits: QoS 0 is shed first (§4.9 leaves the policy to us).
+    pub fn push(&mut self, delivery: Delivery, limits: &QueueLimits) -> Result<(), DropReason> {
+        if self.ended {
+            return Err(DropReason::QueueFull);
+        }
+        let qos0 = delivery.qos == QoS::AtMostOnce;
+        if qos0 && self.outbox.is_none() && !limits.queue_qos0_offline {
+            self.dropped += 1;
+            return Err(DropReason::OfflineQos0);
+        }
+        let size = delivery.msg.size();
+        while self.over_limit(size, limits) {
+            if qos0 {
+                self.dropped += 1;
+                return Err(DropReason::QueueFull);
+            }
+            // Make room for a QoS>0 message by shedding the oldest QoS 0 one, if any.
+            match self.pending.iter().position(|d| d.qos == QoS::AtMostOnce) {
+                Some(i) => {
+                    if let Some(old) = self.pending.remove(i) {
+                        self.pending_bytes -= old.msg.size();
+                    }
+                    self.dropped += 1;
+                }
+                None => {
+                    self.dropped += 1;
+                    return Err(DropReason::QueueFull);
+                }
+            }
+        }
+        self.pending_bytes += size;
+        self.pending.push_back(delivery);
+        Ok(())
+    }
+
+    fn over_limit(&self, extra_bytes: usize, limits: &QueueLimits) -> bool {
+        (limits.max_messages != 0 && self.pending.len() >= limits.max_messages)
+            || (limits.max_bytes != 0
+                && !self.pending.is_empty()
+                && self.pending_bytes + extra_bytes > limits.max_bytes)
+    }
+
+    /// The next free packet id, skipping ids still in flight (MQTT-2.2.1-3).
+    fn allocate_packet_id(&mut self) -> Option<u16> {
+        for _ in 0..=u16::MAX {
+            let id = self.next_packet_id;
+            self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
+            if !self.inflight.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn window(&self) -> usize {
+        usize::from(self.link.receive_maximum.max(1))
+    }
+
+    /// Moves what may be sent now into `out`: resends first, then queued messages while the
+    /// client's Receive Maximum allows (MQTT-4.9.0-2). Expired messages are dropped here.
+    pub fn take_sendable(&mut self, now: Instant, max_batch: usize, out: &mut Vec<Outgoing>) {
+        while out.len() < max_batch {
+            let Some(id) = self.resend.pop_front() else {
+                break;
+            };
+            match self.inflight.get(&id) {
+                Some(Inflight::Publish(d)) => out.push(Outgoing::Publish {
+                    delivery: d.clone(),
+                    packet_id: id,
+                    dup: true,
+                }),
+                Some(Inflight::Released) => out.push(Outgoing::PubRel { packet_id: id }),
+                None => {}
+            }
+        }
+        while out.len() < max_batch {
+            let Some(front) = self.pending.front() else {
+                break;
+            };
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= self.window() {
+                break;
+            }
+            let Some(delivery) = self.pending.pop_front() else {
+                break;
+            };
+            self.pending_bytes -= delivery.msg.size();
+            if delivery.msg.remaining_expiry(now).is_err() {
+                self.dropped += 1;
+                continue;
+            }
+            if delivery.qos == QoS::AtMostOnce {
+                out.push(Outgoing::Publish {
+                    delivery,
+                    packet_id: 0,
+                    dup: false,
+                });
+                continue;
+            }
+            let Some(id) = self.allocate_packet_id() else {
+                // Cannot happen while the window is below 65,535; keep the message for later.
+                self.pending_bytes += delivery.msg.size();
+                self.pending.push_front(delivery);
+                break;
+            };
+            self.inflight
+                .insert(id, Inflight::Publish(delivery.clone()));
+            out.push(Outgoing::Publish {
+                delivery,
+                packet_id: id,
+                dup: false,
+            });
+        }
+    }
+
+    /// Forgets an in-flight message that could not be sent (too large for the client): the spec
+    /// says to behave as if sending it had completed (MQTT-3.1.2-25).
+    pub fn discard_inflight(&mut self, packet_id: u16) {
+        self.inflight.remove(&packet_id);
+        self.dropped += 1;
+    }
+
+    /// Queues every in-flight message for resending, in packet-id order of sending, when a
+    /// session resumes on a new connection (MQTT-4.4.0-1).
+    pub fn schedule_resend(&mut self) {
+        self.resend = self.inflight.keys().copied().collect();
+    }
+
+    /// True when the writer has something it could send now.
+    pub fn has_sendable(&self) -> bool {
+        !self.resend.is_empty()
+            || self
+                .pending
+                .front()
+                .is_some_and(|d| d.qos == QoS::AtMostOnce || self.inflight.len() < self.window())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Properties;
+
+    fn link() -> LinkLimits {
+        LinkLimits {
+            protocol: ProtocolVersion::V5,
+            receive_maximum: 2,
+            max_packet_size: 1 << 20,
+            topic_alias_maximum: 0,
+        }
+    }
+
+    fn delivery(qos: QoS) -> Delivery {
+        Delivery {
+            msg: Arc::new(Message {
+                topic: "t".into(),
+                payload: vec![0; 9],
+                qos,
+                retain: false,
+                properties: Properties::default(),
+                publisher: None,
+                received: Instant::now(),
+            }),
+            qos,
+            retain: false,
+            sub_ids: Vec::new(),
+            share: None,
+        }
+    }
+
+    const LIMITS: QueueLimits = QueueLimits {
+        max_messages: 3,
+        max_bytes: 0,
+        queue_qos0_offline: false,
+    };
+
+    #[test]
+    fn mqtt_4_9_inflight_never_exceeds_receive_maximum() {
+        let s = Session::new("c".into(), link());
+        let mut st = s.state.lock();
+        for _ in 0..3 {
+            st.outbox = None;
+            st.push(delivery(QoS::AtLeastOnce), &LIMITS).unwrap();
+        }
+        let mut out = Vec::new();
+        st.take_sendable(Instant::now(), 100, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(st.inflight.len(), 2);
+        assert!(!st.has_sendable());
+        st.inflight.remove(&1);
+        assert!(st.has_sendable());
+    }
+
+    #[test]
+    fn full_queue_sheds_qos0_before_qos1() {
+        let s = Session::new("c".into(), link());
+        let mut st = s.state.lock();
+        let limits = QueueLimits {
+            queue_qos0_offline: true,
+            ..LIMITS
+        };
+        st.push(delivery(QoS::AtMostOnce), &limits).unwrap();
+        st.push(delivery(QoS::AtLeastOnce), &limits).unwrap();
+        st.push(delivery(QoS::AtLeastOnce), &limits).unwrap();
+        assert_eq!(
+            st.push(delivery(QoS::AtMostOnce), &limits),
+            Err(DropReason::QueueFull)
+        );
+        st.push(delivery(QoS::ExactlyOnce), &limits).unwrap();
+        assert!(st.pending.iter().all(|d| d.qos != QoS::AtMostOnce));
+        assert_eq!(
+            st.push(delivery(QoS::AtLeastOnce), &limits),
+            Err(DropReason::QueueFull)
+        );
+        assert_eq!(st.dropped, 3);
+    }
+
+    #[test]
+    fn packet_ids_skip_ids_in_flight_and_never_use_zero() {
+        let s = Session::new("c".into(), link());
+        let mut st = s.state.lock();
+        st.next_packet_id = u16::MAX;
+        st.inflight.insert(1, Inflight::Released);
+        assert_eq!(st.allocate_packet_id(), Some(u16::MAX));
+        assert_eq!(st.allocate_packet_id(), Some(2));
+    }
+}

@@ -1,0 +1,1500 @@
+//! Broker configuration: turns command-line flags, `MQTT5_BROKER_*`
+//! environment variables and an optional Mosquitto-style config file into one
+//! validated [`Config`] with defaults. Used by `main` only; the rest of the
+//! broker is handed the finished `Config` (or parts of it).
+//!
+//! Precedence, lowest to highest:
+//!
+//! 1. built-in defaults ([`Config::default`]);
+//! 2. the config file named by `--config FILE`, or else by the environment
+//!    variable `MQTT5_BROKER_CONFIG`;
+//! 3. environment variables `MQTT5_BROKER_<SETTING>` (the setting name
+//!    upper-cased, e.g. `MQTT5_BROKER_MAX_CLIENTS`); an empty variable counts
+//!    as unset;
+//! 4. command-line flags (`--max-clients 50`).
+//!
+//! Every source is validated, even a value that a higher source overrides.
+//!
+//! Config file format (close to `mosquitto.conf`): one `setting value` per
+//! line, `setting = value` also accepted; blank lines and lines starting
+//! with `#` are ignored; the value is the rest of the line (so paths may
+//! contain spaces; there are no inline comments). Setting names are the
+//! snake_case field names of [`Config`]. Mosquitto's `listener PORT [ADDR]`
+//! is accepted as another spelling of `listen`. A setting may appear once
+//! per file. Relative paths are relative to the working directory.
+//!
+//! Booleans accept `true/false`, `yes/no`, `on/off`, `1/0` (any case).
+//! `persistent_client_expiration` takes Mosquitto's `<n>h|d|w|m|y`
+//! (m = 30 days, y = 365 days) plus `<n>s`, plain seconds, or `never`.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Prefix of every environment variable this module reads.
+const ENV_PREFIX: &str = "MQTT5_BROKER_";
+/// Environment variable naming the config file (`--config` wins over it).
+const CONFIG_ENV: &str = "MQTT5_BROKER_CONFIG";
+/// Upper bound for `max_clients`.
+const MAX_CLIENTS_CAP: u64 = 100_000;
+/// Longest accepted persistent client expiration: one second below the MQTT
+/// Session Expiry Interval value that means "never" (0xFFFF_FFFF).
+const MAX_EXPIRATION_SECS: u64 = 0xFFFF_FFFE;
+/// Longest accepted `$SYS` interval (one day).
+const MAX_SYS_INTERVAL_SECS: u64 = 86_400;
+
+/// Every setting name, in [`Config::summary`] order. File setting names are
+/// these; flags are `--` plus the name with `-` for `_`; environment
+/// variables are `MQTT5_BROKER_` plus the name upper-cased.
+const SETTINGS: [&str; 20] = [
+    "listen",
+    "web_listen",
+    "db",
+    "max_clients",
+    "allow_anonymous",
+    "read_chunk_size",
+    "connect_timeout",
+    "max_keepalive",
+    "max_packet_size",
+    "max_inflight_messages",
+    "max_queued_messages",
+    "max_queued_bytes",
+    "queue_qos0_messages",
+    "max_topic_alias",
+    "outbound_topic_aliases",
+    "retain_available",
+    "persistent_client_expiration",
+    "sys_interval",
+    "max_topic_levels",
+    "max_client_id_len",
+];
+
+/// The broker's effective settings after defaults, file, environment and
+/// flags have been merged and validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// MQTT listener address; port 0 = pick a free port.
+    pub listen: SocketAddr,
+    /// Control page (HTTP) listener address.
+    pub web_listen: SocketAddr,
+    /// SQLite database file.
+    pub db: PathBuf,
+    /// Most simultaneously connected clients, 1..=100000.
+    pub max_clients: usize,
+    /// Accept clients that send no username.
+    pub allow_anonymous: bool,
+    /// Bytes read from a socket at a time, 16..=1048576.
+    pub read_chunk_size: usize,
+    /// Time a new connection has to send CONNECT, 1..=3600 s.
+    pub connect_timeout: Duration,
+    /// Largest keep-alive granted to clients, in seconds (Mosquitto name).
+    pub max_keepalive: u16,
+    /// Largest packet accepted, in bytes, 20..=268435455 (Mosquitto name).
+    pub max_packet_size: u32,
+    /// Receive Maximum: QoS 1/2 messages in flight per client, 1..=65535.
+    pub max_inflight_messages: u16,
+    /// Messages queued per offline/slow client; 0 = no count limit.
+    pub max_queued_messages: usize,
+    /// Bytes queued per offline/slow client; 0 = no byte limit.
+    pub max_queued_bytes: usize,
+    /// Also queue QoS 0 messages for offline persistent clients.
+    pub queue_qos0_messages: bool,
+    /// Inbound Topic Alias Maximum offered to clients.
+    pub max_topic_alias: u16,
+    /// Use topic aliases when sending to clients that allow them.
+    pub outbound_topic_aliases: bool,
+    /// Support retained messages (Retain Available).
+    pub retain_available: bool,
+    /// Drop persistent sessions of clients absent this long; `None` = never.
+    pub persistent_client_expiration: Option<Duration>,
+    /// Period of `$SYS` updates; zero disables `$SYS`.
+    pub sys_interval: Duration,
+    /// Most `/`-separated levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Longest client identifier accepted, in bytes.
+    pub max_client_id_len: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 1883),
+            web_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8082),
+            db: PathBuf::from("mqtt5-broker.db"),
+            max_clients: 20,
+            allow_anonymous: false,
+            read_chunk_size: 512,
+            connect_timeout: Duration::from_secs(10),
+            max_keepalive: 65535,
+            max_packet_size: 1_048_576,
+            max_inflight_messages: 20,
+            max_queued_messages: 1000,
+            max_queued_bytes: 8 * 1024 * 1024,
+            queue_qos0_messages: false,
+            max_topic_alias: 10,
+            outbound_topic_aliases: true,
+            retain_available: true,
+            persistent_client_expiration: None,
+            sys_interval: Duration::from_secs(10),
+            max_topic_levels: 128,
+            max_client_id_len: 256,
+        }
+    }
+}
+
+impl Config {
+    /// Every setting name with its effective value, in a fixed order, for
+    /// logs and the control page. Values use the syntax the file, the
+    /// environment and the flags accept (durations in seconds, except
+    /// `persistent_client_expiration`, shown as `never` or e.g. `2h`).
+    pub fn summary(&self) -> Vec<(&'static str, String)> {
+        let secs = |d: Duration| d.as_secs().to_string();
+        let values = [
+            self.listen.to_string(),
+            self.web_listen.to_string(),
+            self.db.display().to_string(),
+            self.max_clients.to_string(),
+            self.allow_anonymous.to_string(),
+            self.read_chunk_size.to_string(),
+            secs(self.connect_timeout),
+            self.max_keepalive.to_string(),
+            self.max_packet_size.to_string(),
+            self.max_inflight_messages.to_string(),
+            self.max_queued_messages.to_string(),
+            self.max_queued_bytes.to_string(),
+            self.queue_qos0_messages.to_string(),
+            self.max_topic_alias.to_string(),
+            self.outbound_topic_aliases.to_string(),
+            self.retain_available.to_string(),
+            match self.persistent_client_expiration {
+                None => "never".to_string(),
+                Some(d) => format_expiration(d),
+            },
+            secs(self.sys_interval),
+            self.max_topic_levels.to_string(),
+            self.max_client_id_len.to_string(),
+        ];
+        SETTINGS.into_iter().zip(values).collect()
+    }
+}
+
+/// Where a rejected value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag, e.g. `--max-clients`.
+    Flag(String),
+    /// An environment variable, e.g. `MQTT5_BROKER_MAX_CLIENTS`.
+    Env(String),
+    /// A line of a config file (line numbers start at 1).
+    File { path: PathBuf, line: usize },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "from {flag}"),
+            Origin::Env(var) => write!(f, "from environment variable {var}"),
+            Origin::File { path, line } => write!(f, "in {} line {line}", path.display()),
+        }
+    }
+}
+
+/// Why no [`Config`] could be made. `Display` is one line for a person
+/// (except [`ConfigError::Help`], which is the help or version text).
+#[derive(Debug)]
+pub enum ConfigError {
+    /// `--help` or `--version` was asked for; holds the text to print on
+    /// stdout before exiting with code 0. Only [`load_from`] returns this
+    /// ([`load`] lets clap print it and exit).
+    Help(String),
+    /// The command line itself is wrong (unknown flag, missing flag value…);
+    /// clap's first error line, without its `error: ` prefix. Only
+    /// [`load_from`] returns this ([`load`] lets clap print it and exit 2).
+    Usage(String),
+    /// A setting's value is not allowed.
+    InvalidValue {
+        setting: String,
+        value: String,
+        expected: String,
+        origin: Origin,
+    },
+    /// The config file names a setting that does not exist.
+    UnknownSetting {
+        path: PathBuf,
+        line: usize,
+        setting: String,
+    },
+    /// A config file line is malformed (no value, setting repeated).
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// The config file could not be read.
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Settings that are fine alone but not together.
+    Conflict(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Help(text) => f.write_str(text.trim_end()),
+            ConfigError::Usage(message) => f.write_str(message),
+            ConfigError::InvalidValue {
+                setting,
+                value,
+                expected,
+                origin,
+            } => write!(
+                f,
+                "invalid value '{}' for {setting}: expected {expected} ({origin})",
+                printable(value)
+            ),
+            ConfigError::UnknownSetting {
+                path,
+                line,
+                setting,
+            } => {
+                write!(
+                    f,
+                    "unknown setting '{}' in {} line {line}",
+                    printable(setting),
+                    path.display()
+                )?;
+                let normalized = setting.trim().replace('-', "_").to_ascii_lowercase();
+                if SETTINGS.contains(&normalized.as_str()) {
+                    write!(f, " (did you mean '{normalized}'?)")
+                } else {
+                    write!(f, " (see --help for the setting names)")
+                }
+            }
+            ConfigError::Syntax {
+                path,
+                line,
+                message,
+            } => write!(f, "{message} in {} line {line}", path.display()),
+            ConfigError::ReadFile { path, source } => {
+                write!(f, "cannot read config file '{}': {source}", path.display())
+            }
+            ConfigError::Conflict(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::ReadFile { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Where the command line asked to go. `None` means [`Command::Run`].
+///
+/// Admin subcommands (user/acl/ban) will be added here as further variants,
+/// e.g. `User { #[command(subcommand)] action: UserAction }`; the setting
+/// flags are global, so `mqtt5-broker user add … --db FILE` works, and
+/// [`Cli::resolve`] builds the `Config` for any subcommand.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run the broker (the default when no subcommand is given)
+    Run,
+}
+
+const AFTER_HELP: &str = "\
+Sources, lowest to highest precedence: defaults < config file (--config or \
+MQTT5_BROKER_CONFIG) < environment variables MQTT5_BROKER_<SETTING> (e.g. \
+MQTT5_BROKER_MAX_CLIENTS=50) < flags.
+
+Config file: one 'setting value' (or 'setting = value') per line with the \
+snake_case setting names (listen 0.0.0.0:1883, allow_anonymous true, \
+max_queued_messages 1000); '#' comment lines and blank lines are ignored; \
+Mosquitto's 'listener PORT [ADDR]' also sets listen.
+
+Booleans: true/false, yes/no, on/off, 1/0.";
+
+/// The command line: an optional subcommand plus one optional flag per
+/// setting. Flags are kept as text here and validated in [`Cli::resolve`]
+/// together with the file and environment values.
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(
+    name = "mqtt5-broker",
+    bin_name = "mqtt5-broker",
+    version,
+    about = "An MQTT 5.0 / 3.1.1 broker for LAN hosts, with SQLite storage and a control page",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// What to do; `None` means run the broker.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Read settings from FILE ('setting value' lines) [env: MQTT5_BROKER_CONFIG]
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+
+    /// MQTT listen address; port 0 picks a free port [default: 0.0.0.0:1883] [env: MQTT5_BROKER_LISTEN]
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        allow_negative_numbers = true,
+        global = true
+    )]
+    listen: Option<String>,
+
+    /// Control page (HTTP) listen address [default: 0.0.0.0:8082] [env: MQTT5_BROKER_WEB_LISTEN]
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        allow_negative_numbers = true,
+        global = true
+    )]
+    web_listen: Option<String>,
+
+    /// SQLite database file [default: mqtt5-broker.db] [env: MQTT5_BROKER_DB]
+    #[arg(long, value_name = "FILE", global = true)]
+    db: Option<PathBuf>,
+
+    /// Most connected clients, 1..=100000 [default: 20] [env: MQTT5_BROKER_MAX_CLIENTS]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, global = true)]
+    max_clients: Option<String>,
+
+    /// Accept clients without a username; --allow-anonymous=false turns it off [default: false] [env: MQTT5_BROKER_ALLOW_ANONYMOUS]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        global = true
+    )]
+    allow_anonymous: Option<String>,
+
+    /// Bytes read from a socket at a time, 16..=1048576 [default: 512] [env: MQTT5_BROKER_READ_CHUNK_SIZE]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        allow_negative_numbers = true,
+        global = true
+    )]
+    read_chunk_size: Option<String>,
+
+    /// Seconds a new connection has to send CONNECT, 1..=3600 [default: 10] [env: MQTT5_BROKER_CONNECT_TIMEOUT]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        allow_negative_numbers = true,
+        global = true
+    )]
+    connect_timeout: Option<String>,
+
+    /// Largest keep-alive granted to clients, 0..=65535 seconds [default: 65535] [env: MQTT5_BROKER_MAX_KEEPALIVE]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        allow_negative_numbers = true,
+        global = true
+    )]
+    max_keepalive: Option<String>,
+
+    /// Largest packet accepted, 20..=268435455 [default: 1048576] [env: MQTT5_BROKER_MAX_PACKET_SIZE]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        allow_negative_numbers = true,
+        global = true
+    )]
+    max_packet_size: Option<String>,
+
+    /// QoS 1/2 messages in flight per client (Receive Maximum), 1..=65535 [default: 20] [env: MQTT5_BROKER_MAX_INFLIGHT_MESSAGES]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, global = true)]
+    max_inflight_messages: Option<String>,
+
+    /// Messages queued per client, 0 = no limit [default: 1000] [env: MQTT5_BROKER_MAX_QUEUED_MESSAGES]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, global = true)]
+    max_queued_messages: Option<String>,
+
+    /// Bytes queued per client, 0 = no limit [default: 8388608] [env: MQTT5_BROKER_MAX_QUEUED_BYTES]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        allow_negative_numbers = true,
+        global = true
+    )]
+    max_queued_bytes: Option<String>,
+
+    /// Queue QoS 0 messages for offline persistent clients [default: false] [env: MQTT5_BROKER_QUEUE_QOS0_MESSAGES]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", global = true)]
+    queue_qos0_messages: Option<String>,
+
+    /// Inbound Topic Alias Maximum, 0..=65535 [default: 10] [env: MQTT5_BROKER_MAX_TOPIC_ALIAS]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, global = true)]
+    max_topic_alias: Option<String>,
+
+    /// Use topic aliases when sending to clients [default: true] [env: MQTT5_BROKER_OUTBOUND_TOPIC_ALIASES]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", global = true)]
+    outbound_topic_aliases: Option<String>,
+
+    /// Support retained messages [default: true] [env: MQTT5_BROKER_RETAIN_AVAILABLE]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", global = true)]
+    retain_available: Option<String>,
+
+    /// Forget persistent clients absent this long: <n>s|h|d|w|m|y (m = 30 days), plain seconds, or never [default: never] [env: MQTT5_BROKER_PERSISTENT_CLIENT_EXPIRATION]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_hyphen_values = true,
+        global = true
+    )]
+    persistent_client_expiration: Option<String>,
+
+    /// Seconds between $SYS updates, 0 disables $SYS, at most 86400 [default: 10] [env: MQTT5_BROKER_SYS_INTERVAL]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        allow_negative_numbers = true,
+        global = true
+    )]
+    sys_interval: Option<String>,
+
+    /// Most levels in a topic name or filter, 1..=65535 [default: 128] [env: MQTT5_BROKER_MAX_TOPIC_LEVELS]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, global = true)]
+    max_topic_levels: Option<String>,
+
+    /// Longest client identifier, 23..=65535 bytes [default: 256] [env: MQTT5_BROKER_MAX_CLIENT_ID_LEN]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        allow_negative_numbers = true,
+        global = true
+    )]
+    max_client_id_len: Option<String>,
+}
+
+impl Cli {
+    /// Merges defaults < config file < environment (read through `env`) <
+    /// these flags into a validated [`Config`].
+    pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+
+        let file = self
+            .config
+            .clone()
+            .or_else(|| env_value(env, CONFIG_ENV).map(PathBuf::from));
+        if let Some(path) = file {
+            apply_file(&mut config, &path)?;
+        }
+
+        for name in SETTINGS {
+            let var = env_var_name(name);
+            if let Some(value) = env_value(env, &var) {
+                set(&mut config, name, &value, Origin::Env(var))?;
+            }
+        }
+
+        if let Some(db) = &self.db {
+            config.db = db.clone(); // clap already refuses an empty path
+        }
+        for (name, value) in self.text_flags() {
+            if let Some(value) = value {
+                set(&mut config, name, value, Origin::Flag(flag_name(name)))?;
+            }
+        }
+
+        check_conflicts(&config)?;
+        Ok(config)
+    }
+
+    /// The text-valued setting flags (all but `db`), by setting name.
+    fn text_flags(&self) -> [(&'static str, Option<&str>); 19] {
+        [
+            ("listen", self.listen.as_deref()),
+            ("web_listen", self.web_listen.as_deref()),
+            ("max_clients", self.max_clients.as_deref()),
+            ("allow_anonymous", self.allow_anonymous.as_deref()),
+            ("read_chunk_size", self.read_chunk_size.as_deref()),
+            ("connect_timeout", self.connect_timeout.as_deref()),
+            ("max_keepalive", self.max_keepalive.as_deref()),
+            ("max_packet_size", self.max_packet_size.as_deref()),
+            (
+                "max_inflight_messages",
+                self.max_inflight_messages.as_deref(),
+            ),
+            ("max_queued_messages", self.max_queued_messages.as_deref()),
+            ("max_queued_bytes", self.max_queued_bytes.as_deref()),
+            ("queue_qos0_messages", self.queue_qos0_messages.as_deref()),
+            ("max_topic_alias", self.max_topic_alias.as_deref()),
+            (
+                "outbound_topic_aliases",
+                self.outbound_topic_aliases.as_deref(),
+            ),
+            ("retain_available", self.retain_available.as_deref()),
+            (
+                "persistent_client_expiration",
+                self.persistent_client_expiration.as_deref(),
+            ),
+            ("sys_interval", self.sys_interval.as_deref()),
+            ("max_topic_levels", self.max_topic_levels.as_deref()),
+            ("max_client_id_len", self.max_client_id_len.as_deref()),
+        ]
+    }
+}
+
+/// Reads the real command line, environment and config file. `--help` and
+/// `--version` print on stdout and exit with code 0 here; every problem,
+/// including a malformed command line ([`ConfigError::Usage`]), is returned
+/// for `main` to print as one line and exit 2. Unknown `MQTT5_BROKER_*`
+/// environment variables are logged as warnings (visible if logging is set
+/// up first).
+pub fn load() -> Result<Config, ConfigError> {
+    warn_unknown_env_vars();
+    let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+    match load_from(std::env::args_os(), &env) {
+        Err(ConfigError::Help(text)) => {
+            print!("{text}");
+            std::process::exit(0);
+        }
+        other => other,
+    }
+}
+
+/// [`load`] with the arguments (program name first) and the environment
+/// supplied by the caller; never prints or exits: `--help` and `--version`
+/// give [`ConfigError::Help`], a bad command line [`ConfigError::Usage`].
+pub fn load_from<I, T>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args).map_err(clap_error)?;
+    // New subcommands get their own arm here (and probably their own entry
+    // point returning the subcommand with its Config).
+    match cli.command {
+        None | Some(Command::Run) => cli.resolve(env),
+    }
+}
+
+/// Converts clap's error into ours: help/version text as is, anything else
+/// as clap's first line plus its tip, on one line.
+fn clap_error(error: clap::Error) -> ConfigError {
+    use clap::error::ErrorKind;
+    let text = error.to_string();
+    match error.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => ConfigError::Help(text),
+        _ => {
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let first = lines.next().unwrap_or("invalid command line");
+            let mut message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+            if let Some(tip) = lines.find_map(|l| l.strip_prefix("tip: ")) {
+                message.push_str(&format!(" ({tip})"));
+            }
+            message.push_str("; see --help");
+            ConfigError::Usage(message)
+        }
+    }
+}
+
+fn warn_unknown_env_vars() {
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if let Some(rest) = key.strip_prefix(ENV_PREFIX) {
+            let known = key == CONFIG_ENV || SETTINGS.iter().any(|s| s.eq_ignore_ascii_case(rest));
+            if !known {
+                log::warn!("ignoring unknown environment variable {key}");
+            }
+        }
+    }
+}
+
+fn env_var_name(setting: &str) -> String {
+    format!("{ENV_PREFIX}{}", setting.to_ascii_uppercase())
+}
+
+fn flag_name(setting: &str) -> String {
+    format!("--{}", setting.replace('_', "-"))
+}
+
+/// An environment value, with empty (or blank) counting as unset.
+fn env_value(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    env(name).filter(|value| !value.trim().is_empty())
+}
+
+/// Parses `value` for `setting` and stores it in `config`.
+fn set(config: &mut Config, setting: &str, value: &str, origin: Origin) -> Result<(), ConfigError> {
+    let v = value.trim();
+    let err = |origin: Origin| invalid(setting, value, origin);
+    let result = match setting {
+        "listen" => parse_addr(v).map(|a| config.listen = a),
+        "web_listen" => parse_addr(v).map(|a| config.web_listen = a),
+        "db" => (!v.is_empty()).then(|| config.db = PathBuf::from(v)),
+        "max_clients" => uint(v, 1, MAX_CLIENTS_CAP).map(|n| config.max_clients = n as usize),
+        "allow_anonymous" => parse_bool(v).map(|b| config.allow_anonymous = b),
+        "read_chunk_size" => uint(v, 16, 1_048_576).map(|n| config.read_chunk_size = n as usize),
+        "connect_timeout" => {
+            uint(v, 1, 3600).map(|n| config.connect_timeout = Duration::from_secs(n))
+        }
+        "max_keepalive" => uint(v, 0, 65535).map(|n| config.max_keepalive = n as u16),
+        "max_packet_size" => uint(v, 20, 268_435_455).map(|n| config.max_packet_size = n as u32),
+        "max_inflight_messages" => {
+            uint(v, 1, 65535).map(|n| config.max_inflight_messages = n as u16)
+        }
+        "max_queued_messages" => v.parse().ok().map(|n| config.max_queued_messages = n),
+        "max_queued_bytes" => v.parse().ok().map(|n| config.max_queued_bytes = n),
+        "queue_qos0_messages" => parse_bool(v).map(|b| config.queue_qos0_messages = b),
+        "max_topic_alias" => uint(v, 0, 65535).map(|n| config.max_topic_alias = n as u16),
+        "outbound_topic_aliases" => parse_bool(v).map(|b| config.outbound_topic_aliases = b),
+        "retain_available" => parse_bool(v).map(|b| config.retain_available = b),
+        "persistent_client_expiration" => {
+            parse_expiration(v).map(|d| config.persistent_client_expiration = d)
+        }
+        "sys_interval" => {
+            uint(v, 0, MAX_SYS_INTERVAL_SECS).map(|n| config.sys_interval = Duration::from_secs(n))
+        }
+        "max_topic_levels" => uint(v, 1, 65535).map(|n| config.max_topic_levels = n as usize),
+        "max_client_id_len" => uint(v, 23, 65535).map(|n| config.max_client_id_len = n as usize),
+        _ => None,
+    };
+    result.ok_or_else(|| err(origin))
+}
+
+/// The error for a rejected value of `setting`.
+fn invalid(setting: &str, value: &str, origin: Origin) -> ConfigError {
+    ConfigError::InvalidValue {
+        setting: setting.to_string(),
+        value: value.to_string(),
+        expected: expected(setting).to_string(),
+        origin,
+    }
+}
+
+/// What a setting accepts, completing "expected …".
+fn expected(setting: &str) -> &'static str {
+    match setting {
+        "listen" | "web_listen" => {
+            "an IP address and port such as 0.0.0.0:1883 or [::]:1883 (port 0 picks a free port), or just a port"
+        }
+        "listener" => "a port, optionally followed by an IP address, e.g. 'listener 1883 127.0.0.1'",
+        "db" => "a file path",
+        "max_clients" => "a whole number from 1 to 100000",
+        "read_chunk_size" => "a whole number of bytes from 16 to 1048576",
+        "connect_timeout" => "a whole number of seconds from 1 to 3600",
+        "max_keepalive" => "a whole number of seconds from 0 to 65535",
+        "max_packet_size" => "a whole number of bytes from 20 to 268435455",
+        "max_inflight_messages" => "a whole number from 1 to 65535",
+        "max_queued_messages" => "a whole number, 0 for no limit",
+        "max_queued_bytes" => "a whole number of bytes, 0 for no limit",
+        "max_topic_alias" => "a whole number from 0 to 65535",
+        "allow_anonymous" | "queue_qos0_messages" | "outbound_topic_aliases" | "retain_available" => {
+            "true or false (or yes/no, on/off, 1/0)"
+        }
+        "persistent_client_expiration" => {
+            "a duration like 3600, 90s, 2h, 1d, 1w, 1m (30 days) or 1y (365 days), from 1 second to 4294967294 seconds, or 'never'"
+        }
+        "sys_interval" => "a whole number of seconds from 0 (disables $SYS) to 86400",
+        "max_topic_levels" => "a whole number from 1 to 65535",
+        "max_client_id_len" => "a whole number of bytes from 23 to 65535",
+        _ => "a known setting",
+    }
+}
+
+fn uint(v: &str, min: u64, max: u64) -> Option<u64> {
+    if !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse::<u64>().ok().filter(|n| (min..=max).contains(n))
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// `ADDR:PORT` with a numeric IP (IPv6 in brackets), or a bare port meaning
+/// all IPv4 interfaces.
+fn parse_addr(v: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = v.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let port = uint(v, 0, 65535)?;
+    Some(SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        port as u16,
+    ))
+}
+
+/// Mosquitto's `listener PORT [ADDR]` arguments.
+fn parse_listener(v: &str) -> Option<SocketAddr> {
+    let mut parts = v.split_whitespace();
+    let port = uint(parts.next()?, 0, 65535)? as u16;
+    let ip = match parts.next() {
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Some(addr) => {
+            let bare = addr
+                .strip_prefix('[')
+                .and_then(|a| a.strip_suffix(']'))
+                .unwrap_or(addr);
+            bare.parse().ok()?
+        }
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(SocketAddr::new(ip, port))
+}
+
+/// `never`/`none`, plain seconds, or `<n>` followed by one of s, h, d, w,
+/// m (30 days), y (365 days) as in Mosquitto.
+fn parse_expiration(v: &str) -> Option<Option<Duration>> {
+    if v.eq_ignore_ascii_case("never") || v.eq_ignore_ascii_case("none") {
+        return Some(None);
+    }
+    let (number, unit) = match v.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&v[..i], c.to_ascii_lowercase()),
+        _ => (v, 's'),
+    };
+    let multiplier: u64 = match unit {
+        's' => 1,
+        'h' => 3600,
+        'd' => 86_400,
+        'w' => 7 * 86_400,
+        'm' => 30 * 86_400,
+        'y' => 365 * 86_400,
+        _ => return None,
+    };
+    let seconds = uint(number, 1, u64::MAX)?.checked_mul(multiplier)?;
+    (seconds <= MAX_EXPIRATION_SECS).then(|| Some(Duration::from_secs(seconds)))
+}
+
+/// The shortest exact spelling of an expiration: `2w`, `3d`, `5h` or `90s`.
+fn format_expiration(d: Duration) -> String {
+    let secs = d.as_secs();
+    for (unit, size) in [('w', 7 * 86_400), ('d', 86_400), ('h', 3600)] {
+        if secs > 0 && secs.is_multiple_of(size) {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
+}
+
+/// A value as shown in an error: control characters escaped, long values cut.
+fn printable(value: &str) -> String {
+    const LIMIT: usize = 100;
+    let mut out: String = value
+        .chars()
+        .take(LIMIT)
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect();
+    if value.chars().count() > LIMIT {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Reads the config file at `path` and applies its settings to `config`.
+fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    // Line where each setting was first seen (`listener` counts as `listen`).
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+
+    for (index, raw) in text.lines().enumerate() {
+        let line_no = index + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let end = line
+            .find(|c: char| c.is_whitespace() || c == '=')
+            .unwrap_or(line.len());
+        let (name, rest) = line.split_at(end);
+        let rest = rest.trim_start();
+        let value = rest.strip_prefix('=').unwrap_or(rest).trim();
+        let syntax = |message: String| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line: line_no,
+            message,
+        };
+
+        let setting = match name {
+            "listener" => "listen",
+            "config" => {
+                return Err(syntax(
+                    "'config' cannot be set inside a config file".to_string(),
+                ))
+            }
+            other => match SETTINGS.iter().find(|s| **s == other) {
+                Some(known) => *known,
+                None => {
+                    return Err(ConfigError::UnknownSetting {
+                        path: path.to_path_buf(),
+                        line: line_no,
+                        setting: name.to_string(),
+                    })
+                }
+            },
+        };
+        if value.is_empty() {
+            return Err(syntax(format!("setting '{name}' has no value")));
+        }
+        if let Some((_, first)) = seen.iter().find(|(s, _)| *s == setting) {
+            return Err(syntax(format!(
+                "setting '{name}' repeats '{setting}' from line {first}"
+            )));
+        }
+        seen.push((setting, line_no));
+
+        let origin = Origin::File {
+            path: path.to_path_buf(),
+            line: line_no,
+        };
+        if name == "listener" {
+            config.listen =
+                parse_listener(value).ok_or_else(|| invalid("listener", value, origin))?;
+        } else {
+            set(config, setting, value, origin)?;
+        }
+    }
+    Ok(())
+}
+
+/// Rejects settings that cannot work together.
+fn check_conflicts(config: &Config) -> Result<(), ConfigError> {
+    let (mqtt, web) = (config.listen, config.web_listen);
+    let overlapping =
+        mqtt.ip() == web.ip() || mqtt.ip().is_unspecified() || web.ip().is_unspecified();
+    if mqtt.port() != 0 && mqtt.port() == web.port() && overlapping {
+        return Err(ConfigError::Conflict(format!(
+            "listen ({mqtt}) and web_listen ({web}) use the same port: give them different ports"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A config file in the temp directory, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(contents: &str) -> TempFile {
+            static COUNTER: AtomicUsize = AtomicUsize::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "mqtt5-broker-config-test-{}-{}.conf",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+
+        fn arg(&self) -> String {
+            self.0.to_str().unwrap().to_string()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn args(extra: &[&str]) -> Vec<String> {
+        std::iter::once("mqtt5-broker")
+            .chain(extra.iter().copied())
+            .map(String::from)
+            .collect()
+    }
+
+    fn from_flags(extra: &[&str]) -> Result<Config, ConfigError> {
+        load_from(args(extra), &no_env)
+    }
+
+    fn from_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        load_from(args(&[]), &env_of(pairs))
+    }
+
+    fn from_file(contents: &str) -> Result<Config, ConfigError> {
+        let file = TempFile::new(contents);
+        load_from(args(&["--config", &file.arg()]), &no_env)
+    }
+
+    /// A non-default value for every setting, and the Config it gives.
+    fn sample() -> (Vec<(&'static str, &'static str)>, Config) {
+        let values = vec![
+            ("listen", "127.0.0.1:11883"),
+            ("web_listen", "[::1]:18082"),
+            ("db", "/var/lib/mqtt5/broker.db"),
+            ("max_clients", "500"),
+            ("allow_anonymous", "true"),
+            ("read_chunk_size", "4096"),
+            ("connect_timeout", "30"),
+            ("max_keepalive", "120"),
+            ("max_packet_size", "65536"),
+            ("max_inflight_messages", "100"),
+            ("max_queued_messages", "0"),
+            ("max_queued_bytes", "1024"),
+            ("queue_qos0_messages", "true"),
+            ("max_topic_alias", "0"),
+            ("outbound_topic_aliases", "false"),
+            ("retain_available", "false"),
+            ("persistent_client_expiration", "2d"),
+            ("sys_interval", "0"),
+            ("max_topic_levels", "16"),
+            ("max_client_id_len", "64"),
+        ];
+        let config = Config {
+            listen: "127.0.0.1:11883".parse().unwrap(),
+            web_listen: "[::1]:18082".parse().unwrap(),
+            db: PathBuf::from("/var/lib/mqtt5/broker.db"),
+            max_clients: 500,
+            allow_anonymous: true,
+            read_chunk_size: 4096,
+            connect_timeout: Duration::from_secs(30),
+            max_keepalive: 120,
+            max_packet_size: 65536,
+            max_inflight_messages: 100,
+            max_queued_messages: 0,
+            max_queued_bytes: 1024,
+            queue_qos0_messages: true,
+            max_topic_alias: 0,
+            outbound_topic_aliases: false,
+            retain_available: false,
+            persistent_client_expiration: Some(Duration::from_secs(2 * 86_400)),
+            sys_interval: Duration::ZERO,
+            max_topic_levels: 16,
+            max_client_id_len: 64,
+        };
+        (values, config)
+    }
+
+    fn flag_args(values: &[(&str, &str)]) -> Vec<String> {
+        values
+            .iter()
+            .flat_map(|(name, value)| {
+                if *name == "allow_anonymous" {
+                    vec![format!("{}={value}", flag_name(name))]
+                } else {
+                    vec![flag_name(name), value.to_string()]
+                }
+            })
+            .collect()
+    }
+
+    fn message(result: Result<Config, ConfigError>) -> String {
+        result.expect_err("expected an error").to_string()
+    }
+
+    #[test]
+    fn clap_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::default();
+        assert_eq!(c.listen, "0.0.0.0:1883".parse().unwrap());
+        assert_eq!(c.web_listen, "0.0.0.0:8082".parse().unwrap());
+        assert_eq!(c.db, PathBuf::from("mqtt5-broker.db"));
+        assert_eq!(c.max_clients, 20);
+        assert!(!c.allow_anonymous);
+        assert_eq!(c.read_chunk_size, 512);
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_keepalive, 65535);
+        assert_eq!(c.max_packet_size, 1_048_576);
+        assert_eq!(c.max_inflight_messages, 20);
+        assert_eq!(c.max_queued_messages, 1000);
+        assert_eq!(c.max_queued_bytes, 8_388_608);
+        assert!(!c.queue_qos0_messages);
+        assert_eq!(c.max_topic_alias, 10);
+        assert!(c.outbound_topic_aliases);
+        assert!(c.retain_available);
+        assert_eq!(c.persistent_client_expiration, None);
+        assert_eq!(c.sys_interval, Duration::from_secs(10));
+        assert_eq!(c.max_topic_levels, 128);
+        assert_eq!(c.max_client_id_len, 256);
+        assert_eq!(from_flags(&[]).unwrap(), c);
+    }
+
+    #[test]
+    fn every_setting_from_flags() {
+        let (values, expected) = sample();
+        let extra = flag_args(&values);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        assert_eq!(from_flags(&extra).unwrap(), expected);
+    }
+
+    #[test]
+    fn every_setting_from_env() {
+        let (values, expected) = sample();
+        let vars: Vec<(String, &str)> = values
+            .iter()
+            .map(|(name, value)| (env_var_name(name), *value))
+            .collect();
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(from_env(&vars).unwrap(), expected);
+    }
+
+    #[test]
+    fn every_setting_from_file() {
+        let (values, expected) = sample();
+        let mut text = String::from("# sample\n\n");
+        for (i, (name, value)) in values.iter().enumerate() {
+            // Alternate the two accepted forms.
+            if i % 2 == 0 {
+                text.push_str(&format!("{name} {value}\n"));
+            } else {
+                text.push_str(&format!("  {name} = {value}\r\n"));
+            }
+        }
+        assert_eq!(from_file(&text).unwrap(), expected);
+    }
+
+    #[test]
+    fn precedence_default_file_env_flag() {
+        let file = TempFile::new("max_clients 30\nmax_topic_alias 5\nlisten 127.0.0.1:1000\n");
+        let env = env_of(&[
+            ("MQTT5_BROKER_MAX_CLIENTS", "40"),
+            ("MQTT5_BROKER_MAX_TOPIC_ALIAS", "6"),
+        ]);
+        let c = load_from(args(&["--config", &file.arg()]), &env).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:1000".parse().unwrap()); // file over default
+        assert_eq!(c.max_clients, 40); // env over file
+        assert_eq!(c.max_topic_alias, 6);
+        assert_eq!(c.max_inflight_messages, 20); // default untouched
+
+        let c = load_from(
+            args(&["--config", &file.arg(), "--max-clients", "50"]),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.max_clients, 50); // flag over env
+        assert_eq!(c.max_topic_alias, 6);
+    }
+
+    #[test]
+    fn config_file_from_env_and_flag_wins() {
+        let a = TempFile::new("max_clients 31\n");
+        let b = TempFile::new("max_clients 32\n");
+        let env = env_of(&[("MQTT5_BROKER_CONFIG", &a.arg())]);
+        assert_eq!(load_from(args(&[]), &env).unwrap().max_clients, 31);
+        let c = load_from(args(&["--config", &b.arg()]), &env).unwrap();
+        assert_eq!(c.max_clients, 32);
+    }
+
+    #[test]
+    fn empty_env_counts_as_unset() {
+        let c = from_env(&[
+            ("MQTT5_BROKER_MAX_CLIENTS", ""),
+            ("MQTT5_BROKER_CONFIG", " "),
+        ])
+        .unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn overridden_bad_value_is_still_an_error() {
+        let e = load_from(
+            args(&["--max-clients", "5"]),
+            &env_of(&[("MQTT5_BROKER_MAX_CLIENTS", "lots")]),
+        );
+        assert!(message(e).contains("MQTT5_BROKER_MAX_CLIENTS"));
+    }
+
+    #[test]
+    fn bad_values_name_setting_value_and_source() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "listen",
+                &["abc", "localhost:1883", "1.2.3.4", "1.2.3.4:70000", "-1"],
+            ),
+            ("web_listen", &["abc", "::1:80"]),
+            ("max_clients", &["abc", "0", "100001", "-1", "1.5", "+3"]),
+            ("allow_anonymous", &["maybe", "2"]),
+            ("read_chunk_size", &["abc", "15", "1048577"]),
+            ("connect_timeout", &["abc", "0", "3601", "10s"]),
+            ("max_keepalive", &["abc", "65536", "-1"]),
+            ("max_packet_size", &["abc", "19", "268435456"]),
+            ("max_inflight_messages", &["abc", "0", "65536"]),
+            (
+                "max_queued_messages",
+                &["abc", "-1", "99999999999999999999999"],
+            ),
+            ("max_queued_bytes", &["abc", "-1", "8MiB"]),
+            ("queue_qos0_messages", &["nope"]),
+            ("max_topic_alias", &["abc", "65536"]),
+            ("outbound_topic_aliases", &["nope"]),
+            ("retain_available", &["nope"]),
+            (
+                "persistent_client_expiration",
+                &[
+                    "abc",
+                    "0",
+                    "0h",
+                    "5x",
+                    "h",
+                    "1.5h",
+                    "-1d",
+                    "200y",
+                    "99999999999999999999w",
+                ],
+            ),
+            ("sys_interval", &["abc", "-1", "86401"]),
+            ("max_topic_levels", &["abc", "0", "65536"]),
+            ("max_client_id_len", &["abc", "22", "65536"]),
+        ];
+        for (name, bad_values) in cases {
+            for bad in *bad_values {
+                let var = env_var_name(name);
+                let flag = if name.contains("anonymous") {
+                    vec![format!("{}={bad}", flag_name(name))]
+                } else {
+                    vec![flag_name(name), bad.to_string()]
+                };
+                let flag: Vec<&str> = flag.iter().map(String::as_str).collect();
+                let results = [
+                    (from_flags(&flag), flag_name(name)),
+                    (from_env(&[(&var, bad)]), var.clone()),
+                    (
+                        from_file(&format!("\n{name} {bad}\n")),
+                        "line 2".to_string(),
+                    ),
+                ];
+                for (result, source) in results {
+                    let e = result.expect_err(&format!("{name}={bad} accepted"));
+                    assert!(matches!(e, ConfigError::InvalidValue { .. }), "{e:?}");
+                    let text = e.to_string();
+                    let want = format!("invalid value '{bad}' for {name}: expected ");
+                    assert!(text.starts_with(&want), "{text}");
+                    assert!(text.contains(&source), "{text}");
+                    assert!(!text.contains('\n'), "{text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn empty_values_are_rejected() {
+        assert!(matches!(
+            from_flags(&["--db", ""]),
+            Err(ConfigError::Usage(_))
+        ));
+        assert!(message(from_flags(&["--listen", ""])).contains("for listen"));
+        let text = message(from_file("max_clients\n"));
+        assert!(
+            text.contains("'max_clients' has no value") && text.contains("line 1"),
+            "{text}"
+        );
+        assert!(message(from_file("max_clients =\n")).contains("no value"));
+    }
+
+    #[test]
+    fn example_error_message() {
+        let text = message(from_flags(&["--max-clients", "abc"]));
+        assert_eq!(
+            text,
+            "invalid value 'abc' for max_clients: expected a whole number from 1 to 100000 (from --max-clients)"
+        );
+    }
+
+    #[test]
+    fn unknown_file_setting_names_file_and_line() {
+        let file = TempFile::new("# comment\n\nmax_clients 5\nper_listener_settings true\n");
+        let e = load_from(args(&["--config", &file.arg()]), &no_env).unwrap_err();
+        match &e {
+            ConfigError::UnknownSetting {
+                path,
+                line,
+                setting,
+            } => {
+                assert_eq!(path, &file.0);
+                assert_eq!(*line, 4);
+                assert_eq!(setting, "per_listener_settings");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let text = e.to_string();
+        assert!(
+            text.contains(&file.arg()) && text.contains("line 4"),
+            "{text}"
+        );
+        assert!(text.contains("'per_listener_settings'"), "{text}");
+        assert!(message(from_file("max-clients 5\n")).contains("did you mean 'max_clients'"));
+        assert!(message(from_file("config other.conf\n")).contains("cannot be set"));
+    }
+
+    #[test]
+    fn unreadable_file() {
+        let path = std::env::temp_dir().join("mqtt5-broker-config-test-missing.conf");
+        let e = load_from(args(&["--config", path.to_str().unwrap()]), &no_env).unwrap_err();
+        assert!(matches!(e, ConfigError::ReadFile { .. }));
+        assert!(std::error::Error::source(&e).is_some());
+        let text = e.to_string();
+        assert!(
+            text.starts_with("cannot read config file") && text.contains(path.to_str().unwrap()),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn repeated_file_setting_is_an_error() {
+        let text = message(from_file("max_clients 5\nmax_clients 6\n"));
+        assert!(
+            text.contains("line 2") && text.contains("from line 1"),
+            "{text}"
+        );
+        let text = message(from_file("listener 1883\nlistener 9001\n"));
+        assert!(text.contains("line 2"), "{text}");
+        assert!(message(from_file("listen 0.0.0.0:1\nlistener 2\n")).contains("repeats 'listen'"));
+    }
+
+    #[test]
+    fn listener_alias() {
+        let c = from_file("listener 1883\n").unwrap();
+        assert_eq!(c.listen, "0.0.0.0:1883".parse().unwrap());
+        let c = from_file("listener 1884 127.0.0.1\n").unwrap();
+        assert_eq!(c.listen, "127.0.0.1:1884".parse().unwrap());
+        let c = from_file("listener = 1885 ::1\n").unwrap();
+        assert_eq!(c.listen, "[::1]:1885".parse().unwrap());
+        let c = from_file("listener 1886 [::]\n").unwrap();
+        assert_eq!(c.listen, "[::]:1886".parse().unwrap());
+        for bad in ["abc", "1883 localhost", "1883 127.0.0.1 extra", "70000"] {
+            let text = message(from_file(&format!("listener {bad}\n")));
+            assert!(text.contains(&format!("'{bad}' for listener")), "{text}");
+        }
+    }
+
+    #[test]
+    fn listen_accepts_bare_port_and_port_zero() {
+        assert_eq!(
+            from_flags(&["--listen", "1999"]).unwrap().listen,
+            "0.0.0.0:1999".parse().unwrap()
+        );
+        let c = from_flags(&["--listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"]).unwrap();
+        assert_eq!(c.listen.port(), 0);
+    }
+
+    #[test]
+    fn same_port_for_both_listeners_is_a_conflict() {
+        let e = from_flags(&["--listen", "0.0.0.0:8082"]).unwrap_err();
+        assert!(matches!(e, ConfigError::Conflict(_)));
+        assert!(e.to_string().contains("web_listen"));
+        // Different addresses on the same port are fine.
+        from_flags(&[
+            "--listen",
+            "127.0.0.1:9000",
+            "--web-listen",
+            "127.0.0.2:9000",
+        ])
+        .unwrap();
+    }
+
+    #[test]
+    fn bool_spellings() {
+        for (text, want) in [
+            ("true", true),
+            ("TRUE", true),
+            ("yes", true),
+            ("Yes", true),
+            ("on", true),
+            ("ON", true),
+            ("1", true),
+            ("false", false),
+            ("False", false),
+            ("no", false),
+            ("NO", false),
+            ("off", false),
+            ("Off", false),
+            ("0", false),
+        ] {
+            let c = from_env(&[("MQTT5_BROKER_RETAIN_AVAILABLE", text)]).unwrap();
+            assert_eq!(c.retain_available, want, "{text}");
+            let c = from_file(&format!("allow_anonymous {text}\n")).unwrap();
+            assert_eq!(c.allow_anonymous, want, "{text}");
+            let c = from_flags(&["--queue-qos0-messages", text]).unwrap();
+            assert_eq!(c.queue_qos0_messages, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn bool_flag_forms() {
+        let c = from_flags(&["--allow-anonymous"]).unwrap();
+        assert!(c.allow_anonymous);
+        let env = env_of(&[("MQTT5_BROKER_ALLOW_ANONYMOUS", "true")]);
+        let c = load_from(args(&["--allow-anonymous=false"]), &env).unwrap();
+        assert!(!c.allow_anonymous);
+        // A bare boolean flag followed by another flag means true.
+        let c = from_flags(&["--queue-qos0-messages", "--retain-available", "off"]).unwrap();
+        assert!(c.queue_qos0_messages && !c.retain_available);
+        let c = from_flags(&["--outbound-topic-aliases=no"]).unwrap();
+        assert!(!c.outbound_topic_aliases);
+    }
+
+    #[test]
+    fn duration_parsing() {
+        let cases = [
+            ("90", 90),
+            ("90s", 90),
+            ("2h", 7200),
+            ("1d", 86_400),
+            ("1w", 604_800),
+            ("1m", 30 * 86_400),
+            ("1y", 365 * 86_400),
+            ("3H", 3 * 3600),
+            ("4294967294", 4_294_967_294),
+        ];
+        for (text, secs) in cases {
+            assert_eq!(
+                parse_expiration(text),
+                Some(Some(Duration::from_secs(secs))),
+                "{text}"
+            );
+            let c = from_flags(&["--persistent-client-expiration", text]).unwrap();
+            assert_eq!(
+                c.persistent_client_expiration,
+                Some(Duration::from_secs(secs))
+            );
+        }
+        assert_eq!(parse_expiration("never"), Some(None));
+        assert_eq!(parse_expiration("4294967295"), None);
+        // "never" lets a higher source undo a lower one.
+        let c = load_from(
+            args(&["--persistent-client-expiration", "never"]),
+            &env_of(&[("MQTT5_BROKER_PERSISTENT_CLIENT_EXPIRATION", "1d")]),
+        )
+        .unwrap();
+        assert_eq!(c.persistent_client_expiration, None);
+        let c = from_file("connect_timeout 5\nsys_interval 60\n").unwrap();
+        assert_eq!(c.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.sys_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn help_version_and_usage_errors_are_returned() {
+        let e = from_flags(&["--help"]).unwrap_err();
+        match &e {
+            ConfigError::Help(text) => {
+                assert!(text.contains("Usage: mqtt5-broker"), "{text}");
+                assert!(text.contains("--max-clients"), "{text}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            from_flags(&["--version"]),
+            Err(ConfigError::Help(_))
+        ));
+        let e = from_flags(&["--no-such-flag"]).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, ConfigError::Usage(_)));
+        assert!(
+            text.contains("--no-such-flag") && !text.contains('\n'),
+            "{text}"
+        );
+        assert!(!text.starts_with("error:"), "{text}");
+        assert!(matches!(
+            from_flags(&["--max-clients"]),
+            Err(ConfigError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn help_lists_every_setting_with_default_and_env() {
+        let command = Cli::command();
+        for (name, default) in Config::default().summary() {
+            let long = name.replace('_', "-");
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long.as_str()))
+                .unwrap_or_else(|| panic!("no flag --{long}"));
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(
+                help.contains(&format!("[default: {default}]")),
+                "--{long}: {help}"
+            );
+            assert!(
+                help.contains(&format!("[env: {}]", env_var_name(name))),
+                "--{long}: {help}"
+            );
+        }
+    }
+
+    #[test]
+    fn run_subcommand_and_global_flags() {
+        let cli = Cli::try_parse_from(args(&[])).unwrap();
+        assert_eq!(cli.command, None);
+        let cli = Cli::try_parse_from(args(&["run", "--max-clients", "7"])).unwrap();
+        assert_eq!(cli.command, Some(Command::Run));
+        assert_eq!(cli.resolve(&no_env).unwrap().max_clients, 7);
+        let c = from_flags(&["--max-clients", "8", "run"]).unwrap();
+        assert_eq!(c.max_clients, 8);
+    }
+
+    #[test]
+    fn summary_lists_every_setting_and_round_trips() {
+        let (values, config) = sample();
+        let summary = config.summary();
+        let names: Vec<&str> = summary.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, SETTINGS);
+        assert_eq!(summary.len(), values.len());
+        let text: String = summary.iter().map(|(n, v)| format!("{n} {v}\n")).collect();
+        assert_eq!(from_file(&text).unwrap(), config);
+        let text: String = Config::default()
+            .summary()
+            .iter()
+            .map(|(n, v)| format!("{n} = {v}\n"))
+            .collect();
+        assert_eq!(from_file(&text).unwrap(), Config::default());
+        assert_eq!(format_expiration(Duration::from_secs(90)), "90s");
+        assert_eq!(format_expiration(Duration::from_secs(7200)), "2h");
+        assert_eq!(format_expiration(Duration::from_secs(14 * 86_400)), "2w");
+    }
+
+    #[test]
+    fn error_values_are_printable_on_one_line() {
+        let text = message(from_env(&[("MQTT5_BROKER_MAX_CLIENTS", "1\n2")]));
+        assert!(!text.contains('\n') && text.contains("1\\n2"), "{text}");
+        let long = "9".repeat(500);
+        let text = message(from_env(&[("MQTT5_BROKER_MAX_CLIENTS", &long)]));
+        assert!(text.len() < 300, "{text}");
+    }
+}

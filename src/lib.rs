@@ -1,0 +1,29 @@
+//! mqtt5-broker: an MQTT 5.0 and 3.1.1 broker for a LAN host, with its data in one SQLite file
+//! and a control page in the browser.
+//!
+//! # Layout
+//! - [`protocol`]: the pure codec — bytes in, typed packets out, and back. No I/O, no clock.
+//! - [`broker`]: sessions, routing, the subscription trie, retained messages, wills, `$SYS`, and
+//!   the threads that serve clients ([`broker::server`], [`broker::connection`],
+//!   [`broker::outbox`], [`broker::ticker`]).
+//! - [`web`]: the tiny_http thread serving the control page and its JSON.
+//! - [`config`]: flags, environment and config file → [`config::Config`].
+//!
+//! # Threads and what crosses between them
+//! | thread | owns | receives | stops by |
+//! |---|---|---|---|
+//! | main | config, the other threads' handles | a signal over a crossbeam channel | SIGINT / SIGTERM |
+//! | `acceptor` | the `TcpListener` | sockets from `accept()` | stop flag + a connection to itself |
+//! | `client-<id>` (one per socket) | read half, framing buffer, inbound topic aliases | bytes | socket closed or shut down |
+//! | `client-<id>-w` (one per client) | write half, outbound topic aliases | wake-ups via its [`broker::outbox::Outbox`] | outbox closed |
+//! | `ticker` | nothing | a tick every 250 ms | its channel closed |
+//! | `web` | the `tiny_http::Server` | HTTP requests | `unblock()` |
+//!
+//! Only typed values cross threads: decoded packets stay on the reader; messages travel as
+//! `Arc<Message>` into session queues; counters are atomics. No `TcpStream` leaves `broker/`.
+//! Locks are held only for in-memory work, never across a socket write.
+
+pub mod broker;
+pub mod config;
+pub mod protocol;
+pub mod web;
