@@ -292,12 +292,8 @@ impl Client {
                 will_now = None;
             }
         }
-        let was_live = self.broker.close_session_link(&self.session, &self.outbox);
-        if was_live {
-            self.broker.stats.client_disconnected();
-        } else {
-            self.broker.stats.client_disconnected();
-        }
+        self.broker.close_session_link(&self.session, &self.outbox);
+        self.broker.stats.client_disconnected();
         if let Some(msg) = will_now {
             self.broker.publish(msg, &mut self.scratch);
         }

@@ -38,6 +38,8 @@ pub struct Broker {
     db: PathBuf,
     args: Vec<String>,
     log: Arc<Mutex<String>>,
+    /// Where the current process's output starts in `log` (after a restart).
+    log_start: usize,
     readers: Vec<JoinHandle<()>>,
     status: Option<ExitStatus>,
 }
@@ -74,6 +76,7 @@ impl Broker {
             db,
             args,
             log,
+            log_start: 0,
             readers,
             status: None,
         };
@@ -85,8 +88,7 @@ impl Broker {
     fn await_listening(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            let text = self.log();
-            // after a restart the log holds the old lines too: use the last ones
+            let text = self.log()[self.log_start..].to_string();
             let mqtt = last_addr_after(&text, "MQTT listening on ");
             let web = last_addr_after(&text, "web page on http://");
             if let (Some(m), Some(w)) = (mqtt, web) {
@@ -226,7 +228,11 @@ impl Broker {
     }
 
     fn respawn(&mut self) {
-        self.log.lock().unwrap().push_str("--- harness: restart ---\n");
+        self.log
+            .lock()
+            .unwrap()
+            .push_str("--- harness: restart ---\n");
+        self.log_start = self.log.lock().unwrap().len();
         let (child, readers) = spawn_child(&self.db, &self.args, &self.log);
         self.child = child;
         self.readers = readers;
@@ -266,7 +272,13 @@ fn spawn_child(
     let bin = env!("CARGO_BIN_EXE_mqtt5-broker");
     let rust_log = std::env::var("MQTT5_TEST_RUST_LOG").unwrap_or_else(|_| "info".into());
     let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0", "--db"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--web-listen",
+            "127.0.0.1:0",
+            "--db",
+        ])
         .arg(db)
         .args(args)
         .env("RUST_LOG", rust_log)

@@ -89,14 +89,24 @@ fn subscribe_one(
     let existed = client
         .broker
         .router
-        .subscribe(&client.session, share, inner, entry);
-    client.session.state.lock().subscriptions.insert(
-        sub.filter.clone(),
-        SubscriptionRecord {
-            options: sub.options,
-            subscription_id: sub_id,
-        },
-    );
+        .subscribe(&client.session, share.clone(), inner, entry);
+    {
+        let mut st = client.session.state.lock();
+        if st.ended {
+            // Taken over with Clean Start while this packet was in hand: the session is gone,
+            // so the subscription must not outlive it in the router.
+            drop(st);
+            client.broker.router.unsubscribe(&client.session, share, inner);
+            return Err(ConnError::ClosedByServer);
+        }
+        st.subscriptions.insert(
+            sub.filter.clone(),
+            SubscriptionRecord {
+                options: sub.options,
+                subscription_id: sub_id,
+            },
+        );
+    }
     // Retained messages are not sent for shared subscriptions (§4.8.2).
     let send_retained = !is_shared
         && match sub.options.retain_handling {
