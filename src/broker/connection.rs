@@ -69,7 +69,7 @@ impl Reader {
                     return Err(timeout_error());
                 }
                 let left = deadline - now;
-                let overshoot = self.timeout.map_or(true, |t| t > left + TIMEOUT_SLACK);
+                let overshoot = self.timeout.is_none_or(|t| t > left + TIMEOUT_SLACK);
                 if overshoot {
                     // A zero timeout means "none" to the OS; never ask for less than 1 ms.
                     let t = left.max(Duration::from_millis(1));

@@ -159,64 +159,47 @@ impl Broker {
 
     /// A snapshot of the connected clients for the control page.
     pub fn clients(&self) -> Vec<ClientInfo> {
-        let conns: Vec<(
-            u64,
-            Option<Arc<str>>,
-            SocketAddr,
-            Instant,
-            Option<ProtocolVersion>,
-        )> = self
+        let mut infos: Vec<(ClientInfo, Option<Arc<str>>)> = self
             .conns
             .lock()
             .iter()
             .map(|(id, c)| {
-                (
-                    *id,
-                    c.client_id.clone(),
-                    c.peer,
-                    c.connected_at,
-                    c.outbox.as_ref().map(|o| o.version),
-                )
+                let info = ClientInfo {
+                    conn_id: *id,
+                    client_id: c.client_id.as_deref().unwrap_or_default().to_owned(),
+                    peer: c.peer,
+                    protocol: c.outbox.as_ref().map(|o| o.version),
+                    connected_for: c.connected_at.elapsed(),
+                    subscriptions: Vec::new(),
+                    queued: 0,
+                    inflight: 0,
+                    dropped: 0,
+                };
+                (info, c.client_id.clone())
             })
             .collect();
-        let sessions = self.sessions.lock().clone();
-        conns
-            .into_iter()
-            .map(|(conn_id, client_id, peer, at, protocol)| {
-                let session = client_id.as_ref().and_then(|id| sessions.get(id));
-                let (subscriptions, queued, inflight, dropped) = match session {
-                    Some(s) => {
-                        let st = s.state.lock();
-                        let subs = st
-                            .subscriptions
-                            .iter()
-                            .map(|(f, r)| {
-                                (
-                                    f.clone(),
-                                    SubEntry {
-                                        options: r.options,
-                                        subscription_id: r.subscription_id,
-                                    },
-                                )
-                            })
-                            .collect();
-                        (subs, st.pending.len(), st.inflight.len(), st.dropped)
-                    }
-                    None => (Vec::new(), 0, 0, 0),
-                };
-                ClientInfo {
-                    conn_id,
-                    client_id: client_id.map(|c| c.to_string()).unwrap_or_default(),
-                    peer,
-                    protocol,
-                    connected_for: at.elapsed(),
-                    subscriptions,
-                    queued,
-                    inflight,
-                    dropped,
-                }
-            })
-            .collect()
+        for (info, client_id) in &mut infos {
+            let Some(id) = client_id else { continue };
+            let Some(session) = self.sessions.lock().get(id).cloned() else {
+                continue;
+            };
+            let st = session.state.lock();
+            info.subscriptions = st
+                .subscriptions
+                .iter()
+                .map(|(f, r)| {
+                    let entry = SubEntry {
+                        options: r.options,
+                        subscription_id: r.subscription_id,
+                    };
+                    (f.clone(), entry)
+                })
+                .collect();
+            info.queued = st.pending.len();
+            info.inflight = st.inflight.len();
+            info.dropped = st.dropped;
+        }
+        infos.into_iter().map(|(info, _)| info).collect()
     }
 
     // ---- sessions ---------------------------------------------------------------------------

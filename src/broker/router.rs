@@ -16,6 +16,9 @@ use super::session::{Delivery, Session};
 use super::topic_tree::TopicTree;
 use crate::protocol::SubscriptionOptions;
 
+/// One subscription as the control page lists it: (filter, client id, shared filter, entry).
+pub type SubscriptionView = (String, Arc<str>, Option<Arc<str>>, SubEntry);
+
 /// A session as a map key: compared by identity, not by content.
 #[derive(Clone)]
 pub struct SessionRef(pub Arc<Session>);
@@ -104,7 +107,7 @@ impl Router {
     }
 
     /// Every subscription: (filter, client id, shared filter, entry), for the control page.
-    pub fn entries(&self) -> Vec<(String, Arc<str>, Option<Arc<str>>, SubEntry)> {
+    pub fn entries(&self) -> Vec<SubscriptionView> {
         self.tree
             .read()
             .entries()

@@ -25,11 +25,7 @@ impl Ticker {
             .spawn(move || {
                 let sys_interval = broker.config.sys_interval;
                 let mut next_sys = Instant::now();
-                loop {
-                    match rx.recv_timeout(TICK) {
-                        Err(RecvTimeoutError::Timeout) => {}
-                        _ => break,
-                    }
+                while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(TICK) {
                     let now = Instant::now();
                     broker.expire(now);
                     if !sys_interval.is_zero() && now >= next_sys {

@@ -69,12 +69,14 @@ fn read_version(r: &mut Reader<'_>) -> Result<ProtocolVersion, DecodeError> {
     if !known_name {
         return Err(DecodeError::InvalidProtocolName(name.to_owned()));
     }
-    let version = match level {
-        3 => ProtocolVersion::V31,
-        4 => ProtocolVersion::V311,
-        5 => ProtocolVersion::V5,
-        other => return Err(DecodeError::UnsupportedProtocolVersion(other)),
-    };
+    let version = [
+        ProtocolVersion::V31,
+        ProtocolVersion::V311,
+        ProtocolVersion::V5,
+    ]
+    .into_iter()
+    .find(|v| v.level() == level)
+    .ok_or(DecodeError::UnsupportedProtocolVersion(level))?;
     if name != Connect::protocol_name(version) {
         return Err(DecodeError::UnsupportedProtocolVersion(level));
     }

@@ -6,8 +6,8 @@
 //! identifier (0x81), and a duplicate of any property except User Property and, in PUBLISH,
 //! Subscription Identifier (Protocol Error 0x82, stated per property in §3.x).
 //!
-//! [`read`] parses a Property Length and exactly that many bytes of properties; [`write`] and
-//! [`len`] encode a set, in ascending identifier order, writing only the properties the context
+//! `read` parses a Property Length and exactly that many bytes of properties; `write` and
+//! `len` encode a set, in ascending identifier order, writing only the properties the context
 //! allows (so the encoder never produces a packet a peer must reject).
 
 use super::primitives::{binary_len, string_len, varint_len, Reader};

@@ -25,12 +25,12 @@ impl Web {
     /// Binds `web_listen` and starts the thread. Logs `web page on http://ADDR:PORT/`.
     pub fn start(server: Arc<Server>) -> std::io::Result<Web> {
         let want = server.broker().config.web_listen;
-        let http = tiny_http::Server::http(want)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::Other, e.to_string()))?;
+        let http =
+            tiny_http::Server::http(want).map_err(|e| std::io::Error::other(e.to_string()))?;
         let addr = http
             .server_addr()
             .to_ip()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::Other, "not an IP listener"))?;
+            .ok_or_else(|| std::io::Error::other("not an IP listener"))?;
         let http = Arc::new(http);
         let h = http.clone();
         let thread = thread::Builder::new().name("web".into()).spawn(move || {

@@ -96,7 +96,10 @@ fn subscribe_one(
             // Taken over with Clean Start while this packet was in hand: the session is gone,
             // so the subscription must not outlive it in the router.
             drop(st);
-            client.broker.router.unsubscribe(&client.session, share, inner);
+            client
+                .broker
+                .router
+                .unsubscribe(&client.session, share, inner);
             return Err(ConnError::ClosedByServer);
         }
         st.subscriptions.insert(
