@@ -209,10 +209,17 @@ fn refuse_bad_connect(reader: &mut Reader, peer: SocketAddr, e: &protocol::Decod
     log::info!("connection from {peer} refused: bad CONNECT: {e}");
     let reason = e.reason_code();
     let version = e.connect_version();
-    let reply = match (version, reason) {
+    let reply = match version {
         // An invalid protocol name gets no CONNACK (MQTT-3.1.2-1).
-        (None, _) => None,
-        (Some(v), _) => Some((v, handle::connect::connack_refusal(reason))),
+        None => None,
+        // 5.0 may answer a bad CONNECT with its reason code before closing (§4.13.1).
+        Some(v) if v.is_v5() => Some((v, handle::connect::connack_refusal(reason))),
+        // 3.1.1 only answers an unacceptable protocol level (MQTT-3.1.2-2); any other
+        // malformed CONNECT is just closed (MQTT-3.1.2-3, 3.1.4-1).
+        Some(v) if reason == ReasonCode::UnsupportedProtocolVersion => {
+            Some((v, handle::connect::connack_refusal(reason)))
+        }
+        Some(_) => None,
     };
     match reply {
         Some((v, packet)) => reader.write_and_close(Some(&packet), v),
