@@ -23,7 +23,9 @@
 //! `Arc<Message>` into session queues; counters are atomics. No `TcpStream` leaves `broker/`.
 //! Locks are held only for in-memory work, never across a socket write.
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod protocol;
+pub mod store;
 pub mod web;

@@ -315,9 +315,11 @@ impl Broker {
                     handoff.push(d);
                 }
             }
-            for (_, inflight) in std::mem::take(&mut st.inflight) {
-                if let Inflight::Publish(d) = inflight {
-                    if d.share.is_some() {
+            // An unacknowledged QoS 1 message goes to another member; a QoS 2 one already sent
+            // must not (MQTT-4.8.2-5).
+            for (_, entry) in std::mem::take(&mut st.inflight) {
+                if let Inflight::Publish(d) = entry.state {
+                    if d.share.is_some() && d.qos == crate::protocol::QoS::AtLeastOnce {
                         handoff.push(d);
                     }
                 }
@@ -404,7 +406,8 @@ impl Broker {
     // ---- publishing -------------------------------------------------------------------------
 
     /// Delivers an application message to every matching subscription and updates the retained
-    /// store. Never waits on a subscriber. Returns the number of sessions it was queued for.
+    /// store. Never waits on a subscriber. Returns the number of sessions it matched, whether or
+    /// not their queues had room.
     pub fn publish(&self, msg: Arc<Message>, scratch: &mut Vec<(Arc<Session>, Delivery)>) -> usize {
         if msg.retain {
             self.retained.set(&msg);
@@ -412,16 +415,16 @@ impl Broker {
         scratch.clear();
         self.router.route(&msg, scratch);
         let limits = self.queue_limits();
-        let mut queued = 0;
+        let matched = scratch.len();
         for (session, delivery) in scratch.drain(..) {
             match session.enqueue(delivery, &limits) {
-                Ok(()) => queued += 1,
+                Ok(()) => {}
                 Err(DropReason::QueueFull) | Err(DropReason::OfflineQos0) => {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
-        queued
+        matched
     }
 
     /// Publishes a message made by the broker itself ($SYS, the control page).

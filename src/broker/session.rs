@@ -44,6 +44,14 @@ pub enum Inflight {
     Released,
 }
 
+/// An in-flight entry and when it was first sent, so that a resumed session resends in the
+/// original order even after packet ids wrap (MQTT-4.6.0-5).
+#[derive(Debug, Clone)]
+pub struct InflightEntry {
+    pub order: u64,
+    pub state: Inflight,
+}
+
 /// What the live connection told us about itself in CONNECT, bounding what we send it.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkLimits {
@@ -101,7 +109,9 @@ pub struct SessionState {
     pub subscriptions: HashMap<String, SubscriptionRecord>,
     pub pending: VecDeque<Delivery>,
     pub pending_bytes: usize,
-    pub inflight: BTreeMap<u16, Inflight>,
+    pub inflight: BTreeMap<u16, InflightEntry>,
+    /// Sending order of the next in-flight entry.
+    next_order: u64,
     /// Packet ids to resend first after the session resumes (§4.4).
     pub resend: VecDeque<u16>,
     next_packet_id: u16,
@@ -141,6 +151,7 @@ impl Session {
                 pending: VecDeque::new(),
                 pending_bytes: 0,
                 inflight: BTreeMap::new(),
+                next_order: 0,
                 resend: VecDeque::new(),
                 next_packet_id: 1,
                 inbound_qos2: HashSet::new(),
@@ -229,11 +240,12 @@ impl SessionState {
     /// Moves what may be sent now into `out`: resends first, then queued messages while the
     /// client's Receive Maximum allows (MQTT-4.9.0-2). Expired messages are dropped here.
     pub fn take_sendable(&mut self, now: Instant, max_batch: usize, out: &mut Vec<Outgoing>) {
-        while out.len() < max_batch {
+        // The send quota starts afresh with each connection (§4.9), so resends count against it.
+        while out.len() < max_batch && self.on_wire() < self.window() {
             let Some(id) = self.resend.pop_front() else {
                 break;
             };
-            match self.inflight.get(&id) {
+            match self.inflight.get(&id).map(|e| &e.state) {
                 Some(Inflight::Publish(d)) => out.push(Outgoing::Publish {
                     delivery: d.clone(),
                     packet_id: id,
@@ -247,7 +259,7 @@ impl SessionState {
             let Some(front) = self.pending.front() else {
                 break;
             };
-            if front.qos != QoS::AtMostOnce && self.inflight.len() >= self.window() {
+            if front.qos != QoS::AtMostOnce && self.on_wire() >= self.window() {
                 break;
             }
             let Some(delivery) = self.pending.pop_front() else {
@@ -272,8 +284,15 @@ impl SessionState {
                 self.pending.push_front(delivery);
                 break;
             };
-            self.inflight
-                .insert(id, Inflight::Publish(delivery.clone()));
+            let order = self.next_order;
+            self.next_order += 1;
+            self.inflight.insert(
+                id,
+                InflightEntry {
+                    order,
+                    state: Inflight::Publish(delivery.clone()),
+                },
+            );
             out.push(Outgoing::Publish {
                 delivery,
                 packet_id: id,
@@ -292,16 +311,68 @@ impl SessionState {
     /// Queues every in-flight message for resending, in packet-id order of sending, when a
     /// session resumes on a new connection (MQTT-4.4.0-1).
     pub fn schedule_resend(&mut self) {
-        self.resend = self.inflight.keys().copied().collect();
+        let mut ids: Vec<(u64, u16)> = self.inflight.iter().map(|(id, e)| (e.order, *id)).collect();
+        ids.sort_unstable();
+        self.resend = ids.into_iter().map(|(_, id)| id).collect();
+    }
+
+    /// In-flight entries sent on the current connection: those not still waiting to be resent.
+    fn on_wire(&self) -> usize {
+        if self.resend.is_empty() {
+            return self.inflight.len();
+        }
+        let waiting = self
+            .resend
+            .iter()
+            .filter(|id| self.inflight.contains_key(id))
+            .count();
+        self.inflight.len() - waiting
     }
 
     /// True when the writer has something it could send now.
     pub fn has_sendable(&self) -> bool {
-        !self.resend.is_empty()
+        let room = self.on_wire() < self.window();
+        (room && !self.resend.is_empty())
             || self
                 .pending
                 .front()
-                .is_some_and(|d| d.qos == QoS::AtMostOnce || self.inflight.len() < self.window())
+                .is_some_and(|d| d.qos == QoS::AtMostOnce || room)
+    }
+
+    /// PUBACK: completes an outbound QoS 1 message. True when it was one.
+    pub fn complete_qos1(&mut self, packet_id: u16) -> bool {
+        let is_qos1 = matches!(
+            self.inflight.get(&packet_id).map(|e| &e.state),
+            Some(Inflight::Publish(d)) if d.qos == QoS::AtLeastOnce
+        );
+        if is_qos1 {
+            self.inflight.remove(&packet_id);
+        }
+        is_qos1
+    }
+
+    /// PUBREC: an outbound QoS 2 message was received; from now on only PUBREL is resent.
+    /// False when no such PUBLISH is in flight.
+    pub fn mark_released(&mut self, packet_id: u16) -> bool {
+        match self.inflight.get_mut(&packet_id) {
+            Some(e) if matches!(e.state, Inflight::Publish(_)) => {
+                e.state = Inflight::Released;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// PUBCOMP: completes an outbound QoS 2 message.
+    pub fn complete_qos2(&mut self, packet_id: u16) -> bool {
+        let released = matches!(
+            self.inflight.get(&packet_id).map(|e| &e.state),
+            Some(Inflight::Released)
+        );
+        if released {
+            self.inflight.remove(&packet_id);
+        }
+        released
     }
 }
 
@@ -389,7 +460,13 @@ mod tests {
         let s = Session::new("c".into(), link());
         let mut st = s.state.lock();
         st.next_packet_id = u16::MAX;
-        st.inflight.insert(1, Inflight::Released);
+        st.inflight.insert(
+            1,
+            InflightEntry {
+                order: 0,
+                state: Inflight::Released,
+            },
+        );
         assert_eq!(st.allocate_packet_id(), Some(u16::MAX));
         assert_eq!(st.allocate_packet_id(), Some(2));
     }

@@ -7,7 +7,6 @@
 use super::Flow;
 use crate::broker::connection::Client;
 use crate::broker::error::ConnError;
-use crate::broker::session::Inflight;
 use crate::protocol::{Ack, Packet, Properties, ReasonCode};
 
 fn ack(packet_id: u16, reason: ReasonCode) -> Ack {
@@ -21,10 +20,7 @@ fn ack(packet_id: u16, reason: ReasonCode) -> Ack {
 pub fn puback(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
     let wake = {
         let mut st = client.session.state.lock();
-        if matches!(st.inflight.get(&a.packet_id), Some(Inflight::Publish(d)) if d.qos == crate::protocol::QoS::AtLeastOnce)
-        {
-            st.inflight.remove(&a.packet_id);
-        }
+        st.complete_qos1(a.packet_id);
         st.has_sendable()
     };
     if wake {
@@ -36,16 +32,17 @@ pub fn puback(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
 pub fn pubrec(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
     let (reply, wake) = {
         let mut st = client.session.state.lock();
-        let known = matches!(st.inflight.get(&a.packet_id), Some(Inflight::Publish(_)));
-        let reply = if !known {
-            Some(ReasonCode::PacketIdentifierNotFound)
-        } else if a.reason.is_error() {
-            // The client refused the message: it is complete (MQTT-4.3.3-?) and the id is free.
-            st.inflight.remove(&a.packet_id);
+        let reply = if a.reason.is_error() {
+            // The client refused the message: the exchange ends here and the id is free
+            // (§4.3.3: a PUBREC with a failure code completes the flow).
+            if st.mark_released(a.packet_id) {
+                st.inflight.remove(&a.packet_id);
+            }
             None
-        } else {
-            st.inflight.insert(a.packet_id, Inflight::Released);
+        } else if st.mark_released(a.packet_id) {
             Some(ReasonCode::Success)
+        } else {
+            Some(ReasonCode::PacketIdentifierNotFound)
         };
         (reply, st.has_sendable())
     };
@@ -86,9 +83,7 @@ pub fn pubrel(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
 pub fn pubcomp(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
     let wake = {
         let mut st = client.session.state.lock();
-        if matches!(st.inflight.get(&a.packet_id), Some(Inflight::Released)) {
-            st.inflight.remove(&a.packet_id);
-        }
+        st.complete_qos2(a.packet_id);
         st.has_sendable()
     };
     if wake {

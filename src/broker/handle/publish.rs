@@ -75,8 +75,8 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
         }
         None => {
             let msg = Message::from_publish(p, Some(client.client_id.clone()), Instant::now());
-            let queued = client.broker.publish(Arc::new(msg), &mut client.scratch);
-            if queued == 0 {
+            let matched = client.broker.publish(Arc::new(msg), &mut client.scratch);
+            if matched == 0 {
                 ReasonCode::NoMatchingSubscribers
             } else {
                 ReasonCode::Success
