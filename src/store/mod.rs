@@ -1,1 +1,725 @@
-//! placeholder
+//! The SQLite store: [`Store::open`] and [`StoreHandle`], the only public surface of `store/`.
+//!
+//! One thread named `store` (`worker.rs`) owns the rusqlite connection. Every other thread holds a
+//! [`StoreHandle`] (Clone + Send + Sync) that sends it commands over two bounded crossbeam
+//! channels:
+//! - **durable** — retained messages, sessions, subscriptions, wills, kept QoS 1/2 messages,
+//!   users, ACL rules, bans and queries. Never shed: a full channel blocks the sender.
+//! - **history** — the message/topic history and the client records. Shed when full
+//!   (`try_send` fails → [`StoreStats::shed`] + 1): the publish path never waits for it.
+//!
+//! The thread commits in batches (group commit): whatever is waiting goes into one transaction.
+//!
+//! # Durability
+//! [`StoreHandle::persist_message`] and [`StoreHandle::set_retained`] return a [`DurableTicket`]
+//! that fires once the transaction holding the write has committed — the broker waits on it
+//! before PUBACK/PUBREC for a message a persistent session must keep. Many waiting publishers
+//! share one commit. What a commit survives depends on [`SyncMode`]:
+//! - `Normal` (default): WAL + `synchronous=NORMAL`; survives the process being killed
+//!   (kill -9), not necessarily a power loss.
+//! - `Full`: `synchronous=FULL`, an fsync per commit; survives power loss.
+//! - `Relaxed { window_ms }`: tickets fire at once; the write is committed at most `window_ms`
+//!   later (a kill within the window loses it).
+//!
+//! # Failures
+//! `open` refuses a corrupt file, a read-only file, a file locked by another process and one
+//! from a newer schema, with a typed [`StoreError`] — never a silent empty start. While running,
+//! a database that cannot be written (disk full, I/O error) is logged once; durable writes wait
+//! in memory (bounded) and are retried, the broker keeps serving, and writes resume when space
+//! returns.
+//!
+//! # Example
+//! ```no_run
+//! use mqtt5_broker::store::{Store, StoreOptions};
+//! let store = Store::open("broker.db", StoreOptions::default())?;
+//! let snapshot = store.load()?; // retained messages and persistent sessions
+//! let acl = store.acl(); // in-memory users, rules and bans; refreshed after every change
+//! # let _ = (snapshot, acl);
+//! store.shutdown(); // final commit, joins the thread
+//! # Ok::<(), mqtt5_broker::store::StoreError>(())
+//! ```
+
+pub mod admin;
+pub mod codec;
+mod error;
+mod queries;
+pub mod schema;
+mod types;
+mod worker;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use parking_lot::{Mutex, RwLock};
+use rusqlite::Connection;
+
+pub use error::StoreError;
+pub use types::{
+    instant_to_ms, now_ms, BanRow, ClientRecord, ClientRow, MessageRow, MessageState,
+    QueuedMessageRow, SessionMessage, SessionRecord, SessionSnapshot, Snapshot, StoreStats,
+    StoredMessage, SubscriptionRow, TopicRow, UserRow,
+};
+
+use crate::auth::{self, validate_pattern, AclRule, AclSet, Ban, BanKind};
+use crate::broker::message::Message;
+use crate::protocol::{QoS, Will};
+use worker::{AdminWrite, Command, History, Worker, Write};
+
+/// The most rows one control-page query returns.
+pub const MAX_QUERY_ROWS: u32 = 1000;
+
+/// When a committed write is durable; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// Commit before the ack; WAL with `synchronous=NORMAL`. Survives kill -9.
+    #[default]
+    Normal,
+    /// Commit before the ack with `synchronous=FULL` (fsync). Survives power loss.
+    Full,
+    /// Ack at once; commit at most `window_ms` later.
+    Relaxed { window_ms: u64 },
+}
+
+/// How the store runs. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// History messages kept per topic (older ones pruned). Default 100.
+    pub history_per_topic: u32,
+    /// History payloads are cut to this many bytes (`payload_len` keeps the real size).
+    /// Default 64 KiB.
+    pub history_payload_limit: usize,
+    pub sync: SyncMode,
+    /// History alone waits at most this long before a commit; also the commit window of
+    /// nothing else. Default 100 ms.
+    pub flush_interval: Duration,
+    /// Capacity of the durable channel (senders block when full). Default 4096.
+    pub queue_capacity: usize,
+    /// Capacity of the history channel (senders shed when full). Default 4096.
+    pub history_capacity: usize,
+    /// Most commands in one transaction. Default 1024.
+    pub max_batch: usize,
+    /// How long SQLite waits for another process's lock. Default 5 s.
+    pub busy_timeout: Duration,
+    /// Retry period while the database cannot be written. Default 1 s.
+    pub retry_interval: Duration,
+    /// How long a caller waits for an answer (queries, users, ACL). Default 30 s.
+    pub reply_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            history_per_topic: 100,
+            history_payload_limit: 64 * 1024,
+            sync: SyncMode::Normal,
+            flush_interval: Duration::from_millis(100),
+            queue_capacity: 4096,
+            history_capacity: 4096,
+            max_batch: 1024,
+            busy_timeout: Duration::from_secs(5),
+            retry_interval: Duration::from_secs(1),
+            reply_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// State shared between the handles and the `store` thread: counters and the ACL snapshot.
+pub(crate) struct Shared {
+    commands: AtomicU64,
+    transactions: AtomicU64,
+    shed: AtomicU64,
+    failed_commits: AtomicU64,
+    pending: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    acl: RwLock<Arc<AclSet>>,
+    acl_generation: AtomicU64,
+    /// Set by `shutdown`, in case the durable channel is full (the thread checks it at least
+    /// once a second).
+    stop: AtomicBool,
+}
+
+/// Signals that a write has committed. Dropping it is fine (the write still happens).
+#[derive(Debug)]
+#[must_use = "wait on the ticket, or drop it explicitly if the ack does not depend on it"]
+pub struct DurableTicket {
+    rx: Option<Receiver<Result<(), String>>>,
+    done: bool,
+}
+
+impl DurableTicket {
+    fn ready() -> DurableTicket {
+        DurableTicket {
+            rx: None,
+            done: true,
+        }
+    }
+
+    fn pending(rx: Receiver<Result<(), String>>) -> DurableTicket {
+        DurableTicket {
+            rx: Some(rx),
+            done: false,
+        }
+    }
+
+    /// Blocks until the write has committed. `Err(Closed)` if the store stopped without
+    /// committing it; `Err(Refused)` if the database refused this write (e.g. a kept message
+    /// for a session that was never saved) — the rest of its batch committed.
+    pub fn wait(mut self) -> Result<(), StoreError> {
+        self.wait_timeout(Duration::MAX).map(|_| ())
+    }
+
+    /// Waits at most `timeout`: `Ok(true)` committed, `Ok(false)` not yet; errors as
+    /// [`DurableTicket::wait`].
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<bool, StoreError> {
+        if self.done {
+            return Ok(true);
+        }
+        let Some(rx) = &self.rx else {
+            return Ok(true);
+        };
+        let result = if timeout == Duration::MAX {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            rx.recv_timeout(timeout)
+        };
+        match result {
+            Ok(Ok(())) => {
+                self.done = true;
+                Ok(true)
+            }
+            Ok(Err(why)) => {
+                self.done = true;
+                Err(StoreError::Refused(why))
+            }
+            Err(RecvTimeoutError::Timeout) => Ok(false),
+            Err(RecvTimeoutError::Disconnected) => Err(StoreError::Closed),
+        }
+    }
+
+    /// Non-blocking check.
+    pub fn is_committed(&mut self) -> bool {
+        matches!(self.wait_timeout(Duration::ZERO), Ok(true))
+    }
+
+    /// The channel that receives the outcome at commit, for `select!`; `None` when already
+    /// durable.
+    pub fn receiver(&self) -> Option<&Receiver<Result<(), String>>> {
+        if self.done {
+            None
+        } else {
+            self.rx.as_ref()
+        }
+    }
+}
+
+/// Opens the database and starts the `store` thread.
+pub struct Store;
+
+impl Store {
+    /// Opens (creating and migrating as needed) the database at `path`, repairs what a crash left
+    /// (clients marked connected, sessions without a disconnect time, expired rows), loads the
+    /// ACL snapshot and spawns the thread named `store`.
+    pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<StoreHandle, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = schema::open(
+            &path,
+            schema::OpenOptions {
+                busy_timeout: opts.busy_timeout,
+                full_sync: opts.sync == SyncMode::Full,
+            },
+        )?;
+        let repairs = schema::repair_at_start(&mut conn, now_ms())
+            .map_err(|e| error::open_error(&path, e))?;
+        if repairs.clients_reset + repairs.sessions_expired + repairs.retained_expired > 0 {
+            log::info!(
+                "store: {} clients were left connected by the last run (reset); {} sessions \
+                 and {} retained messages expired while stopped",
+                repairs.clients_reset,
+                repairs.sessions_expired,
+                repairs.retained_expired
+            );
+        }
+        let acl = queries::acl_set(&conn).map_err(|e| error::open_error(&path, e))?;
+        let shared = Arc::new(Shared {
+            commands: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+            failed_commits: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            acl: RwLock::new(Arc::new(acl)),
+            acl_generation: AtomicU64::new(1),
+            stop: AtomicBool::new(false),
+        });
+        let (durable_tx, durable_rx) = bounded(opts.queue_capacity.max(1));
+        let (history_tx, history_rx) = bounded(opts.history_capacity.max(1));
+        let relaxed = matches!(opts.sync, SyncMode::Relaxed { .. });
+        let reply_timeout = opts.reply_timeout;
+        let worker = Worker::new(conn, durable_rx, history_rx, shared.clone(), opts);
+        let thread = std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || worker.run())
+            .map_err(StoreError::Spawn)?;
+        log::info!("store: database {} open", path.display());
+        Ok(StoreHandle {
+            inner: Arc::new(Inner {
+                durable: durable_tx,
+                history: history_tx,
+                shared,
+                thread: Mutex::new(Some(thread)),
+                path,
+                relaxed,
+                reply_timeout,
+            }),
+        })
+    }
+}
+
+struct Inner {
+    durable: Sender<Command>,
+    history: Sender<History>,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    path: PathBuf,
+    relaxed: bool,
+    reply_timeout: Duration,
+}
+
+impl Inner {
+    fn shutdown(&self) {
+        let Some(thread) = self.thread.lock().take() else {
+            return;
+        };
+        self.shared.stop.store(true, Ordering::Release);
+        let _ = self.durable.try_send(Command::Shutdown);
+        if thread.join().is_err() {
+            log::error!("store: the store thread panicked");
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The way to the `store` thread. Cheap to clone; every method may be called from any thread.
+#[derive(Clone)]
+pub struct StoreHandle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreHandle")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), StoreError> {
+    if name.is_empty() {
+        return Err(StoreError::Invalid(format!("the {what} is empty")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "the {what} {name:?} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn limit(n: u32) -> u32 {
+    n.min(MAX_QUERY_ROWS)
+}
+
+impl StoreHandle {
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Flushes (final commit) and joins the `store` thread. Later calls on any clone fail with
+    /// [`StoreError::Closed`] (or are ignored, for fire-and-forget writes). Idempotent.
+    pub fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+
+    // ------------------------------------------------------------ sending
+
+    fn write(&self, w: Write) {
+        if self.inner.durable.send(Command::Write(w, None)).is_err() {
+            log::debug!("store: write after shutdown ignored");
+        }
+    }
+
+    fn write_with_ticket(&self, w: Write) -> DurableTicket {
+        let (tx, rx) = bounded(1);
+        let ticket = if self.inner.relaxed {
+            DurableTicket::ready()
+        } else {
+            DurableTicket::pending(rx)
+        };
+        if self
+            .inner
+            .durable
+            .send(Command::Write(w, Some(tx)))
+            .is_err()
+        {
+            log::debug!("store: write after shutdown ignored");
+            // The sender went with the command: a pending ticket reports Closed.
+        }
+        ticket
+    }
+
+    fn history(&self, h: History) {
+        match self.inner.history.try_send(h) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.inner.shared.shed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Runs `f` on the `store` thread and waits for its answer.
+    fn call<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = bounded(1);
+        let query: worker::Query = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.inner
+            .durable
+            .send(Command::Query(query))
+            .map_err(|_| StoreError::Closed)?;
+        match rx.recv_timeout(self.inner.reply_timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(StoreError::Timeout { what }),
+            Err(RecvTimeoutError::Disconnected) => Err(StoreError::Closed),
+        }
+    }
+
+    fn admin(&self, what: &'static str, a: AdminWrite) -> Result<i64, StoreError> {
+        let (tx, rx) = bounded(1);
+        self.inner
+            .durable
+            .send(Command::Admin(a, tx))
+            .map_err(|_| StoreError::Closed)?;
+        match rx.recv_timeout(self.inner.reply_timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(StoreError::Timeout { what }),
+            Err(RecvTimeoutError::Disconnected) => Err(StoreError::Closed),
+        }
+    }
+
+    // ------------------------------------------------------------ history (shed when full)
+
+    /// Adds a published message to the history of its topic. Never blocks.
+    pub fn record_message(&self, msg: &Arc<Message>) {
+        self.history(History::Message(msg.clone()));
+    }
+
+    /// Records a client's connection. Never blocks.
+    pub fn client_connected(&self, rec: ClientRecord) {
+        self.history(History::Connected(rec));
+    }
+
+    /// Records a client's disconnection (`reason` as shown on the page). Never blocks.
+    pub fn client_disconnected(&self, client_id: &str, reason: &str, at: i64) {
+        self.history(History::Disconnected {
+            client_id: client_id.to_owned(),
+            reason: reason.to_owned(),
+            at,
+        });
+    }
+
+    // ------------------------------------------------------------ durable (never shed)
+
+    /// Stores (`Some`) or clears (`None`) the retained message of `topic`.
+    pub fn set_retained(&self, topic: &str, msg: Option<&Arc<Message>>) -> DurableTicket {
+        self.write_with_ticket(Write::SetRetained {
+            topic: topic.to_owned(),
+            msg: msg.cloned(),
+        })
+    }
+
+    /// Creates or updates a persistent session: its row, its whole subscription set and its will.
+    /// The session's kept messages stay. Marks it connected (`disconnected_at` NULL).
+    pub fn save_session(&self, rec: SessionRecord) {
+        self.write(Write::SaveSession(Box::new(rec)));
+    }
+
+    /// The client of a persistent session went away at `at`; its expiry counts from there.
+    pub fn session_disconnected(&self, client_id: &str, at: i64) {
+        self.write(Write::SessionDisconnected {
+            client_id: client_id.to_owned(),
+            at,
+        });
+    }
+
+    /// Deletes a session with its subscriptions, will and kept messages (clean start, expiry,
+    /// or a session that stopped being persistent).
+    pub fn delete_session(&self, client_id: &str) {
+        self.write(Write::DeleteSession(client_id.to_owned()));
+    }
+
+    /// Adds or replaces one subscription of a saved session.
+    pub fn save_subscription(&self, client_id: &str, sub: SubscriptionRow) {
+        self.write(Write::SaveSubscription {
+            client_id: client_id.to_owned(),
+            sub,
+        });
+    }
+
+    /// Removes one subscription of a saved session.
+    pub fn remove_subscription(&self, client_id: &str, filter: &str) {
+        self.write(Write::RemoveSubscription {
+            client_id: client_id.to_owned(),
+            filter: filter.to_owned(),
+        });
+    }
+
+    /// Sets or clears the will of a saved session (e.g. cleared once published).
+    pub fn set_will(&self, client_id: &str, will: Option<Will>) {
+        self.write(Write::SetWill {
+            client_id: client_id.to_owned(),
+            will: will.map(Box::new),
+        });
+    }
+
+    /// Keeps a QoS 1/2 message for a saved persistent session, state `queued`. `seq` is the
+    /// session's own increasing number (see [`SessionSnapshot::next_seq`]); `qos` and `retain`
+    /// are as delivered to this subscriber. Wait on the ticket before PUBACK/PUBREC.
+    pub fn persist_message(
+        &self,
+        client_id: &str,
+        seq: u64,
+        msg: &Arc<Message>,
+        qos: QoS,
+        retain: bool,
+    ) -> DurableTicket {
+        self.write_with_ticket(Write::PersistMessage {
+            client_id: client_id.to_owned(),
+            seq,
+            msg: msg.clone(),
+            qos,
+            retain,
+        })
+    }
+
+    /// Moves a kept message along the QoS flow (sent with `packet_id`, or released).
+    pub fn message_state(
+        &self,
+        client_id: &str,
+        seq: u64,
+        packet_id: Option<u16>,
+        state: MessageState,
+    ) {
+        self.write(Write::MessageState {
+            client_id: client_id.to_owned(),
+            seq,
+            packet_id,
+            state,
+        });
+    }
+
+    /// Forgets a kept message (PUBACK / PUBCOMP received, or dropped).
+    pub fn remove_message(&self, client_id: &str, seq: u64) {
+        self.write(Write::RemoveMessage {
+            client_id: client_id.to_owned(),
+            seq,
+        });
+    }
+
+    /// A ticket that fires once everything this thread sent before it — durable and history —
+    /// has committed (in every mode). History that was shed is not waited for.
+    pub fn flush(&self) -> DurableTicket {
+        let (tx, rx) = bounded(1);
+        let _ = self.inner.durable.send(Command::Flush(tx));
+        DurableTicket::pending(rx)
+    }
+
+    // ------------------------------------------------------------ load and queries
+
+    /// Unexpired retained messages and persistent sessions (with subscriptions, will and kept
+    /// messages in `seq` order), for the broker's start.
+    pub fn load(&self) -> Result<Snapshot, StoreError> {
+        self.call("load", |c| {
+            queries::load(c, now_ms()).map_err(|e| error::sql_error("loading the snapshot", e))
+        })
+    }
+
+    /// Known topics, most recently used first.
+    pub fn topics(&self, offset: u32, limit_rows: u32) -> Result<Vec<TopicRow>, StoreError> {
+        let n = limit(limit_rows);
+        self.call("topics", move |c| {
+            queries::topics(c, offset, n).map_err(|e| error::sql_error("listing topics", e))
+        })
+    }
+
+    /// The newest history messages of `topic`, newest first (at most [`MAX_QUERY_ROWS`]).
+    pub fn messages(&self, topic: &str, limit_rows: u32) -> Result<Vec<MessageRow>, StoreError> {
+        let n = limit(limit_rows);
+        let topic = topic.to_owned();
+        self.call("messages", move |c| {
+            queries::messages(c, &topic, n).map_err(|e| error::sql_error("listing messages", e))
+        })
+    }
+
+    /// Messages kept for persistent sessions, newest first.
+    pub fn qos_messages(&self, limit_rows: u32) -> Result<Vec<QueuedMessageRow>, StoreError> {
+        let n = limit(limit_rows);
+        self.call("qos_messages", move |c| {
+            queries::qos_messages(c, n).map_err(|e| error::sql_error("listing kept messages", e))
+        })
+    }
+
+    /// Known clients, connected first, then by last connection.
+    pub fn clients(&self, offset: u32, limit_rows: u32) -> Result<Vec<ClientRow>, StoreError> {
+        let n = limit(limit_rows);
+        self.call("clients", move |c| {
+            queries::clients(c, offset, n).map_err(|e| error::sql_error("listing clients", e))
+        })
+    }
+
+    /// Counters and the file size; does not ask the `store` thread.
+    pub fn stats(&self) -> StoreStats {
+        let s = &self.inner.shared;
+        let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let mut wal = self.inner.path.clone().into_os_string();
+        wal.push("-wal");
+        StoreStats {
+            commands: s.commands.load(Ordering::Relaxed),
+            transactions: s.transactions.load(Ordering::Relaxed),
+            shed: s.shed.load(Ordering::Relaxed),
+            failed_commits: s.failed_commits.load(Ordering::Relaxed),
+            pending: s.pending.load(Ordering::Relaxed),
+            db_bytes: size(&self.inner.path) + size(Path::new(&wal)),
+            last_error: s.last_error.lock().clone(),
+        }
+    }
+
+    // ------------------------------------------------------------ users, ACL, bans
+
+    /// The in-memory snapshot of users, ACL rules and bans. Cheap (an `Arc` clone); refreshed
+    /// by the `store` thread after every change through a handle, and within about a second of
+    /// a change made by another process (the admin command line).
+    pub fn acl(&self) -> Arc<AclSet> {
+        self.inner.shared.acl.read().clone()
+    }
+
+    /// Increases each time [`StoreHandle::acl`] changes, to refresh a cached copy.
+    pub fn acl_generation(&self) -> u64 {
+        self.inner.shared.acl_generation.load(Ordering::Acquire)
+    }
+
+    /// Adds an account. The password is hashed on this thread (a few ms).
+    pub fn user_add(&self, name: &str, password: &str) -> Result<(), StoreError> {
+        check_name("user name", name)?;
+        let hash = auth::hash_password(password)?;
+        self.admin(
+            "user_add",
+            AdminWrite::UserAdd {
+                name: name.to_owned(),
+                hash,
+            },
+        )
+        .map(drop)
+    }
+
+    /// Deletes an account.
+    pub fn user_del(&self, name: &str) -> Result<(), StoreError> {
+        self.admin("user_del", AdminWrite::UserDel(name.to_owned()))
+            .map(drop)
+    }
+
+    /// Changes an account's password (hashed on this thread).
+    pub fn user_passwd(&self, name: &str, password: &str) -> Result<(), StoreError> {
+        let hash = auth::hash_password(password)?;
+        self.admin(
+            "user_passwd",
+            AdminWrite::UserPasswd {
+                name: name.to_owned(),
+                hash,
+            },
+        )
+        .map(drop)
+    }
+
+    /// Accounts by name.
+    pub fn user_list(&self) -> Result<Vec<UserRow>, StoreError> {
+        self.call("user_list", |c| {
+            queries::user_list(c).map_err(|e| error::sql_error("listing users", e))
+        })
+    }
+
+    /// The stored PHC hash of `name`.
+    pub fn user_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let name = name.to_owned();
+        self.call("user_hash", move |c| {
+            queries::user_hash(c, &name).map_err(|e| error::sql_error("reading a user", e))
+        })
+    }
+
+    /// Adds a rule (its `id` is ignored); returns the new id.
+    pub fn acl_add(&self, rule: AclRule) -> Result<i64, StoreError> {
+        check_rule(&rule)?;
+        self.admin("acl_add", AdminWrite::AclAdd(rule))
+    }
+
+    /// Deletes a rule by id.
+    pub fn acl_del(&self, id: i64) -> Result<(), StoreError> {
+        self.admin("acl_del", AdminWrite::AclDel(id)).map(drop)
+    }
+
+    /// Rules by id.
+    pub fn acl_list(&self) -> Result<Vec<AclRule>, StoreError> {
+        self.call("acl_list", |c| {
+            queries::acl_list(c).map_err(|e| error::sql_error("listing ACL rules", e))
+        })
+    }
+
+    /// Bans a client id or a username (no error if already banned). The broker should also
+    /// disconnect a matching live client.
+    pub fn ban(&self, kind: BanKind, value: &str) -> Result<(), StoreError> {
+        check_name(kind.as_str(), value)?;
+        let ban = Ban {
+            kind,
+            value: value.to_owned(),
+        };
+        self.admin("ban", AdminWrite::Ban(ban)).map(drop)
+    }
+
+    /// Lifts a ban.
+    pub fn unban(&self, kind: BanKind, value: &str) -> Result<(), StoreError> {
+        let ban = Ban {
+            kind,
+            value: value.to_owned(),
+        };
+        self.admin("unban", AdminWrite::Unban(ban)).map(drop)
+    }
+
+    /// Bans with their creation time.
+    pub fn bans(&self) -> Result<Vec<BanRow>, StoreError> {
+        self.call("bans", |c| {
+            queries::ban_list(c).map_err(|e| error::sql_error("listing bans", e))
+        })
+    }
+}
+
+/// Checks a rule before it is stored.
+pub(crate) fn check_rule(rule: &AclRule) -> Result<(), StoreError> {
+    if let Some(u) = &rule.username {
+        check_name("user name", u)?;
+    }
+    validate_pattern(&rule.pattern).map_err(StoreError::Invalid)
+}

@@ -1,0 +1,745 @@
+//! The `store` thread: the only owner of the broker's rusqlite `Connection`.
+//!
+//! It waits on two bounded channels — durable commands (sessions, retained, users, ACL, bans,
+//! queries; senders block when it is full) and history commands (messages, topics, clients;
+//! senders shed when it is full) — drains whatever is waiting (up to `max_batch`) and applies it
+//! in ONE `BEGIN IMMEDIATE` transaction (group commit). Durability tickets fire, and answers are
+//! sent, only after that transaction commits; queries run after the commit so they see it.
+//!
+//! When to commit: at once when the batch holds a durable write, an admin change or a flush
+//! (`Normal` / `Full`); history alone waits up to `flush_interval` to gather more; in `Relaxed`
+//! mode everything waits up to the window.
+//!
+//! When the database cannot be written (disk full, read-only, I/O error, locked past the busy
+//! timeout): the error is logged once, the batch is rolled back, its durable writes stay in
+//! memory (at most `max_backlog`; beyond that the durable channel is not read, so its senders
+//! block) and are retried every `retry_interval`; history is shed (counted); admin changes are
+//! answered with `StoreError::Unavailable`; queries still run. The first successful commit logs
+//! that writes resumed.
+//!
+//! Stops on `Command::Shutdown` or when every sender is gone: drains the channels, commits (a
+//! few attempts), checkpoints the WAL, and returns.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::error::{is_transient, StoreError};
+use super::queries::{self, MsgFields};
+use super::types::{
+    instant_to_ms, now_ms, ClientRecord, MessageState, SessionRecord, SubscriptionRow,
+};
+use super::{Shared, StoreOptions, SyncMode};
+use crate::auth::{AclRule, Ban};
+use crate::broker::message::Message;
+use crate::protocol::{QoS, Will};
+
+/// A query: runs on the `store` thread with the connection and sends its own answer.
+pub(crate) type Query = Box<dyn FnOnce(&Connection) + Send>;
+
+/// A durable write (never shed).
+pub(crate) enum Write {
+    SetRetained {
+        topic: String,
+        msg: Option<Arc<Message>>,
+    },
+    SaveSession(Box<SessionRecord>),
+    SessionDisconnected {
+        client_id: String,
+        at: i64,
+    },
+    DeleteSession(String),
+    SaveSubscription {
+        client_id: String,
+        sub: SubscriptionRow,
+    },
+    RemoveSubscription {
+        client_id: String,
+        filter: String,
+    },
+    SetWill {
+        client_id: String,
+        will: Option<Box<Will>>,
+    },
+    PersistMessage {
+        client_id: String,
+        seq: u64,
+        msg: Arc<Message>,
+        qos: QoS,
+        retain: bool,
+    },
+    MessageState {
+        client_id: String,
+        seq: u64,
+        packet_id: Option<u16>,
+        state: MessageState,
+    },
+    RemoveMessage {
+        client_id: String,
+        seq: u64,
+    },
+}
+
+/// A change to accounts, rules or bans: answered after the commit.
+pub(crate) enum AdminWrite {
+    UserAdd { name: String, hash: String },
+    UserDel(String),
+    UserPasswd { name: String, hash: String },
+    AclAdd(AclRule),
+    AclDel(i64),
+    Ban(Ban),
+    Unban(Ban),
+}
+
+/// What an admin change returns: the new rule id for `AclAdd`, else 0.
+pub(crate) type AdminReply = Sender<Result<i64, StoreError>>;
+
+/// History: shed when the queue is full.
+pub(crate) enum History {
+    Message(Arc<Message>),
+    Connected(ClientRecord),
+    Disconnected {
+        client_id: String,
+        reason: String,
+        at: i64,
+    },
+}
+
+/// Signalled after the commit: `Err(why)` when this write was refused (e.g. no saved session).
+pub(crate) type Ticket = Sender<Result<(), String>>;
+
+pub(crate) enum Command {
+    Write(Write, Option<Ticket>),
+    Admin(AdminWrite, AdminReply),
+    Query(Query),
+    /// Commit everything before it, then signal.
+    Flush(Ticket),
+    Shutdown,
+}
+
+/// How often the thread looks for other processes' changes to users, ACL and bans.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
+/// How often expired retained and kept messages are deleted (`load` skips them anyway).
+const EXPIRY_EVERY: Duration = Duration::from_secs(60);
+
+pub(crate) struct Worker {
+    conn: Connection,
+    durable: Receiver<Command>,
+    history: Receiver<History>,
+    shared: Arc<Shared>,
+    opts: StoreOptions,
+    max_backlog: usize,
+    writes: Vec<(Write, Option<Ticket>)>,
+    hist: Vec<History>,
+    admin: Vec<(AdminWrite, AdminReply)>,
+    queries: Vec<Query>,
+    flushes: Vec<Ticket>,
+    /// When the oldest uncommitted command arrived.
+    oldest: Option<Instant>,
+    /// Set while the database cannot be written: when to try again.
+    retry_at: Option<Instant>,
+    failed_since: Option<Instant>,
+    stopping: bool,
+    durable_open: bool,
+    history_open: bool,
+    data_version: i64,
+    next_maintenance: Instant,
+    next_expiry: Instant,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        conn: Connection,
+        durable: Receiver<Command>,
+        history: Receiver<History>,
+        shared: Arc<Shared>,
+        opts: StoreOptions,
+    ) -> Worker {
+        let max_backlog = opts.queue_capacity.max(1).saturating_mul(4).max(1024);
+        let data_version = read_data_version(&conn).unwrap_or(0);
+        Worker {
+            conn,
+            durable,
+            history,
+            shared,
+            opts,
+            max_backlog,
+            writes: Vec::new(),
+            hist: Vec::new(),
+            admin: Vec::new(),
+            queries: Vec::new(),
+            flushes: Vec::new(),
+            oldest: None,
+            retry_at: None,
+            failed_since: None,
+            stopping: false,
+            durable_open: true,
+            history_open: true,
+            data_version,
+            next_maintenance: Instant::now() + MAINTENANCE_EVERY,
+            next_expiry: Instant::now() + EXPIRY_EVERY,
+        }
+    }
+
+    /// The thread's body.
+    pub(crate) fn run(mut self) {
+        while !self.stopping && (self.durable_open || self.history_open) {
+            let deadline = self.deadline();
+            self.wait_one(deadline);
+            self.drain();
+            if self.shared.stop.load(Ordering::Acquire) {
+                self.stopping = true;
+            }
+            let now = Instant::now();
+            if self.retry_at.is_some_and(|r| now >= r) && self.pending_writes() == 0 {
+                // Nothing kept to retry with: let the next batch probe the database.
+                self.retry_at = None;
+            }
+            if self.should_commit(Instant::now()) {
+                self.commit();
+            } else {
+                // Nothing to commit (or the database is failing): answer from what is there.
+                self.run_queries();
+            }
+            if Instant::now() >= self.next_maintenance {
+                self.maintenance();
+            }
+        }
+        self.finish();
+    }
+
+    fn pending_writes(&self) -> usize {
+        self.writes.len() + self.hist.len() + self.admin.len()
+    }
+
+    fn pending(&self) -> usize {
+        self.pending_writes() + self.queries.len() + self.flushes.len()
+    }
+
+    fn failing(&self) -> bool {
+        self.retry_at.is_some()
+    }
+
+    /// How long the collected commands may wait before a commit.
+    fn window(&self) -> Duration {
+        match self.opts.sync {
+            SyncMode::Relaxed { window_ms } => Duration::from_millis(window_ms),
+            _ => self.opts.flush_interval,
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        let mut at = self.next_maintenance;
+        if let Some(retry) = self.retry_at {
+            at = at.min(retry);
+        } else if let Some(oldest) = self.oldest {
+            at = at.min(oldest + self.window());
+        }
+        at
+    }
+
+    /// Waits for one command from either channel, or until `deadline`.
+    fn wait_one(&mut self, deadline: Instant) {
+        let read_durable = self.durable_open && self.writes.len() < self.max_backlog;
+        let mut sel = Select::new();
+        let d = read_durable.then(|| sel.recv(&self.durable));
+        let h = self.history_open.then(|| sel.recv(&self.history));
+        if d.is_none() && h.is_none() {
+            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+            return;
+        }
+        let Ok(op) = sel.select_deadline(deadline) else {
+            return;
+        };
+        let index = op.index();
+        if Some(index) == d {
+            match op.recv(&self.durable) {
+                Ok(cmd) => self.take_durable(cmd),
+                Err(_) => self.durable_open = false,
+            }
+        } else {
+            match op.recv(&self.history) {
+                Ok(h) => self.take_history(h),
+                Err(_) => self.history_open = false,
+            }
+        }
+    }
+
+    /// Takes whatever is already waiting, up to `max_batch` commands in the batch.
+    fn drain(&mut self) {
+        let cap = self.opts.max_batch.max(1);
+        while self.pending() < cap {
+            let mut got = false;
+            if self.durable_open && self.writes.len() < self.max_backlog {
+                match self.durable.try_recv() {
+                    Ok(cmd) => {
+                        self.take_durable(cmd);
+                        got = true;
+                    }
+                    Err(TryRecvError::Disconnected) => self.durable_open = false,
+                    Err(TryRecvError::Empty) => {}
+                }
+            }
+            if self.history_open {
+                match self.history.try_recv() {
+                    Ok(h) => {
+                        self.take_history(h);
+                        got = true;
+                    }
+                    Err(TryRecvError::Disconnected) => self.history_open = false,
+                    Err(TryRecvError::Empty) => {}
+                }
+            }
+            if !got || self.stopping {
+                break;
+            }
+        }
+    }
+
+    fn touch(&mut self) {
+        if self.oldest.is_none() {
+            self.oldest = Some(Instant::now());
+        }
+    }
+
+    fn take_durable(&mut self, cmd: Command) {
+        match cmd {
+            Command::Write(w, ticket) => {
+                self.writes.push((w, ticket));
+                self.touch();
+            }
+            Command::Admin(a, reply) => {
+                // Tried with the next commit (or retry); answered Unavailable if that fails.
+                self.admin.push((a, reply));
+                self.touch();
+            }
+            Command::Query(q) => self.queries.push(q),
+            Command::Flush(done) => {
+                // History sent before the flush is already in its channel: take all of it, so
+                // that the flush covers both channels.
+                while let Ok(h) = self.history.try_recv() {
+                    self.take_history(h);
+                }
+                self.flushes.push(done);
+                self.touch();
+            }
+            Command::Shutdown => self.stopping = true,
+        }
+        self.shared
+            .pending
+            .store(self.writes.len() as u64, Ordering::Relaxed);
+    }
+
+    fn take_history(&mut self, h: History) {
+        if self.failing() {
+            self.shared.shed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.hist.push(h);
+            self.touch();
+        }
+    }
+
+    fn unavailable(&self) -> StoreError {
+        StoreError::Unavailable {
+            detail: self
+                .shared
+                .last_error
+                .lock()
+                .clone()
+                .unwrap_or_else(|| "the database is not writable".into()),
+        }
+    }
+
+    fn should_commit(&self, now: Instant) -> bool {
+        if self.pending_writes() == 0 && self.flushes.is_empty() {
+            return false;
+        }
+        if let Some(retry) = self.retry_at {
+            return now >= retry;
+        }
+        // Flushes, and queries (which must see what was sent before them), commit at once.
+        if self.pending() >= self.opts.max_batch.max(1)
+            || !self.flushes.is_empty()
+            || !self.queries.is_empty()
+        {
+            return true;
+        }
+        let aged = self.oldest.is_some_and(|t| now >= t + self.window());
+        match self.opts.sync {
+            SyncMode::Relaxed { .. } => aged || !self.admin.is_empty(),
+            SyncMode::Normal | SyncMode::Full => {
+                !self.writes.is_empty() || !self.admin.is_empty() || aged
+            }
+        }
+    }
+
+    /// One transaction for everything collected; see the module docs for failures.
+    fn commit(&mut self) {
+        let mut admin_results = Vec::with_capacity(self.admin.len());
+        let mut refused: Vec<(usize, String)> = Vec::new();
+        let payload_limit = self.opts.history_payload_limit;
+        let keep = self.opts.history_per_topic;
+        let result = (|| -> rusqlite::Result<usize> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut dropped = 0;
+            for (i, (w, _)) in self.writes.iter().enumerate() {
+                if let Err(e) = apply_write(&tx, w) {
+                    if is_transient(&e) {
+                        return Err(e);
+                    }
+                    dropped += 1;
+                    let why = format!("dropping {}: {e}", describe(w));
+                    log::warn!("store: {why}");
+                    refused.push((i, why));
+                }
+            }
+            let mut topics = HashSet::new();
+            for h in &self.hist {
+                if let Err(e) = apply_history(&tx, h, payload_limit, &mut topics) {
+                    if is_transient(&e) {
+                        return Err(e);
+                    }
+                    dropped += 1;
+                    log::warn!("store: dropping a history record: {e}");
+                }
+            }
+            for topic in &topics {
+                queries::history_prune(&tx, topic, keep)?;
+            }
+            for (a, _) in &self.admin {
+                match apply_admin(&tx, a) {
+                    Err(AdminFailure::Db(e)) if is_transient(&e) => return Err(e),
+                    Err(AdminFailure::Db(e)) => {
+                        admin_results.push(Err(StoreError::Sqlite {
+                            context: "changing users, ACL or bans",
+                            detail: e.to_string(),
+                        }));
+                    }
+                    Err(AdminFailure::Refused(e)) => admin_results.push(Err(e)),
+                    Ok(v) => admin_results.push(Ok(v)),
+                }
+            }
+            tx.commit()?;
+            Ok(dropped)
+        })();
+        match result {
+            Ok(dropped) => self.committed(admin_results, &refused, dropped),
+            Err(e) => self.failed(&e),
+        }
+        self.run_queries();
+    }
+
+    fn committed(
+        &mut self,
+        admin_results: Vec<Result<i64, StoreError>>,
+        refused: &[(usize, String)],
+        dropped: usize,
+    ) {
+        let n = self.pending_writes() - dropped;
+        self.shared.commands.fetch_add(n as u64, Ordering::Relaxed);
+        self.shared.transactions.fetch_add(1, Ordering::Relaxed);
+        if let Some(since) = self.failed_since.take() {
+            log::info!(
+                "store: writes resumed after {:.1} s; {} kept writes saved",
+                since.elapsed().as_secs_f64(),
+                self.writes.len()
+            );
+            *self.shared.last_error.lock() = None;
+        }
+        self.retry_at = None;
+        let mut refused = refused.iter().peekable();
+        for (i, (_, ticket)) in self.writes.drain(..).enumerate() {
+            let result = match refused.peek() {
+                Some((j, why)) if *j == i => {
+                    refused.next();
+                    Err(why.clone())
+                }
+                _ => Ok(()),
+            };
+            if let Some(t) = ticket {
+                let _ = t.send(result);
+            }
+        }
+        self.hist.clear();
+        // Reload before answering, so a caller sees its change in `StoreHandle::acl` at once.
+        if !self.admin.is_empty() {
+            self.reload_acl();
+        }
+        for ((_, reply), result) in self.admin.drain(..).zip(admin_results) {
+            let _ = reply.send(result);
+        }
+        for done in self.flushes.drain(..) {
+            let _ = done.send(Ok(()));
+        }
+        self.oldest = None;
+        self.shared.pending.store(0, Ordering::Relaxed);
+    }
+
+    fn failed(&mut self, e: &rusqlite::Error) {
+        self.shared.failed_commits.fetch_add(1, Ordering::Relaxed);
+        let detail = e.to_string();
+        if self.failed_since.is_none() {
+            log::error!(
+                "store: cannot write the database ({detail}); keeping up to {} durable writes in \
+                 memory and retrying every {:?}; history is dropped meanwhile",
+                self.max_backlog,
+                self.opts.retry_interval
+            );
+            self.failed_since = Some(Instant::now());
+        }
+        *self.shared.last_error.lock() = Some(detail);
+        self.retry_at = Some(Instant::now() + self.opts.retry_interval);
+        self.shared
+            .shed
+            .fetch_add(self.hist.len() as u64, Ordering::Relaxed);
+        self.hist.clear();
+        for (_, reply) in std::mem::take(&mut self.admin) {
+            let _ = reply.send(Err(self.unavailable()));
+        }
+        self.shared
+            .pending
+            .store(self.writes.len() as u64, Ordering::Relaxed);
+        if self.writes.is_empty() && self.flushes.is_empty() {
+            self.oldest = None;
+        }
+    }
+
+    fn run_queries(&mut self) {
+        for q in self.queries.drain(..) {
+            q(&self.conn);
+        }
+    }
+
+    fn reload_acl(&mut self) {
+        match queries::acl_set(&self.conn) {
+            Ok(set) => {
+                *self.shared.acl.write() = Arc::new(set);
+                self.shared.acl_generation.fetch_add(1, Ordering::Release);
+            }
+            Err(e) => log::warn!("store: cannot reload users, ACL and bans: {e}"),
+        }
+    }
+
+    fn maintenance(&mut self) {
+        self.next_maintenance = Instant::now() + MAINTENANCE_EVERY;
+        // Another process (the admin command line) committed: reload what it may have changed.
+        if let Ok(v) = read_data_version(&self.conn) {
+            if v != self.data_version {
+                self.data_version = v;
+                self.reload_acl();
+            }
+        }
+        if !self.failing() && Instant::now() >= self.next_expiry {
+            self.next_expiry = Instant::now() + EXPIRY_EVERY;
+            if let Err(e) = queries::expired_delete(&self.conn, now_ms()) {
+                log::debug!("store: expiry cleanup failed: {e}");
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        // Whatever is still queued belongs to the final commit.
+        while let Ok(cmd) = self.durable.try_recv() {
+            if let Command::Write(w, t) = cmd {
+                self.writes.push((w, t));
+            } else {
+                self.take_durable(cmd);
+            }
+        }
+        while let Ok(h) = self.history.try_recv() {
+            self.hist.push(h);
+        }
+        self.retry_at = None;
+        for attempt in 0..3 {
+            if self.pending_writes() == 0 && self.flushes.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(100));
+                self.retry_at = None;
+            }
+            self.commit();
+        }
+        self.run_queries();
+        if !self.writes.is_empty() {
+            log::error!(
+                "store: {} durable writes could not be saved at shutdown: {}",
+                self.writes.len(),
+                self.shared.last_error.lock().clone().unwrap_or_default()
+            );
+        }
+        if let Err(e) = self
+            .conn
+            .execute_batch("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE);")
+        {
+            log::debug!("store: final checkpoint: {e}");
+        }
+        log::debug!("store: stopped");
+    }
+}
+
+fn read_data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "data_version", |r| r.get(0))
+}
+
+fn describe(w: &Write) -> String {
+    match w {
+        Write::SetRetained { topic, .. } => format!("the retained message of {topic:?}"),
+        Write::SaveSession(r) => format!("the session of {:?}", r.client_id),
+        Write::SessionDisconnected { client_id, .. } => {
+            format!("the disconnect time of session {client_id:?}")
+        }
+        Write::DeleteSession(c) => format!("the deletion of session {c:?}"),
+        Write::SaveSubscription { client_id, sub } => {
+            format!("subscription {:?} of {client_id:?}", sub.filter)
+        }
+        Write::RemoveSubscription { client_id, filter } => {
+            format!("the removal of subscription {filter:?} of {client_id:?}")
+        }
+        Write::SetWill { client_id, .. } => format!("the will of {client_id:?}"),
+        Write::PersistMessage { client_id, seq, .. } => {
+            format!("message {seq} for {client_id:?} (is its session saved first?)")
+        }
+        Write::MessageState { client_id, seq, .. } => {
+            format!("the state of message {seq} for {client_id:?}")
+        }
+        Write::RemoveMessage { client_id, seq } => {
+            format!("the removal of message {seq} for {client_id:?}")
+        }
+    }
+}
+
+fn fields(msg: &Message, qos: QoS, retain: bool) -> MsgFields<'_> {
+    let stored_at = instant_to_ms(msg.received);
+    MsgFields {
+        topic: &msg.topic,
+        payload: &msg.payload,
+        qos,
+        retain,
+        properties: &msg.properties,
+        publisher: msg.publisher.as_deref(),
+        stored_at,
+        expiry_at: super::types::expiry_at(stored_at, msg.properties.message_expiry_interval),
+    }
+}
+
+fn apply_write(conn: &Connection, w: &Write) -> rusqlite::Result<()> {
+    match w {
+        Write::SetRetained { topic, msg: None } => queries::retained_clear(conn, topic),
+        Write::SetRetained {
+            topic,
+            msg: Some(msg),
+        } => {
+            let mut f = fields(msg, msg.qos, true);
+            f.topic = topic;
+            queries::retained_set(conn, &f)
+        }
+        Write::SaveSession(rec) => queries::session_save(conn, rec, now_ms()),
+        Write::SessionDisconnected { client_id, at } => {
+            queries::session_disconnected(conn, client_id, *at)
+        }
+        Write::DeleteSession(client_id) => queries::session_delete(conn, client_id),
+        Write::SaveSubscription { client_id, sub } => {
+            queries::subscription_save(conn, client_id, sub)
+        }
+        Write::RemoveSubscription { client_id, filter } => {
+            queries::subscription_remove(conn, client_id, filter)
+        }
+        Write::SetWill { client_id, will } => queries::will_set(conn, client_id, will.as_deref()),
+        Write::PersistMessage {
+            client_id,
+            seq,
+            msg,
+            qos,
+            retain,
+        } => queries::message_persist(conn, client_id, *seq, &fields(msg, *qos, *retain)),
+        Write::MessageState {
+            client_id,
+            seq,
+            packet_id,
+            state,
+        } => queries::message_state(conn, client_id, *seq, *packet_id, *state),
+        Write::RemoveMessage { client_id, seq } => queries::message_remove(conn, client_id, *seq),
+    }
+}
+
+fn apply_history(
+    conn: &Connection,
+    h: &History,
+    payload_limit: usize,
+    topics: &mut HashSet<String>,
+) -> rusqlite::Result<()> {
+    match h {
+        History::Message(msg) => {
+            queries::history_message(conn, &fields(msg, msg.qos, msg.retain), payload_limit)?;
+            if !topics.contains(&msg.topic) {
+                topics.insert(msg.topic.clone());
+            }
+            Ok(())
+        }
+        History::Connected(rec) => queries::client_connected(conn, rec),
+        History::Disconnected {
+            client_id,
+            reason,
+            at,
+        } => queries::client_disconnected(conn, client_id, reason, *at),
+    }
+}
+
+pub(crate) enum AdminFailure {
+    Db(rusqlite::Error),
+    Refused(StoreError),
+}
+
+impl From<rusqlite::Error> for AdminFailure {
+    fn from(e: rusqlite::Error) -> Self {
+        AdminFailure::Db(e)
+    }
+}
+
+/// Applies one change to users, rules or bans; shared with the admin command line.
+pub(crate) fn apply_admin(conn: &Connection, a: &AdminWrite) -> Result<i64, AdminFailure> {
+    let now = now_ms();
+    let refuse = |e| Err(AdminFailure::Refused(e));
+    match a {
+        AdminWrite::UserAdd { name, hash } => {
+            if !queries::user_add(conn, name, hash, now)? {
+                return refuse(StoreError::UserExists(name.clone()));
+            }
+        }
+        AdminWrite::UserDel(name) => {
+            if !queries::user_del(conn, name)? {
+                return refuse(StoreError::NoSuchUser(name.clone()));
+            }
+        }
+        AdminWrite::UserPasswd { name, hash } => {
+            if !queries::user_passwd(conn, name, hash)? {
+                return refuse(StoreError::NoSuchUser(name.clone()));
+            }
+        }
+        AdminWrite::AclAdd(rule) => return Ok(queries::acl_add(conn, rule, now)?),
+        AdminWrite::AclDel(id) => {
+            if !queries::acl_del(conn, *id)? {
+                return refuse(StoreError::NoSuchRule(*id));
+            }
+        }
+        AdminWrite::Ban(ban) => {
+            queries::ban_add(conn, ban, now)?;
+        }
+        AdminWrite::Unban(ban) => {
+            if !queries::ban_remove(conn, ban)? {
+                return refuse(StoreError::NotBanned {
+                    kind: ban.kind.as_str(),
+                    value: ban.value.clone(),
+                });
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,542 @@
+//! The running store: group commit, shedding of history under overload, durability tickets,
+//! sync modes, history pruning and round trips of retained messages and sessions across a close
+//! and reopen. Real SQLite files in temporary directories; the store runs its own `store` thread.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mqtt5_broker::broker::message::Message;
+use mqtt5_broker::protocol::{
+    Properties, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions, Will,
+};
+use mqtt5_broker::store::{
+    MessageState, SessionRecord, Store, StoreOptions, SubscriptionRow, SyncMode,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+
+fn opts() -> StoreOptions {
+    StoreOptions {
+        busy_timeout: Duration::from_millis(200),
+        retry_interval: Duration::from_millis(50),
+        ..StoreOptions::default()
+    }
+}
+
+fn msg(topic: &str, payload: &[u8], qos: QoS) -> Arc<Message> {
+    Arc::new(Message {
+        topic: topic.into(),
+        payload: payload.to_vec(),
+        qos,
+        retain: false,
+        properties: Properties::default(),
+        publisher: Some(Arc::from("pub-1")),
+        received: Instant::now(),
+    })
+}
+
+fn session(client_id: &str) -> SessionRecord {
+    SessionRecord {
+        client_id: client_id.into(),
+        expiry_interval: 3600,
+        protocol_version: ProtocolVersion::V5,
+        subscriptions: vec![SubscriptionRow {
+            filter: "a/+".into(),
+            options: SubscriptionOptions {
+                qos: QoS::ExactlyOnce,
+                no_local: true,
+                retain_as_published: true,
+                retain_handling: RetainHandling::DoNotSend,
+            },
+            subscription_id: Some(7),
+        }],
+        will: Some(Will {
+            topic: "will/t".into(),
+            payload: b"bye".to_vec(),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Properties {
+                will_delay_interval: Some(30),
+                content_type: Some("text/plain".into()),
+                ..Properties::default()
+            },
+        }),
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn batching_commits_1000_commands_in_far_fewer_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("b.db"), opts()).unwrap();
+    let before = store.stats();
+    let m = msg("t", b"x", QoS::AtLeastOnce);
+    let tickets: Vec<_> = (0..1000)
+        .map(|i| store.set_retained(&format!("r/{i}"), Some(&m)))
+        .collect();
+    for t in tickets {
+        t.wait().unwrap();
+    }
+    let stats = store.stats();
+    let commands = stats.commands - before.commands;
+    let transactions = stats.transactions - before.transactions;
+    println!("1000 commands in {transactions} transactions");
+    assert_eq!(commands, 1000);
+    assert!(transactions <= 100, "{transactions} transactions");
+    assert_eq!(store.load().unwrap().retained.len(), 1000);
+    store.shutdown();
+}
+
+#[test]
+fn history_is_shed_under_overload_and_durable_writes_survive_a_stalled_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shed.db");
+    let store = Store::open(
+        &path,
+        StoreOptions {
+            history_capacity: 8,
+            ..opts()
+        },
+    )
+    .unwrap();
+    // Another process holds the write lock: the store thread stalls in busy waits and fails.
+    let other = Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let m = msg("flood", b"payload", QoS::AtMostOnce);
+    for i in 0..50 {
+        let _ = store.set_retained(&format!("keep/{i}"), Some(&m));
+    }
+    let started = Instant::now();
+    for _ in 0..20_000 {
+        store.record_message(&m);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the history path never blocks"
+    );
+    wait_until("a failed commit", || store.stats().failed_commits > 0);
+    let stats = store.stats();
+    assert!(stats.shed > 0, "{stats:?}");
+    assert!(stats.last_error.is_some(), "{stats:?}");
+    assert_eq!(stats.pending, 50, "{stats:?}");
+    // A durable write sent while failing is kept too.
+    let late = store.set_retained("keep/late", Some(&m));
+    other.execute_batch("COMMIT").unwrap();
+    late.wait().unwrap();
+    store.flush().wait().unwrap();
+    let stats = store.stats();
+    assert_eq!(stats.last_error, None);
+    assert_eq!(stats.pending, 0);
+    assert_eq!(store.load().unwrap().retained.len(), 51);
+    store.shutdown();
+}
+
+#[test]
+fn persist_message_ticket_fires_only_after_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ticket.db");
+    let store = Store::open(&path, opts()).unwrap();
+    store.save_session(session("c1"));
+    store.flush().wait().unwrap();
+
+    let other = Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let mut ticket = store.persist_message(
+        "c1",
+        1,
+        &msg("a/b", b"q1", QoS::AtLeastOnce),
+        QoS::AtLeastOnce,
+        false,
+    );
+    assert!(
+        !ticket.wait_timeout(Duration::from_millis(400)).unwrap(),
+        "no commit while the file is locked"
+    );
+    other.execute_batch("COMMIT").unwrap();
+    assert!(ticket.wait_timeout(Duration::from_secs(10)).unwrap());
+
+    // Once the ticket fires, another connection sees the row.
+    let reader = Connection::open(&path).unwrap();
+    let row: Option<(Vec<u8>, String)> = reader
+        .query_row(
+            "SELECT payload, state FROM session_messages WHERE client_id = ?1 AND seq = ?2",
+            params!["c1", 1],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .unwrap();
+    assert_eq!(row, Some((b"q1".to_vec(), "queued".to_owned())));
+    store.shutdown();
+}
+
+#[test]
+fn relaxed_mode_acks_at_once_and_commits_within_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relaxed.db");
+    let store = Store::open(
+        &path,
+        StoreOptions {
+            sync: SyncMode::Relaxed { window_ms: 300 },
+            ..opts()
+        },
+    )
+    .unwrap();
+    let mut t = store.set_retained("r", Some(&msg("r", b"1", QoS::AtMostOnce)));
+    assert!(t.is_committed(), "relaxed tickets fire at once");
+    let reader = Connection::open(&path).unwrap();
+    let count = || -> i64 {
+        reader
+            .query_row("SELECT count(*) FROM retained", [], |r| r.get(0))
+            .unwrap()
+    };
+    let sent = Instant::now();
+    wait_until("the relaxed commit", || count() == 1);
+    assert!(sent.elapsed() < Duration::from_secs(2));
+    store.shutdown();
+}
+
+#[test]
+fn full_sync_mode_commits_before_the_ticket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.db");
+    let store = Store::open(
+        &path,
+        StoreOptions {
+            sync: SyncMode::Full,
+            ..opts()
+        },
+    )
+    .unwrap();
+    store
+        .set_retained("r", Some(&msg("r", b"1", QoS::AtMostOnce)))
+        .wait()
+        .unwrap();
+    let n: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM retained", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    store.shutdown();
+}
+
+#[test]
+fn retained_sessions_subscriptions_and_messages_survive_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("round.db");
+    let store = Store::open(&path, opts()).unwrap();
+    let retained = Arc::new(Message {
+        topic: "home/temp".into(),
+        payload: vec![0, 1, 2, 255],
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: Properties {
+            payload_format_indicator: Some(0),
+            message_expiry_interval: Some(3600),
+            content_type: Some("application/octet-stream".into()),
+            response_topic: Some("resp".into()),
+            correlation_data: Some(vec![9, 8, 7]),
+            user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
+            ..Properties::default()
+        },
+        publisher: Some(Arc::from("sensor")),
+        received: Instant::now(),
+    });
+    let _ = store.set_retained("home/temp", Some(&retained));
+    let _ = store.set_retained("gone", Some(&retained));
+    let _ = store.set_retained("gone", None);
+
+    store.save_session(session("c1"));
+    store.save_subscription(
+        "c1",
+        SubscriptionRow {
+            filter: "$share/g/b/#".into(),
+            options: SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..SubscriptionOptions::default()
+            },
+            subscription_id: None,
+        },
+    );
+    store.save_subscription(
+        "c1",
+        SubscriptionRow {
+            filter: "tmp".into(),
+            options: SubscriptionOptions::default(),
+            subscription_id: None,
+        },
+    );
+    store.remove_subscription("c1", "tmp");
+    for seq in 1..=4 {
+        let _ = store.persist_message(
+            "c1",
+            seq,
+            &msg("a/x", format!("m{seq}").as_bytes(), QoS::ExactlyOnce),
+            QoS::AtLeastOnce,
+            false,
+        );
+    }
+    store.message_state("c1", 1, Some(10), MessageState::Inflight);
+    store.message_state("c1", 2, Some(11), MessageState::Released);
+    store.remove_message("c1", 3);
+    store.session_disconnected("c1", mqtt5_broker::store::now_ms());
+
+    store.save_session(SessionRecord {
+        will: None,
+        subscriptions: Vec::new(),
+        ..session("c2")
+    });
+    let _ = store.persist_message(
+        "c2",
+        1,
+        &msg("z", b"z", QoS::AtLeastOnce),
+        QoS::AtLeastOnce,
+        false,
+    );
+    store.delete_session("c2");
+    store.shutdown();
+
+    let store = Store::open(&path, opts()).unwrap();
+    let snap = store.load().unwrap();
+    assert_eq!(snap.retained.len(), 1);
+    let r = &snap.retained[0];
+    assert_eq!(r.topic, "home/temp");
+    assert_eq!(r.payload, vec![0, 1, 2, 255]);
+    assert_eq!(r.qos, QoS::AtLeastOnce);
+    assert_eq!(r.publisher.as_deref(), Some("sensor"));
+    assert_eq!(
+        r.properties.user_properties,
+        retained.properties.user_properties
+    );
+    assert_eq!(r.properties.correlation_data, Some(vec![9, 8, 7]));
+    assert!(r.expiry_at.is_some());
+    let m = r
+        .clone()
+        .into_message(Instant::now(), mqtt5_broker::store::now_ms())
+        .unwrap();
+    let left = m.properties.message_expiry_interval.unwrap();
+    assert!((3590..=3600).contains(&left), "{left}");
+
+    assert_eq!(snap.sessions.len(), 1, "c2 was deleted with its messages");
+    let s = &snap.sessions[0];
+    let mut want = session("c1");
+    want.subscriptions.insert(
+        0,
+        SubscriptionRow {
+            filter: "$share/g/b/#".into(),
+            options: SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..SubscriptionOptions::default()
+            },
+            subscription_id: None,
+        },
+    );
+    assert_eq!(s.record, want);
+    assert!(s.disconnected_at.is_some());
+    let kept: Vec<_> = s
+        .messages
+        .iter()
+        .map(|m| {
+            (
+                m.seq,
+                m.message.payload.clone(),
+                m.packet_id,
+                m.state,
+                m.message.qos,
+            )
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            (
+                1,
+                b"m1".to_vec(),
+                Some(10),
+                MessageState::Inflight,
+                QoS::AtLeastOnce
+            ),
+            (
+                2,
+                b"m2".to_vec(),
+                Some(11),
+                MessageState::Released,
+                QoS::AtLeastOnce
+            ),
+            (
+                4,
+                b"m4".to_vec(),
+                None,
+                MessageState::Queued,
+                QoS::AtLeastOnce
+            ),
+        ]
+    );
+    assert_eq!(s.next_seq(), 5);
+    let q = store.qos_messages(10).unwrap();
+    assert_eq!(q.len(), 3);
+    store.shutdown();
+}
+
+#[test]
+fn history_keeps_the_last_n_messages_per_topic_and_counts_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path().join("hist.db"),
+        StoreOptions {
+            history_per_topic: 5,
+            history_payload_limit: 4,
+            ..opts()
+        },
+    )
+    .unwrap();
+    for i in 0..12 {
+        store.record_message(&msg("a", format!("msg-{i:02}").as_bytes(), QoS::AtMostOnce));
+        store.record_message(&msg("b", b"x", QoS::AtLeastOnce));
+    }
+    store.flush().wait().unwrap();
+    let rows = store.messages("a", 100).unwrap();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows[0].payload, b"msg-", "cut to the payload limit");
+    assert_eq!(rows[0].payload_len, 6);
+    assert_eq!(rows[0].publisher.as_deref(), Some("pub-1"));
+    assert!(rows.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let topics = store.topics(0, 10).unwrap();
+    assert_eq!(topics.len(), 2);
+    assert!(topics.iter().all(|t| t.message_count == 12));
+    assert_eq!(store.messages("b", 2).unwrap().len(), 2);
+    store.shutdown();
+}
+
+#[test]
+fn clients_are_recorded_with_connect_and_disconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("clients.db"), opts()).unwrap();
+    store.client_connected(mqtt5_broker::store::ClientRecord {
+        client_id: "c1".into(),
+        username: None,
+        protocol_version: ProtocolVersion::V311,
+        address: "10.0.0.1:1".into(),
+        time: 100,
+    });
+    store.client_disconnected("c1", "normal disconnect", 200);
+    store.flush().wait().unwrap();
+    let rows = store.clients(0, 10).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].protocol_version, ProtocolVersion::V311);
+    assert!(!rows[0].connected);
+    assert_eq!(rows[0].first_seen, 100);
+    assert_eq!(rows[0].last_disconnect, Some(200));
+    assert_eq!(
+        rows[0].last_disconnect_reason.as_deref(),
+        Some("normal disconnect")
+    );
+    store.shutdown();
+}
+
+#[test]
+fn calls_after_shutdown_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("closed.db"), opts()).unwrap();
+    let clone = store.clone();
+    store.shutdown();
+    assert!(clone.load().is_err());
+    assert!(clone
+        .persist_message(
+            "c",
+            1,
+            &msg("t", b"", QoS::AtLeastOnce),
+            QoS::AtLeastOnce,
+            false
+        )
+        .wait()
+        .is_err());
+    clone.record_message(&msg("t", b"", QoS::AtMostOnce));
+    clone.shutdown();
+}
+
+#[test]
+fn a_refused_write_fails_its_own_ticket_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("refused.db"), opts()).unwrap();
+    let m = msg("t", b"x", QoS::AtLeastOnce);
+    let orphan = store.persist_message("never-saved", 1, &m, QoS::AtLeastOnce, false);
+    let fine = store.set_retained("t", Some(&m));
+    let err = orphan.wait().unwrap_err();
+    assert!(
+        matches!(err, mqtt5_broker::store::StoreError::Refused(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("never-saved"), "{err}");
+    fine.wait().unwrap();
+    assert_eq!(store.load().unwrap().retained.len(), 1);
+    store.shutdown();
+}
+
+#[test]
+fn the_handle_is_clone_send_and_sync() {
+    fn check<T: Clone + Send + Sync + 'static>() {}
+    check::<mqtt5_broker::store::StoreHandle>();
+    fn send<T: Send>() {}
+    send::<mqtt5_broker::store::DurableTicket>();
+}
+
+/// The writer half of `committed_writes_survive_kill_9`: runs only in the child process.
+#[test]
+#[ignore = "child process of committed_writes_survive_kill_9"]
+fn kill_9_child_writer() {
+    let Some(path) = std::env::var_os("MQTT5_STORE_KILL_TEST_DB") else {
+        return;
+    };
+    let store = Store::open(&path, opts()).unwrap();
+    store.save_session(session("c1"));
+    let tickets: Vec<_> = (1..=100)
+        .map(|seq| {
+            store.persist_message(
+                "c1",
+                seq,
+                &msg("a/b", &seq.to_be_bytes(), QoS::AtLeastOnce),
+                QoS::AtLeastOnce,
+                false,
+            )
+        })
+        .collect();
+    for t in tickets {
+        t.wait().unwrap();
+    }
+    println!("READY");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn committed_writes_survive_kill_9() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kill.db");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "kill_9_child_writer", "--ignored", "--nocapture"])
+        .env("MQTT5_STORE_KILL_TEST_DB", &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("READY"));
+    child.kill().unwrap(); // SIGKILL: no shutdown, no final commit
+    child.wait().unwrap();
+    assert!(ready, "the child did not get its tickets");
+    let store = Store::open(&path, opts()).unwrap();
+    let snap = store.load().unwrap();
+    assert_eq!(snap.sessions.len(), 1);
+    assert_eq!(snap.sessions[0].messages.len(), 100);
+    store.shutdown();
+}
