@@ -33,6 +33,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::auth::{AclAccess, BanKind};
 use clap::{Parser, Subcommand};
 
 /// Prefix of every environment variable this module reads.
@@ -50,7 +51,7 @@ const MAX_SYS_INTERVAL_SECS: u64 = 86_400;
 /// Every setting name, in [`Config::summary`] order. File setting names are
 /// these; flags are `--` plus the name with `-` for `_`; environment
 /// variables are `MQTT5_BROKER_` plus the name upper-cased.
-const SETTINGS: [&str; 20] = [
+const SETTINGS: [&str; 26] = [
     "listen",
     "web_listen",
     "db",
@@ -71,6 +72,12 @@ const SETTINGS: [&str; 20] = [
     "sys_interval",
     "max_topic_levels",
     "max_client_id_len",
+    "max_subscriptions",
+    "connect_rate_limit",
+    "sync",
+    "sync_window",
+    "history_per_topic",
+    "admin_password",
 ];
 
 /// The broker's effective settings after defaults, file, environment and
@@ -117,6 +124,39 @@ pub struct Config {
     pub max_topic_levels: usize,
     /// Longest client identifier accepted, in bytes.
     pub max_client_id_len: usize,
+    /// Most subscriptions one client may hold; 0 = no limit.
+    pub max_subscriptions: usize,
+    /// Most CONNECTs per client id per minute; 0 = no limit.
+    pub connect_rate_limit: u32,
+    /// When a committed write counts as durable.
+    pub sync: Sync,
+    /// With `sync relaxed`: the longest an acknowledged message waits for its commit.
+    pub sync_window: Duration,
+    /// History messages kept per topic; 0 turns history recording off.
+    pub history_per_topic: u32,
+    /// The control page's admin password; `None` = the stored (or a generated) one.
+    pub admin_password: Option<String>,
+}
+
+/// The `sync` setting: how durable an acknowledged QoS 1/2 message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// Committed (WAL, `synchronous=NORMAL`) before the ack: survives `kill -9`.
+    Normal,
+    /// Committed and fsynced before the ack: survives power loss.
+    Full,
+    /// Acked at once, committed within `sync_window`.
+    Relaxed,
+}
+
+impl fmt::Display for Sync {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Sync::Normal => "normal",
+            Sync::Full => "full",
+            Sync::Relaxed => "relaxed",
+        })
+    }
 }
 
 impl Default for Config {
@@ -142,6 +182,12 @@ impl Default for Config {
             sys_interval: Duration::from_secs(10),
             max_topic_levels: 128,
             max_client_id_len: 256,
+            max_subscriptions: 1000,
+            connect_rate_limit: 60,
+            sync: Sync::Normal,
+            sync_window: Duration::from_millis(100),
+            history_per_topic: 100,
+            admin_password: None,
         }
     }
 }
@@ -177,6 +223,15 @@ impl Config {
             secs(self.sys_interval),
             self.max_topic_levels.to_string(),
             self.max_client_id_len.to_string(),
+            self.max_subscriptions.to_string(),
+            self.connect_rate_limit.to_string(),
+            self.sync.to_string(),
+            self.sync_window.as_millis().to_string(),
+            self.history_per_topic.to_string(),
+            match self.admin_password {
+                None => "(stored)".to_string(),
+                Some(_) => "(set)".to_string(),
+            },
         ];
         SETTINGS.into_iter().zip(values).collect()
     }
@@ -300,14 +355,69 @@ impl std::error::Error for ConfigError {
 
 /// Where the command line asked to go. `None` means [`Command::Run`].
 ///
-/// Admin subcommands (user/acl/ban) will be added here as further variants,
-/// e.g. `User { #[command(subcommand)] action: UserAction }`; the setting
-/// flags are global, so `mqtt5-broker user add … --db FILE` works, and
-/// [`Cli::resolve`] builds the `Config` for any subcommand.
+/// The setting flags are global, so `mqtt5-broker user add NAME --db FILE` works; [`load`]
+/// builds the `Config` for any subcommand (the admin commands use only its `db`).
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Run the broker (the default when no subcommand is given)
     Run,
+    /// Manage MQTT users; passwords are read from a prompt, or from stdin when it is not a terminal
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Manage topic access rules (like Mosquitto's ACL file; patterns may use +, #, %u, %c)
+    Acl {
+        #[command(subcommand)]
+        action: AclAction,
+    },
+    /// Refuse a client id or username (CONNACK 0x8A / 0x05)
+    Ban {
+        /// client_id or username
+        kind: BanKind,
+        value: String,
+    },
+    /// Lift a ban
+    Unban {
+        /// client_id or username
+        kind: BanKind,
+        value: String,
+    },
+    /// List the bans
+    Bans,
+}
+
+/// `mqtt5-broker user ...`
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum UserAction {
+    /// Add a user (password from a prompt or stdin)
+    Add { name: String },
+    /// Delete a user
+    Del { name: String },
+    /// Change a user's password (from a prompt or stdin)
+    Passwd { name: String },
+    /// List the users
+    List,
+}
+
+/// `mqtt5-broker acl ...`
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum AclAction {
+    /// Add a rule: ACCESS is read, write or readwrite; without --user it applies to everyone
+    Add {
+        /// The user the rule is for (default: every client)
+        #[arg(long)]
+        user: Option<String>,
+        /// Deny instead of allow
+        #[arg(long)]
+        deny: bool,
+        access: AclAccess,
+        pattern: String,
+    },
+    /// Delete the rule with this id (see `acl list`)
+    Del { id: i64 },
+    /// List the rules
+    List,
 }
 
 const AFTER_HELP: &str = "\
@@ -478,6 +588,30 @@ pub struct Cli {
         global = true
     )]
     max_client_id_len: Option<String>,
+
+    /// Most subscriptions per client, 0 = no limit [default: 1000] [env: MQTT5_BROKER_MAX_SUBSCRIPTIONS]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, global = true)]
+    max_subscriptions: Option<String>,
+
+    /// Most CONNECTs per client id per minute (more get 0x9F), 0 = no limit [default: 60] [env: MQTT5_BROKER_CONNECT_RATE_LIMIT]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, global = true)]
+    connect_rate_limit: Option<String>,
+
+    /// Durability of acknowledged QoS 1/2 messages: normal (survives kill -9), full (fsync: survives power loss), relaxed (committed within --sync-window) [default: normal] [env: MQTT5_BROKER_SYNC]
+    #[arg(long, value_name = "MODE", global = true)]
+    sync: Option<String>,
+
+    /// With --sync relaxed: most milliseconds before an acked message is committed, 1..=60000 [default: 100] [env: MQTT5_BROKER_SYNC_WINDOW]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true, global = true)]
+    sync_window: Option<String>,
+
+    /// History messages kept per topic, 0 = no history recording, at most 100000 [default: 100] [env: MQTT5_BROKER_HISTORY_PER_TOPIC]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, global = true)]
+    history_per_topic: Option<String>,
+
+    /// Control page admin password (else the stored one, else one generated and logged once) [env: MQTT5_BROKER_ADMIN_PASSWORD]
+    #[arg(long, value_name = "PASSWORD", global = true)]
+    admin_password: Option<String>,
 }
 
 impl Cli {
@@ -515,7 +649,7 @@ impl Cli {
     }
 
     /// The text-valued setting flags (all but `db`), by setting name.
-    fn text_flags(&self) -> [(&'static str, Option<&str>); 19] {
+    fn text_flags(&self) -> [(&'static str, Option<&str>); 25] {
         [
             ("listen", self.listen.as_deref()),
             ("web_listen", self.web_listen.as_deref()),
@@ -545,6 +679,12 @@ impl Cli {
             ("sys_interval", self.sys_interval.as_deref()),
             ("max_topic_levels", self.max_topic_levels.as_deref()),
             ("max_client_id_len", self.max_client_id_len.as_deref()),
+            ("max_subscriptions", self.max_subscriptions.as_deref()),
+            ("connect_rate_limit", self.connect_rate_limit.as_deref()),
+            ("sync", self.sync.as_deref()),
+            ("sync_window", self.sync_window.as_deref()),
+            ("history_per_topic", self.history_per_topic.as_deref()),
+            ("admin_password", self.admin_password.as_deref()),
         ]
     }
 }
@@ -576,11 +716,23 @@ where
     T: Into<OsString> + Clone,
 {
     let cli = Cli::try_parse_from(args).map_err(clap_error)?;
-    // New subcommands get their own arm here (and probably their own entry
-    // point returning the subcommand with its Config).
-    match cli.command {
-        None | Some(Command::Run) => cli.resolve(env),
-    }
+    cli.resolve(env)
+}
+
+/// [`load`], also returning the subcommand (`Command::Run` when none was given).
+pub fn load_command() -> Result<(Command, Config), ConfigError> {
+    warn_unknown_env_vars();
+    let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+    let cli = match Cli::try_parse_from(std::env::args_os()).map_err(clap_error) {
+        Ok(cli) => cli,
+        Err(ConfigError::Help(text)) => {
+            print!("{text}");
+            std::process::exit(0);
+        }
+        Err(e) => return Err(e),
+    };
+    let config = cli.resolve(&env)?;
+    Ok((cli.command.unwrap_or(Command::Run), config))
 }
 
 /// Converts clap's error into ours: help/version text as is, anything else
@@ -663,6 +815,23 @@ fn set(config: &mut Config, setting: &str, value: &str, origin: Origin) -> Resul
         }
         "max_topic_levels" => uint(v, 1, 65535).map(|n| config.max_topic_levels = n as usize),
         "max_client_id_len" => uint(v, 23, 65535).map(|n| config.max_client_id_len = n as usize),
+        "max_subscriptions" => {
+            uint(v, 0, u32::MAX as u64).map(|n| config.max_subscriptions = n as usize)
+        }
+        "connect_rate_limit" => uint(v, 0, 1_000_000).map(|n| config.connect_rate_limit = n as u32),
+        "sync" => match v.to_ascii_lowercase().as_str() {
+            "normal" => Some(Sync::Normal),
+            "full" => Some(Sync::Full),
+            "relaxed" => Some(Sync::Relaxed),
+            _ => None,
+        }
+        .map(|m| config.sync = m),
+        "sync_window" => uint(v, 1, 60_000).map(|n| config.sync_window = Duration::from_millis(n)),
+        "history_per_topic" => uint(v, 0, 100_000).map(|n| config.history_per_topic = n as u32),
+        // Not trimmed: a password may start or end with a space.
+        "admin_password" => {
+            (!value.is_empty()).then(|| config.admin_password = Some(value.to_string()))
+        }
         _ => None,
     };
     result.ok_or_else(|| err(origin))
@@ -704,6 +873,12 @@ fn expected(setting: &str) -> &'static str {
         "sys_interval" => "a whole number of seconds from 0 (disables $SYS) to 86400",
         "max_topic_levels" => "a whole number from 1 to 65535",
         "max_client_id_len" => "a whole number of bytes from 23 to 65535",
+        "max_subscriptions" => "a whole number, 0 for no limit",
+        "connect_rate_limit" => "a whole number of connects per minute, 0 for no limit",
+        "sync" => "normal, full or relaxed",
+        "sync_window" => "a whole number of milliseconds from 1 to 60000",
+        "history_per_topic" => "a whole number from 0 (no history) to 100000",
+        "admin_password" => "a non-empty password",
         _ => "a known setting",
     }
 }
@@ -982,6 +1157,12 @@ mod tests {
             ("sys_interval", "0"),
             ("max_topic_levels", "16"),
             ("max_client_id_len", "64"),
+            ("max_subscriptions", "50"),
+            ("connect_rate_limit", "0"),
+            ("sync", "relaxed"),
+            ("sync_window", "250"),
+            ("history_per_topic", "0"),
+            ("admin_password", "s3cret"),
         ];
         let config = Config {
             listen: "127.0.0.1:11883".parse().unwrap(),
@@ -1004,6 +1185,12 @@ mod tests {
             sys_interval: Duration::ZERO,
             max_topic_levels: 16,
             max_client_id_len: 64,
+            max_subscriptions: 50,
+            connect_rate_limit: 0,
+            sync: Sync::Relaxed,
+            sync_window: Duration::from_millis(250),
+            history_per_topic: 0,
+            admin_password: Some("s3cret".to_string()),
         };
         (values, config)
     }
@@ -1442,13 +1629,14 @@ mod tests {
         let command = Cli::command();
         for (name, default) in Config::default().summary() {
             let long = name.replace('_', "-");
+            let secret = name == "admin_password";
             let arg = command
                 .get_arguments()
                 .find(|a| a.get_long() == Some(long.as_str()))
                 .unwrap_or_else(|| panic!("no flag --{long}"));
             let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
             assert!(
-                help.contains(&format!("[default: {default}]")),
+                secret || help.contains(&format!("[default: {default}]")),
                 "--{long}: {help}"
             );
             assert!(
@@ -1476,11 +1664,22 @@ mod tests {
         let names: Vec<&str> = summary.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, SETTINGS);
         assert_eq!(summary.len(), values.len());
-        let text: String = summary.iter().map(|(n, v)| format!("{n} {v}\n")).collect();
-        assert_eq!(from_file(&text).unwrap(), config);
+        // The admin password is shown masked, so it does not round-trip.
+        let public = |(n, _): &&(&str, String)| *n != "admin_password";
+        let text: String = summary
+            .iter()
+            .filter(public)
+            .map(|(n, v)| format!("{n} {v}\n"))
+            .collect();
+        let secret = Config {
+            admin_password: None,
+            ..config
+        };
+        assert_eq!(from_file(&text).unwrap(), secret);
         let text: String = Config::default()
             .summary()
             .iter()
+            .filter(public)
             .map(|(n, v)| format!("{n} = {v}\n"))
             .collect();
         assert_eq!(from_file(&text).unwrap(), Config::default());

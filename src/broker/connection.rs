@@ -301,6 +301,9 @@ impl Client {
         }
         self.broker.close_session_link(&self.session, &self.outbox);
         self.broker.stats.client_disconnected();
+        self.broker
+            .store
+            .client_disconnected(&self.client_id, &why, crate::store::now_ms());
         if let Some(msg) = will_now {
             self.broker.publish(msg, &mut self.scratch);
         }

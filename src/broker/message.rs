@@ -8,7 +8,7 @@ use crate::protocol::{Properties, Publish, QoS};
 
 /// One application message. Immutable once built; per-subscriber differences (QoS, retain flag,
 /// subscription identifiers, topic alias, remaining expiry) live in [`super::session::Delivery`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Message {
     pub topic: String,
     pub payload: Vec<u8>,
@@ -57,6 +57,15 @@ impl Message {
                     Ok(Some(interval - waited))
                 }
             }
+        }
+    }
+
+    /// The same message received at `now`: a delayed will is published when its delay ends, so
+    /// its Message Expiry Interval counts from then, not from the disconnect.
+    pub fn received_at(&self, now: Instant) -> Message {
+        Message {
+            received: now,
+            ..self.clone()
         }
     }
 

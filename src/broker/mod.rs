@@ -13,6 +13,7 @@ pub mod error;
 pub mod handle;
 pub mod message;
 pub mod outbox;
+pub mod restore;
 pub mod retain;
 pub mod router;
 pub mod server;
@@ -31,12 +32,15 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::config::Config;
-use crate::protocol::{Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
+use crate::protocol::{Disconnect, Packet, Properties, ProtocolVersion, QoS, ReasonCode};
+use crate::store::{
+    now_ms, DurableTicket, SessionRecord, StoreError, StoreHandle, SubscriptionRow,
+};
 use message::Message;
 use outbox::Outbox;
 use retain::RetainStore;
 use router::{Router, SubEntry};
-use session::{Delivery, DropReason, Inflight, LinkLimits, QueueLimits, Session};
+use session::{Delivery, DropReason, Durable, Inflight, LinkLimits, QueueLimits, Session};
 use stats::Stats;
 
 /// A connection the broker can reach to disconnect it (server stop, takeover, the web page).
@@ -73,7 +77,15 @@ pub struct Broker {
     pub active_connections: AtomicUsize,
     next_conn_id: AtomicU64,
     pub started: Instant,
+    /// The database thread's handle: history, client records, retained messages and
+    /// persistent sessions go there; accounts and ACLs come from there.
+    pub store: StoreHandle,
+    /// Recent CONNECT times per client id, for `connect_rate_limit`.
+    connect_times: Mutex<HashMap<String, Vec<Instant>>>,
 }
+
+/// The window of `connect_rate_limit`.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// What `open_session` did.
 pub struct Opened {
@@ -82,8 +94,10 @@ pub struct Opened {
 }
 
 impl Broker {
-    pub fn new(config: Config) -> Arc<Broker> {
-        Arc::new(Broker {
+    /// The broker over `store`, with the retained messages and persistent sessions it kept
+    /// restored (see [`restore`]).
+    pub fn with_store(config: Config, store: StoreHandle) -> Result<Arc<Broker>, StoreError> {
+        let broker = Arc::new(Broker {
             config: Arc::new(config),
             stats: Arc::new(Stats::default()),
             router: Router::new(),
@@ -93,7 +107,60 @@ impl Broker {
             active_connections: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(1),
             started: Instant::now(),
-        })
+            store,
+            connect_times: Mutex::new(HashMap::new()),
+        });
+        let snapshot = broker.store.load()?;
+        restore::restore(&broker, snapshot);
+        Ok(broker)
+    }
+
+    /// At shutdown: persistent sessions of connected clients count as disconnected now (so their
+    /// expiry runs from here), and everything sent to the store is committed.
+    pub fn save_on_shutdown(&self) {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        let at = now_ms();
+        for s in sessions {
+            let st = s.state.lock();
+            if st.durable.is_some() && st.disconnected_at.is_none() {
+                self.store.session_disconnected(&s.client_id, at);
+            }
+        }
+        if let Err(e) = self.store.flush().wait() {
+            log::error!("store: final flush failed: {e}");
+        }
+    }
+
+    /// True when `client_id` has connected more than `connect_rate_limit` times in the last
+    /// minute (this attempt included).
+    pub fn connect_rate_exceeded(&self, client_id: &str) -> bool {
+        let limit = self.config.connect_rate_limit as usize;
+        if limit == 0 || client_id.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        let mut times = self.connect_times.lock();
+        let list = times.entry(client_id.to_owned()).or_default();
+        list.retain(|t| now.saturating_duration_since(*t) < RATE_WINDOW);
+        if list.len() >= limit {
+            return true;
+        }
+        list.push(now);
+        false
+    }
+
+    /// Forgets connect times older than the rate window. Called by the ticker.
+    pub fn prune_connect_times(&self, now: Instant) {
+        self.connect_times.lock().retain(|_, list| {
+            list.retain(|t| now.saturating_duration_since(*t) < RATE_WINDOW);
+            !list.is_empty()
+        });
+    }
+
+    /// The ACL snapshot to check deliveries against, or `None` when no rule exists.
+    fn delivery_acl(&self) -> Option<Arc<crate::auth::AclSet>> {
+        let acl = self.store.acl();
+        acl.has_rules().then_some(acl)
     }
 
     pub fn queue_limits(&self) -> QueueLimits {
@@ -204,6 +271,11 @@ impl Broker {
 
     // ---- sessions ---------------------------------------------------------------------------
 
+    /// Registers a session restored at start.
+    pub(crate) fn insert_session(&self, client_id: Arc<str>, session: Arc<Session>) {
+        self.sessions.lock().insert(client_id, session);
+    }
+
     pub fn session_count(&self) -> usize {
         self.sessions.lock().len()
     }
@@ -211,13 +283,15 @@ impl Broker {
     /// Attaches a new connection to the client's session: takes over a live one (the old
     /// connection gets DISCONNECT 0x8E, MQTT-3.1.4-3), resumes a stored one when Clean Start is
     /// 0, or starts afresh (MQTT-3.1.2-4). The outbox is attached last, so whatever the session
-    /// held is sent after CONNACK, which the caller has already queued.
+    /// held is sent after CONNACK, which the caller has already queued. A persistent session is
+    /// saved to the store; one that stops being persistent is deleted from it.
     pub fn open_session(
         &self,
         client_id: &Arc<str>,
         clean_start: bool,
         link: LinkLimits,
         expiry_interval: u32,
+        username: Option<&str>,
         outbox: &Arc<Outbox>,
     ) -> Opened {
         let mut sessions = self.sessions.lock();
@@ -225,6 +299,11 @@ impl Broker {
         let mut old_outbox = None;
         let mut session_present = false;
         let mut to_end = None;
+        let username: Option<Arc<str>> = username.map(Arc::from);
+        let durable = (expiry_interval > 0).then(|| Durable {
+            store: self.store.clone(),
+            client_id: client_id.clone(),
+        });
         let session = match existing {
             Some(s) if !clean_start => {
                 let mut st = s.state.lock();
@@ -234,6 +313,15 @@ impl Broker {
                 st.link = link;
                 st.expiry_interval = expiry_interval;
                 st.disconnected_at = None;
+                st.last_progress = Instant::now();
+                st.username = username;
+                if durable.is_some() {
+                    self.store.save_session(session_record(client_id, &st));
+                } else if st.durable.is_some() {
+                    self.store.delete_session(client_id);
+                    forget_seqs(&mut st);
+                }
+                st.durable = durable;
                 st.schedule_resend();
                 st.outbox = Some(outbox.clone());
                 session_present = true;
@@ -242,13 +330,23 @@ impl Broker {
             }
             other => {
                 if let Some(old) = other {
-                    old_outbox = old.state.lock().outbox.take();
+                    let mut st = old.state.lock();
+                    old_outbox = st.outbox.take();
+                    if st.durable.take().is_some() {
+                        self.store.delete_session(client_id);
+                    }
+                    drop(st);
                     to_end = Some(old);
                 }
                 let s = Arc::new(Session::new(client_id.clone(), link));
                 {
                     let mut st = s.state.lock();
                     st.expiry_interval = expiry_interval;
+                    st.username = username;
+                    if durable.is_some() {
+                        self.store.save_session(session_record(client_id, &st));
+                    }
+                    st.durable = durable;
                     st.outbox = Some(outbox.clone());
                 }
                 sessions.insert(client_id.clone(), s.clone());
@@ -256,17 +354,30 @@ impl Broker {
             }
         };
         drop(sessions);
+        // End the replaced session before its connection closes, so that the old reader sees
+        // it ended (and publishes its will) rather than taken over by a resume (cancelled).
+        if let Some(old) = to_end {
+            self.end_session(&old, true);
+        }
         if let Some(old) = old_outbox {
             let reason =
                 (old.version.is_v5()).then(|| disconnect_packet(ReasonCode::SessionTakenOver));
             old.close(reason.as_ref());
         }
-        if let Some(old) = to_end {
-            self.end_session(&old, true);
-        }
         Opened {
             session,
             session_present,
+        }
+    }
+
+    /// Changes the Session Expiry Interval at DISCONNECT (§3.14.2.2.2), keeping the store in
+    /// step: a session that stays persistent is saved with the new interval.
+    pub fn set_session_expiry(&self, session: &Arc<Session>, expiry_interval: u32) {
+        let mut st = session.state.lock();
+        st.expiry_interval = expiry_interval;
+        if expiry_interval > 0 && st.durable.is_some() {
+            self.store
+                .save_session(session_record(&session.client_id, &st));
         }
     }
 
@@ -279,6 +390,10 @@ impl Broker {
             if current {
                 st.outbox = None;
                 st.disconnected_at = Some(Instant::now());
+                if st.expiry_interval > 0 && st.durable.is_some() {
+                    self.store
+                        .session_disconnected(&session.client_id, now_ms());
+                }
             }
             (current, st.expiry_interval)
         };
@@ -308,6 +423,9 @@ impl Broker {
                 return;
             }
             st.ended = true;
+            if st.durable.take().is_some() {
+                self.store.delete_session(&session.client_id);
+            }
             let subs: Vec<String> = st.subscriptions.drain().map(|(f, _)| f).collect();
             let mut handoff: Vec<Delivery> = Vec::new();
             for d in st.pending.drain(..) {
@@ -358,7 +476,8 @@ impl Broker {
             }
         }
         if let Some(will) = will {
-            self.publish(will.msg, &mut Vec::new());
+            let msg = Arc::new(will.msg.received_at(Instant::now()));
+            self.publish(msg, &mut Vec::new());
         }
     }
 
@@ -382,7 +501,7 @@ impl Broker {
                 (expired, will)
             };
             if let Some(will) = will {
-                self.publish(will.msg, &mut Vec::new());
+                self.publish(Arc::new(will.msg.received_at(now)), &mut Vec::new());
             }
             if expired {
                 log::info!("session {} expired", s.client_id);
@@ -409,16 +528,43 @@ impl Broker {
     /// store. Never waits on a subscriber. Returns the number of sessions it matched, whether or
     /// not their queues had room.
     pub fn publish(&self, msg: Arc<Message>, scratch: &mut Vec<(Arc<Session>, Delivery)>) -> usize {
+        self.publish_durable(msg, scratch, None)
+    }
+
+    /// [`Broker::publish`], collecting in `tickets` the store commits the publisher's
+    /// acknowledgement must wait for: the message kept for each persistent session it reached,
+    /// and a QoS 1/2 retained message (the durability point; see the README).
+    pub fn publish_durable(
+        &self,
+        msg: Arc<Message>,
+        scratch: &mut Vec<(Arc<Session>, Delivery)>,
+        mut tickets: Option<&mut Vec<DurableTicket>>,
+    ) -> usize {
+        if self.config.history_per_topic > 0 && !msg.topic.starts_with("$SYS/") {
+            self.store.record_message(&msg);
+        }
         if msg.retain {
             self.retained.set(&msg);
+            let kept = (!msg.payload.is_empty()).then_some(&msg);
+            let ticket = self.store.set_retained(&msg.topic, kept);
+            if let (Some(t), true) = (tickets.as_deref_mut(), msg.qos != QoS::AtMostOnce) {
+                t.push(ticket);
+            }
         }
         scratch.clear();
         self.router.route(&msg, scratch);
         let limits = self.queue_limits();
+        let acl = self.delivery_acl();
         let matched = scratch.len();
         for (session, delivery) in scratch.drain(..) {
-            match session.enqueue(delivery, &limits) {
-                Ok(()) => {}
+            match session.enqueue_checked(delivery, &limits, acl.as_deref()) {
+                Ok(Some(ticket)) => {
+                    if let Some(t) = tickets.as_deref_mut() {
+                        t.push(ticket);
+                    }
+                }
+                Ok(None) => {}
+                Err(DropReason::NotAuthorized) => {}
                 Err(DropReason::QueueFull) | Err(DropReason::OfflineQos0) => {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 }
@@ -458,6 +604,39 @@ fn close_live(c: &LiveConn, reason: ReasonCode) {
         }
         None => {
             let _ = c.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// The store's record of a persistent session: its settings and every subscription. The will is
+/// not kept: a broker that stops does not publish the wills of clients connected at the time.
+fn session_record(client_id: &str, st: &session::SessionState) -> SessionRecord {
+    SessionRecord {
+        client_id: client_id.to_owned(),
+        expiry_interval: st.expiry_interval,
+        protocol_version: st.link.protocol,
+        subscriptions: st
+            .subscriptions
+            .iter()
+            .map(|(filter, r)| SubscriptionRow {
+                filter: filter.clone(),
+                options: r.options,
+                subscription_id: r.subscription_id,
+            })
+            .collect(),
+        will: None,
+    }
+}
+
+/// A session stopped being persistent: its messages are no longer stored.
+fn forget_seqs(st: &mut session::SessionState) {
+    for d in st.pending.iter_mut() {
+        d.seq = 0;
+    }
+    for e in st.inflight.values_mut() {
+        match &mut e.state {
+            Inflight::Publish(d) => d.seq = 0,
+            Inflight::Released { seq } => *seq = 0,
         }
     }
 }

@@ -120,22 +120,23 @@ struct Aliases {
 }
 
 impl Aliases {
-    /// (topic to write, alias to write) for `topic`.
-    fn assign<'a>(&mut self, topic: &'a str) -> (&'a str, Option<u16>) {
+    /// (topic to write, alias to write, whether the alias is new) for `topic`, without
+    /// recording anything: the caller commits a new alias only once the packet is really sent.
+    fn choose<'a>(&self, topic: &'a str) -> (&'a str, Option<u16>, bool) {
         if self.maximum == 0 {
-            return (topic, None);
+            return (topic, None, false);
         }
         if let Some(&alias) = self.map.get(topic) {
-            return ("", Some(alias));
+            return ("", Some(alias), false);
         }
-        let next = self.map.len() + 1;
-        match u16::try_from(next) {
-            Ok(alias) if alias <= self.maximum => {
-                self.map.insert(topic.to_owned(), alias);
-                (topic, Some(alias))
-            }
-            _ => (topic, None),
+        match u16::try_from(self.map.len() + 1) {
+            Ok(alias) if alias <= self.maximum => (topic, Some(alias), true),
+            _ => (topic, None, false),
         }
+    }
+
+    fn commit(&mut self, topic: &str, alias: u16) {
+        self.map.insert(topic.to_owned(), alias);
     }
 }
 
@@ -243,14 +244,27 @@ impl Writer {
                         subscription_identifiers: &delivery.sub_ids,
                         payload: &msg.payload,
                     };
-                    let (topic, topic_alias) = aliases.assign(&msg.topic);
-                    let out = PublishOut {
+                    let fits = |out: &PublishOut| {
+                        u32::try_from(publish::out_len(version, out))
+                            .is_ok_and(|l| l <= max_packet_size)
+                    };
+                    let (topic, topic_alias, new_alias) = aliases.choose(&msg.topic);
+                    let aliased = PublishOut {
                         topic,
                         topic_alias,
                         ..full
                     };
-                    let len = publish::out_len(version, &out);
-                    if u32::try_from(len).map_or(true, |l| l > max_packet_size) {
+                    // A new alias is recorded only with a packet that goes out; if the alias
+                    // property is what makes it too large, send it without one.
+                    let out = if fits(&aliased) {
+                        if let (true, Some(alias)) = (new_alias, topic_alias) {
+                            aliases.commit(&msg.topic, alias);
+                        }
+                        aliased
+                    } else {
+                        full
+                    };
+                    if !fits(&out) {
                         // MQTT-3.1.2-24: never send a packet above the client's maximum.
                         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                         if delivery.qos != QoS::AtMostOnce {

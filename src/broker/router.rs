@@ -225,6 +225,7 @@ pub fn delivery_for(msg: &Arc<Message>, entry: &SubEntry, share: Option<Arc<str>
         retain: entry.options.retain_as_published && msg.retain,
         sub_ids: entry.subscription_id.into_iter().collect(),
         share,
+        seq: 0,
     }
 }
 

@@ -8,16 +8,32 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::message::Message;
 use super::outbox::Outbox;
+use crate::auth::AclSet;
 use crate::protocol::{ProtocolVersion, QoS, SubscriptionOptions};
+use crate::store::{DurableTicket, MessageState, StoreHandle};
 
 /// Session Expiry Interval value meaning "never expires" (§3.1.2.11.2).
 pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// A connected client that has taken nothing from its queue for this long counts as stalled:
+/// its queue is then held to `max_queued_messages`. One that keeps taking messages may fall
+/// behind a fast publisher by up to `max_queued_bytes` without losing any, because a thread
+/// that is merely scheduled late is not a slow consumer.
+pub const STALL_GRACE: Duration = Duration::from_secs(2);
+
+/// Bytes a queued delivery costs beyond its topic and payload (the `Delivery`, its `Arc`s and
+/// the queue slot), so that `max_queued_bytes` bounds real memory even for tiny messages.
+const DELIVERY_OVERHEAD: usize = 96;
+
+fn queued_size(d: &Delivery) -> usize {
+    d.msg.size() + DELIVERY_OVERHEAD
+}
 
 /// One message on its way to one subscriber.
 #[derive(Debug, Clone)]
@@ -33,6 +49,9 @@ pub struct Delivery {
     /// The shared subscription (`$share/g/f`) it was delivered through, so that it can be handed
     /// to another member if this session goes away.
     pub share: Option<Arc<str>>,
+    /// Its number in the session's stored messages; 0 when it is not stored (QoS 0, or a
+    /// session that is not persistent).
+    pub seq: u64,
 }
 
 /// An outbound QoS 1/2 message the client has not finished acknowledging.
@@ -40,8 +59,8 @@ pub struct Delivery {
 pub enum Inflight {
     /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
     Publish(Delivery),
-    /// PUBREC received and PUBREL sent; waiting for PUBCOMP.
-    Released,
+    /// PUBREC received and PUBREL sent; waiting for PUBCOMP. `seq` as in [`Delivery::seq`].
+    Released { seq: u64 },
 }
 
 /// An in-flight entry and when it was first sent, so that a resumed session resends in the
@@ -80,6 +99,8 @@ pub struct QueueLimits {
 pub enum DropReason {
     QueueFull,
     OfflineQos0,
+    /// The ACL no longer lets this client read the topic.
+    NotAuthorized,
 }
 
 /// A subscription as the session remembers it (for resume and for the control page).
@@ -99,6 +120,15 @@ pub struct DelayedWill {
 pub struct Session {
     pub client_id: Arc<str>,
     pub state: Mutex<SessionState>,
+}
+
+/// Where a persistent session keeps its QoS 1/2 messages: the store and the session's key.
+/// Every change of a stored message is sent while the session's lock is held, so the store sees
+/// them in the order they happened.
+#[derive(Clone)]
+pub struct Durable {
+    pub store: StoreHandle,
+    pub client_id: Arc<str>,
 }
 
 pub struct SessionState {
@@ -125,6 +155,14 @@ pub struct SessionState {
     pub dropped: u64,
     /// Set once the session has ended; enqueues after that are refused.
     pub ended: bool,
+    /// The last time the client took a message or acknowledged one (see [`STALL_GRACE`]).
+    pub last_progress: Instant,
+    /// The username the client logged in with, for per-delivery ACL checks.
+    pub username: Option<Arc<str>>,
+    /// Set while the session is persistent: its QoS 1/2 messages are stored.
+    pub durable: Option<Durable>,
+    /// The next [`Delivery::seq`].
+    pub next_seq: u64,
 }
 
 /// A message ready to be written by the writer thread.
@@ -160,25 +198,77 @@ impl Session {
                 delayed_will: None,
                 dropped: 0,
                 ended: false,
+                last_progress: Instant::now(),
+                username: None,
+                durable: None,
+                next_seq: 1,
             }),
         }
     }
 
     /// Queues a delivery and wakes the writer. Never blocks on the subscriber's socket.
     pub fn enqueue(&self, delivery: Delivery, limits: &QueueLimits) -> Result<(), DropReason> {
-        let outbox = {
+        self.enqueue_checked(delivery, limits, None).map(|_| ())
+    }
+
+    /// [`Session::enqueue`], refusing a message the client may not read under `acl`, and storing
+    /// a QoS 1/2 message of a persistent session: the ticket fires once it is committed.
+    pub fn enqueue_checked(
+        &self,
+        mut delivery: Delivery,
+        limits: &QueueLimits,
+        acl: Option<&AclSet>,
+    ) -> Result<Option<DurableTicket>, DropReason> {
+        let (outbox, ticket) = {
             let mut st = self.state.lock();
+            if let Some(acl) = acl {
+                if !acl.can_read(st.username.as_deref(), &self.client_id, &delivery.msg.topic) {
+                    return Err(DropReason::NotAuthorized);
+                }
+            }
+            let store = match (&st.durable, delivery.qos) {
+                (Some(d), QoS::AtLeastOnce | QoS::ExactlyOnce) => Some(d.clone()),
+                _ => None,
+            };
+            if store.is_some() {
+                delivery.seq = st.next_seq;
+            }
+            let (msg, qos, retain, seq) = (
+                delivery.msg.clone(),
+                delivery.qos,
+                delivery.retain,
+                delivery.seq,
+            );
             st.push(delivery, limits)?;
-            st.outbox.clone()
+            let ticket = store.map(|d| {
+                st.next_seq += 1;
+                d.store
+                    .persist_message(&d.client_id, seq, &msg, qos, retain)
+            });
+            (st.outbox.clone(), ticket)
         };
         if let Some(outbox) = outbox {
             outbox.wake();
         }
-        Ok(())
+        Ok(ticket)
     }
 }
 
 impl SessionState {
+    /// Tells the store a kept message is done with (acknowledged, dropped or expired).
+    fn forget(&self, seq: u64) {
+        if let (Some(d), true) = (&self.durable, seq != 0) {
+            d.store.remove_message(&d.client_id, seq);
+        }
+    }
+
+    fn record_state(&self, seq: u64, packet_id: u16, state: MessageState) {
+        if let (Some(d), true) = (&self.durable, seq != 0) {
+            d.store
+                .message_state(&d.client_id, seq, Some(packet_id), state);
+        }
+    }
+
     /// Appends to the queue within the limits: QoS 0 is shed first (§4.9 leaves the policy to us).
     pub fn push(&mut self, delivery: Delivery, limits: &QueueLimits) -> Result<(), DropReason> {
         if self.ended {
@@ -189,7 +279,7 @@ impl SessionState {
             self.dropped += 1;
             return Err(DropReason::OfflineQos0);
         }
-        let size = delivery.msg.size();
+        let size = queued_size(&delivery);
         while self.over_limit(size, limits) {
             if qos0 {
                 self.dropped += 1;
@@ -199,7 +289,7 @@ impl SessionState {
             match self.pending.iter().position(|d| d.qos == QoS::AtMostOnce) {
                 Some(i) => {
                     if let Some(old) = self.pending.remove(i) {
-                        self.pending_bytes -= old.msg.size();
+                        self.pending_bytes -= queued_size(&old);
                     }
                     self.dropped += 1;
                 }
@@ -215,10 +305,13 @@ impl SessionState {
     }
 
     fn over_limit(&self, extra_bytes: usize, limits: &QueueLimits) -> bool {
-        (limits.max_messages != 0 && self.pending.len() >= limits.max_messages)
-            || (limits.max_bytes != 0
-                && !self.pending.is_empty()
-                && self.pending_bytes + extra_bytes > limits.max_bytes)
+        let over_bytes = limits.max_bytes != 0
+            && !self.pending.is_empty()
+            && self.pending_bytes + extra_bytes > limits.max_bytes;
+        let over_count = limits.max_messages != 0
+            && self.pending.len() >= limits.max_messages
+            && (self.outbox.is_none() || self.last_progress.elapsed() >= STALL_GRACE);
+        over_bytes || over_count
     }
 
     /// The next free packet id, skipping ids still in flight (MQTT-2.2.1-3).
@@ -240,6 +333,14 @@ impl SessionState {
     /// Moves what may be sent now into `out`: resends first, then queued messages while the
     /// client's Receive Maximum allows (MQTT-4.9.0-2). Expired messages are dropped here.
     pub fn take_sendable(&mut self, now: Instant, max_batch: usize, out: &mut Vec<Outgoing>) {
+        let before = out.len();
+        self.take_into(now, max_batch, out);
+        if out.len() > before {
+            self.last_progress = now;
+        }
+    }
+
+    fn take_into(&mut self, now: Instant, max_batch: usize, out: &mut Vec<Outgoing>) {
         // The send quota starts afresh with each connection (§4.9), so resends count against it.
         while out.len() < max_batch && self.on_wire() < self.window() {
             let Some(id) = self.resend.pop_front() else {
@@ -251,7 +352,7 @@ impl SessionState {
                     packet_id: id,
                     dup: true,
                 }),
-                Some(Inflight::Released) => out.push(Outgoing::PubRel { packet_id: id }),
+                Some(Inflight::Released { .. }) => out.push(Outgoing::PubRel { packet_id: id }),
                 None => {}
             }
         }
@@ -265,9 +366,10 @@ impl SessionState {
             let Some(delivery) = self.pending.pop_front() else {
                 break;
             };
-            self.pending_bytes -= delivery.msg.size();
+            self.pending_bytes -= queued_size(&delivery);
             if delivery.msg.remaining_expiry(now).is_err() {
                 self.dropped += 1;
+                self.forget(delivery.seq);
                 continue;
             }
             if delivery.qos == QoS::AtMostOnce {
@@ -280,10 +382,15 @@ impl SessionState {
             }
             let Some(id) = self.allocate_packet_id() else {
                 // Cannot happen while the window is below 65,535; keep the message for later.
-                self.pending_bytes += delivery.msg.size();
+                self.pending_bytes += queued_size(&delivery);
                 self.pending.push_front(delivery);
                 break;
             };
+            // A stored QoS 2 message keeps its packet id across a restart, so that the client
+            // can recognise the resend (§4.3.3); a QoS 1 one may simply be sent again.
+            if delivery.qos == QoS::ExactlyOnce {
+                self.record_state(delivery.seq, id, MessageState::Inflight);
+            }
             let order = self.next_order;
             self.next_order += 1;
             self.inflight.insert(
@@ -304,7 +411,9 @@ impl SessionState {
     /// Forgets an in-flight message that could not be sent (too large for the client): the spec
     /// says to behave as if sending it had completed (MQTT-3.1.2-25).
     pub fn discard_inflight(&mut self, packet_id: u16) {
-        self.inflight.remove(&packet_id);
+        if let Some(e) = self.inflight.remove(&packet_id) {
+            self.forget(e.seq());
+        }
         self.dropped += 1;
     }
 
@@ -341,38 +450,73 @@ impl SessionState {
 
     /// PUBACK: completes an outbound QoS 1 message. True when it was one.
     pub fn complete_qos1(&mut self, packet_id: u16) -> bool {
-        let is_qos1 = matches!(
-            self.inflight.get(&packet_id).map(|e| &e.state),
-            Some(Inflight::Publish(d)) if d.qos == QoS::AtLeastOnce
-        );
-        if is_qos1 {
-            self.inflight.remove(&packet_id);
-        }
-        is_qos1
+        let seq = match self.inflight.get(&packet_id).map(|e| &e.state) {
+            Some(Inflight::Publish(d)) if d.qos == QoS::AtLeastOnce => d.seq,
+            _ => return false,
+        };
+        self.inflight.remove(&packet_id);
+        self.forget(seq);
+        self.last_progress = Instant::now();
+        true
     }
 
     /// PUBREC: an outbound QoS 2 message was received; from now on only PUBREL is resent.
     /// False when no such PUBLISH is in flight.
     pub fn mark_released(&mut self, packet_id: u16) -> bool {
-        match self.inflight.get_mut(&packet_id) {
-            Some(e) if matches!(e.state, Inflight::Publish(_)) => {
-                e.state = Inflight::Released;
-                true
-            }
-            _ => false,
+        let seq = match self.inflight.get(&packet_id).map(|e| &e.state) {
+            Some(Inflight::Publish(d)) => d.seq,
+            _ => return false,
+        };
+        if let Some(e) = self.inflight.get_mut(&packet_id) {
+            e.state = Inflight::Released { seq };
         }
+        self.record_state(seq, packet_id, MessageState::Released);
+        self.last_progress = Instant::now();
+        true
     }
 
     /// PUBCOMP: completes an outbound QoS 2 message.
     pub fn complete_qos2(&mut self, packet_id: u16) -> bool {
-        let released = matches!(
-            self.inflight.get(&packet_id).map(|e| &e.state),
-            Some(Inflight::Released)
-        );
-        if released {
-            self.inflight.remove(&packet_id);
+        let seq = match self.inflight.get(&packet_id).map(|e| &e.state) {
+            Some(Inflight::Released { seq }) => *seq,
+            _ => return false,
+        };
+        self.inflight.remove(&packet_id);
+        self.forget(seq);
+        self.last_progress = Instant::now();
+        true
+    }
+
+    /// Puts a message restored from the store back where it was: queued, or in flight with its
+    /// packet id (resent when the client returns).
+    pub fn restore(&mut self, delivery: Delivery, inflight: Option<(u16, bool)>) {
+        self.next_seq = self.next_seq.max(delivery.seq + 1);
+        match inflight {
+            None => {
+                self.pending_bytes += queued_size(&delivery);
+                self.pending.push_back(delivery);
+            }
+            Some((packet_id, released)) => {
+                let state = if released {
+                    Inflight::Released { seq: delivery.seq }
+                } else {
+                    Inflight::Publish(delivery)
+                };
+                let order = self.next_order;
+                self.next_order += 1;
+                self.inflight
+                    .insert(packet_id, InflightEntry { order, state });
+            }
         }
-        released
+    }
+}
+
+impl InflightEntry {
+    fn seq(&self) -> u64 {
+        match &self.state {
+            Inflight::Publish(d) => d.seq,
+            Inflight::Released { seq } => *seq,
+        }
     }
 }
 
@@ -405,6 +549,7 @@ mod tests {
             retain: false,
             sub_ids: Vec::new(),
             share: None,
+            seq: 0,
         }
     }
 
@@ -464,7 +609,7 @@ mod tests {
             1,
             InflightEntry {
                 order: 0,
-                state: Inflight::Released,
+                state: Inflight::Released { seq: 0 },
             },
         );
         assert_eq!(st.allocate_packet_id(), Some(u16::MAX));

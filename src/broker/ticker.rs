@@ -28,6 +28,7 @@ impl Ticker {
                 while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(TICK) {
                     let now = Instant::now();
                     broker.expire(now);
+                    broker.prune_connect_times(now);
                     if !sys_interval.is_zero() && now >= next_sys {
                         sys::publish(&broker);
                         next_sys = now + sys_interval;

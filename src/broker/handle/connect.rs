@@ -18,6 +18,7 @@ use crate::broker::Broker;
 use crate::protocol::{
     ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode, MAX_REMAINING_LENGTH,
 };
+use crate::store::{now_ms, ClientRecord};
 
 /// Stack of a connection's writer thread: it only encodes and writes.
 const WRITER_STACK: usize = 64 * 1024;
@@ -73,12 +74,34 @@ fn check(broker: &Broker, c: &Connect) -> Result<(), (ReasonCode, &'static str)>
             return Err((ReasonCode::TopicNameInvalid, "will topic not allowed"));
         }
     }
-    if !cfg.allow_anonymous {
-        // User accounts arrive with the SQLite store; until then only anonymous access exists.
-        return Err(match c.username {
-            None => (ReasonCode::NotAuthorized, "anonymous access is off"),
-            Some(_) => (ReasonCode::BadUserNameOrPassword, "unknown user"),
-        });
+    let acl = broker.store.acl();
+    if acl.is_banned(&c.client_id, c.username.as_deref()) {
+        return Err((ReasonCode::Banned, "banned"));
+    }
+    match &c.username {
+        // With anonymous access on and no account at all, a username is only a label.
+        Some(_) if cfg.allow_anonymous && acl.user_count() == 0 => {}
+        Some(name) => {
+            // Verified here, on the client's own thread: a slow hash never stalls the store.
+            let password = c.password.as_deref().unwrap_or_default();
+            let ok = std::str::from_utf8(password).is_ok_and(|p| acl.check_password(name, p));
+            if !ok {
+                return Err((
+                    ReasonCode::BadUserNameOrPassword,
+                    "wrong username or password",
+                ));
+            }
+        }
+        None if !cfg.allow_anonymous => {
+            return Err((ReasonCode::NotAuthorized, "anonymous access is off"));
+        }
+        None => {}
+    }
+    if broker.connect_rate_exceeded(&c.client_id) {
+        return Err((
+            ReasonCode::ConnectionRateExceeded,
+            "too many connects for this client id",
+        ));
     }
     Ok(())
 }
@@ -167,7 +190,14 @@ pub fn accept(
             return None;
         }
     };
-    let opened = broker.open_session(&client_id, c.clean_start, link, expiry, &outbox);
+    let opened = broker.open_session(
+        &client_id,
+        c.clean_start,
+        link,
+        expiry,
+        c.username.as_deref(),
+        &outbox,
+    );
     outbox.send(&Packet::ConnAck(ConnAck {
         session_present: opened.session_present,
         reason: ReasonCode::Success,
@@ -192,6 +222,13 @@ pub fn accept(
     }
     broker.attach_conn(conn_id, outbox.clone(), client_id.clone());
     broker.stats.client_connected();
+    broker.store.client_connected(ClientRecord {
+        client_id: client_id.to_string(),
+        username: c.username.clone(),
+        protocol_version: version,
+        address: peer.to_string(),
+        time: now_ms(),
+    });
     log::info!(
         "client {client_id} connected from {peer} (MQTT {}, clean start {}, keep alive {}s, session present {})",
         version.name(),

@@ -15,7 +15,7 @@ pub fn handle(client: &mut Client, d: Disconnect) -> Result<Flow, ConnError> {
             ));
         }
         let capped = client.broker.cap_session_expiry(expiry);
-        client.session.state.lock().expiry_interval = capped;
+        client.broker.set_session_expiry(&client.session, capped);
     }
     Ok(Flow::Disconnect(d.reason))
 }

@@ -3,7 +3,7 @@
 //! acknowledged again but not delivered again.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Flow;
 use crate::broker::connection::Client;
@@ -36,7 +36,13 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
         && std::str::from_utf8(&p.payload).is_err()
     {
         Some(ReasonCode::PayloadFormatInvalid) // §3.3.2.3.2
-    } else if p.topic.starts_with("$SYS") {
+    } else if p.topic.starts_with("$SYS")
+        || !client.broker.store.acl().can_publish(
+            client.username.as_deref(),
+            &client.client_id,
+            &p.topic,
+        )
+    {
         Some(ReasonCode::NotAuthorized)
     } else {
         None
@@ -75,7 +81,13 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
         }
         None => {
             let msg = Message::from_publish(p, Some(client.client_id.clone()), Instant::now());
-            let matched = client.broker.publish(Arc::new(msg), &mut client.scratch);
+            let mut tickets = Vec::new();
+            let matched = client.broker.publish_durable(
+                Arc::new(msg),
+                &mut client.scratch,
+                Some(&mut tickets),
+            );
+            wait_durable(client, tickets);
             if matched == 0 {
                 ReasonCode::NoMatchingSubscribers
             } else {
@@ -86,6 +98,31 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
     send_ack(client, qos, packet_id, reason);
     Ok(Flow::Continue)
 }
+
+/// The durability point: a QoS 1/2 message is acknowledged only once every copy the store must
+/// keep is committed. If the database cannot commit (disk full, read-only), the broker keeps
+/// serving from memory: after [`DURABLE_WAIT`] the ack goes out anyway and the wait is logged.
+fn wait_durable(client: &Client, tickets: Vec<crate::store::DurableTicket>) {
+    let deadline = Instant::now() + DURABLE_WAIT;
+    for mut ticket in tickets {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ticket.wait_timeout(left) {
+            Ok(true) => {}
+            Ok(false) => {
+                log::warn!(
+                    "client {}: the database did not commit within {DURABLE_WAIT:?}; \
+                     acknowledging from memory",
+                    client.client_id
+                );
+                return;
+            }
+            Err(e) => log::warn!("client {}: message not stored: {e}", client.client_id),
+        }
+    }
+}
+
+/// The longest a publisher's acknowledgement waits for the database.
+const DURABLE_WAIT: Duration = Duration::from_secs(5);
 
 /// Topic Alias (§3.3.2.3.4): 0 or above our Topic Alias Maximum is 0x94 (MQTT-3.3.2-8, -9); an
 /// alias with a topic sets the mapping; an alias alone uses it; an unknown alias alone is a

@@ -14,6 +14,7 @@ use crate::protocol::topic::{parse_shared, valid_topic_filter};
 use crate::protocol::{
     Packet, Properties, ReasonCode, RetainHandling, SubAck, Subscribe, TopicSubscription,
 };
+use crate::store::SubscriptionRow;
 
 pub fn handle(client: &mut Client, s: Subscribe) -> Result<Flow, ConnError> {
     let sub_id = s.properties.subscription_identifiers.first().copied();
@@ -81,6 +82,30 @@ fn subscribe_one(
     if !valid_topic_filter(inner) || inner.split('/').count() > cfg.max_topic_levels {
         return Ok(ReasonCode::TopicFilterInvalid);
     }
+    if !client.broker.store.acl().can_subscribe(
+        client.username.as_deref(),
+        &client.client_id,
+        &sub.filter,
+    ) {
+        log::debug!(
+            "client {}: subscription to {} not authorized",
+            client.client_id,
+            sub.filter
+        );
+        return Ok(ReasonCode::NotAuthorized);
+    }
+    let limit = cfg.max_subscriptions;
+    if limit != 0 {
+        let st = client.session.state.lock();
+        if st.subscriptions.len() >= limit && !st.subscriptions.contains_key(&sub.filter) {
+            log::info!(
+                "client {}: subscription to {} refused: already {limit} subscriptions",
+                client.client_id,
+                sub.filter
+            );
+            return Ok(ReasonCode::QuotaExceeded);
+        }
+    }
     let entry = SubEntry {
         options: sub.options,
         subscription_id: sub_id,
@@ -109,6 +134,16 @@ fn subscribe_one(
                 subscription_id: sub_id,
             },
         );
+        if let Some(d) = &st.durable {
+            d.store.save_subscription(
+                &d.client_id,
+                SubscriptionRow {
+                    filter: sub.filter.clone(),
+                    options: sub.options,
+                    subscription_id: sub_id,
+                },
+            );
+        }
     }
     // Retained messages are not sent for shared subscriptions (§4.8.2).
     let send_retained = !is_shared
@@ -125,6 +160,7 @@ fn subscribe_one(
                 retain: true,
                 sub_ids: sub_id.into_iter().collect(),
                 share: None,
+                seq: 0,
                 msg,
             });
         }

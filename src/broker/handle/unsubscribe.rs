@@ -16,13 +16,14 @@ pub fn handle(client: &mut Client, u: Unsubscribe) -> Result<Flow, ConnError> {
             Some(Ok((_, inner))) => (Some(Arc::<str>::from(filter.as_str())), inner),
             _ => (None, filter.as_str()),
         };
-        let had = client
-            .session
-            .state
-            .lock()
-            .subscriptions
-            .remove(filter)
-            .is_some();
+        let had = {
+            let mut st = client.session.state.lock();
+            let had = st.subscriptions.remove(filter).is_some();
+            if let (true, Some(d)) = (had, &st.durable) {
+                d.store.remove_subscription(&d.client_id, filter);
+            }
+            had
+        };
         let removed = client
             .broker
             .router
