@@ -51,7 +51,7 @@ const MAX_SYS_INTERVAL_SECS: u64 = 86_400;
 /// Every setting name, in [`Config::summary`] order. File setting names are
 /// these; flags are `--` plus the name with `-` for `_`; environment
 /// variables are `MQTT5_BROKER_` plus the name upper-cased.
-const SETTINGS: [&str; 26] = [
+const SETTINGS: [&str; 29] = [
     "listen",
     "web_listen",
     "db",
@@ -73,6 +73,9 @@ const SETTINGS: [&str; 26] = [
     "max_topic_levels",
     "max_client_id_len",
     "max_subscriptions",
+    "max_filters_per_subscribe",
+    "max_topic_len",
+    "max_user_properties",
     "connect_rate_limit",
     "sync",
     "sync_window",
@@ -126,6 +129,12 @@ pub struct Config {
     pub max_client_id_len: usize,
     /// Most subscriptions one client may hold; 0 = no limit.
     pub max_subscriptions: usize,
+    /// Most topic filters in one SUBSCRIBE; the rest get 0x97.
+    pub max_filters_per_subscribe: usize,
+    /// Longest topic name or filter, in bytes.
+    pub max_topic_len: usize,
+    /// Most user properties on one packet.
+    pub max_user_properties: usize,
     /// Most CONNECTs per client id per minute; 0 = no limit.
     pub connect_rate_limit: u32,
     /// When a committed write counts as durable.
@@ -183,6 +192,9 @@ impl Default for Config {
             max_topic_levels: 128,
             max_client_id_len: 256,
             max_subscriptions: 1000,
+            max_filters_per_subscribe: 100,
+            max_topic_len: 65535,
+            max_user_properties: 100,
             connect_rate_limit: 60,
             sync: Sync::Normal,
             sync_window: Duration::from_millis(100),
@@ -224,6 +236,9 @@ impl Config {
             self.max_topic_levels.to_string(),
             self.max_client_id_len.to_string(),
             self.max_subscriptions.to_string(),
+            self.max_filters_per_subscribe.to_string(),
+            self.max_topic_len.to_string(),
+            self.max_user_properties.to_string(),
             self.connect_rate_limit.to_string(),
             self.sync.to_string(),
             self.sync_window.as_millis().to_string(),
@@ -593,6 +608,23 @@ pub struct Cli {
     #[arg(long, value_name = "N", allow_negative_numbers = true, global = true)]
     max_subscriptions: Option<String>,
 
+    /// Most topic filters in one SUBSCRIBE (the rest get 0x97), 1..=65535 [default: 100] [env: MQTT5_BROKER_MAX_FILTERS_PER_SUBSCRIBE]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, global = true)]
+    max_filters_per_subscribe: Option<String>,
+
+    /// Longest topic name or filter, 1..=65535 bytes [default: 65535] [env: MQTT5_BROKER_MAX_TOPIC_LEN]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        allow_negative_numbers = true,
+        global = true
+    )]
+    max_topic_len: Option<String>,
+
+    /// Most user properties on one packet, 0..=65535 [default: 100] [env: MQTT5_BROKER_MAX_USER_PROPERTIES]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, global = true)]
+    max_user_properties: Option<String>,
+
     /// Most CONNECTs per client id per minute (more get 0x9F), 0 = no limit [default: 60] [env: MQTT5_BROKER_CONNECT_RATE_LIMIT]
     #[arg(long, value_name = "N", allow_negative_numbers = true, global = true)]
     connect_rate_limit: Option<String>,
@@ -649,7 +681,7 @@ impl Cli {
     }
 
     /// The text-valued setting flags (all but `db`), by setting name.
-    fn text_flags(&self) -> [(&'static str, Option<&str>); 25] {
+    fn text_flags(&self) -> [(&'static str, Option<&str>); 28] {
         [
             ("listen", self.listen.as_deref()),
             ("web_listen", self.web_listen.as_deref()),
@@ -680,6 +712,12 @@ impl Cli {
             ("max_topic_levels", self.max_topic_levels.as_deref()),
             ("max_client_id_len", self.max_client_id_len.as_deref()),
             ("max_subscriptions", self.max_subscriptions.as_deref()),
+            (
+                "max_filters_per_subscribe",
+                self.max_filters_per_subscribe.as_deref(),
+            ),
+            ("max_topic_len", self.max_topic_len.as_deref()),
+            ("max_user_properties", self.max_user_properties.as_deref()),
             ("connect_rate_limit", self.connect_rate_limit.as_deref()),
             ("sync", self.sync.as_deref()),
             ("sync_window", self.sync_window.as_deref()),
@@ -819,6 +857,11 @@ fn set(config: &mut Config, setting: &str, value: &str, origin: Origin) -> Resul
             uint(v, 0, u32::MAX as u64).map(|n| config.max_subscriptions = n as usize)
         }
         "connect_rate_limit" => uint(v, 0, 1_000_000).map(|n| config.connect_rate_limit = n as u32),
+        "max_filters_per_subscribe" => {
+            uint(v, 1, 65535).map(|n| config.max_filters_per_subscribe = n as usize)
+        }
+        "max_topic_len" => uint(v, 1, 65535).map(|n| config.max_topic_len = n as usize),
+        "max_user_properties" => uint(v, 0, 65535).map(|n| config.max_user_properties = n as usize),
         "sync" => match v.to_ascii_lowercase().as_str() {
             "normal" => Some(Sync::Normal),
             "full" => Some(Sync::Full),
@@ -875,6 +918,9 @@ fn expected(setting: &str) -> &'static str {
         "max_client_id_len" => "a whole number of bytes from 23 to 65535",
         "max_subscriptions" => "a whole number, 0 for no limit",
         "connect_rate_limit" => "a whole number of connects per minute, 0 for no limit",
+        "max_filters_per_subscribe" => "a whole number from 1 to 65535",
+        "max_topic_len" => "a whole number of bytes from 1 to 65535",
+        "max_user_properties" => "a whole number from 0 to 65535",
         "sync" => "normal, full or relaxed",
         "sync_window" => "a whole number of milliseconds from 1 to 60000",
         "history_per_topic" => "a whole number from 0 (no history) to 100000",
@@ -1158,6 +1204,9 @@ mod tests {
             ("max_topic_levels", "16"),
             ("max_client_id_len", "64"),
             ("max_subscriptions", "50"),
+            ("max_filters_per_subscribe", "8"),
+            ("max_topic_len", "200"),
+            ("max_user_properties", "5"),
             ("connect_rate_limit", "0"),
             ("sync", "relaxed"),
             ("sync_window", "250"),
@@ -1186,6 +1235,9 @@ mod tests {
             max_topic_levels: 16,
             max_client_id_len: 64,
             max_subscriptions: 50,
+            max_filters_per_subscribe: 8,
+            max_topic_len: 200,
+            max_user_properties: 5,
             connect_rate_limit: 0,
             sync: Sync::Relaxed,
             sync_window: Duration::from_millis(250),

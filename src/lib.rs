@@ -6,6 +6,8 @@
 //! - [`broker`]: sessions, routing, the subscription trie, retained messages, wills, `$SYS`, and
 //!   the threads that serve clients ([`broker::server`], [`broker::connection`],
 //!   [`broker::outbox`], [`broker::ticker`]).
+//! - [`store`]: the `store` thread owning the SQLite connection, and its handle.
+//! - [`auth`]: password hashing, ACL matching and bans.
 //! - [`web`]: the tiny_http thread serving the control page and its JSON.
 //! - [`config`]: flags, environment and config file → [`config::Config`].
 //!
@@ -17,10 +19,12 @@
 //! | `client-<id>` (one per socket) | read half, framing buffer, inbound topic aliases | bytes | socket closed or shut down |
 //! | `client-<id>-w` (one per client) | write half, outbound topic aliases | wake-ups via its [`broker::outbox::Outbox`] | outbox closed |
 //! | `ticker` | nothing | a tick every 250 ms | its channel closed |
+//! | `store` | the rusqlite `Connection` | durable writes, history, queries over crossbeam channels | shutdown after a final commit |
 //! | `web` | the `tiny_http::Server` | HTTP requests | `unblock()` |
 //!
 //! Only typed values cross threads: decoded packets stay on the reader; messages travel as
-//! `Arc<Message>` into session queues; counters are atomics. No `TcpStream` leaves `broker/`.
+//! `Arc<Message>` into session queues and to the store; counters are atomics. No `TcpStream`
+//! leaves `broker/`, no rusqlite type leaves `store/`.
 //! Locks are held only for in-memory work, never across a socket write.
 
 pub mod auth;

@@ -540,11 +540,15 @@ impl Broker {
         scratch: &mut Vec<(Arc<Session>, Delivery)>,
         mut tickets: Option<&mut Vec<DurableTicket>>,
     ) -> usize {
-        if self.config.history_per_topic > 0 && !msg.topic.starts_with("$SYS/") {
+        // $SYS is regenerated every interval: neither history nor worth keeping.
+        let sys = msg.topic.starts_with("$SYS/");
+        if self.config.history_per_topic > 0 && !sys {
             self.store.record_message(&msg);
         }
         if msg.retain {
             self.retained.set(&msg);
+        }
+        if msg.retain && !sys {
             let kept = (!msg.payload.is_empty()).then_some(&msg);
             let ticket = self.store.set_retained(&msg.topic, kept);
             if let (Some(t), true) = (tickets.as_deref_mut(), msg.qos != QoS::AtMostOnce) {

@@ -52,6 +52,9 @@ fn check(broker: &Broker, c: &Connect) -> Result<(), (ReasonCode, &'static str)>
             }
         }
     }
+    if c.properties.user_properties.len() > cfg.max_user_properties {
+        return Err((ReasonCode::QuotaExceeded, "too many user properties"));
+    }
     if c.properties.authentication_method.is_some() {
         return Err((
             ReasonCode::BadAuthenticationMethod,
@@ -70,7 +73,13 @@ fn check(broker: &Broker, c: &Connect) -> Result<(), (ReasonCode, &'static str)>
                 "will payload is not UTF-8",
             ));
         }
-        if will.topic.split('/').count() > cfg.max_topic_levels || will.topic.starts_with("$SYS") {
+        if will.properties.user_properties.len() > cfg.max_user_properties {
+            return Err((ReasonCode::QuotaExceeded, "too many will user properties"));
+        }
+        if will.topic.split('/').count() > cfg.max_topic_levels
+            || will.topic.len() > cfg.max_topic_len
+            || will.topic.starts_with("$SYS")
+        {
             return Err((ReasonCode::TopicNameInvalid, "will topic not allowed"));
         }
     }

@@ -25,6 +25,12 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
             "RETAIN set while Retain Available is 0 (MQTT-3.3.1-?)",
         ));
     }
+    if p.topic.len() > cfg.max_topic_len {
+        return Err(ConnError::protocol(
+            ReasonCode::TopicNameInvalid,
+            format!("topic longer than {} bytes", cfg.max_topic_len),
+        ));
+    }
     if p.topic.split('/').count() > cfg.max_topic_levels {
         return Err(ConnError::protocol(
             ReasonCode::TopicNameInvalid,
@@ -32,7 +38,16 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
         ));
     }
     // Refusals that cost only this message: answered in the ack (5.0) or silently dropped.
-    let refusal = if p.properties.payload_format_indicator == Some(1)
+    let refusal = if p.properties.user_properties.len() > cfg.max_user_properties {
+        log::info!(
+            "client {}: PUBLISH to {} refused: {} user properties, limit {} (0x97)",
+            client.client_id,
+            p.topic,
+            p.properties.user_properties.len(),
+            cfg.max_user_properties
+        );
+        Some(ReasonCode::QuotaExceeded)
+    } else if p.properties.payload_format_indicator == Some(1)
         && std::str::from_utf8(&p.payload).is_err()
     {
         Some(ReasonCode::PayloadFormatInvalid) // §3.3.2.3.2

@@ -20,8 +20,20 @@ pub fn handle(client: &mut Client, s: Subscribe) -> Result<Flow, ConnError> {
     let sub_id = s.properties.subscription_identifiers.first().copied();
     let mut reasons = Vec::with_capacity(s.filters.len());
     let mut retained: Vec<Delivery> = Vec::new();
-    for sub in &s.filters {
-        let reason = subscribe_one(client, sub, sub_id, &mut retained)?;
+    let limit = client.broker.config.max_filters_per_subscribe;
+    if s.filters.len() > limit {
+        log::info!(
+            "client {}: SUBSCRIBE with {} filters, limit {limit}: the rest get 0x97",
+            client.client_id,
+            s.filters.len()
+        );
+    }
+    for (i, sub) in s.filters.iter().enumerate() {
+        let reason = if i < limit {
+            subscribe_one(client, sub, sub_id, &mut retained)?
+        } else {
+            ReasonCode::QuotaExceeded
+        };
         reasons.push(reason);
     }
     let reasons = if client.version.is_v5() {
@@ -79,7 +91,10 @@ fn subscribe_one(
         }
         Some(Err(_)) => return Ok(ReasonCode::TopicFilterInvalid),
     };
-    if !valid_topic_filter(inner) || inner.split('/').count() > cfg.max_topic_levels {
+    if !valid_topic_filter(inner)
+        || sub.filter.len() > cfg.max_topic_len
+        || inner.split('/').count() > cfg.max_topic_levels
+    {
         return Ok(ReasonCode::TopicFilterInvalid);
     }
     if !client.broker.store.acl().can_subscribe(
