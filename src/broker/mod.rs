@@ -283,8 +283,8 @@ impl Broker {
     /// Attaches a new connection to the client's session: takes over a live one (the old
     /// connection gets DISCONNECT 0x8E, MQTT-3.1.4-3), resumes a stored one when Clean Start is
     /// 0, or starts afresh (MQTT-3.1.2-4). The outbox is attached last, so whatever the session
-    /// held is sent after CONNACK, which the caller has already queued. A persistent session is
-    /// saved to the store; one that stops being persistent is deleted from it.
+    /// held is sent after the CONNACK that `connack(session_present)` builds. A persistent
+    /// session is saved to the store; one that stops being persistent is deleted from it.
     pub fn open_session(
         &self,
         client_id: &Arc<str>,
@@ -293,8 +293,14 @@ impl Broker {
         expiry_interval: u32,
         username: Option<&str>,
         outbox: &Arc<Outbox>,
+        connack: impl FnOnce(bool) -> Packet,
     ) -> Opened {
         let mut sessions = self.sessions.lock();
+        // CONNACK is queued while the registry is locked, before the outbox joins the session,
+        // so a takeover racing this CONNECT always finds it queued: the first packet a client
+        // gets is its CONNACK (MQTT-3.2.0-1), never a bare DISCONNECT 0x8E.
+        let present = !clean_start && sessions.contains_key(client_id);
+        outbox.send(&connack(present));
         let existing = sessions.get(client_id).cloned();
         let mut old_outbox = None;
         let mut session_present = false;

@@ -206,12 +206,14 @@ pub fn accept(
         expiry,
         c.username.as_deref(),
         &outbox,
+        |session_present| {
+            Packet::ConnAck(ConnAck {
+                session_present,
+                reason: ReasonCode::Success,
+                properties: props,
+            })
+        },
     );
-    outbox.send(&Packet::ConnAck(ConnAck {
-        session_present: opened.session_present,
-        reason: ReasonCode::Success,
-        properties: props,
-    }));
     let writer = Writer {
         outbox: outbox.clone(),
         session: opened.session.clone(),

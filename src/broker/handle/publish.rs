@@ -18,6 +18,20 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
         .stats
         .messages_received
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if !p.properties.subscription_identifiers.is_empty() {
+        return Err(ConnError::protocol(
+            ReasonCode::ProtocolError,
+            "PUBLISH from a client carries a Subscription Identifier (MQTT-3.3.4-6)",
+        ));
+    }
+    if let Some(topic) = &p.properties.response_topic {
+        if topic.contains(['+', '#']) {
+            return Err(ConnError::protocol(
+                ReasonCode::ProtocolError,
+                "Response Topic contains a wildcard (MQTT-3.3.2-14)",
+            ));
+        }
+    }
     resolve_topic_alias(client, &mut p, cfg.max_topic_alias)?;
     if p.retain && !cfg.retain_available {
         return Err(ConnError::protocol(
