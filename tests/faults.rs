@@ -26,13 +26,21 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{hex, packet, Broker};
 
 const ANON: &str = "--allow-anonymous";
+
+/// The tests here are heavy (a thousand connections, floods) and timed (keep alive): they run
+/// one at a time so that none skews another's timing.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 // ------------------------------------------------------------------ process figures
 
@@ -258,6 +266,7 @@ fn health(b: &Broker, tag: &str) {
 /// for it. The broker's threads and descriptors return to their level before the clients.
 #[test]
 fn mqtt_3_1_2_24_half_open_client_closed_within_one_and_a_half_keep_alive_will_published() {
+    let _serial = serial();
     let b = Broker::start(&[ANON]);
     let watcher = client(b.mqtt, V::V5, "watcher", 60);
     subscribe(&watcher, V::V5, "faults/will/#", 0);
@@ -383,6 +392,7 @@ fn mqtt_3_1_2_24_half_open_client_closed_within_one_and_a_half_keep_alive_will_p
 /// start, and the broker counts the shed messages.
 #[test]
 fn spec_4_9_subscribers_that_never_read_hold_back_nobody_and_memory_stays_bounded() {
+    let _serial = serial();
     const N: u32 = 4_000;
     const SIZE: usize = 2048;
     const RSS_BOUND_KB: u64 = 64 * 1024;
@@ -535,6 +545,7 @@ fn ensure_nofile(want: u64) -> u64 {
 /// and descriptors return to their level before.
 #[test]
 fn thousand_clients_connecting_at_once_all_get_connack_and_the_count_returns_to_zero() {
+    let _serial = serial();
     const N: usize = 1000;
     // This process holds N sockets; the broker (which inherits the limit) holds 3 descriptors
     // per connection (its socket and two clones: reader, writer, registry).
