@@ -110,6 +110,10 @@ struct Cli {
     /// before accounting, to prove the fault is reported.
     #[arg(long, value_enum)]
     inject: Option<Fault>,
+    /// Write every message's send time and latency as seen by subscriber 0 to FILE (CSV), to
+    /// find out when the slow ones happen.
+    #[arg(long, value_name = "FILE")]
+    latency_log: Option<std::path::PathBuf>,
 }
 
 fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
@@ -284,6 +288,7 @@ fn run_pubsub(
         timeout: secs(cli.timeout),
         drain: secs(cli.drain_timeout),
         inject: cli.inject,
+        latency_log: cli.latency_log.clone(),
     };
     report["publishers"] = json!(publishers);
     report["subscribers"] = json!(subscribers);

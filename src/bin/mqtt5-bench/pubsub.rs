@@ -81,6 +81,8 @@ pub struct Plan {
     /// After the publishers finish, a subscriber that hears nothing this long stops.
     pub drain: Duration,
     pub inject: Option<Fault>,
+    /// Write subscriber 0's (send time, latency) of every message here, as CSV.
+    pub latency_log: Option<std::path::PathBuf>,
 }
 
 /// What a run measured.
@@ -125,6 +127,8 @@ struct PubResult {
 struct SubResult {
     tracker: Tracker,
     samples: Vec<u32>,
+    /// (send time ns, latency µs) per message, when `plan.latency_log` asks for it.
+    trace: Vec<(u64, u32)>,
     last: Option<Instant>,
     conn: Conn,
     errors: Vec<String>,
@@ -240,6 +244,12 @@ pub fn run(plan: &Plan) -> Result<Outcome, Error> {
                 }
                 out.summary.add(&s);
                 samples.extend(r.samples);
+                if let (Some(path), false) = (&plan.latency_log, r.trace.is_empty()) {
+                    if let Err(e) = write_trace(path, &r.trace) {
+                        out.errors
+                            .push(format!("latency log {}: {e}", path.display()));
+                    }
+                }
                 if let Some(l) = r.last {
                     last = last.max(l);
                 }
@@ -256,6 +266,17 @@ pub fn run(plan: &Plan) -> Result<Outcome, Error> {
     out.duration = last.saturating_duration_since(t0);
     out.latency = percentiles(&mut samples);
     Ok(out)
+}
+
+/// Writes `send_ms,latency_us` lines (send time in ms since the generator started).
+fn write_trace(path: &std::path::Path, trace: &[(u64, u32)]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(f, "send_ms,latency_us")?;
+    for (sent, us) in trace {
+        writeln!(f, "{:.3},{us}", *sent as f64 / 1e6)?;
+    }
+    f.flush()
 }
 
 fn spawn<T: Send + 'static>(
@@ -581,6 +602,8 @@ fn subscriber(
 ) -> SubResult {
     let mut tracker = Tracker::new(plan.publishers, plan.payload);
     let mut samples = Vec::new();
+    let mut trace = Vec::new();
+    let tracing = index == 0 && plan.latency_log.is_some();
     let mut errors = Vec::new();
     let mut last = None;
     let mut injector = Injector {
@@ -612,7 +635,11 @@ fn subscriber(
                     if let Some(s) = stamp {
                         if samples.len() < MAX_SAMPLES {
                             let us = now_ns.saturating_sub(s.sent_ns) / 1000;
-                            samples.push(u32::try_from(us).unwrap_or(u32::MAX));
+                            let us = u32::try_from(us).unwrap_or(u32::MAX);
+                            samples.push(us);
+                            if tracing {
+                                trace.push((s.sent_ns, us));
+                            }
                         }
                     }
                 }
@@ -659,6 +686,7 @@ fn subscriber(
     SubResult {
         tracker,
         samples,
+        trace,
         last,
         conn,
         errors,
