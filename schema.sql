@@ -144,3 +144,13 @@ CREATE TABLE session_messages (
     PRIMARY KEY (client_id, seq)
 );
 CREATE INDEX session_messages_expiry ON session_messages (expiry_at) WHERE expiry_at IS NOT NULL;
+
+-- migration 3: the control page's admin password
+
+-- One row at most (id = 1): the argon2id PHC hash of the admin password, generated at first
+-- start unless --admin-password is given (see src/web/auth.rs).
+CREATE TABLE web_admin (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    password_hash TEXT NOT NULL,
+    updated       INTEGER NOT NULL
+);

@@ -22,6 +22,7 @@ pub mod stats;
 pub mod sys;
 pub mod ticker;
 pub mod topic_tree;
+pub mod view;
 
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpStream};

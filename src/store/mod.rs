@@ -45,6 +45,7 @@ mod error;
 mod queries;
 pub mod schema;
 mod types;
+mod web_admin;
 mod worker;
 
 use std::path::{Path, PathBuf};

@@ -1,30 +1,54 @@
-//! The `web` thread: a tiny_http server for the control page and its JSON API.
+//! The `web` thread: a tiny_http server for the control page and its JSON API on `web_listen`.
 //!
-//! So far it serves the status (`GET /api/status`) and a page that shows it; the five tabs,
-//! the controls and the admin login arrive with the control-page issue. Nothing here changes
-//! broker state yet, so nothing here needs a login yet.
+//! One thread, named `web`, owns everything here: it takes requests one at a time
+//! ([`http::read_request`] → [`routes::handle`] → [`http::respond`]) and, between requests,
+//! samples the broker's counters once a second for the live rates ([`metrics::Rates`]). It
+//! reads the [`Broker`](crate::broker::Broker) and acts through the same public calls as the
+//! rest of the broker ([`Server::start`]/[`Server::stop`], `disconnect_conn`, `publish_durable`,
+//! the store's user/ACL/ban methods). A handler that panics costs only its request (500).
+//!
+//! - [`http`]: request/response types, so that no tiny_http type leaves this module's plumbing
+//! - [`routes`]: every URL and its handler
+//! - [`api`]: the JSON shapes (stable names, see the README)
+//! - [`auth`]: the admin login: sessions, CSRF, HTTP Basic, slowing down wrong passwords
+//! - [`metrics`]: rates and the Prometheus text at `/metrics`
+//!
+//! Stops by [`Web::stop`]: a flag, then `unblock()` wakes the thread.
+
+pub mod api;
+pub mod auth;
+pub mod http;
+pub mod metrics;
+pub mod routes;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-
-use serde_json::json;
-use tiny_http::{Header, Method, Request, Response};
+use std::time::{Duration, Instant};
 
 use crate::broker::server::Server;
-use crate::broker::stats::Stats;
+use auth::AdminAuth;
+use http::Reply;
+use metrics::Rates;
+use routes::Ctx;
 
 pub struct Web {
     http: Arc<tiny_http::Server>,
+    stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     pub addr: SocketAddr,
 }
 
 impl Web {
-    /// Binds `web_listen` and starts the thread. Logs `web page on http://ADDR:PORT/`.
+    /// Sets up the admin password (see [`auth`]), binds `web_listen` and starts the thread.
+    /// Logs `web page on http://ADDR:PORT/`.
     pub fn start(server: Arc<Server>) -> std::io::Result<Web> {
-        let want = server.broker().config.web_listen;
+        let broker = server.broker().clone();
+        let auth = AdminAuth::setup(broker.config.admin_password.as_deref(), &broker.store)
+            .map_err(std::io::Error::other)?;
+        let want = broker.config.web_listen;
         let http =
             tiny_http::Server::http(want).map_err(|e| std::io::Error::other(e.to_string()))?;
         let addr = http
@@ -32,21 +56,29 @@ impl Web {
             .to_ip()
             .ok_or_else(|| std::io::Error::other("not an IP listener"))?;
         let http = Arc::new(http);
-        let h = http.clone();
-        let thread = thread::Builder::new().name("web".into()).spawn(move || {
-            for request in h.incoming_requests() {
-                handle(&server, request);
-            }
-        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut ctx = Ctx {
+            listener_since: server.addr().map(|_| broker.started),
+            server,
+            auth,
+            rates: Rates::default(),
+        };
+        let (h, flag) = (http.clone(), stop.clone());
+        let thread = thread::Builder::new()
+            .name("web".into())
+            .spawn(move || serve(&h, &flag, &mut ctx))?;
         log::info!("web page on http://{addr}/");
         Ok(Web {
             http,
+            stop,
             thread: Some(thread),
             addr,
         })
     }
 
+    /// Stops the thread (a request being answered finishes first).
     pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
         self.http.unblock();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -54,47 +86,45 @@ impl Web {
     }
 }
 
-/// A response with a Content-Type header.
-fn typed(body: String, content_type: &str) -> Response<std::io::Cursor<Vec<u8>>> {
-    let response = Response::from_string(body);
-    match Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes()) {
-        Ok(h) => response.with_header(h),
-        Err(()) => response,
+impl Drop for Web {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
-fn handle(server: &Server, request: Request) {
-    let path = request.url().split('?').next().unwrap_or("").to_owned();
-    let response = match (request.method(), path.as_str()) {
-        (Method::Get, "/api/status") => {
-            let body = status(server).to_string();
-            typed(body, "application/json")
+/// The thread's loop: answer requests, sample the counters every second, until `stop`.
+fn serve(http: &tiny_http::Server, stop: &AtomicBool, ctx: &mut Ctx) {
+    let mut next_sample = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        if now >= next_sample {
+            ctx.rates.sample(&ctx.server.broker().stats, now);
+            next_sample = now + metrics::SAMPLE_EVERY;
         }
-        (Method::Get, "/") => typed(
-            include_str!("../../assets/index.html").to_owned(),
-            "text/html; charset=utf-8",
-        ),
-        _ => Response::from_string("not found\n").with_status_code(404),
-    };
-    let _ = request.respond(response);
-}
-
-fn status(server: &Server) -> serde_json::Value {
-    let b = server.broker();
-    let s = &b.stats;
-    json!({
-        "running": server.addr().is_some(),
-        "mqtt_address": server.addr().map(|a| a.to_string()),
-        "uptime_seconds": b.started.elapsed().as_secs(),
-        "clients_connected": b.connection_count(),
-        "sessions": b.session_count(),
-        "subscriptions": b.router.len(),
-        "retained_messages": b.retained.len(),
-        "messages_received": Stats::get(&s.messages_received),
-        "messages_sent": Stats::get(&s.messages_sent),
-        "messages_dropped": s.dropped.load(Ordering::Relaxed),
-        "bytes_received": Stats::get(&s.bytes_received),
-        "bytes_sent": Stats::get(&s.bytes_sent),
-        "version": crate::broker::sys::VERSION,
-    })
+        let wait = next_sample.saturating_duration_since(Instant::now());
+        match http.recv_timeout(wait) {
+            Ok(Some(mut request)) => {
+                let reply = match http::read_request(&mut request) {
+                    Ok(req) => {
+                        let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                            routes::handle(ctx, &req, Instant::now())
+                        }));
+                        let reply = result.unwrap_or_else(|_| {
+                            log::error!("web: handler for {} panicked", req.path);
+                            Reply::error(500, "internal error; see the broker log")
+                        });
+                        log::debug!("web: {:?} {} → {}", req.method, req.path, reply.status);
+                        reply
+                    }
+                    Err(reply) => reply,
+                };
+                http::respond(request, reply);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                log::debug!("web: accept failed: {e}");
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
 }
