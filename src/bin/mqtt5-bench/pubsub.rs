@@ -515,11 +515,8 @@ fn publisher_reader(
                     errors.push(format!("PUBREC {}: {:?}", a.packet_id, a.reason));
                     release(window, &mut errors, "PUBREC", a.packet_id);
                 } else {
+                    // Written with the others before the next blocking read (poll_packet).
                     conn.queue(&Packet::PubRel(ack(a.packet_id)));
-                    if let Err(e) = conn.flush() {
-                        errors.push(format!("PUBREL: {e}"));
-                        break;
-                    }
                 }
             }
             Ok(Some(Packet::PubComp(a))) => release(window, &mut errors, "PUBCOMP", a.packet_id),
