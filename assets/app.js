@@ -461,6 +461,7 @@
     admin: loadAdmin,
   };
   let current = 'topics';
+  let loads = 0;
 
   function selectTab(name) {
     current = name;
@@ -478,7 +479,8 @@
     section.setAttribute('aria-busy', 'true');
     try {
       await TABS[name]();
-      section.dataset.loaded = String(Date.now());
+      loads += 1;
+      section.dataset.loaded = String(loads);
     } catch (e) {
       fail(e);
     } finally {

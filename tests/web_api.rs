@@ -1294,3 +1294,35 @@ fn the_page_assets_never_assign_html() {
         "no CDN"
     );
 }
+
+/// A stranger who announces a large body and never sends it cannot hold the web thread:
+/// the body is read only once the request is authenticated (or, for the login, when it is
+/// small enough to have been read already).
+#[test]
+fn a_stalled_upload_from_a_stranger_does_not_block_the_page() {
+    let b = Broker::start(ARGS);
+    let mut stalled = Vec::new();
+    for path in ["/api/publish", "/api/login"] {
+        let mut s = TcpStream::connect_timeout(&b.web, Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: 50000\r\n\r\n{{\"password\": \"",
+            b.web
+        )
+        .unwrap();
+        stalled.push(s);
+    }
+    let t0 = Instant::now();
+    let r = request(b.web, "GET", "/api/status", &[], None);
+    assert_eq!(r.status, 200);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(get(&b, "/api/topics").status, 200);
+    for (mut s, want) in stalled.into_iter().zip(["401", "413"]) {
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).expect("an answer, not a hang");
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(head.starts_with(&format!("HTTP/1.1 {want}")), "{head}");
+    }
+}

@@ -5,6 +5,7 @@
 
 use std::io::Read;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 use tiny_http::{Header, Request, Response, StatusCode};
@@ -32,6 +33,8 @@ pub struct Req {
     pub body: Vec<u8>,
     /// The peer's address (for the failed-login slowdown).
     pub peer: Option<IpAddr>,
+    /// The body is at most [`PREREAD_BODY`] bytes (or absent): reading it cannot stall.
+    pub small_body: bool,
 }
 
 impl Req {
@@ -45,6 +48,7 @@ impl Req {
             headers: Vec::new(),
             body: Vec::new(),
             peer: None,
+            small_body: true,
         }
     }
 
@@ -192,15 +196,22 @@ impl Reply {
     }
 }
 
-/// Reads a tiny_http request into a [`Req`]; `Err` is the reply for a body over [`MAX_BODY`].
-pub fn read_request(request: &mut Request) -> Result<Req, Reply> {
+/// Bodies up to this size are read by tiny_http's connection thread before the request reaches
+/// us; larger ones (and chunked ones) are read on the `web` thread, so they are read only for a
+/// request that has already been authenticated (a stalled upload cannot hold the thread for an
+/// unknown client).
+pub const PREREAD_BODY: usize = 1024;
+
+/// The request line and headers of a tiny_http request as a [`Req`] with an empty body; see
+/// [`read_body`].
+pub fn read_head(request: &Request) -> Req {
     let method = match request.method() {
         tiny_http::Method::Get | tiny_http::Method::Head => Method::Get,
         tiny_http::Method::Post => Method::Post,
         _ => Method::Other,
     };
     let (path, query) = split_url(request.url());
-    let headers = request
+    let headers: Vec<(String, String)> = request
         .headers()
         .iter()
         .map(|h| {
@@ -210,7 +221,21 @@ pub fn read_request(request: &mut Request) -> Result<Req, Reply> {
             )
         })
         .collect();
-    let peer = request.remote_addr().map(|a| a.ip());
+    let chunked = headers.iter().any(|(n, _)| n == "transfer-encoding");
+    let small_body = !chunked && request.body_length().is_none_or(|n| n <= PREREAD_BODY);
+    Req {
+        method,
+        path,
+        query,
+        headers,
+        body: Vec::new(),
+        peer: request.remote_addr().map(|a| a.ip()),
+        small_body,
+    }
+}
+
+/// Reads the body (at most [`MAX_BODY`]); `Err` is the 413/400 reply to send instead.
+pub fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
     if request.body_length().is_some_and(|n| n > MAX_BODY) {
         return Err(Reply::error(413, "request body too large"));
     }
@@ -227,14 +252,36 @@ pub fn read_request(request: &mut Request) -> Result<Req, Reply> {
     if body.len() > MAX_BODY {
         return Err(Reply::error(413, "request body too large"));
     }
-    Ok(Req {
-        method,
-        path,
-        query,
-        headers,
-        body,
-        peer,
-    })
+    Ok(body)
+}
+
+/// Threads answering a request whose body was left unread (see [`respond_detached`]).
+static DETACHED: AtomicUsize = AtomicUsize::new(0);
+/// Most of them at once.
+const MAX_DETACHED: usize = 64;
+
+/// Sends `reply` from a short-lived thread named `web-drain`, for a request whose body was not
+/// (fully) read: tiny_http reads the rest of the body when the request is dropped, which for a
+/// client that announced a body and stalls would be forever. That thread waits instead of the
+/// `web` thread. Beyond [`MAX_DETACHED`] such requests at once, the request is abandoned
+/// without an answer (its connection stays with the stalled client until it goes away).
+pub fn respond_detached(request: Request, reply: Reply) {
+    if DETACHED.fetch_add(1, Ordering::AcqRel) >= MAX_DETACHED {
+        DETACHED.fetch_sub(1, Ordering::AcqRel);
+        log::warn!("web: too many stalled uploads; abandoning one without an answer");
+        std::mem::forget(request);
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("web-drain".into())
+        .spawn(move || {
+            respond(request, reply);
+            DETACHED.fetch_sub(1, Ordering::AcqRel);
+        });
+    if spawned.is_err() {
+        DETACHED.fetch_sub(1, Ordering::AcqRel);
+        log::warn!("web: cannot start a thread to answer a stalled upload");
+    }
 }
 
 /// Sends `reply`, adding the headers every response carries: no caching of data, no sniffing,

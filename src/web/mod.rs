@@ -1,7 +1,7 @@
 //! The `web` thread: a tiny_http server for the control page and its JSON API on `web_listen`.
 //!
 //! One thread, named `web`, owns everything here: it takes requests one at a time
-//! ([`http::read_request`] → [`routes::handle`] → [`http::respond`]) and, between requests,
+//! ([`http::read_head`] → [`routes::handle`] → [`http::respond`]) and, between requests,
 //! samples the broker's counters once a second for the live rates ([`metrics::Rates`]). It
 //! reads the [`Broker`](crate::broker::Broker) and acts through the same public calls as the
 //! rest of the broker ([`Server::start`]/[`Server::stop`], `disconnect_conn`, `publish_durable`,
@@ -12,6 +12,11 @@
 //! - [`api`]: the JSON shapes (stable names, see the README)
 //! - [`auth`]: the admin login: sessions, CSRF, HTTP Basic, slowing down wrong passwords
 //! - [`metrics`]: rates and the Prometheus text at `/metrics`
+//!
+//! A request that announced a body larger than tiny_http reads ahead (1 KiB) and was answered
+//! without reading it all (refused before login, or too large) is answered from a short-lived
+//! `web-drain` thread ([`http::respond_detached`]), because tiny_http reads the rest of the body
+//! when the request is dropped: a client that stalls mid-upload holds that thread, not `web`.
 //!
 //! Stops by [`Web::stop`]: a flag, then `unblock()` wakes the thread.
 
@@ -104,21 +109,27 @@ fn serve(http: &tiny_http::Server, stop: &AtomicBool, ctx: &mut Ctx) {
         let wait = next_sample.saturating_duration_since(Instant::now());
         match http.recv_timeout(wait) {
             Ok(Some(mut request)) => {
-                let reply = match http::read_request(&mut request) {
-                    Ok(req) => {
-                        let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                            routes::handle(ctx, &req, Instant::now())
-                        }));
-                        let reply = result.unwrap_or_else(|_| {
-                            log::error!("web: handler for {} panicked", req.path);
-                            Reply::error(500, "internal error; see the broker log")
-                        });
-                        log::debug!("web: {:?} {} → {}", req.method, req.path, reply.status);
-                        reply
-                    }
-                    Err(reply) => reply,
+                let mut req = http::read_head(&request);
+                // Whether the whole body has been read (or was read by tiny_http already).
+                let mut complete = req.small_body;
+                let mut body = || {
+                    let b = http::read_body(&mut request);
+                    complete = b.is_ok();
+                    b
                 };
-                http::respond(request, reply);
+                let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                    routes::handle(ctx, &mut req, Instant::now(), &mut body)
+                }));
+                let reply = result.unwrap_or_else(|_| {
+                    log::error!("web: handler for {} panicked", req.path);
+                    Reply::error(500, "internal error; see the broker log")
+                });
+                log::debug!("web: {:?} {} → {}", req.method, req.path, reply.status);
+                if complete {
+                    http::respond(request, reply);
+                } else {
+                    http::respond_detached(request, reply);
+                }
             }
             Ok(None) => {}
             Err(e) => {

@@ -79,14 +79,27 @@ fn asset(body: &'static str, content_type: &'static str) -> Reply {
     Reply::new(200, content_type, body).with_header("Cache-Control", "no-cache")
 }
 
-/// Answers one request.
-pub fn handle(ctx: &mut Ctx, req: &Req, now: Instant) -> Reply {
+/// Where the body of a request comes from: called only once the request may be served (see
+/// [`super::http::PREREAD_BODY`]).
+pub type BodySource<'a> = dyn FnMut() -> Result<Vec<u8>, Reply> + 'a;
+
+/// Answers one request; `body` fills `req.body` once the request is allowed.
+pub fn handle(ctx: &mut Ctx, req: &mut Req, now: Instant, body: &mut BodySource<'_>) -> Reply {
     match (req.method, req.path.as_str()) {
         (Method::Get, "/" | "/index.html") => return asset(INDEX_HTML, "text/html; charset=utf-8"),
         (Method::Get, "/app.js") => return asset(APP_JS, "text/javascript; charset=utf-8"),
         (Method::Get, "/style.css") => return asset(STYLE_CSS, "text/css; charset=utf-8"),
         (Method::Get, "/api/status") => return Reply::json(&status(ctx)),
-        (Method::Post, "/api/login") => return login(ctx, req, now),
+        (Method::Post, "/api/login") => {
+            if !req.small_body {
+                return Reply::error(413, "request body too large");
+            }
+            match body() {
+                Ok(b) => req.body = b,
+                Err(reply) => return reply,
+            }
+            return login(ctx, req, now);
+        }
         _ => {}
     }
     let who = match ctx.auth.authenticate(req, now) {
@@ -102,6 +115,10 @@ pub fn handle(ctx: &mut Ctx, req: &Req, now: Instant) -> Reply {
         if *method == req.method {
             if let Err(reply) = ctx.auth.check_post(req, &who) {
                 return reply;
+            }
+            match body() {
+                Ok(b) => req.body = b,
+                Err(reply) => return reply,
             }
             return handler(ctx, req, &who);
         }
