@@ -304,13 +304,14 @@ fn read_exact_by(s: &TcpStream, n: usize, deadline: Instant) -> Result<Vec<u8>, 
     Ok(buf)
 }
 
-/// The next whole packet (or close / timeout) within `wait`.
+/// The next whole packet (or close / timeout) within `wait`; once its first byte is in, the
+/// rest gets at least 5 s, so a slow moment never cuts a packet in two.
 fn read_event(s: &TcpStream, wait: Duration) -> Ev {
-    let deadline = Instant::now() + wait;
-    let mut pkt = match read_exact_by(s, 1, deadline) {
+    let mut pkt = match read_exact_by(s, 1, Instant::now() + wait) {
         Ok(b) => b,
         Err(e) => return e,
     };
+    let deadline = Instant::now() + wait.max(Duration::from_secs(5));
     let mut len = 0usize;
     for i in 0..4 {
         let b = match read_exact_by(s, 1, deadline) {

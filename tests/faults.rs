@@ -64,6 +64,20 @@ fn threads(pid: u32) -> u64 {
     proc_status_field(pid, "Threads:")
 }
 
+/// The broker's thread names (`/proc/PID/task/*/comm`), for failure messages.
+fn thread_names(pid: u32) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+                .map(|s| s.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names.join(" ")
+}
+
 fn fds(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count() as u64)
@@ -113,11 +127,11 @@ enum V {
     V311,
 }
 
-/// One whole packet within `wait`; `None` on close or timeout.
+/// One whole packet whose first byte arrives within `wait` (the rest then gets up to 5 s, so a
+/// packet is never cut in two by the timeout); `None` on close or timeout.
 fn read_packet_within(s: &TcpStream, wait: Duration) -> Option<Vec<u8>> {
-    let deadline = Instant::now() + wait;
     let mut r = s;
-    let mut read_n = |n: usize| -> Option<Vec<u8>> {
+    let mut read_n = |n: usize, deadline: Instant| -> Option<Vec<u8>> {
         let mut buf = vec![0u8; n];
         let mut got = 0;
         while got < n {
@@ -135,17 +149,18 @@ fn read_packet_within(s: &TcpStream, wait: Duration) -> Option<Vec<u8>> {
         }
         Some(buf)
     };
-    let mut pkt = read_n(1)?;
+    let mut pkt = read_n(1, Instant::now() + wait)?;
+    let rest = Instant::now() + Duration::from_secs(5);
     let mut len = 0usize;
     for i in 0..4 {
-        let b = read_n(1)?[0];
+        let b = read_n(1, rest)?[0];
         pkt.push(b);
         len |= usize::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
             break;
         }
     }
-    pkt.extend(read_n(len)?);
+    pkt.extend(read_n(len, rest)?);
     Some(pkt)
 }
 
@@ -362,14 +377,16 @@ fn mqtt_3_1_2_24_half_open_client_closed_within_one_and_a_half_keep_alive_will_p
         }
     }
     drop(vanished);
-    let t = settle(Duration::from_secs(5), base_threads + 1, || {
+    let t = settle(Duration::from_secs(10), base_threads + 1, || {
         threads(b.pid())
     });
     assert!(
         t <= base_threads + 1,
-        "broker threads {t}, {base_threads} before the vanished clients"
+        "broker threads {t}, {base_threads} before the vanished clients: {}\n--- broker log (tail) ---\n{}",
+        thread_names(b.pid()),
+        tail(&b.log(), 30)
     );
-    let f = settle(Duration::from_secs(5), base_fds + 1, || fds(b.pid()));
+    let f = settle(Duration::from_secs(10), base_fds + 1, || fds(b.pid()));
     assert!(f <= base_fds + 1, "broker fds {f}, {base_fds} before");
     let log = b.log();
     for id in ["vanish5", "vanish4"] {
@@ -618,7 +635,14 @@ fn thousand_clients_connecting_at_once_all_get_connack_and_the_count_returns_to_
     let t = Instant::now();
     health(&b, "with-1000");
     let health_time = t.elapsed();
-    let connected = clients_connected(&b);
+    // The health check's own clients have sent DISCONNECT; the count drops once their threads
+    // end, a moment later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut connected = clients_connected(&b);
+    while connected != N as u64 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        connected = clients_connected(&b);
+    }
     eprintln!(
         "{N} CONNACKs in {all_in:?} (slowest {slowest:?}); broker threads {base_threads} → \
          {peak_threads}, fds {base_fds} → {}, VmRSS {base_rss} → {peak_rss} kB; health check \
@@ -652,4 +676,9 @@ fn thousand_clients_connecting_at_once_all_get_connack_and_the_count_returns_to_
     let f = settle(Duration::from_secs(10), base_fds, || fds(pid));
     assert!(f <= base_fds, "broker fds {f}, {base_fds} before");
     health(&b, "after-1000");
+}
+
+fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -558,11 +558,11 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// One whole packet within `wait`, or `None`.
+/// One whole packet whose first byte arrives within `wait` (the rest then gets up to 5 s, so a
+/// packet is never cut in two by the timeout); `None` on close or timeout.
 fn read_packet_within(s: &TcpStream, wait: Duration) -> Option<Vec<u8>> {
-    let deadline = Instant::now() + wait;
     let mut r = s;
-    let mut read_n = |n: usize| -> Option<Vec<u8>> {
+    let mut read_n = |n: usize, deadline: Instant| -> Option<Vec<u8>> {
         let mut buf = vec![0u8; n];
         let mut got = 0;
         while got < n {
@@ -580,17 +580,18 @@ fn read_packet_within(s: &TcpStream, wait: Duration) -> Option<Vec<u8>> {
         }
         Some(buf)
     };
-    let mut pkt = read_n(1)?;
+    let mut pkt = read_n(1, Instant::now() + wait)?;
+    let rest = Instant::now() + Duration::from_secs(5);
     let mut len = 0usize;
     for i in 0..4 {
-        let b = read_n(1)?[0];
+        let b = read_n(1, rest)?[0];
         pkt.push(b);
         len |= usize::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
             break;
         }
     }
-    pkt.extend(read_n(len)?);
+    pkt.extend(read_n(len, rest)?);
     Some(pkt)
 }
 
