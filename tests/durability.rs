@@ -1,0 +1,1116 @@
+//! Durability against the real broker binary (issue 4, README "Durability"): `kill -9` while
+//! QoS 1 / QoS 2 messages flow to offline persistent sessions (5.0 Session Expiry > 0 with Clean
+//! Start 0, and 3.1.1 Clean Session 0), a restart on the same file, and then every message the
+//! publishers got a PUBACK / PUBREC for is delivered — none lost with the default settings, no
+//! QoS 2 message twice, in publish order. Also: retained messages (QoS 0 / 1 / 2, and a cleared
+//! one) across `kill -9` and a clean stop; subscriptions that still route after a restart;
+//! Session Expiry counted across a restart (§3.1.2.11.2); `--sync full` and `--sync relaxed`.
+//!
+//! Raw sockets (the `common` harness) throughout, so that exactly which acknowledgements arrived
+//! before the kill is known: an ack read from the socket after the kill was still sent by the
+//! broker before it died, so it counts. Every loop is bounded in time and in count.
+
+mod common;
+
+use common::*;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, ErrorKind, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Upper bound for one expected event.
+const WAIT: Duration = Duration::from_secs(5);
+/// How long "nothing (more) arrives" is watched for.
+const QUIET: Duration = Duration::from_millis(500);
+/// Messages per publisher in the kill test (two publishers, 5.0 and 3.1.1: 2,000 in all, half
+/// QoS 1 and half QoS 2).
+const N_PER_PUBLISHER: u32 = 1000;
+/// The broker is killed once this many publishes (of both publishers) are acknowledged.
+const KILL_AFTER_ACKS: usize = 600;
+/// Unacknowledged QoS>0 publishes a publisher keeps in flight (our Receive Maximum is 20).
+const WINDOW: usize = 16;
+/// Session Expiry Interval 3600 s (CONNECT property 0x11).
+const EXPIRY_3600: [u8; 5] = [0x11, 0x00, 0x00, 0x0e, 0x10];
+/// Session Expiry Interval 2 s.
+const EXPIRY_2: [u8; 5] = [0x11, 0x00, 0x00, 0x00, 0x02];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum V {
+    V5,
+    V311,
+}
+
+impl V {
+    fn v5(self) -> bool {
+        self == V::V5
+    }
+}
+
+// --------------------------------------------------------------------- packets
+
+/// CONNECT, keep alive 60 s, anonymous; the properties only for 5.0.
+fn connect_pkt(v: V, client_id: &str, clean: bool, props: &[u8]) -> Vec<u8> {
+    let mut body = packet::utf8("MQTT");
+    body.push(if v.v5() { 5 } else { 4 });
+    body.push(if clean { 0x02 } else { 0 });
+    body.extend(60u16.to_be_bytes());
+    if v.v5() {
+        body.extend(packet::properties(props));
+    }
+    body.extend(packet::utf8(client_id));
+    packet::fixed(0x10, &body)
+}
+
+fn body_start(pkt: &[u8]) -> usize {
+    let mut i = 1;
+    while pkt[i] & 0x80 != 0 {
+        i += 1;
+    }
+    i + 1
+}
+
+fn read_varint(b: &[u8]) -> (usize, usize) {
+    let mut value = 0usize;
+    for (i, byte) in b.iter().enumerate().take(4) {
+        value |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return (value, i + 1);
+        }
+    }
+    panic!("malformed varint {}", hex(b));
+}
+
+fn u16_at(b: &[u8], i: usize) -> u16 {
+    u16::from_be_bytes([b[i], b[i + 1]])
+}
+
+/// Connects (CONNACK Success asserted); returns the socket and Session Present.
+fn connect(
+    addr: SocketAddr,
+    v: V,
+    client_id: &str,
+    clean: bool,
+    props: &[u8],
+) -> (TcpStream, bool) {
+    let s = connect_raw(addr);
+    send(&s, &connect_pkt(v, client_id, clean, props));
+    let ack = read_packet(&s);
+    assert_eq!(ack[0], 0x20, "expected CONNACK, got {}", hex(&ack));
+    let i = body_start(&ack);
+    assert_eq!(ack[i + 1], 0, "{v:?} {client_id}: CONNACK {}", hex(&ack));
+    (s, ack[i] & 1 == 1)
+}
+
+fn disconnect(s: &TcpStream, v: V) {
+    send(
+        s,
+        &if v.v5() {
+            packet::disconnect_v5(0)
+        } else {
+            packet::disconnect_v311()
+        },
+    );
+    expect_closed(s, WAIT);
+}
+
+/// SUBSCRIBE to (filter, QoS) pairs; the SUBACK must grant each QoS.
+fn subscribe(s: &TcpStream, v: V, packet_id: u16, filters: &[(&str, u8)]) {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    if v.v5() {
+        body.extend(packet::properties(&[]));
+    }
+    for (f, q) in filters {
+        body.extend(packet::utf8(f));
+        body.push(*q);
+    }
+    send(s, &packet::fixed(0x82, &body));
+    let pkt = read_packet(s);
+    assert_eq!(pkt[0], 0x90, "expected SUBACK, got {}", hex(&pkt));
+    let mut i = body_start(&pkt) + 2;
+    if v.v5() {
+        let (plen, n) = read_varint(&pkt[i..]);
+        i += n + plen;
+    }
+    let want: Vec<u8> = filters.iter().map(|(_, q)| *q).collect();
+    assert_eq!(pkt[i..].to_vec(), want, "SUBACK codes: {}", hex(&pkt));
+}
+
+/// (first byte, packet id, reason) of an acknowledgement; a missing reason is 0x00.
+fn parse_ack(pkt: &[u8]) -> (u8, u16, u8) {
+    let i = body_start(pkt);
+    let reason = if pkt.len() - i >= 3 { pkt[i + 2] } else { 0 };
+    (pkt[0], u16_at(pkt, i), reason)
+}
+
+/// Publishes and completes the flow (QoS 1: PUBACK; QoS 2: PUBREC, PUBREL, PUBCOMP); returns
+/// the reason of the PUBACK / PUBREC (0 for 3.1.1). Nothing else may arrive on this connection.
+fn publish_acked(
+    s: &TcpStream,
+    v: V,
+    topic: &str,
+    payload: &[u8],
+    qos: u8,
+    retain: bool,
+    packet_id: u16,
+) -> u8 {
+    send(
+        s,
+        &packet::publish(v.v5(), topic, payload, qos, Some(packet_id), retain, false),
+    );
+    let pkt = read_packet(s);
+    let (first, id, reason) = parse_ack(&pkt);
+    let want = if qos == 1 { 0x40 } else { 0x50 };
+    assert_eq!((first, id), (want, packet_id), "ack: {}", hex(&pkt));
+    if qos == 2 && reason < 0x80 {
+        send(s, &packet::pubrel(packet_id));
+        let comp = read_packet(s);
+        assert_eq!(parse_ack(&comp).0, 0x70, "PUBCOMP: {}", hex(&comp));
+    }
+    reason
+}
+
+/// One packet, or an error (EOF, reset, timeout) instead of a panic: the publishers see the
+/// broker die.
+fn read_packet_io(s: &TcpStream) -> io::Result<Vec<u8>> {
+    fn exact(mut s: &TcpStream, n: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; n];
+        s.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+    let mut pkt = exact(s, 1)?;
+    let mut len = 0usize;
+    for i in 0..4 {
+        let b = exact(s, 1)?[0];
+        pkt.push(b);
+        len |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    pkt.extend(exact(s, len)?);
+    Ok(pkt)
+}
+
+/// One packet, or `None` when nothing starts arriving within `timeout`.
+fn try_read_packet(s: &TcpStream, timeout: Duration) -> Option<Vec<u8>> {
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let mut first = [0u8; 1];
+    let r = (&*s).read(&mut first);
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    match r {
+        Ok(0) => panic!("connection closed while waiting for a packet"),
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
+        Err(e) => panic!("read error while waiting for a packet: {e}"),
+    }
+    let mut pkt = vec![first[0]];
+    let mut len = 0usize;
+    for i in 0..4 {
+        let b = recv_exact(s, 1)[0];
+        pkt.push(b);
+        len |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    pkt.extend(recv_exact(s, len));
+    Some(pkt)
+}
+
+/// A PUBLISH as received.
+#[derive(Debug, Clone)]
+struct Pub {
+    topic: String,
+    payload: String,
+    qos: u8,
+    retain: bool,
+    dup: bool,
+}
+
+/// The subscriber's side of the flows: a PUBLISH is acknowledged (PUBACK / PUBREC) and returned;
+/// a PUBREL is answered with PUBCOMP. `None` when nothing arrives within `timeout`.
+fn next_publish(s: &TcpStream, v: V, timeout: Duration) -> Option<Pub> {
+    let deadline = Instant::now() + timeout;
+    for _ in 0..100_000 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let pkt = try_read_packet(s, left)?;
+        match pkt[0] >> 4 {
+            3 => {
+                let qos = (pkt[0] >> 1) & 3;
+                let mut i = body_start(&pkt);
+                let tlen = usize::from(u16_at(&pkt, i));
+                i += 2;
+                let topic = String::from_utf8(pkt[i..i + tlen].to_vec()).unwrap();
+                i += tlen;
+                if qos > 0 {
+                    let id = u16_at(&pkt, i);
+                    i += 2;
+                    send(
+                        s,
+                        &if qos == 1 {
+                            packet::puback(id)
+                        } else {
+                            packet::pubrec(id)
+                        },
+                    );
+                }
+                if v.v5() {
+                    let (plen, n) = read_varint(&pkt[i..]);
+                    i += n + plen;
+                }
+                return Some(Pub {
+                    topic,
+                    payload: String::from_utf8_lossy(&pkt[i..]).into_owned(),
+                    qos,
+                    retain: pkt[0] & 1 == 1,
+                    dup: pkt[0] & 0x08 != 0,
+                });
+            }
+            6 => send(s, &packet::pubcomp(u16_at(&pkt, body_start(&pkt)))),
+            _ => panic!("{v:?}: expected PUBLISH or PUBREL, got {}", hex(&pkt)),
+        }
+    }
+    panic!("100,000 packets without a PUBLISH");
+}
+
+/// Every message until nothing arrives for `QUIET`, within `limit`.
+fn drain(s: &TcpStream, v: V, limit: Duration) -> Vec<Pub> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    while Instant::now() < deadline {
+        match next_publish(s, v, QUIET) {
+            Some(p) => got.push(p),
+            None => break,
+        }
+    }
+    got
+}
+
+// -------------------------------------------------------- publishers (kill test)
+
+/// What a publisher saw before the broker died.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Sequence numbers whose PUBACK (QoS 1) or PUBREC (QoS 2) with a success reason arrived.
+    acked: Vec<u32>,
+    /// Sequence numbers sent (acknowledged or not).
+    sent: u32,
+    /// Acknowledgements with a failure reason (must stay empty).
+    refused: Vec<(u32, u8)>,
+    /// How the stream ended.
+    end: String,
+}
+
+fn topic_of(seq: u32) -> (&'static str, u8) {
+    if seq.is_multiple_of(2) {
+        ("dur/q1", 1)
+    } else {
+        ("dur/q2", 2)
+    }
+}
+
+fn payload_of(prefix: &str, seq: u32) -> String {
+    format!("{prefix}:{seq:05}")
+}
+
+/// Publishes `n` messages (even sequence numbers QoS 1 on dur/q1, odd ones QoS 2 on dur/q2) with
+/// up to [`WINDOW`] in flight, until done or the connection breaks; counts acks in `counter`.
+/// Never panics after the CONNACK: the broker is killed under it.
+fn publish_stream(
+    addr: SocketAddr,
+    v: V,
+    prefix: &str,
+    n: u32,
+    counter: Arc<AtomicUsize>,
+) -> Outcome {
+    let (s, _) = connect(addr, v, prefix, true, &[]);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = Outcome::default();
+    let mut in_flight: HashMap<u16, u32> = HashMap::new();
+    let mut next = 0u32;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    out.end = loop {
+        if Instant::now() > deadline {
+            break "publisher time limit".into();
+        }
+        while in_flight.len() < WINDOW && next < n {
+            let (topic, qos) = topic_of(next);
+            let id = u16::try_from(next + 1).unwrap();
+            let pkt = packet::publish(
+                v.v5(),
+                topic,
+                payload_of(prefix, next).as_bytes(),
+                qos,
+                Some(id),
+                false,
+                false,
+            );
+            if let Err(e) = (&s).write_all_io(&pkt) {
+                return finish(
+                    out,
+                    format!("write error: {e}"),
+                    &s,
+                    &mut in_flight,
+                    &counter,
+                );
+            }
+            in_flight.insert(id, next);
+            next += 1;
+            out.sent = next;
+        }
+        if in_flight.is_empty() {
+            break "all acknowledged".into();
+        }
+        match read_packet_io(&s) {
+            Ok(pkt) => {
+                if let Err(e) = on_ack(&s, &pkt, &mut out, &mut in_flight, &counter) {
+                    break e;
+                }
+            }
+            Err(e) => break format!("read: {e}"),
+        }
+    };
+    out
+}
+
+/// Reads what is left on the socket after a write failed (acks the broker sent before dying).
+fn finish(
+    mut out: Outcome,
+    why: String,
+    s: &TcpStream,
+    in_flight: &mut HashMap<u16, u32>,
+    counter: &AtomicUsize,
+) -> Outcome {
+    for _ in 0..10_000 {
+        match read_packet_io(s) {
+            Ok(pkt) => {
+                if on_ack(s, &pkt, &mut out, in_flight, counter).is_err() {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    out.end = why;
+    out
+}
+
+fn on_ack(
+    s: &TcpStream,
+    pkt: &[u8],
+    out: &mut Outcome,
+    in_flight: &mut HashMap<u16, u32>,
+    counter: &AtomicUsize,
+) -> Result<(), String> {
+    let (first, id, reason) = parse_ack(pkt);
+    let Some(&seq) = in_flight.get(&id) else {
+        return Err(format!("ack for unknown packet id: {}", hex(pkt)));
+    };
+    match first {
+        0x40 | 0x50 => {
+            if reason < 0x80 {
+                out.acked.push(seq);
+                counter.fetch_add(1, Ordering::SeqCst);
+            } else {
+                out.refused.push((seq, reason));
+            }
+            if first == 0x40 || reason >= 0x80 {
+                in_flight.remove(&id);
+            } else {
+                // PUBREC: release; the packet id stays in use until PUBCOMP.
+                let _ = s.write_all_io(&packet::pubrel(id));
+            }
+        }
+        0x70 => {
+            in_flight.remove(&id);
+        }
+        _ => return Err(format!("unexpected packet {}", hex(pkt))),
+    }
+    Ok(())
+}
+
+/// `write_all` returning the error instead of panicking (the harness's `send` panics).
+trait WriteIo {
+    fn write_all_io(self, data: &[u8]) -> io::Result<()>;
+}
+
+impl WriteIo for &TcpStream {
+    fn write_all_io(mut self, data: &[u8]) -> io::Result<()> {
+        io::Write::write_all(&mut self, data)
+    }
+}
+
+// ------------------------------------------------------------------- kill test
+
+/// The offline persistent sessions of the kill test: (version, client id, CONNECT properties).
+const SUBSCRIBERS: [(V, &str, &[u8]); 2] = [
+    (V::V5, "dur-sub-v5", &EXPIRY_3600),
+    (V::V311, "dur-sub-v311", &[]),
+];
+
+#[test]
+fn kill9_mid_stream_loses_no_acknowledged_qos1_qos2_message_4_3_4_4() {
+    // The offline queues must hold the whole stream (2,000 > the default 1,000 per client); every
+    // other setting is the default, in particular `--sync normal`.
+    let mut b = Broker::start(&["--allow-anonymous", "--max-queued-messages", "100000"]);
+
+    // Persistent sessions subscribed at QoS 1 and 2, then offline.
+    for (v, id, props) in SUBSCRIBERS {
+        let (s, _) = connect(b.mqtt, v, id, v.v5(), props);
+        subscribe(&s, v, 1, &[("dur/q1", 1), ("dur/q2", 2)]);
+        disconnect(&s, v);
+    }
+    // README: sessions and subscriptions are durable "within ~100 ms of the change".
+    thread::sleep(Duration::from_millis(300));
+
+    let counter = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let publishers: Vec<_> = [(V::V5, "pub-v5"), (V::V311, "pub-v311")]
+        .into_iter()
+        .map(|(v, prefix)| {
+            let (addr, counter) = (b.mqtt, counter.clone());
+            thread::spawn(move || publish_stream(addr, v, prefix, N_PER_PUBLISHER, counter))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counter.load(Ordering::SeqCst) < KILL_AFTER_ACKS {
+        assert!(
+            Instant::now() < deadline,
+            "only {} acks within 60 s",
+            counter.load(Ordering::SeqCst)
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    let at_kill = counter.load(Ordering::SeqCst);
+    b.kill9();
+    let kill_time = started.elapsed();
+    let outcomes: Vec<Outcome> = publishers
+        .into_iter()
+        .map(|h| h.join().expect("publisher thread"))
+        .collect();
+    let total_acked: usize = outcomes.iter().map(|o| o.acked.len()).sum();
+    let total_sent: u32 = outcomes.iter().map(|o| o.sent).sum();
+    eprintln!(
+        "killed after {kill_time:?} with {at_kill} acks counted; finally acked {total_acked}, \
+         sent {total_sent} of {}; ends: {:?}",
+        2 * N_PER_PUBLISHER,
+        outcomes.iter().map(|o| o.end.as_str()).collect::<Vec<_>>()
+    );
+    for o in &outcomes {
+        assert!(o.refused.is_empty(), "refused publishes: {:?}", o.refused);
+    }
+    assert!(
+        total_acked < 2 * N_PER_PUBLISHER as usize,
+        "the stream finished before the kill: not a mid-stream crash"
+    );
+
+    b.crash_restart();
+    assert!(
+        b.wait_for_log("persistent sessions", WAIT),
+        "restore logged:\n{}",
+        b.log()
+    );
+
+    // Subscriptions survive: a publish after the restart reaches the offline sessions
+    // (reason 0x00, not 0x10 No matching subscribers).
+    let (p, _) = connect(b.mqtt, V::V5, "pub-after", true, &[]);
+    assert_eq!(
+        publish_acked(&p, V::V5, "dur/q1", b"after:q1", 1, false, 1),
+        0x00
+    );
+    assert_eq!(
+        publish_acked(&p, V::V5, "dur/q2", b"after:q2", 2, false, 2),
+        0x00
+    );
+
+    let prefixes = ["pub-v5", "pub-v311"];
+    for (v, id, props) in SUBSCRIBERS {
+        let (s, present) = connect(b.mqtt, v, id, false, props);
+        assert!(
+            present,
+            "{v:?} {id}: Session Present 1 after kill -9 + restart"
+        );
+        // Expected: every acknowledged message, plus the two published after the restart.
+        let mut expected: HashMap<String, u8> = HashMap::new();
+        for (o, prefix) in outcomes.iter().zip(prefixes) {
+            for &seq in &o.acked {
+                expected.insert(payload_of(prefix, seq), topic_of(seq).1);
+            }
+        }
+        expected.insert("after:q1".into(), 1);
+        expected.insert("after:q2".into(), 2);
+
+        let t0 = Instant::now();
+        let mut got: Vec<Pub> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline && !expected.keys().all(|k| seen.contains(k)) {
+            match next_publish(&s, v, WAIT) {
+                Some(p) => {
+                    seen.insert(p.payload.clone());
+                    got.push(p);
+                }
+                None => break,
+            }
+        }
+        // Whatever else comes (duplicates would show up here).
+        got.extend(drain(&s, v, Duration::from_secs(10)));
+        seen.extend(got.iter().map(|p| p.payload.clone()));
+        eprintln!(
+            "{v:?} {id}: {} messages in {:?} ({} expected)",
+            got.len(),
+            t0.elapsed(),
+            expected.len()
+        );
+
+        let mut missing: Vec<&String> = expected.keys().filter(|k| !seen.contains(*k)).collect();
+        missing.sort();
+        assert!(
+            missing.is_empty(),
+            "{v:?} {id}: {} acknowledged messages lost after kill -9, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(20)]
+        );
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for p in &got {
+            *counts.entry(p.payload.as_str()).or_default() += 1;
+            let (topic, qos) = expected_route(&p.payload);
+            assert_eq!(
+                (p.topic.as_str(), p.qos),
+                (topic, qos),
+                "{v:?} {id}: {p:?} delivered on the wrong topic or QoS"
+            );
+            assert!(!p.retain, "{v:?} {id}: not a retained message: {p:?}");
+        }
+        let dup_qos2: Vec<(&str, usize)> = counts
+            .iter()
+            .filter(|(payload, n)| **n > 1 && expected_route(payload).1 == 2)
+            .map(|(p, n)| (*p, *n))
+            .collect();
+        assert!(
+            dup_qos2.is_empty(),
+            "{v:?} {id}: QoS 2 messages delivered more than once: {dup_qos2:?}"
+        );
+        let dup_qos1 = counts.values().filter(|n| **n > 1).count();
+        if dup_qos1 > 0 {
+            eprintln!("{v:?} {id}: {dup_qos1} QoS 1 messages delivered twice (allowed)");
+        }
+        // Order (§4.6): per publisher and topic, in the order published. Only the first copy
+        // of each message counts.
+        let mut last: BTreeMap<(String, String), u32> = BTreeMap::new();
+        let mut first_copy = HashSet::new();
+        for p in &got {
+            if p.payload.starts_with("after:") || !first_copy.insert(p.payload.clone()) {
+                continue;
+            }
+            let (prefix, seq) = p.payload.rsplit_once(':').unwrap();
+            let seq: u32 = seq.parse().unwrap();
+            let key = (prefix.to_owned(), p.topic.clone());
+            if let Some(prev) = last.insert(key.clone(), seq) {
+                assert!(
+                    seq > prev,
+                    "{v:?} {id}: {key:?}: message {seq} delivered after {prev} (MQTT-4.6.0-6)"
+                );
+            }
+        }
+        disconnect(&s, v);
+    }
+}
+
+/// (topic, QoS) a payload of the kill test was published with.
+fn expected_route(payload: &str) -> (&'static str, u8) {
+    match payload {
+        "after:q1" => ("dur/q1", 1),
+        "after:q2" => ("dur/q2", 2),
+        _ => {
+            let seq = payload.rsplit(':').next().and_then(|s| s.parse().ok());
+            topic_of(seq.unwrap_or_else(|| panic!("unexpected payload {payload:?}")))
+        }
+    }
+}
+
+/// A subscriber's side of delivery as an application sees it, kept across a reconnect: QoS 2 by
+/// §4.3.3 method B — delivered on the first PUBLISH, its packet id remembered until PUBREL, a
+/// PUBLISH with a remembered id is the same message (not delivered again).
+#[derive(Debug, Default)]
+struct SubState {
+    /// Payloads handed to the application, in order (QoS 1 may repeat).
+    delivered: Vec<String>,
+    /// QoS 2: packet id → payload, PUBREC sent, PUBREL not yet received.
+    pending: HashMap<u16, String>,
+    /// QoS 2 payloads whose PUBCOMP was sent.
+    completed: HashSet<String>,
+    /// Protocol breaches seen (must stay empty).
+    errors: Vec<String>,
+}
+
+impl SubState {
+    /// Handles one packet from the broker. `Err` when the answer cannot be written (the broker
+    /// died) or the packet is neither PUBLISH nor PUBREL (also recorded in `errors`).
+    fn handle(&mut self, s: &TcpStream, v: V, pkt: &[u8]) -> Result<(), String> {
+        match pkt[0] >> 4 {
+            3 => {
+                let qos = (pkt[0] >> 1) & 3;
+                let mut i = body_start(pkt);
+                let tlen = usize::from(u16_at(pkt, i));
+                i += 2 + tlen;
+                let id = if qos > 0 { u16_at(pkt, i) } else { 0 };
+                if qos > 0 {
+                    i += 2;
+                }
+                if v.v5() {
+                    let (plen, n) = read_varint(&pkt[i..]);
+                    i += n + plen;
+                }
+                let payload = String::from_utf8_lossy(&pkt[i..]).into_owned();
+                match qos {
+                    2 => {
+                        match self.pending.get(&id) {
+                            Some(p) if *p == payload => {} // a resend of the same message
+                            Some(p) => self.errors.push(format!(
+                                "packet id {id} reused for {payload} while {p} awaits PUBREL"
+                            )),
+                            None => {
+                                if self.completed.contains(&payload) {
+                                    self.errors.push(format!(
+                                        "QoS 2 message {payload} delivered again after PUBCOMP"
+                                    ));
+                                }
+                                self.delivered.push(payload.clone());
+                                self.pending.insert(id, payload);
+                            }
+                        }
+                        s.write_all_io(&packet::pubrec(id))
+                            .map_err(|e| e.to_string())
+                    }
+                    1 => {
+                        self.delivered.push(payload);
+                        s.write_all_io(&packet::puback(id))
+                            .map_err(|e| e.to_string())
+                    }
+                    _ => {
+                        self.delivered.push(payload);
+                        Ok(())
+                    }
+                }
+            }
+            6 => {
+                let id = u16_at(pkt, body_start(pkt));
+                if let Some(p) = self.pending.remove(&id) {
+                    self.completed.insert(p);
+                }
+                s.write_all_io(&packet::pubcomp(id))
+                    .map_err(|e| e.to_string())
+            }
+            _ => {
+                let e = format!("unexpected packet {}", hex(pkt));
+                self.errors.push(e.clone());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reads (slowly: `pause` per packet) until the connection breaks or `limit` passes.
+fn subscriber_loop(s: &TcpStream, v: V, state: &mut SubState, pause: Duration, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..1_000_000 {
+        if Instant::now() > deadline {
+            return;
+        }
+        let Ok(pkt) = read_packet_io(s) else { return };
+        if state.handle(s, v, &pkt).is_err() {
+            return; // the broker was killed (or a protocol error, kept in `errors`)
+        }
+        thread::sleep(pause);
+    }
+}
+
+#[test]
+fn kill9_with_subscribers_online_delivers_every_acknowledged_message_once_for_qos2_4_3_3() {
+    // The same stream, but the persistent sessions are connected and reading slowly (Receive
+    // Maximum 10 for the 5.0 one), so that at the kill some messages are delivered, some in
+    // flight (PUBLISH sent, PUBREC sent, PUBREL sent) and the rest queued.
+    let mut b = Broker::start(&["--allow-anonymous", "--max-queued-messages", "100000"]);
+    let receive_max_10 = [0x11, 0x00, 0x00, 0x0e, 0x10, 0x21, 0x00, 0x0a];
+    let subs: [(V, &str, &[u8]); 2] = [
+        (V::V5, "live-sub-v5", &receive_max_10),
+        (V::V311, "live-sub-v311", &[]),
+    ];
+    let mut sub_threads = Vec::new();
+    for (v, id, props) in subs {
+        let (s, _) = connect(b.mqtt, v, id, v.v5(), props);
+        subscribe(&s, v, 1, &[("dur/q1", 1), ("dur/q2", 2)]);
+        sub_threads.push(thread::spawn(move || {
+            let mut st = SubState::default();
+            subscriber_loop(
+                &s,
+                v,
+                &mut st,
+                Duration::from_millis(1),
+                Duration::from_secs(90),
+            );
+            st
+        }));
+    }
+    thread::sleep(Duration::from_millis(300));
+
+    let counter = Arc::new(AtomicUsize::new(0));
+    let publishers: Vec<_> = [(V::V5, "pub-v5"), (V::V311, "pub-v311")]
+        .into_iter()
+        .map(|(v, prefix)| {
+            let (addr, counter) = (b.mqtt, counter.clone());
+            thread::spawn(move || publish_stream(addr, v, prefix, N_PER_PUBLISHER, counter))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counter.load(Ordering::SeqCst) < KILL_AFTER_ACKS {
+        assert!(Instant::now() < deadline, "too few acks within 60 s");
+        thread::sleep(Duration::from_millis(1));
+    }
+    b.kill9();
+    let outcomes: Vec<Outcome> = publishers
+        .into_iter()
+        .map(|h| h.join().expect("publisher thread"))
+        .collect();
+    let states: Vec<SubState> = sub_threads
+        .into_iter()
+        .map(|h| h.join().expect("subscriber thread"))
+        .collect();
+    let acked: usize = outcomes.iter().map(|o| o.acked.len()).sum();
+    assert!(
+        acked < 2 * N_PER_PUBLISHER as usize,
+        "stream ended before the kill"
+    );
+    for (st, (v, id, _)) in states.iter().zip(subs) {
+        eprintln!(
+            "{v:?} {id} at the kill: {} delivered, {} QoS 2 awaiting PUBREL, {} QoS 2 completed; \
+             {acked} acknowledged to publishers",
+            st.delivered.len(),
+            st.pending.len(),
+            st.completed.len()
+        );
+    }
+
+    b.crash_restart();
+    for (mut st, (v, id, props)) in states.into_iter().zip(subs) {
+        let (s, present) = connect(b.mqtt, v, id, false, props);
+        assert!(present, "{v:?} {id}: session lost");
+        let expected: Vec<String> = outcomes
+            .iter()
+            .zip(["pub-v5", "pub-v311"])
+            .flat_map(|(o, prefix)| o.acked.iter().map(move |seq| payload_of(prefix, *seq)))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for _ in 0..1_000_000 {
+            let have: HashSet<&String> = st.delivered.iter().collect();
+            if Instant::now() > deadline || expected.iter().all(|p| have.contains(p)) {
+                break;
+            }
+            match try_read_packet(&s, WAIT) {
+                Some(pkt) => {
+                    if let Err(e) = st.handle(&s, v, &pkt) {
+                        panic!("{v:?} {id}: {e}");
+                    }
+                }
+                None => break,
+            }
+        }
+        // Anything more (a duplicate would show up here), until quiet.
+        for _ in 0..100_000 {
+            match try_read_packet(&s, QUIET) {
+                Some(pkt) => st.handle(&s, v, &pkt).unwrap(),
+                None => break,
+            }
+        }
+        let have: HashSet<&String> = st.delivered.iter().collect();
+        let missing: Vec<&String> = expected.iter().filter(|p| !have.contains(p)).collect();
+        assert!(
+            missing.is_empty(),
+            "{v:?} {id}: {} acknowledged messages lost, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(20)]
+        );
+        assert!(st.errors.is_empty(), "{v:?} {id}: {:?}", st.errors);
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for p in &st.delivered {
+            *counts.entry(p.as_str()).or_default() += 1;
+        }
+        let dup2: Vec<_> = counts
+            .iter()
+            .filter(|(p, n)| **n > 1 && expected_route(p).1 == 2)
+            .collect();
+        assert!(
+            dup2.is_empty(),
+            "{v:?} {id}: QoS 2 delivered twice: {dup2:?}"
+        );
+        assert!(
+            st.pending.is_empty(),
+            "{v:?} {id}: QoS 2 flows never released: {:?}",
+            st.pending
+        );
+        eprintln!(
+            "{v:?} {id}: {} deliveries in all, {} QoS 1 repeats",
+            st.delivered.len(),
+            counts.values().filter(|n| **n > 1).count()
+        );
+        disconnect(&s, v);
+    }
+}
+
+// ------------------------------------------------------------------- retained
+
+/// What a new subscription to `ret/#` gets: (topic, payload, QoS, retain), sorted.
+fn retained_snapshot(addr: SocketAddr, v: V, id: &str) -> Vec<(String, String, u8, bool)> {
+    let (s, _) = connect(addr, v, id, true, &[]);
+    subscribe(&s, v, 1, &[("ret/#", 2)]);
+    let mut got: Vec<_> = drain(&s, v, WAIT)
+        .into_iter()
+        .map(|p| (p.topic, p.payload, p.qos, p.retain))
+        .collect();
+    got.sort();
+    disconnect(&s, v);
+    got
+}
+
+#[test]
+fn retained_messages_survive_kill9_and_clean_stop_3_3_1_3() {
+    let mut b = Broker::start(&["--allow-anonymous"]);
+    let (p5, _) = connect(b.mqtt, V::V5, "ret-pub-v5", true, &[]);
+    let (p3, _) = connect(b.mqtt, V::V311, "ret-pub-v311", true, &[]);
+    // QoS 0: README "within ~100 ms" — so give it time before the kill.
+    send(
+        &p5,
+        &packet::publish(true, "ret/q0", b"zero", 0, None, true, false),
+    );
+    send(
+        &p3,
+        &packet::publish(false, "ret/v311/q0", b"zero-311", 0, None, true, false),
+    );
+    // A retained message set, then cleared (empty payload, MQTT-3.3.1-10): must stay cleared.
+    publish_acked(&p5, V::V5, "ret/gone", b"soon gone", 1, true, 1);
+    thread::sleep(Duration::from_millis(500));
+    // QoS 1 / 2: committed before the PUBACK / PUBREC, so the kill may follow at once.
+    publish_acked(&p5, V::V5, "ret/gone", b"", 1, true, 2);
+    publish_acked(&p5, V::V5, "ret/q1", b"one", 1, true, 3);
+    publish_acked(&p5, V::V5, "ret/q2", b"two", 2, true, 4);
+    publish_acked(&p3, V::V311, "ret/v311/q1", b"one-311", 1, true, 1);
+    // A retained message replaced by a newer one: only the newer survives.
+    publish_acked(&p3, V::V311, "ret/replaced", b"old", 1, true, 2);
+    publish_acked(&p3, V::V311, "ret/replaced", b"new", 2, true, 3);
+    let want: Vec<(String, String, u8, bool)> = [
+        ("ret/q0", "zero", 0),
+        ("ret/q1", "one", 1),
+        ("ret/q2", "two", 2),
+        ("ret/replaced", "new", 2),
+        ("ret/v311/q0", "zero-311", 0),
+        ("ret/v311/q1", "one-311", 1),
+    ]
+    .iter()
+    .map(|(t, p, q)| (t.to_string(), p.to_string(), *q, true))
+    .collect();
+    assert_eq!(
+        retained_snapshot(b.mqtt, V::V5, "ret-check-0"),
+        want,
+        "before any restart"
+    );
+
+    b.crash_restart();
+    for v in [V::V5, V::V311] {
+        assert_eq!(
+            retained_snapshot(b.mqtt, v, &format!("ret-check-kill-{v:?}")),
+            want,
+            "{v:?}: retained messages after kill -9"
+        );
+    }
+    let st = b.restart();
+    assert!(st.success(), "clean stop: {st}");
+    for v in [V::V5, V::V311] {
+        assert_eq!(
+            retained_snapshot(b.mqtt, v, &format!("ret-check-stop-{v:?}")),
+            want,
+            "{v:?}: retained messages after a clean stop"
+        );
+    }
+    // And once more through a kill, after the clean restart.
+    b.crash_restart();
+    assert_eq!(retained_snapshot(b.mqtt, V::V311, "ret-check-last"), want);
+}
+
+// ------------------------------------------------------------- session expiry
+
+fn session_expiry_across_restart(crash: bool) {
+    let mut b = Broker::start(&["--allow-anonymous"]);
+    for (id, props) in [("exp-2s", &EXPIRY_2), ("exp-1h", &EXPIRY_3600)] {
+        let (s, _) = connect(b.mqtt, V::V5, id, true, props);
+        subscribe(&s, V::V5, 1, &[("exp/t", 1)]);
+        disconnect(&s, V::V5);
+    }
+    let (s, _) = connect(b.mqtt, V::V311, "exp-311", false, &[]);
+    subscribe(&s, V::V311, 1, &[("exp/t", 1)]);
+    disconnect(&s, V::V311);
+    let gone_at = Instant::now();
+    thread::sleep(Duration::from_millis(300)); // README: sessions durable within ~100 ms
+    if crash {
+        b.crash_restart();
+    } else {
+        assert!(b.restart().success());
+    }
+    let restarted = Instant::now();
+    eprintln!("restarted {:?} after the disconnect", restarted - gone_at);
+    // Routed to the two long-lived sessions, not the expired one.
+    let (p, _) = connect(b.mqtt, V::V5, "exp-pub", true, &[]);
+    assert_eq!(publish_acked(&p, V::V5, "exp/t", b"m", 1, false, 1), 0x00);
+    let until = restarted + Duration::from_secs(3);
+    thread::sleep(until.saturating_duration_since(Instant::now()));
+
+    // Expired (2 s, counted from the disconnect before the restart): a new session, nothing
+    // queued (§3.1.2.11.2, MQTT-3.2.2-3: Session Present 0).
+    let (s, present) = connect(b.mqtt, V::V5, "exp-2s", false, &EXPIRY_2);
+    assert!(
+        !present,
+        "session with expiry 2 s still present 3 s after the restart"
+    );
+    assert!(
+        next_publish(&s, V::V5, QUIET).is_none(),
+        "an expired session kept its messages"
+    );
+    disconnect(&s, V::V5);
+    // The others are still there, with the message.
+    for (v, id, props) in [
+        (V::V5, "exp-1h", &EXPIRY_3600[..]),
+        (V::V311, "exp-311", &[][..]),
+    ] {
+        let (s, present) = connect(b.mqtt, v, id, false, props);
+        assert!(present, "{v:?} {id}: session lost");
+        let m = next_publish(&s, v, WAIT).unwrap_or_else(|| panic!("{v:?} {id}: message lost"));
+        assert_eq!(
+            (m.topic.as_str(), m.payload.as_str(), m.qos),
+            ("exp/t", "m", 1)
+        );
+        disconnect(&s, v);
+    }
+}
+
+#[test]
+fn session_expiry_2s_is_gone_after_clean_restart_plus_3s_3_1_2_11_2() {
+    session_expiry_across_restart(false);
+}
+
+#[test]
+fn session_expiry_2s_is_gone_after_kill9_restart_plus_3s_3_1_2_11_2() {
+    session_expiry_across_restart(true);
+}
+
+// ---------------------------------------------------------------- sync modes
+
+/// With `args`, 50 QoS 1 + 50 QoS 2 messages for an offline 5.0 and 3.1.1 persistent session,
+/// acknowledged; `settle` later, kill -9 and restart: all are delivered, QoS 2 once.
+fn sync_mode_keeps_acknowledged(args: &[&str], settle: Duration) {
+    let mut b = Broker::start(args);
+    for (v, id, props) in SUBSCRIBERS {
+        // 5.0: Clean Start 1 with Session Expiry 3600 s; 3.1.1: Clean Session 0.
+        let (s, _) = connect(b.mqtt, v, id, v.v5(), props);
+        subscribe(&s, v, 1, &[("dur/q1", 1), ("dur/q2", 2)]);
+        disconnect(&s, v);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let (p, _) = connect(b.mqtt, V::V5, "sync-pub", true, &[]);
+    let t0 = Instant::now();
+    for seq in 0..100u32 {
+        let (topic, qos) = topic_of(seq);
+        let r = publish_acked(
+            &p,
+            V::V5,
+            topic,
+            payload_of("sync", seq).as_bytes(),
+            qos,
+            false,
+            u16::try_from(seq + 1).unwrap(),
+        );
+        assert_eq!(r, 0x00, "{args:?}: message {seq} reason 0x{r:02x}");
+    }
+    eprintln!(
+        "{args:?}: 100 acknowledged publishes (one at a time) in {:?}",
+        t0.elapsed()
+    );
+    thread::sleep(settle);
+    b.crash_restart();
+    for (v, id, props) in SUBSCRIBERS {
+        let (s, present) = connect(b.mqtt, v, id, false, props);
+        assert!(present, "{args:?} {v:?}: session lost");
+        let got = drain(&s, v, Duration::from_secs(20));
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for m in &got {
+            *counts.entry(m.payload.clone()).or_default() += 1;
+        }
+        for seq in 0..100 {
+            let key = payload_of("sync", seq);
+            let n = counts.get(&key).copied().unwrap_or(0);
+            assert!(n >= 1, "{args:?} {v:?}: acknowledged message {key} lost");
+            if seq % 2 == 1 {
+                assert_eq!(
+                    n, 1,
+                    "{args:?} {v:?}: QoS 2 message {key} delivered {n} times"
+                );
+            }
+        }
+        disconnect(&s, v);
+    }
+}
+
+#[test]
+fn sync_full_keeps_every_acknowledged_message_across_kill9() {
+    sync_mode_keeps_acknowledged(&["--allow-anonymous", "--sync", "full"], Duration::ZERO);
+}
+
+#[test]
+fn sync_relaxed_commits_within_its_window() {
+    // Relaxed acknowledges at once and commits within `sync_window`: after 10 windows the
+    // messages are in the file (a kill inside the window may lose them, as documented).
+    sync_mode_keeps_acknowledged(
+        &[
+            "--allow-anonymous",
+            "--sync",
+            "relaxed",
+            "--sync-window",
+            "100",
+        ],
+        Duration::from_secs(1),
+    );
+}
+
+#[test]
+fn sync_normal_explicit_keeps_every_acknowledged_message_across_kill9() {
+    sync_mode_keeps_acknowledged(&["--allow-anonymous", "--sync", "normal"], Duration::ZERO);
+}
+
+#[test]
+fn dup_flag_unset_on_first_delivery_from_restored_queue_3_3_1_1() {
+    // Messages that were only queued (never sent) before the crash are first deliveries after
+    // the restart: DUP 0 (MQTT-3.3.1-1 sets DUP only on a re-delivery attempt).
+    let mut b = Broker::start(&["--allow-anonymous"]);
+    let (s, _) = connect(b.mqtt, V::V5, "dup-sub", true, &EXPIRY_3600);
+    subscribe(&s, V::V5, 1, &[("dup/t", 2)]);
+    disconnect(&s, V::V5);
+    thread::sleep(Duration::from_millis(300));
+    let (p, _) = connect(b.mqtt, V::V5, "dup-pub", true, &[]);
+    publish_acked(&p, V::V5, "dup/t", b"a", 1, false, 1);
+    publish_acked(&p, V::V5, "dup/t", b"b", 2, false, 2);
+    b.crash_restart();
+    let (s, present) = connect(b.mqtt, V::V5, "dup-sub", false, &EXPIRY_3600);
+    assert!(present);
+    let got = drain(&s, V::V5, WAIT);
+    let summary: Vec<(&str, u8, bool)> = got
+        .iter()
+        .map(|m| (m.payload.as_str(), m.qos, m.dup))
+        .collect();
+    assert_eq!(summary, vec![("a", 1, false), ("b", 2, false)]);
+}
