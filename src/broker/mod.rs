@@ -88,6 +88,15 @@ pub struct Broker {
 /// The window of `connect_rate_limit`.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
+/// What a CONNECT asks of its session: the fields of [`Broker::open_session`]'s request.
+pub struct OpenRequest<'a> {
+    pub client_id: &'a Arc<str>,
+    pub clean_start: bool,
+    pub link: LinkLimits,
+    pub expiry_interval: u32,
+    pub username: Option<&'a str>,
+}
+
 /// What `open_session` did.
 pub struct Opened {
     pub session: Arc<Session>,
@@ -288,14 +297,17 @@ impl Broker {
     /// session is saved to the store; one that stops being persistent is deleted from it.
     pub fn open_session(
         &self,
-        client_id: &Arc<str>,
-        clean_start: bool,
-        link: LinkLimits,
-        expiry_interval: u32,
-        username: Option<&str>,
+        request: OpenRequest<'_>,
         outbox: &Arc<Outbox>,
         connack: impl FnOnce(bool) -> Packet,
     ) -> Opened {
+        let OpenRequest {
+            client_id,
+            clean_start,
+            link,
+            expiry_interval,
+            username,
+        } = request;
         let mut sessions = self.sessions.lock();
         // CONNACK is queued while the registry is locked, before the outbox joins the session,
         // so a takeover racing this CONNECT always finds it queued: the first packet a client

@@ -14,7 +14,7 @@ use std::thread;
 use crate::broker::connection::{Client, Reader};
 use crate::broker::outbox::{Outbox, Writer};
 use crate::broker::session::{LinkLimits, NEVER_EXPIRES};
-use crate::broker::Broker;
+use crate::broker::{Broker, OpenRequest};
 use crate::protocol::{
     ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode, MAX_REMAINING_LENGTH,
 };
@@ -199,21 +199,20 @@ pub fn accept(
             return None;
         }
     };
-    let opened = broker.open_session(
-        &client_id,
-        c.clean_start,
+    let request = OpenRequest {
+        client_id: &client_id,
+        clean_start: c.clean_start,
         link,
-        expiry,
-        c.username.as_deref(),
-        &outbox,
-        |session_present| {
-            Packet::ConnAck(ConnAck {
-                session_present,
-                reason: ReasonCode::Success,
-                properties: props,
-            })
-        },
-    );
+        expiry_interval: expiry,
+        username: c.username.as_deref(),
+    };
+    let opened = broker.open_session(request, &outbox, |session_present| {
+        Packet::ConnAck(ConnAck {
+            session_present,
+            reason: ReasonCode::Success,
+            properties: props,
+        })
+    });
     let writer = Writer {
         outbox: outbox.clone(),
         session: opened.session.clone(),
