@@ -1063,10 +1063,8 @@ both_versions! {
     acl_percent_u_and_percent_c_substitution => acl_substitution;
     acl_plus_and_hash_wildcards_in_rules => acl_wildcards;
     acl_deny_rule_inside_a_wider_allowed_subscription => acl_deny_inside_wider;
-    #[ignore = "broker bug: retained messages sent at SUBSCRIBE skip the per-message ACL read check"]
     acl_deny_rule_applies_to_retained_messages_sent_at_subscribe => acl_deny_retained;
     acl_rules_changed_while_running_take_effect_without_restart => acl_live_changes;
-    #[ignore = "broker bug: a will is published without the ACL write check on its topic"]
     acl_will_on_a_topic_the_client_may_not_publish_is_not_delivered => acl_will;
 }
 

@@ -23,7 +23,8 @@ use crate::protocol::{self, Packet, ProtocolVersion, ReasonCode, Will};
 
 /// Reads packets from the socket within a deadline.
 pub struct Reader {
-    stream: TcpStream,
+    /// Shared with the writer thread and the connection table: one descriptor per socket.
+    stream: Arc<TcpStream>,
     frames: FrameBuffer,
     chunk: Vec<u8>,
     pub version: Option<ProtocolVersion>,
@@ -37,7 +38,7 @@ pub struct Reader {
 const TIMEOUT_SLACK: Duration = Duration::from_millis(200);
 
 impl Reader {
-    pub fn new(stream: TcpStream, chunk_size: usize, max_packet_size: u32) -> Reader {
+    pub fn new(stream: Arc<TcpStream>, chunk_size: usize, max_packet_size: u32) -> Reader {
         Reader {
             stream,
             frames: FrameBuffer::new(),
@@ -80,7 +81,7 @@ impl Reader {
                 self.stream.set_read_timeout(None)?;
                 self.timeout = None;
             }
-            match self.stream.read(&mut self.chunk) {
+            match (&*self.stream).read(&mut self.chunk) {
                 Ok(0) => return Err(ConnError::Closed),
                 Ok(n) => self.frames.extend(&self.chunk[..n]),
                 Err(e)
@@ -101,12 +102,12 @@ impl Reader {
             let mut buf = Vec::new();
             protocol::encode(packet, version, &mut buf);
             let _ = self.stream.set_write_timeout(Some(Duration::from_secs(5)));
-            let _ = self.stream.write_all(&buf);
+            let _ = (&*self.stream).write_all(&buf);
         }
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
-    pub fn stream(&self) -> &TcpStream {
+    pub fn stream(&self) -> &Arc<TcpStream> {
         &self.stream
     }
 }
@@ -154,10 +155,9 @@ pub fn run(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, conn_id: u6
         broker: broker.clone(),
         conn_id,
     };
-    if let Ok(clone) = stream.try_clone() {
-        broker.register_conn(conn_id, clone, peer);
-    }
     let _ = stream.set_nodelay(true);
+    let stream = Arc::new(stream);
+    broker.register_conn(conn_id, stream.clone(), peer);
     let cfg = broker.config.clone();
     let mut reader = Reader::new(stream, cfg.read_chunk_size, cfg.max_packet_size);
     let deadline = Instant::now() + cfg.connect_timeout;
@@ -273,6 +273,22 @@ impl Client {
         };
         self.outbox.close(last.as_ref());
         let will = if publish_will { self.will.take() } else { None };
+        // The ACL may have changed since CONNECT checked the will topic.
+        let will = will.filter(|w| {
+            let allowed = self.broker.store.acl().can_publish(
+                self.username.as_deref(),
+                &self.client_id,
+                &w.topic,
+            );
+            if !allowed {
+                log::info!(
+                    "client {}: will on {} dropped: the ACL no longer allows it",
+                    self.client_id,
+                    w.topic
+                );
+            }
+            allowed
+        });
         let will_delay = will
             .as_ref()
             .and_then(|w| w.properties.will_delay_interval)

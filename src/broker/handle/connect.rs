@@ -106,6 +106,16 @@ fn check(broker: &Broker, c: &Connect) -> Result<(), (ReasonCode, &'static str)>
         }
         None => {}
     }
+    if let Some(will) = &c.will {
+        // Refused up front, as Mosquitto does: a will the client may not publish would
+        // otherwise be accepted now and silently never delivered.
+        if !acl.can_publish(c.username.as_deref(), &c.client_id, &will.topic) {
+            return Err((
+                ReasonCode::NotAuthorized,
+                "will topic not allowed by the ACL",
+            ));
+        }
+    }
     if broker.connect_rate_exceeded(&c.client_id) {
         return Err((
             ReasonCode::ConnectionRateExceeded,
@@ -188,17 +198,7 @@ pub fn accept(
     }
 
     let outbox = Arc::new(Outbox::new(conn_id, version));
-    let write_half = match reader.stream().try_clone() {
-        Ok(s) => s,
-        Err(e) => {
-            log::warn!("client {client_id} from {peer}: cannot clone socket: {e}");
-            reader.write_and_close(
-                Some(&connack_refusal(ReasonCode::ServerUnavailable)),
-                version,
-            );
-            return None;
-        }
-    };
+    let write_half = reader.stream().clone();
     let request = OpenRequest {
         client_id: &client_id,
         clean_start: c.clean_start,
@@ -230,7 +230,7 @@ pub fn accept(
         reader.write_and_close(None, version);
         return None;
     }
-    broker.attach_conn(conn_id, outbox.clone(), client_id.clone());
+    broker.attach_conn(conn_id, outbox.clone(), client_id.clone(), keep_alive);
     broker.stats.client_connected();
     broker.store.client_connected(ClientRecord {
         client_id: client_id.to_string(),

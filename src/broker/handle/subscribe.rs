@@ -9,7 +9,7 @@ use super::Flow;
 use crate::broker::connection::Client;
 use crate::broker::error::ConnError;
 use crate::broker::router::SubEntry;
-use crate::broker::session::{Delivery, SubscriptionRecord};
+use crate::broker::session::{Delivery, DropReason, SubscriptionRecord};
 use crate::protocol::topic::{parse_shared, valid_topic_filter};
 use crate::protocol::{
     Packet, Properties, ReasonCode, RetainHandling, SubAck, Subscribe, TopicSubscription,
@@ -58,13 +58,19 @@ pub fn handle(client: &mut Client, s: Subscribe) -> Result<Flow, ConnError> {
     }));
     if !retained.is_empty() {
         let limits = client.broker.queue_limits();
+        // A filter the client may read can still cover topics an ACL deny rule hides; those
+        // retained messages are skipped exactly as live ones are.
+        let acl = client.broker.delivery_acl();
         for d in retained {
-            if client.session.enqueue(d, &limits).is_err() {
-                client
-                    .broker
-                    .stats
-                    .dropped
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match client.session.enqueue_checked(d, &limits, acl.as_deref()) {
+                Ok(_) | Err(DropReason::NotAuthorized) => {}
+                Err(_) => {
+                    client
+                        .broker
+                        .stats
+                        .dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
     }
