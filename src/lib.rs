@@ -16,11 +16,12 @@
 //! |---|---|---|---|
 //! | main | config, the other threads' handles | a signal over a crossbeam channel | SIGINT / SIGTERM |
 //! | `acceptor` | the `TcpListener` | sockets from `accept()` | stop flag + a connection to itself |
-//! | `client-<id>` (one per socket) | read half, framing buffer, inbound topic aliases | bytes | socket closed or shut down |
-//! | `client-<id>-w` (one per client) | write half, outbound topic aliases | wake-ups via its [`broker::outbox::Outbox`] | outbox closed |
+//! | `client-<id>` (one per socket) | reading the socket, framing buffer, inbound topic aliases | bytes | socket closed or shut down |
+//! | `client-<id>-w` (one per client) | writing the socket, outbound topic aliases | wake-ups via its [`broker::outbox::Outbox`] | outbox closed |
 //! | `ticker` | nothing | a tick every 250 ms | its channel closed |
 //! | `store` | the rusqlite `Connection` | durable writes, history, queries over crossbeam channels | shutdown after a final commit |
 //! | `web` | the `tiny_http::Server` | HTTP requests | `unblock()` |
+//! | `web-drain` (short-lived, a few at most) | one unauthenticated request with a body | handed over by `web` | body read (bounded) and answered |
 //!
 //! Only typed values cross threads: decoded packets stay on the reader; messages travel as
 //! `Arc<Message>` into session queues and to the store; counters are atomics. No `TcpStream`

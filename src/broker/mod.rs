@@ -33,38 +33,26 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::config::Config;
-use crate::protocol::{Disconnect, Packet, Properties, ProtocolVersion, QoS, ReasonCode};
+use crate::protocol::{Disconnect, Packet, Properties, QoS, ReasonCode};
 use crate::store::{
     now_ms, DurableTicket, SessionRecord, StoreError, StoreHandle, SubscriptionRow,
 };
 use message::Message;
 use outbox::Outbox;
 use retain::RetainStore;
-use router::{Router, SubEntry};
+use router::Router;
 use session::{Delivery, DropReason, Durable, Inflight, LinkLimits, QueueLimits, Session};
 use stats::Stats;
 
 /// A connection the broker can reach to disconnect it (server stop, takeover, the web page).
 struct LiveConn {
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     outbox: Option<Arc<Outbox>>,
     client_id: Option<Arc<str>>,
+    /// The keep alive in force (after any Server Keep Alive), once CONNECT is accepted.
+    keep_alive: Option<u16>,
     peer: SocketAddr,
     connected_at: Instant,
-}
-
-/// A connected client as the control page sees it.
-#[derive(Debug, Clone)]
-pub struct ClientInfo {
-    pub conn_id: u64,
-    pub client_id: String,
-    pub peer: SocketAddr,
-    pub protocol: Option<ProtocolVersion>,
-    pub connected_for: Duration,
-    pub subscriptions: Vec<(String, SubEntry)>,
-    pub queued: usize,
-    pub inflight: usize,
-    pub dropped: u64,
 }
 
 pub struct Broker {
@@ -168,7 +156,7 @@ impl Broker {
     }
 
     /// The ACL snapshot to check deliveries against, or `None` when no rule exists.
-    fn delivery_acl(&self) -> Option<Arc<crate::auth::AclSet>> {
+    pub(crate) fn delivery_acl(&self) -> Option<Arc<crate::auth::AclSet>> {
         let acl = self.store.acl();
         acl.has_rules().then_some(acl)
     }
@@ -187,23 +175,31 @@ impl Broker {
 
     // ---- live connections -------------------------------------------------------------------
 
-    pub fn register_conn(&self, conn_id: u64, stream: TcpStream, peer: SocketAddr) {
+    pub fn register_conn(&self, conn_id: u64, stream: Arc<TcpStream>, peer: SocketAddr) {
         self.conns.lock().insert(
             conn_id,
             LiveConn {
                 stream,
                 outbox: None,
                 client_id: None,
+                keep_alive: None,
                 peer,
                 connected_at: Instant::now(),
             },
         );
     }
 
-    pub fn attach_conn(&self, conn_id: u64, outbox: Arc<Outbox>, client_id: Arc<str>) {
+    pub fn attach_conn(
+        &self,
+        conn_id: u64,
+        outbox: Arc<Outbox>,
+        client_id: Arc<str>,
+        keep_alive: u16,
+    ) {
         if let Some(c) = self.conns.lock().get_mut(&conn_id) {
             c.outbox = Some(outbox);
             c.client_id = Some(client_id);
+            c.keep_alive = Some(keep_alive);
         }
     }
 
@@ -232,51 +228,6 @@ impl Broker {
 
     pub fn connection_count(&self) -> usize {
         self.conns.lock().len()
-    }
-
-    /// A snapshot of the connected clients for the control page.
-    pub fn clients(&self) -> Vec<ClientInfo> {
-        let mut infos: Vec<(ClientInfo, Option<Arc<str>>)> = self
-            .conns
-            .lock()
-            .iter()
-            .map(|(id, c)| {
-                let info = ClientInfo {
-                    conn_id: *id,
-                    client_id: c.client_id.as_deref().unwrap_or_default().to_owned(),
-                    peer: c.peer,
-                    protocol: c.outbox.as_ref().map(|o| o.version),
-                    connected_for: c.connected_at.elapsed(),
-                    subscriptions: Vec::new(),
-                    queued: 0,
-                    inflight: 0,
-                    dropped: 0,
-                };
-                (info, c.client_id.clone())
-            })
-            .collect();
-        for (info, client_id) in &mut infos {
-            let Some(id) = client_id else { continue };
-            let Some(session) = self.sessions.lock().get(id).cloned() else {
-                continue;
-            };
-            let st = session.state.lock();
-            info.subscriptions = st
-                .subscriptions
-                .iter()
-                .map(|(f, r)| {
-                    let entry = SubEntry {
-                        options: r.options,
-                        subscription_id: r.subscription_id,
-                    };
-                    (f.clone(), entry)
-                })
-                .collect();
-            info.queued = st.pending.len();
-            info.inflight = st.inflight.len();
-            info.dropped = st.dropped;
-        }
-        infos.into_iter().map(|(info, _)| info).collect()
     }
 
     // ---- sessions ---------------------------------------------------------------------------

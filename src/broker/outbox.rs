@@ -144,7 +144,7 @@ impl Aliases {
 pub struct Writer {
     pub outbox: Arc<Outbox>,
     pub session: Arc<Session>,
-    pub stream: TcpStream,
+    pub stream: Arc<TcpStream>,
     pub stats: Arc<Stats>,
     pub outbound_topic_aliases: bool,
 }
@@ -196,7 +196,7 @@ impl Writer {
                 break;
             }
         }
-        let _ = self.stream.flush();
+        let _ = (&*self.stream).flush();
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
@@ -289,7 +289,7 @@ impl Writer {
     /// Writes everything, polling the close flag while the client does not read.
     fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
-            match self.stream.write(data) {
+            match (&*self.stream).write(data) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => data = &data[n..],
                 Err(e)

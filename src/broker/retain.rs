@@ -81,6 +81,12 @@ impl RetainStore {
         self.map.read().len()
     }
 
+    /// Retained messages published by clients: the broker's own `$SYS/` ones left out.
+    pub fn client_len(&self) -> usize {
+        let map = self.map.read();
+        map.len() - map.keys().filter(|t| t.starts_with("$SYS/")).count()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -178,7 +178,7 @@ fn reject(stream: TcpStream, peer: SocketAddr, rejecting: &Arc<AtomicUsize>, max
         .name("reject".into())
         .stack_size(READER_STACK)
         .spawn(move || {
-            let mut reader = Reader::new(stream, 512, 64 * 1024);
+            let mut reader = Reader::new(Arc::new(stream), 512, 64 * 1024);
             let deadline = Instant::now() + REJECT_WAIT;
             match reader.next_packet(Some(deadline), || ConnError::ClosedByServer) {
                 Ok((Packet::Connect(c), _)) => {

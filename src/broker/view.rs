@@ -25,6 +25,8 @@ pub struct ClientView {
     pub peer: SocketAddr,
     /// `None` while the socket has not completed CONNECT.
     pub protocol: Option<ProtocolVersion>,
+    /// Seconds, as in force after any Server Keep Alive; `None` before CONNECT.
+    pub keep_alive: Option<u16>,
     pub connected_for: Duration,
     /// (filter as subscribed, with `$share/g/` for shared ones; options).
     pub subscriptions: Vec<(String, SubEntry)>,
@@ -43,6 +45,7 @@ pub fn clients(broker: &Broker) -> Vec<ClientView> {
         client_id: Option<Arc<str>>,
         peer: SocketAddr,
         protocol: Option<ProtocolVersion>,
+        keep_alive: Option<u16>,
         connected_for: Duration,
     }
     let mut conns: Vec<Conn> = broker
@@ -54,6 +57,7 @@ pub fn clients(broker: &Broker) -> Vec<ClientView> {
             client_id: c.client_id.clone(),
             peer: c.peer,
             protocol: c.outbox.as_ref().map(|o| o.version),
+            keep_alive: c.keep_alive,
             connected_for: c.connected_at.elapsed(),
         })
         .collect();
@@ -79,6 +83,7 @@ pub fn clients(broker: &Broker) -> Vec<ClientView> {
                 username: None,
                 peer: c.peer,
                 protocol: c.protocol,
+                keep_alive: c.keep_alive,
                 connected_for: c.connected_for,
                 subscriptions: Vec::new(),
                 queued: 0,

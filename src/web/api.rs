@@ -263,8 +263,7 @@ pub fn client(c: &ClientView) -> Value {
         "username": c.username,
         "address": c.peer.to_string(),
         "protocol": c.protocol.map(|p| p.name()),
-        // Not yet recorded by the broker's connection table.
-        "keep_alive": Value::Null,
+        "keep_alive": c.keep_alive,
         "connected_since": now_ms().saturating_sub(connected_ms),
         "state": if c.protocol.is_some() { "connected" } else { "connecting" },
         "subscriptions": subs,

@@ -152,7 +152,8 @@ pub fn status(ctx: &Ctx) -> Value {
         "clients_connected": b.connection_count(),
         "sessions": b.session_count(),
         "subscriptions": b.router.len(),
-        "retained_messages": b.retained.len(),
+        // As the Retained tab counts them, without the broker's own `$SYS/` topics.
+        "retained_messages": b.retained.client_len(),
         "messages_received": Stats::get(&s.messages_received),
         "messages_sent": Stats::get(&s.messages_sent),
         "messages_dropped": s.dropped.load(Ordering::Relaxed),
