@@ -410,6 +410,29 @@ fn history_keeps_the_last_n_messages_per_topic_and_counts_topics() {
     assert_eq!(topics.len(), 2);
     assert!(topics.iter().all(|t| t.message_count == 12));
     assert_eq!(store.messages("b", 2).unwrap().len(), 2);
+
+    // The newest are kept, in order, whether they came in one batch or across several.
+    for (i, letter) in ('a'..='l').enumerate() {
+        store.record_message(&msg("c", letter.to_string().as_bytes(), QoS::AtMostOnce));
+        if i == 3 {
+            store.flush().wait().unwrap();
+        }
+    }
+    store.flush().wait().unwrap();
+    for letter in ['m', 'n'] {
+        store.record_message(&msg("c", letter.to_string().as_bytes(), QoS::AtMostOnce));
+        store.flush().wait().unwrap();
+    }
+    let kept: Vec<Vec<u8>> = store
+        .messages("c", 100)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(kept, [b"n", b"m", b"l", b"k", b"j"].map(|p| p.to_vec()));
+    let c = store.topics(0, 10).unwrap();
+    let c = c.iter().find(|t| t.topic == "c").expect("topic c listed");
+    assert_eq!(c.message_count, 14, "every message counted, kept or not");
     store.shutdown();
 }
 

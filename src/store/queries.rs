@@ -249,6 +249,7 @@ pub(crate) fn message_remove(conn: &Connection, client_id: &str, seq: u64) -> ru
 // ---------------------------------------------------------------- history
 
 /// Appends to the history of the message's topic; `payload_limit` truncates the kept payload.
+/// Adds one message to the history; its topic's row is [`topic_seen`]'s job.
 pub(crate) fn history_message(
     conn: &Connection,
     m: &MsgFields<'_>,
@@ -270,12 +271,23 @@ pub(crate) fn history_message(
         properties_to_json(m.properties),
         m.stored_at
     ])?;
+    Ok(())
+}
+
+/// Counts `count` more messages on `topic`, seen between `first` and `last` (ms).
+pub(crate) fn topic_seen(
+    conn: &Connection,
+    topic: &str,
+    count: u64,
+    first: i64,
+    last: i64,
+) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO topics (topic, first_seen, last_seen, message_count) VALUES (?1, ?2, ?2, 1)
+        "INSERT INTO topics (topic, first_seen, last_seen, message_count) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (topic) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen),
-             message_count = message_count + 1",
+             message_count = message_count + excluded.message_count",
     )?
-    .execute(params![m.topic, m.stored_at])?;
+    .execute(params![topic, first, last, to_i64(count)])?;
     Ok(())
 }
 

@@ -20,7 +20,7 @@
 //! Stops on `Command::Shutdown` or when every sender is gone: drains the channels, commits (a
 //! few attempts), checkpoints the WAL, and returns.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -399,19 +399,7 @@ impl Worker {
                     refused.push((i, why));
                 }
             }
-            let mut topics = HashSet::new();
-            for h in &self.hist {
-                if let Err(e) = apply_history(&tx, h, payload_limit, &mut topics) {
-                    if is_transient(&e) {
-                        return Err(e);
-                    }
-                    dropped += 1;
-                    log::warn!("store: dropping a history record: {e}");
-                }
-            }
-            for topic in &topics {
-                queries::history_prune(&tx, topic, keep)?;
-            }
+            dropped += apply_history_batch(&tx, &self.hist, payload_limit, keep)?;
             for (a, _) in &self.admin {
                 match apply_admin(&tx, a) {
                     Err(AdminFailure::Db(e)) if is_transient(&e) => return Err(e),
@@ -669,27 +657,73 @@ fn apply_write(conn: &Connection, w: &Write) -> rusqlite::Result<()> {
     }
 }
 
-fn apply_history(
+/// A topic's share of one history batch.
+struct TopicBatch {
+    count: usize,
+    seen: usize,
+    first: i64,
+    last: i64,
+}
+
+/// Writes a batch of history records in their order. Per topic only the newest `keep` messages
+/// of the batch are inserted (older ones would be pruned in the same transaction anyway), its
+/// row in `topics` is updated once, and it is pruned once. Returns how many records were
+/// refused; a transient error aborts the transaction for a retry.
+fn apply_history_batch(
     conn: &Connection,
-    h: &History,
+    hist: &[History],
     payload_limit: usize,
-    topics: &mut HashSet<String>,
-) -> rusqlite::Result<()> {
-    match h {
-        History::Message(msg) => {
-            queries::history_message(conn, &fields(msg, msg.qos, msg.retain), payload_limit)?;
-            if !topics.contains(&msg.topic) {
-                topics.insert(msg.topic.clone());
-            }
-            Ok(())
+    keep: u32,
+) -> rusqlite::Result<usize> {
+    let newest = keep as usize;
+    let mut topics: HashMap<&str, TopicBatch> = HashMap::new();
+    for h in hist {
+        if let History::Message(msg) = h {
+            let at = instant_to_ms(msg.received);
+            let b = topics.entry(msg.topic.as_str()).or_insert(TopicBatch {
+                count: 0,
+                seen: 0,
+                first: at,
+                last: at,
+            });
+            b.count += 1;
+            b.first = b.first.min(at);
+            b.last = b.last.max(at);
         }
-        History::Connected(rec) => queries::client_connected(conn, rec),
-        History::Disconnected {
-            client_id,
-            reason,
-            at,
-        } => queries::client_disconnected(conn, client_id, reason, *at),
     }
+    let mut dropped = 0;
+    for h in hist {
+        let written = match h {
+            History::Message(msg) => match topics.get_mut(msg.topic.as_str()) {
+                Some(b) => {
+                    b.seen += 1;
+                    if b.count - b.seen >= newest {
+                        continue;
+                    }
+                    queries::history_message(conn, &fields(msg, msg.qos, msg.retain), payload_limit)
+                }
+                None => continue,
+            },
+            History::Connected(rec) => queries::client_connected(conn, rec),
+            History::Disconnected {
+                client_id,
+                reason,
+                at,
+            } => queries::client_disconnected(conn, client_id, reason, *at),
+        };
+        if let Err(e) = written {
+            if is_transient(&e) {
+                return Err(e);
+            }
+            dropped += 1;
+            log::warn!("store: dropping a history record: {e}");
+        }
+    }
+    for (topic, b) in &topics {
+        queries::topic_seen(conn, topic, b.count as u64, b.first, b.last)?;
+        queries::history_prune(conn, topic, keep)?;
+    }
+    Ok(dropped)
 }
 
 pub(crate) enum AdminFailure {
