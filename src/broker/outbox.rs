@@ -162,7 +162,8 @@ impl Writer {
             },
             map: HashMap::new(),
         };
-        let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        // Grown by what is written: an idle connection holds no write buffer to speak of.
+        let mut buf: Vec<u8> = Vec::new();
         let mut batch: Vec<Outgoing> = Vec::new();
         let mut more = false;
         loop {
