@@ -1114,3 +1114,112 @@ fn dup_flag_unset_on_first_delivery_from_restored_queue_3_3_1_1() {
         .collect();
     assert_eq!(summary, vec![("a", 1, false), ("b", 2, false)]);
 }
+
+// ---------------------------------------------------------------------- wills
+
+/// CONNECT with Clean Start 0 (5.0: Session Expiry 3600 s) and a QoS 1 will on `topic`;
+/// `delay` is the Will Delay Interval in seconds (5.0 only).
+fn connect_with_will(v: V, client_id: &str, topic: &str, delay: u32) -> Vec<u8> {
+    let mut body = packet::utf8("MQTT");
+    body.push(if v.v5() { 5 } else { 4 });
+    body.push(0x04 | 0x08); // Will Flag, Will QoS 1, Clean Start 0
+    body.extend(60u16.to_be_bytes());
+    if v.v5() {
+        body.extend(packet::properties(&EXPIRY_3600));
+    }
+    body.extend(packet::utf8(client_id));
+    if v.v5() {
+        let mut will_props = Vec::new();
+        if delay > 0 {
+            will_props.push(0x18);
+            will_props.extend(delay.to_be_bytes());
+        }
+        body.extend(packet::properties(&will_props));
+    }
+    body.extend(packet::utf8(topic));
+    body.extend(packet::binary(b"gone"));
+    packet::fixed(0x10, &body)
+}
+
+fn open_with_will(addr: SocketAddr, v: V, client_id: &str, topic: &str, delay: u32) -> TcpStream {
+    let s = connect_raw(addr);
+    send(&s, &connect_with_will(v, client_id, topic, delay));
+    let ack = read_packet(&s);
+    assert_eq!(ack[0], 0x20, "expected CONNACK, got {}", hex(&ack));
+    assert_eq!(ack[body_start(&ack) + 1], 0, "{v:?}: CONNACK {}", hex(&ack));
+    s
+}
+
+/// A persistent session's will outlives `kill -9`: a client connected when the broker died
+/// never sent DISCONNECT, so its will is published after the restart (MQTT-3.1.2-8); one that
+/// disconnected normally has none (MQTT-3.1.2-10).
+fn will_of_connected_persistent_session_survives_kill9(v: V) {
+    let mut b = Broker::start(&["--allow-anonymous"]);
+    let (w, _) = connect(b.mqtt, v, "will-watch", false, &EXPIRY_3600);
+    subscribe(&w, v, 1, &[("will/#", 1)]);
+    disconnect(&w, v);
+    let dev = open_with_will(b.mqtt, v, "will-dev", "will/dev", 0);
+    let polite = open_with_will(b.mqtt, v, "will-polite", "will/polite", 0);
+    disconnect(&polite, v);
+    thread::sleep(Duration::from_millis(300)); // README: sessions durable within ~100 ms
+    b.crash_restart();
+    drop(dev);
+    let (w, present) = connect(b.mqtt, v, "will-watch", false, &EXPIRY_3600);
+    assert!(present, "{v:?}: the watcher's session was lost");
+    let got = drain(&w, v, WAIT);
+    let topics: Vec<&str> = got.iter().map(|p| p.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        ["will/dev"],
+        "{v:?}: the will of the client connected at the kill, and only it"
+    );
+    assert_eq!((got[0].payload.as_str(), got[0].qos), ("gone", 1));
+    disconnect(&w, v);
+}
+
+#[test]
+fn will_of_connected_persistent_session_survives_kill9_v5_3_1_2_8() {
+    will_of_connected_persistent_session_survives_kill9(V::V5);
+}
+
+#[test]
+fn will_of_connected_persistent_session_survives_kill9_v311_3_1_2_8() {
+    will_of_connected_persistent_session_survives_kill9(V::V311);
+}
+
+/// A will waiting for its Will Delay Interval is kept across `kill -9`, and the client coming
+/// back within the delay after the restart cancels it (§3.1.3.2.2); one that does not come back
+/// gets its will published once the delay has passed.
+#[test]
+fn delayed_will_survives_kill9_and_a_return_cancels_it_3_1_3_2_2() {
+    let v = V::V5;
+    let mut b = Broker::start(&["--allow-anonymous"]);
+    let (w, _) = connect(b.mqtt, v, "dwill-watch", false, &EXPIRY_3600);
+    subscribe(&w, v, 1, &[("dwill/#", 1)]);
+    disconnect(&w, v);
+    let back = open_with_will(b.mqtt, v, "dwill-back", "dwill/back", 2);
+    let away = open_with_will(b.mqtt, v, "dwill-away", "dwill/away", 2);
+    thread::sleep(Duration::from_millis(300));
+    b.crash_restart();
+    drop((back, away));
+    let restarted = Instant::now();
+    let (again, present) = connect(b.mqtt, v, "dwill-back", false, &EXPIRY_3600);
+    assert!(present, "the returning client's session was lost");
+    let (w, _) = connect(b.mqtt, v, "dwill-watch", false, &EXPIRY_3600);
+    let early = drain(&w, v, Duration::from_millis(1000));
+    assert!(
+        early.is_empty() || restarted.elapsed() >= Duration::from_secs(2),
+        "a will came before its delay: {:?}",
+        early.iter().map(|p| &p.topic).collect::<Vec<_>>()
+    );
+    thread::sleep(Duration::from_secs(2).saturating_sub(restarted.elapsed()));
+    let mut got: Vec<String> = early.into_iter().map(|p| p.topic).collect();
+    got.extend(drain(&w, v, WAIT).into_iter().map(|p| p.topic));
+    assert_eq!(
+        got,
+        ["dwill/away"],
+        "only the will of the client that stayed away"
+    );
+    disconnect(&again, v);
+    disconnect(&w, v);
+}

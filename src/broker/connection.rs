@@ -126,6 +126,8 @@ pub struct Client {
     /// Inbound topic aliases (§3.3.2.3.4), per connection.
     pub topic_aliases: HashMap<u16, String>,
     pub will: Option<Will>,
+    /// The will is kept in the store with the persistent session (published after a restart).
+    pub will_kept: bool,
     /// Session Expiry Interval from CONNECT, for the DISCONNECT rule MQTT-3.14.2-2.
     pub connect_expiry: u32,
     /// Reusable buffer for routing, so publishing allocates nothing for it.
@@ -293,6 +295,12 @@ impl Client {
             .as_ref()
             .and_then(|w| w.properties.will_delay_interval)
             .unwrap_or(0);
+        // A will that waits for its delay stays in the store until published.
+        let kept = if self.will_kept && will_delay > 0 {
+            will.clone()
+        } else {
+            None
+        };
         let will_msg = will.map(|w| Arc::new(will_message(w, &self.client_id, now)));
         // A delayed will waits in the session unless the session ends first (§3.1.3.2.2).
         let mut will_now = will_msg;
@@ -314,6 +322,10 @@ impl Client {
                 // Taken over by a connection that resumed the session: the will is cancelled.
                 will_now = None;
             }
+        }
+        if self.will_kept {
+            let owed = kept.as_ref().filter(|_| will_now.is_none());
+            self.session.keep_will(&self.outbox, owed);
         }
         self.broker.close_session_link(&self.session, &self.outbox);
         self.broker.stats.client_disconnected();

@@ -462,6 +462,9 @@ impl Broker {
                     Some(w) if w.due <= now => st.delayed_will.take(),
                     _ => None,
                 };
+                if let (Some(_), Some(d)) = (&will, &st.durable) {
+                    d.store.set_will(&d.client_id, None);
+                }
                 let expired = st.outbox.is_none()
                     && st.expiry_interval != session::NEVER_EXPIRES
                     && st.disconnected_at.is_some_and(|at| {
@@ -582,8 +585,9 @@ fn close_live(c: &LiveConn, reason: ReasonCode) {
     }
 }
 
-/// The store's record of a persistent session: its settings and every subscription. The will is
-/// not kept: a broker that stops does not publish the wills of clients connected at the time.
+/// The store's record of a persistent session: its settings and every subscription. Saving it
+/// clears the stored will; the connection that owns the will keeps it with
+/// [`Session::keep_will`] after the session is saved.
 fn session_record(client_id: &str, st: &session::SessionState) -> SessionRecord {
     SessionRecord {
         client_id: client_id.to_owned(),

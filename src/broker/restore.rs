@@ -6,13 +6,17 @@
 //! broker stopped while it was connected, from the stop). Messages come back with the QoS and
 //! RETAIN flag they were to be delivered with and their remaining Message Expiry Interval; a
 //! QoS 2 message that was in flight keeps its packet id, so the client recognises the resend.
-//! Not kept: Subscription Identifiers on queued messages, wills, inbound QoS 2 state.
+//! A kept will (its client was connected when the broker stopped, or it was waiting for its
+//! Will Delay Interval) is published once its delay, counted again from the start, has passed
+//! — unless the client comes back first, or sooner if the session expires first (§3.1.3.2.2).
+//! Not kept: Subscription Identifiers on queued messages, inbound QoS 2 state.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::connection::will_message;
 use super::router::SubEntry;
-use super::session::{Delivery, Durable, LinkLimits, Session, SubscriptionRecord};
+use super::session::{DelayedWill, Delivery, Durable, LinkLimits, Session, SubscriptionRecord};
 use super::Broker;
 use crate::protocol::topic::parse_shared;
 use crate::store::{now_ms, MessageState, SessionSnapshot, Snapshot};
@@ -65,6 +69,13 @@ fn restore_session(broker: &Broker, snap: SessionSnapshot, now: Instant, wall: i
             store: broker.store.clone(),
             client_id: client_id.clone(),
         });
+        if let Some(will) = snap.record.will.clone() {
+            let delay = will.properties.will_delay_interval.unwrap_or(0);
+            st.delayed_will = Some(DelayedWill {
+                due: now + Duration::from_secs(u64::from(delay.min(st.expiry_interval))),
+                msg: Arc::new(will_message(will, &client_id, now)),
+            });
+        }
         for sub in &snap.record.subscriptions {
             let (share, inner) = match parse_shared(&sub.filter) {
                 None => (None, sub.filter.as_str()),

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use super::message::Message;
 use super::outbox::Outbox;
 use crate::auth::AclSet;
-use crate::protocol::{ProtocolVersion, QoS, SubscriptionOptions};
+use crate::protocol::{ProtocolVersion, QoS, SubscriptionOptions, Will};
 use crate::store::{DurableTicket, MessageState, StoreHandle};
 
 /// Session Expiry Interval value meaning "never expires" (§3.1.2.11.2).
@@ -203,6 +203,21 @@ impl Session {
                 durable: None,
                 next_seq: 1,
             }),
+        }
+    }
+
+    /// Keeps `will` (or no will) in the store with this persistent session, so a restart
+    /// publishes it, when `outbox` is still the session's connection (a takeover owns the
+    /// session's will from then on). Returns whether it was kept.
+    pub fn keep_will(&self, outbox: &Arc<Outbox>, will: Option<&Will>) -> bool {
+        let st = self.state.lock();
+        let live = st.outbox.as_ref().is_some_and(|o| Arc::ptr_eq(o, outbox));
+        match (&st.durable, live) {
+            (Some(d), true) => {
+                d.store.set_will(&d.client_id, will.cloned());
+                true
+            }
+            _ => false,
         }
     }
 

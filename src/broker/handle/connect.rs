@@ -230,6 +230,10 @@ pub fn accept(
         reader.write_and_close(None, version);
         return None;
     }
+    let will_kept = c
+        .will
+        .as_ref()
+        .is_some_and(|w| opened.session.keep_will(&outbox, Some(w)));
     broker.attach_conn(conn_id, outbox.clone(), client_id.clone(), keep_alive);
     broker.stats.client_connected();
     broker.store.client_connected(ClientRecord {
@@ -257,6 +261,7 @@ pub fn accept(
         keep_alive,
         topic_aliases: HashMap::new(),
         will: c.will,
+        will_kept,
         connect_expiry: requested_expiry,
         scratch: Vec::new(),
         username: c.username,
