@@ -378,6 +378,16 @@
       el('td', {}, m.state),
       el('td', { class: 'num' }, m.age_seconds === null ? '–' : fmtDuration(m.age_seconds))),
     'No QoS 1/2 message is waiting for a subscriber.');
+    fillTable($('qos-acked-table'), r.acknowledged, (m) => el('tr', {},
+      el('td', { class: 'mono' }, m.client_id),
+      el('td', { class: 'num' }, String(m.packet_id)),
+      el('td', { class: 'mono' }, m.topic),
+      el('td', {}, String(m.qos)),
+      el('td', {}, yesNo(m.retain)),
+      el('td', {}, m.state),
+      el('td', { class: 'num' }, fmtBytes(m.payload_len)),
+      el('td', {}, fmtTime(m.acknowledged_at))),
+    'No QoS 1/2 message has been acknowledged yet.');
     fillTable($('qos-stored-table'), r.stored, (m) => el('tr', {},
       el('td', { class: 'mono' }, m.client_id),
       el('td', { class: 'num' }, String(m.seq)),

@@ -831,6 +831,58 @@ fn qos_messages_show_their_delivery_state() {
             .len(),
         1
     );
+
+    // Acknowledged deliveries stay listed with what the subscriber answered.
+    let acker = mqtt_client(&b, &packet::connect_v5("acker", 60, true));
+    subscribe_v5(&acker, "a/#", 0x02, 3);
+    let packet_id = |p: &[u8]| {
+        let tl = usize::from(u16::from_be_bytes([p[2], p[3]]));
+        u16::from_be_bytes([p[4 + tl], p[5 + tl]])
+    };
+    let acked = |state: &str| {
+        eventually(state, || {
+            let q = get_ok(&b, "/api/qos-messages");
+            q["acknowledged"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["client_id"] == json!("acker") && m["state"] == json!(state))
+                .cloned()
+        })
+    };
+    send(
+        &p,
+        &packet::publish(true, "a/one", b"1", 1, Some(4), false, false),
+    );
+    assert_eq!(read_packet(&p)[0], 0x40);
+    let got = read_packet(&acker);
+    assert_eq!(parse_publish(&got).0, "a/one");
+    send(&acker, &packet::puback(packet_id(&got)));
+    let one = acked("PUBACK received");
+    assert_eq!(one["topic"], json!("a/one"));
+    assert_eq!(one["qos"], json!(1));
+    assert!(one["acknowledged_at"].as_i64().unwrap() > 1_600_000_000_000);
+
+    send(
+        &p,
+        &packet::publish(true, "a/two", b"22", 2, Some(5), false, false),
+    );
+    assert_eq!(read_packet(&p)[0], 0x50);
+    send(&p, &packet::pubrel(5));
+    assert_eq!(read_packet(&p)[0], 0x70);
+    let got = read_packet(&acker);
+    assert_eq!(parse_publish(&got).0, "a/two");
+    let id = packet_id(&got);
+    send(&acker, &packet::pubrec(id));
+    let two = acked("PUBREC received");
+    assert_eq!(
+        (two["topic"].clone(), two["qos"].clone()),
+        (json!("a/two"), json!(2))
+    );
+    assert_eq!(two["payload_len"], json!(2));
+    assert_eq!(read_packet(&acker)[0], 0x62, "PUBREL");
+    send(&acker, &packet::pubcomp(id));
+    assert_eq!(acked("PUBCOMP received")["topic"], json!("a/two"));
 }
 
 /// Retained messages: listed (the broker's own `$SYS` ones only on request), deleted from

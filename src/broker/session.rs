@@ -63,6 +63,38 @@ pub enum Inflight {
     Released { seq: u64 },
 }
 
+/// How many acknowledged QoS 1/2 messages a session remembers for the control page.
+pub const RECENT_ACKNOWLEDGED: usize = 8;
+
+/// A QoS 1/2 message the subscriber acknowledged, remembered for the control page's QoS tab
+/// (the payload is not kept).
+#[derive(Debug, Clone)]
+pub struct Acknowledged {
+    pub packet_id: u16,
+    pub topic: String,
+    pub qos: QoS,
+    pub retain: bool,
+    pub payload_len: usize,
+    /// When the subscriber acknowledged it: PUBACK, PUBREC, then PUBCOMP for QoS 2.
+    pub at: Instant,
+    /// QoS 2: PUBCOMP received (until then only PUBREC). Always true for QoS 1.
+    pub complete: bool,
+}
+
+impl Acknowledged {
+    fn of(packet_id: u16, d: &Delivery, at: Instant) -> Acknowledged {
+        Acknowledged {
+            packet_id,
+            topic: d.msg.topic.clone(),
+            qos: d.qos,
+            retain: d.retain,
+            payload_len: d.msg.payload.len(),
+            at,
+            complete: d.qos == QoS::AtLeastOnce,
+        }
+    }
+}
+
 /// An in-flight entry and when it was first sent, so that a resumed session resends in the
 /// original order even after packet ids wrap (MQTT-4.6.0-5).
 #[derive(Debug, Clone)]
@@ -163,6 +195,8 @@ pub struct SessionState {
     pub durable: Option<Durable>,
     /// The next [`Delivery::seq`].
     pub next_seq: u64,
+    /// The last [`RECENT_ACKNOWLEDGED`] acknowledged QoS 1/2 messages, oldest first.
+    pub acknowledged: VecDeque<Acknowledged>,
 }
 
 /// A message ready to be written by the writer thread.
@@ -202,6 +236,7 @@ impl Session {
                 username: None,
                 durable: None,
                 next_seq: 1,
+                acknowledged: VecDeque::new(),
             }),
         }
     }
@@ -465,28 +500,41 @@ impl SessionState {
 
     /// PUBACK: completes an outbound QoS 1 message. True when it was one.
     pub fn complete_qos1(&mut self, packet_id: u16) -> bool {
-        let seq = match self.inflight.get(&packet_id).map(|e| &e.state) {
-            Some(Inflight::Publish(d)) if d.qos == QoS::AtLeastOnce => d.seq,
+        let now = Instant::now();
+        let (seq, done) = match self.inflight.get(&packet_id).map(|e| &e.state) {
+            Some(Inflight::Publish(d)) if d.qos == QoS::AtLeastOnce => {
+                (d.seq, Acknowledged::of(packet_id, d, now))
+            }
             _ => return false,
         };
         self.inflight.remove(&packet_id);
         self.forget(seq);
-        self.last_progress = Instant::now();
+        self.remember(done);
+        self.last_progress = now;
         true
+    }
+
+    fn remember(&mut self, done: Acknowledged) {
+        if self.acknowledged.len() >= RECENT_ACKNOWLEDGED {
+            self.acknowledged.pop_front();
+        }
+        self.acknowledged.push_back(done);
     }
 
     /// PUBREC: an outbound QoS 2 message was received; from now on only PUBREL is resent.
     /// False when no such PUBLISH is in flight.
     pub fn mark_released(&mut self, packet_id: u16) -> bool {
-        let seq = match self.inflight.get(&packet_id).map(|e| &e.state) {
-            Some(Inflight::Publish(d)) => d.seq,
+        let now = Instant::now();
+        let (seq, done) = match self.inflight.get(&packet_id).map(|e| &e.state) {
+            Some(Inflight::Publish(d)) => (d.seq, Acknowledged::of(packet_id, d, now)),
             _ => return false,
         };
         if let Some(e) = self.inflight.get_mut(&packet_id) {
             e.state = Inflight::Released { seq };
         }
         self.record_state(seq, packet_id, MessageState::Released);
-        self.last_progress = Instant::now();
+        self.remember(done);
+        self.last_progress = now;
         true
     }
 
@@ -498,7 +546,17 @@ impl SessionState {
         };
         self.inflight.remove(&packet_id);
         self.forget(seq);
-        self.last_progress = Instant::now();
+        let now = Instant::now();
+        if let Some(a) = self
+            .acknowledged
+            .iter_mut()
+            .rev()
+            .find(|a| a.packet_id == packet_id && !a.complete)
+        {
+            a.complete = true;
+            a.at = now;
+        }
+        self.last_progress = now;
         true
     }
 

@@ -1,6 +1,6 @@
 //! Read-only views of the broker for the control page, run on the `web` thread: connected
-//! clients with their username, and every QoS 1/2 message still on its way to a subscriber
-//! (queued, or in flight with its acknowledgement state).
+//! clients with their username, every QoS 1/2 message still on its way to a subscriber
+//! (queued, or in flight with its acknowledgement state), and the ones acknowledged last.
 //!
 //! Only reads; it changes nothing. It follows the broker's lock order: the connection table and
 //! the session registry are each locked alone, briefly, to copy what is needed, then each
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::router::SubEntry;
-use super::session::{Inflight, Session};
+use super::session::{Acknowledged, Inflight, Session};
 use super::Broker;
 use crate::protocol::{ProtocolVersion, QoS};
 
@@ -231,4 +231,22 @@ pub fn qos_messages(broker: &Broker, offset: usize, limit: usize) -> (Vec<QosVie
         }
     }
     (out, total)
+}
+
+/// The QoS 1/2 messages subscribers acknowledged most recently (the last few per session),
+/// newest first, at most `limit`.
+pub fn acknowledged(broker: &Broker, limit: usize) -> Vec<(Arc<str>, Acknowledged)> {
+    let sessions: Vec<Arc<Session>> = broker.sessions.lock().values().cloned().collect();
+    let mut out: Vec<(Arc<str>, Acknowledged)> = Vec::new();
+    for s in sessions {
+        let st = s.state.lock();
+        out.extend(
+            st.acknowledged
+                .iter()
+                .map(|a| (s.client_id.clone(), a.clone())),
+        );
+    }
+    out.sort_by_key(|(_, a)| std::cmp::Reverse(a.at));
+    out.truncate(limit);
+    out
 }

@@ -16,6 +16,7 @@ use super::http::{Reply, Req};
 use crate::auth::{AclRule, BanKind};
 use crate::broker::message::Message;
 use crate::broker::router::SubEntry;
+use crate::broker::session::Acknowledged;
 use crate::broker::view::{ClientView, QosView};
 use crate::protocol::{QoS, RetainHandling};
 use crate::store::{instant_to_ms, now_ms, BanRow, MessageRow, QueuedMessageRow, StoreError};
@@ -297,6 +298,25 @@ pub fn qos_live(q: &QosView) -> Value {
         "payload_len": q.payload_len,
         "age_seconds": secs(q.age),
         "state": q.state.as_str(),
+    })
+}
+
+/// A QoS 1/2 message its subscriber acknowledged.
+pub fn qos_acknowledged(client_id: &str, a: &Acknowledged) -> Value {
+    let state = match (a.qos, a.complete) {
+        (QoS::ExactlyOnce, true) => "PUBCOMP received",
+        (QoS::ExactlyOnce, false) => "PUBREC received",
+        _ => "PUBACK received",
+    };
+    json!({
+        "client_id": client_id,
+        "packet_id": a.packet_id,
+        "topic": a.topic,
+        "qos": qos_num(a.qos),
+        "retain": a.retain,
+        "payload_len": a.payload_len,
+        "state": state,
+        "acknowledged_at": instant_to_ms(a.at),
     })
 }
 

@@ -404,6 +404,11 @@ fn qos_messages(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
         Some(total),
     );
     v["stored"] = json!(stored.iter().map(api::qos_stored).collect::<Vec<_>>());
+    let acked = view::acknowledged(broker, limit);
+    v["acknowledged"] = json!(acked
+        .iter()
+        .map(|(id, a)| api::qos_acknowledged(id, a))
+        .collect::<Vec<_>>());
     Reply::json(&v)
 }
 

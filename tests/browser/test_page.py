@@ -264,6 +264,13 @@ def test_control_page_end_to_end(broker, browser):
         page.tab("qos")
         row = page.find_row("qos", "qos-table", lambda r: r[0] == "slow-acker", "the unacknowledged delivery")
         assert row[3] == "alarm/front_door" and row[6] == "awaiting PUBACK", row
+        # ... and the message the display acknowledged, as text.
+        row = page.find_row(
+            "qos", "qos-acked-table",
+            lambda r: r[0] == "kitchen-display" and r[2] == XSS_TOPIC, "the acknowledged delivery",
+        )
+        assert row[3] == "1" and row[5] == "PUBACK received", row
+        page.assert_no_injection()
         page.shot("5-qos-messages")
 
         # ---- Retained: listed as text, then deleted from the page
