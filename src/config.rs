@@ -573,7 +573,7 @@ pub struct Cli {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", global = true)]
     retain_available: Option<String>,
 
-    /// Forget persistent clients absent this long: <n>s|h|d|w|m|y (m = 30 days), plain seconds, or never [default: never] [env: MQTT5_BROKER_PERSISTENT_CLIENT_EXPIRATION]
+    /// Forget persistent clients absent this long: a number with s, h, d, w, m (30 days) or y, plain seconds, or never [default: never] [env: MQTT5_BROKER_PERSISTENT_CLIENT_EXPIRATION]
     #[arg(
         long,
         value_name = "DURATION",

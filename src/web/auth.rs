@@ -113,7 +113,7 @@ fn token() -> String {
         .collect()
 }
 
-/// A random password of [`GENERATED_LEN`] characters from [`ALPHABET`] (rejection sampling, so
+/// A random password of `GENERATED_LEN` characters from `ALPHABET` (rejection sampling, so
 /// every character is equally likely: about 116 bits).
 pub fn generate_password() -> String {
     let limit = 256 - 256 % ALPHABET.len();

@@ -263,7 +263,7 @@ const MAX_DETACHED: usize = 64;
 /// Sends `reply` from a short-lived thread named `web-drain`, for a request whose body was not
 /// (fully) read: tiny_http reads the rest of the body when the request is dropped, which for a
 /// client that announced a body and stalls would be forever. That thread waits instead of the
-/// `web` thread. Beyond [`MAX_DETACHED`] such requests at once, the request is abandoned
+/// `web` thread. Beyond `MAX_DETACHED` such requests at once, the request is abandoned
 /// without an answer (its connection stays with the stalled client until it goes away).
 pub fn respond_detached(request: Request, reply: Reply) {
     if DETACHED.fetch_add(1, Ordering::AcqRel) >= MAX_DETACHED {
