@@ -26,8 +26,8 @@ must then be within these bounds of the start figures (taken after start-up, bef
   threads   end <= start + 2
   fds       end <= start + 2
   VmRSS     end <= start + RSS bound (default 32 MiB: retained messages, the store's page
-            cache and what the allocator keeps after the peak; a 10-minute run grew about
-            11 MiB, flat after the fifth minute; a leak grows past the bound on a long run)
+            cache and what the allocator keeps after the peak; a 20-minute run grew about
+            11 MiB, flat from the thirteenth minute; a leak grows past the bound on a long run)
 and a fresh 5.0 and 3.1.1 client must still connect, publish and receive. Exit status 0 when
 all holds, 1 when not (or the broker died), 2 for usage errors. Only the broker process this
 script started is ever signalled, by its PID.
