@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use mqtt5_broker::broker::server::Server;
 use mqtt5_broker::broker::ticker::Ticker;
+use mqtt5_broker::broker::writer::WriterThread;
 use mqtt5_broker::broker::Broker;
 use mqtt5_broker::config::{self, AclAction, Command, Config, UserAction};
 use mqtt5_broker::store::admin::{self, AdminCommand};
@@ -132,7 +133,15 @@ fn run_broker(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let broker = match Broker::with_store(config, store.clone()) {
+    let writer = match WriterThread::start() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("mqtt5-broker: cannot start the writer thread: {e}");
+            store.shutdown();
+            return ExitCode::from(1);
+        }
+    };
+    let broker = match Broker::with_store(config, store.clone(), writer.writer().clone()) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("mqtt5-broker: cannot load the saved state: {e}");
@@ -177,6 +186,7 @@ fn run_broker(config: Config) -> ExitCode {
     web.stop();
     server.stop();
     ticker.stop();
+    drop(writer);
     broker.save_on_shutdown();
     store.shutdown();
     log::info!("stopped");

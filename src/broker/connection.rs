@@ -1,9 +1,10 @@
 //! A client's reader thread: read 512-byte chunks → frame → decode → handle, until the
 //! connection ends; then settle the session and the will.
 //!
-//! One such thread runs per accepted socket (named `client-<conn id>`). It owns the read half
-//! and the framing buffer. It never writes to the socket itself except to refuse a CONNECT
-//! before the writer thread exists; everything else goes through the [`Outbox`].
+//! One such thread runs per accepted socket (named `client-<conn id>`). It owns the framing
+//! buffer. Whatever it sends goes through an [`Outbox`] (its own, or a subscriber's when it
+//! routes a PUBLISH), flushed once per chunk it read; only a refused CONNECT, which has no
+//! outbox, is written directly.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -16,14 +17,14 @@ use super::error::ConnError;
 use super::handle::{self, Flow};
 use super::message::Message;
 use super::outbox::Outbox;
-use super::session::{DelayedWill, Delivery, Session};
-use super::{disconnect_packet, Broker};
+use super::session::{DelayedWill, Session};
+use super::{disconnect_packet, Broker, Routing};
 use crate::protocol::frame::FrameBuffer;
 use crate::protocol::{self, Packet, ProtocolVersion, ReasonCode, Will};
 
 /// Reads packets from the socket within a deadline.
 pub struct Reader {
-    /// Shared with the writer thread and the connection table: one descriptor per socket.
+    /// Shared with the outbox and the connection table: one descriptor per socket.
     stream: Arc<TcpStream>,
     frames: FrameBuffer,
     chunk: Vec<u8>,
@@ -32,6 +33,9 @@ pub struct Reader {
     /// The read timeout currently set on the socket.
     timeout: Option<Duration>,
 }
+
+/// Chunks a reader thread reads and handles without waiting before it flushes what they queued.
+const READ_AHEAD_CHUNKS: usize = 16;
 
 /// How much a read may overshoot its deadline before the socket timeout is set again: saves a
 /// syscall per read while keeping keep-alive closes on time.
@@ -46,6 +50,35 @@ impl Reader {
             version: None,
             max_packet_size,
             timeout: None,
+        }
+    }
+
+    /// A whole packet already in the framing buffer, without reading.
+    pub fn buffered_packet(&mut self) -> Result<Option<(Packet, usize)>, ConnError> {
+        let before = self.frames.buffered();
+        let packet = self
+            .frames
+            .next_packet(self.version, self.max_packet_size)?;
+        Ok(packet.map(|p| (p, before - self.frames.buffered())))
+    }
+
+    /// Reads one chunk if the socket has data now, without waiting. False when it had none.
+    pub fn read_ready(&mut self) -> Result<bool, ConnError> {
+        match super::writer::recv_nonblocking(&self.stream, &mut self.chunk) {
+            Ok(0) => Err(ConnError::Closed),
+            Ok(n) => {
+                self.frames.extend(&self.chunk[..n]);
+                Ok(true)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(ConnError::Io(e)),
         }
     }
 
@@ -96,7 +129,7 @@ impl Reader {
         }
     }
 
-    /// Writes directly: only for refusing a CONNECT, before the writer thread exists.
+    /// Writes directly: only for refusing a CONNECT, which has no outbox.
     pub fn write_and_close(&mut self, packet: Option<&Packet>, version: ProtocolVersion) {
         if let Some(packet) = packet {
             let mut buf = Vec::new();
@@ -130,8 +163,9 @@ pub struct Client {
     pub will_kept: bool,
     /// Session Expiry Interval from CONNECT, for the DISCONNECT rule MQTT-3.14.2-2.
     pub connect_expiry: u32,
-    /// Reusable buffer for routing, so publishing allocates nothing for it.
-    pub scratch: Vec<(Arc<Session>, Delivery)>,
+    /// Reusable routing buffers, so publishing allocates nothing for them; its wakes are
+    /// flushed once per chunk read.
+    pub scratch: Routing,
     pub username: Option<String>,
 }
 
@@ -239,11 +273,33 @@ enum Ending {
 impl Client {
     fn run(&mut self, reader: &mut Reader) -> Ending {
         let keep_alive = Duration::from_millis(u64::from(self.keep_alive) * 1500);
+        let mut unflushed_chunks = 0;
         loop {
-            let deadline = (self.keep_alive > 0).then(|| Instant::now() + keep_alive);
-            let (packet, size) = match reader.next_packet(deadline, || ConnError::KeepAliveTimeout)
-            {
-                Ok(p) => p,
+            let mut buffered = reader.buffered_packet();
+            // While the client keeps sending, read on (up to a bound) before flushing: a burst
+            // then reaches each subscriber in a few large writes rather than many small ones.
+            while matches!(buffered, Ok(None)) && unflushed_chunks < READ_AHEAD_CHUNKS {
+                match reader.read_ready() {
+                    Ok(true) => {
+                        unflushed_chunks += 1;
+                        buffered = reader.buffered_packet();
+                    }
+                    Ok(false) => break,
+                    Err(e) => buffered = Err(e),
+                }
+            }
+            let (packet, size) = match buffered {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    unflushed_chunks = 0;
+                    // Everything read so far is handled: write it out before waiting again.
+                    self.flush();
+                    let deadline = (self.keep_alive > 0).then(|| Instant::now() + keep_alive);
+                    match reader.next_packet(deadline, || ConnError::KeepAliveTimeout) {
+                        Ok(p) => p,
+                        Err(e) => return Ending::Error(e),
+                    }
+                }
                 Err(e) => return Ending::Error(e),
             };
             self.broker
@@ -261,8 +317,16 @@ impl Client {
         }
     }
 
+    /// Writes what handling the packets read so far queued: subscribers' news first, then the
+    /// client's own acks.
+    pub fn flush(&mut self) {
+        self.scratch.wakes.flush();
+        self.outbox.flush();
+    }
+
     /// Settles the session and the will after the connection ended, and logs it once.
     fn finish(mut self, ending: Ending) {
+        self.scratch.wakes.flush();
         let now = Instant::now();
         let (publish_will, why) = match &ending {
             Ending::Disconnect(ReasonCode::Success) => (false, "client disconnected".to_owned()),
@@ -334,6 +398,7 @@ impl Client {
             .client_disconnected(&self.client_id, &why, crate::store::now_ms());
         if let Some(msg) = will_now {
             self.broker.publish(msg, &mut self.scratch);
+            self.scratch.wakes.flush();
         }
         log::info!(
             "client {} disconnected from {} (MQTT {}): {}",

@@ -23,6 +23,7 @@ pub mod sys;
 pub mod ticker;
 pub mod topic_tree;
 pub mod view;
+pub mod writer;
 
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -38,7 +39,7 @@ use crate::store::{
     now_ms, DurableTicket, SessionRecord, StoreError, StoreHandle, SubscriptionRow,
 };
 use message::Message;
-use outbox::Outbox;
+use outbox::{Outbox, Wakes};
 use retain::RetainStore;
 use router::Router;
 use session::{Delivery, DropReason, Durable, Inflight, LinkLimits, QueueLimits, Session};
@@ -71,6 +72,28 @@ pub struct Broker {
     pub store: StoreHandle,
     /// Recent CONNECT times per client id, for `connect_rate_limit`.
     connect_times: Mutex<HashMap<String, Vec<Instant>>>,
+    /// The writer thread, for sockets that were full.
+    pub writer: Arc<writer::Writer>,
+}
+
+/// A publishing thread's reusable routing buffers: the matched targets, and the outboxes owed a
+/// flush.
+#[derive(Default)]
+pub struct Routing {
+    targets: Vec<(Arc<Session>, Delivery)>,
+    pub wakes: Wakes,
+    /// Leave the flushes to the caller: a reader thread flushes once per chunk it read.
+    pub defer: bool,
+}
+
+impl Routing {
+    /// Buffers for a reader thread, which flushes [`Routing::wakes`] itself.
+    pub fn deferred() -> Routing {
+        Routing {
+            defer: true,
+            ..Routing::default()
+        }
+    }
 }
 
 /// The window of `connect_rate_limit`.
@@ -94,7 +117,11 @@ pub struct Opened {
 impl Broker {
     /// The broker over `store`, with the retained messages and persistent sessions it kept
     /// restored (see [`restore`]).
-    pub fn with_store(config: Config, store: StoreHandle) -> Result<Arc<Broker>, StoreError> {
+    pub fn with_store(
+        config: Config,
+        store: StoreHandle,
+        writer: Arc<writer::Writer>,
+    ) -> Result<Arc<Broker>, StoreError> {
         let broker = Arc::new(Broker {
             config: Arc::new(config),
             stats: Arc::new(Stats::default()),
@@ -107,6 +134,7 @@ impl Broker {
             started: Instant::now(),
             store,
             connect_times: Mutex::new(HashMap::new()),
+            writer,
         });
         let snapshot = broker.store.load()?;
         restore::restore(&broker, snapshot);
@@ -264,7 +292,7 @@ impl Broker {
         // so a takeover racing this CONNECT always finds it queued: the first packet a client
         // gets is its CONNACK (MQTT-3.2.0-1), never a bare DISCONNECT 0x8E.
         let present = !clean_start && sessions.contains_key(client_id);
-        outbox.send(&connack(present));
+        outbox.queue(&connack(present));
         let existing = sessions.get(client_id).cloned();
         let mut old_outbox = None;
         let mut session_present = false;
@@ -447,7 +475,7 @@ impl Broker {
         }
         if let Some(will) = will {
             let msg = Arc::new(will.msg.received_at(Instant::now()));
-            self.publish(msg, &mut Vec::new());
+            self.publish(msg, &mut Routing::default());
         }
     }
 
@@ -474,7 +502,7 @@ impl Broker {
                 (expired, will)
             };
             if let Some(will) = will {
-                self.publish(Arc::new(will.msg.received_at(now)), &mut Vec::new());
+                self.publish(Arc::new(will.msg.received_at(now)), &mut Routing::default());
             }
             if expired {
                 log::info!("session {} expired", s.client_id);
@@ -500,7 +528,7 @@ impl Broker {
     /// Delivers an application message to every matching subscription and updates the retained
     /// store. Never waits on a subscriber. Returns the number of sessions it matched, whether or
     /// not their queues had room.
-    pub fn publish(&self, msg: Arc<Message>, scratch: &mut Vec<(Arc<Session>, Delivery)>) -> usize {
+    pub fn publish(&self, msg: Arc<Message>, scratch: &mut Routing) -> usize {
         self.publish_durable(msg, scratch, None)
     }
 
@@ -510,7 +538,7 @@ impl Broker {
     pub fn publish_durable(
         &self,
         msg: Arc<Message>,
-        scratch: &mut Vec<(Arc<Session>, Delivery)>,
+        scratch: &mut Routing,
         mut tickets: Option<&mut Vec<DurableTicket>>,
     ) -> usize {
         // $SYS is regenerated every interval: neither history nor worth keeping.
@@ -528,13 +556,13 @@ impl Broker {
                 t.push(ticket);
             }
         }
-        scratch.clear();
-        self.router.route(&msg, scratch);
+        scratch.targets.clear();
+        self.router.route(&msg, &mut scratch.targets);
         let limits = self.queue_limits();
         let acl = self.delivery_acl();
-        let matched = scratch.len();
-        for (session, delivery) in scratch.drain(..) {
-            match session.enqueue_checked(delivery, &limits, acl.as_deref()) {
+        let matched = scratch.targets.len();
+        for (session, delivery) in scratch.targets.drain(..) {
+            match session.enqueue_checked(delivery, &limits, acl.as_deref(), &mut scratch.wakes) {
                 Ok(Some(ticket)) => {
                     if let Some(t) = tickets.as_deref_mut() {
                         t.push(ticket);
@@ -546,6 +574,9 @@ impl Broker {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
+        }
+        if !scratch.defer {
+            scratch.wakes.flush();
         }
         matched
     }
@@ -561,7 +592,7 @@ impl Broker {
             publisher: None,
             received: Instant::now(),
         });
-        self.publish(msg, &mut Vec::new());
+        self.publish(msg, &mut Routing::default());
     }
 }
 

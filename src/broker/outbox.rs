@@ -1,38 +1,70 @@
-//! A connection's outbound side: the outbox (control packets waiting to go, a wake-up flag, the
-//! close request) and the writer thread, which is the only code that writes to the socket.
+//! A connection's outbound side: the outbox (control packets waiting to go, a "session has news"
+//! flag, the close request) and the code that writes to the socket.
 //!
-//! Anyone may queue a control packet or wake the writer: the reader thread (acks, SUBACK,
-//! PINGRESP), publishers (after queueing into the session), a takeover or a server stop (close).
-//! The writer coalesces everything waiting into one buffer and writes it with as few syscalls as
-//! possible. A client that stops reading blocks only its own writer; the session queue in front
-//! of it is bounded, so publishers never wait for it.
+//! There is no writer thread per connection. Whoever queues something for a client — its own
+//! reader thread (acks, SUBACK, PINGRESP), a publisher's reader thread (after queueing into the
+//! session), a takeover or a server stop (close) — then flushes the outbox on its own thread:
+//! one thread at a time holds the outbox's *write turn*, coalesces everything waiting (control
+//! bytes, then up to [`MAX_BATCH`] session messages) into one buffer and writes it with a
+//! non-blocking send. Threads that find the turn taken leave their news flagged for the holder,
+//! which loops until nothing is left. A socket that would block (a client that does not read)
+//! is handed with its unwritten bytes to the one shared [`writer`](super::writer) thread, which
+//! finishes when the socket drains; meanwhile publishers keep queueing into the bounded session
+//! queue and never wait for it.
+//!
+//! Reader threads defer their flushes to the end of what they read in one chunk ([`Wakes`]),
+//! so a burst of publishes reaches each subscriber in one write.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use super::session::{Outgoing, Session};
 use super::stats::Stats;
+use super::writer::{self, Writer};
 use crate::protocol::{self, publish, Packet, ProtocolVersion, PublishOut, QoS};
 
-/// How many messages the writer takes from the session per batch: bounds the time the session
-/// lock is held and the size of one write.
+/// How many messages one round takes from the session: bounds the time the session lock is held
+/// and the size of one write.
 const MAX_BATCH: usize = 256;
 
-/// How often a writer blocked on a full socket looks at the close flag.
-const WRITE_POLL: Duration = Duration::from_millis(500);
+/// Rounds a thread writes for a connection before handing the rest to the writer thread, so
+/// that a publisher is never kept from its own client by a stream of other publishers' news.
+const MAX_ROUNDS: usize = 4;
+
+/// How long a closing connection whose socket is full may take to take its last bytes
+/// (DISCONNECT) before it is shut down without them.
+pub const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
+/// A write buffer above this is given back to the allocator once written, so that one burst of
+/// large messages does not stay resident for the life of the connection.
+const KEEP_BUFFER: usize = 64 * 1024;
 
 pub struct Outbox {
     /// Identifies the connection, for logs and for telling a stale outbox from the live one.
     pub conn_id: u64,
     pub version: ProtocolVersion,
+    stream: Arc<TcpStream>,
+    stats: Arc<Stats>,
+    writer: Arc<Writer>,
     inner: Mutex<Inner>,
-    cv: Condvar,
+    /// The write side, locked only by the holder of the write turn.
+    out: Mutex<Output>,
+}
+
+/// Who may write now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    Free,
+    /// A thread is flushing this outbox.
+    Taken,
+    /// The writer thread holds it: the socket was full, or a flush ran out of rounds.
+    Writer,
 }
 
 struct Inner {
@@ -40,176 +72,289 @@ struct Inner {
     control: Vec<u8>,
     /// The session may have something new to send.
     dirty: bool,
-    /// Write what is queued, then shut the socket down and stop.
+    /// Write what is queued, then shut the socket down.
     closing: bool,
+    /// A closing connection still unwritten at this time is shut down anyway.
+    close_by: Option<Instant>,
+    /// The socket is shut down (or failed): nothing more is written.
+    closed: bool,
+    turn: Turn,
+}
+
+/// What the write turn works with.
+struct Output {
+    session: Weak<Session>,
+    aliases: Aliases,
+    max_packet_size: u32,
+    /// Encoded bytes; `buf[written..]` is what the socket has not taken yet.
+    buf: Vec<u8>,
+    written: usize,
+    batch: Vec<Outgoing>,
+}
+
+/// How a spell of writing ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing left to write (or the connection is closed): the turn is free again.
+    Done,
+    /// The socket would block: the writer thread holds the turn until it is writable.
+    Blocked,
+    /// Out of rounds with more to write: the writer thread holds the turn and goes on.
+    More,
 }
 
 impl Outbox {
-    pub fn new(conn_id: u64, version: ProtocolVersion) -> Outbox {
+    pub fn new(
+        conn_id: u64,
+        version: ProtocolVersion,
+        stream: Arc<TcpStream>,
+        stats: Arc<Stats>,
+        writer: Arc<Writer>,
+    ) -> Outbox {
         Outbox {
             conn_id,
             version,
+            stream,
+            stats,
+            writer,
             inner: Mutex::new(Inner {
                 control: Vec::new(),
                 dirty: false,
                 closing: false,
+                close_by: None,
+                closed: false,
+                turn: Turn::Free,
             }),
-            cv: Condvar::new(),
+            out: Mutex::new(Output {
+                session: Weak::new(),
+                aliases: Aliases {
+                    maximum: 0,
+                    map: HashMap::new(),
+                },
+                max_packet_size: protocol::MAX_REMAINING_LENGTH,
+                buf: Vec::new(),
+                written: 0,
+                batch: Vec::new(),
+            }),
         }
     }
 
-    /// Queues a control packet for the client.
-    pub fn send(&self, packet: &Packet) {
+    /// Connects the outbox to the session it sends from, with the client's limits from CONNECT
+    /// (Maximum Packet Size, Topic Alias Maximum when `topic_aliases` is on). What the session
+    /// already holds goes out with the next flush, after the CONNACK queued before.
+    pub fn attach(&self, session: &Arc<Session>, topic_aliases: bool) {
+        let link = session.state.lock().link;
+        {
+            let mut out = self.out.lock();
+            out.session = Arc::downgrade(session);
+            out.max_packet_size = link.max_packet_size;
+            out.aliases.maximum = if topic_aliases && link.protocol.is_v5() {
+                link.topic_alias_maximum
+            } else {
+                0
+            };
+        }
+        self.inner.lock().dirty = true;
+    }
+
+    /// Queues a control packet; the caller flushes (now or at the end of its chunk).
+    pub fn queue(&self, packet: &Packet) {
         let mut inner = self.inner.lock();
         if inner.closing {
             return;
         }
         protocol::encode(packet, self.version, &mut inner.control);
-        drop(inner);
-        self.cv.notify_one();
     }
 
-    /// Tells the writer that the session may have messages for it.
-    pub fn wake(&self) {
-        let mut inner = self.inner.lock();
-        if inner.dirty {
-            return;
-        }
-        inner.dirty = true;
-        drop(inner);
-        self.cv.notify_one();
+    /// Queues a control packet and writes it now.
+    pub fn send(self: &Arc<Self>, packet: &Packet) {
+        self.queue(packet);
+        self.flush();
     }
 
-    /// Asks the writer to send `last` (a DISCONNECT, a refusing CONNACK) after what is already
-    /// queued, then close the connection. Later sends are ignored.
-    pub fn close(&self, last: Option<&Packet>) {
+    /// Notes that the session may have messages for the client. True when the note is new:
+    /// the caller then owes a flush (the turn holder picks up notes that are not new).
+    pub fn mark(&self) -> bool {
         let mut inner = self.inner.lock();
-        if inner.closing {
-            return;
+        !std::mem::replace(&mut inner.dirty, true) && !inner.closed
+    }
+
+    /// Marks and writes now.
+    pub fn wake(self: &Arc<Self>) {
+        self.mark();
+        self.flush();
+    }
+
+    /// Sends `last` (a DISCONNECT) after what is already queued, then shuts the socket down;
+    /// a client that does not read gets [`CLOSE_GRACE`] to take it. Later sends are ignored.
+    pub fn close(self: &Arc<Self>, last: Option<&Packet>) {
+        {
+            let mut inner = self.inner.lock();
+            if inner.closing {
+                return;
+            }
+            if let Some(packet) = last {
+                protocol::encode(packet, self.version, &mut inner.control);
+            }
+            inner.closing = true;
+            inner.close_by = Some(Instant::now() + CLOSE_GRACE);
+            if inner.turn == Turn::Writer {
+                drop(inner);
+                // The writer thread holds it: let it see the deadline.
+                self.writer.nudge();
+                return;
+            }
         }
-        if let Some(packet) = last {
-            protocol::encode(packet, self.version, &mut inner.control);
-        }
-        inner.closing = true;
-        drop(inner);
-        self.cv.notify_one();
+        self.flush();
     }
 
     pub fn is_closing(&self) -> bool {
         self.inner.lock().closing
     }
 
-    /// Waits for work; returns the control bytes (appended to `buf`) and whether to close.
-    fn wait_for_work(&self, buf: &mut Vec<u8>, more: bool) -> bool {
-        let mut inner = self.inner.lock();
-        while !more && !inner.dirty && inner.control.is_empty() && !inner.closing {
-            self.cv.wait(&mut inner);
+    /// Writes whatever is waiting, on this thread, unless another holds the write turn (it
+    /// will see the news) or the connection is closed.
+    pub fn flush(self: &Arc<Self>) {
+        {
+            let mut inner = self.inner.lock();
+            let idle = !inner.dirty && inner.control.is_empty() && !inner.closing;
+            if inner.turn != Turn::Free || inner.closed || idle {
+                return;
+            }
+            inner.turn = Turn::Taken;
         }
-        inner.dirty = false;
-        buf.append(&mut inner.control);
-        inner.closing
-    }
-}
-
-/// Outbound topic aliases of one connection (§3.3.2.3.4): the first `maximum` distinct topics
-/// get an alias; later messages on them carry only the alias. Per connection, so an alias never
-/// leaks from one client to another.
-struct Aliases {
-    maximum: u16,
-    map: HashMap<String, u16>,
-}
-
-impl Aliases {
-    /// (topic to write, alias to write, whether the alias is new) for `topic`, without
-    /// recording anything: the caller commits a new alias only once the packet is really sent.
-    fn choose<'a>(&self, topic: &'a str) -> (&'a str, Option<u16>, bool) {
-        if self.maximum == 0 {
-            return (topic, None, false);
-        }
-        if let Some(&alias) = self.map.get(topic) {
-            return ("", Some(alias), false);
-        }
-        match u16::try_from(self.map.len() + 1) {
-            Ok(alias) if alias <= self.maximum => (topic, Some(alias), true),
-            _ => (topic, None, false),
+        match self.write_turn(MAX_ROUNDS) {
+            Progress::Done => {}
+            Progress::Blocked | Progress::More => self.writer.hand_over(self.clone()),
         }
     }
 
-    fn commit(&mut self, topic: &str, alias: u16) {
-        self.map.insert(topic.to_owned(), alias);
-    }
-}
-
-/// Everything the writer thread needs; moved into it.
-pub struct Writer {
-    pub outbox: Arc<Outbox>,
-    pub session: Arc<Session>,
-    pub stream: Arc<TcpStream>,
-    pub stats: Arc<Stats>,
-    pub outbound_topic_aliases: bool,
-}
-
-impl Writer {
-    /// The writer thread's body: runs until the outbox is closed or the socket fails.
-    pub fn run(mut self) {
-        let _ = self.stream.set_write_timeout(Some(WRITE_POLL));
-        let link = self.session.state.lock().link;
-        let mut aliases = Aliases {
-            maximum: if self.outbound_topic_aliases && link.protocol.is_v5() {
-                link.topic_alias_maximum
-            } else {
-                0
-            },
-            map: HashMap::new(),
-        };
-        // Grown by what is written: an idle connection holds no write buffer to speak of.
-        let mut buf: Vec<u8> = Vec::new();
-        let mut batch: Vec<Outgoing> = Vec::new();
-        let mut more = false;
-        loop {
-            let closing = self.outbox.wait_for_work(&mut buf, more);
-            more = false;
-            if !closing {
-                let mut st = self.session.state.lock();
-                let live = st
-                    .outbox
-                    .as_ref()
-                    .is_some_and(|o| Arc::ptr_eq(o, &self.outbox));
-                if live {
-                    st.take_sendable(Instant::now(), MAX_BATCH, &mut batch);
-                    more = st.has_sendable();
+    /// Writes for up to `rounds` rounds while holding the turn. On `Blocked` or `More` the
+    /// turn has passed to the writer thread, which must then call this again.
+    pub(super) fn write_turn(&self, rounds: usize) -> Progress {
+        let mut out = self.out.lock();
+        for _ in 0..rounds {
+            let (take, closing) = {
+                let mut inner = self.inner.lock();
+                out.buf.append(&mut inner.control);
+                let take = inner.dirty && !inner.closing;
+                inner.dirty = false;
+                (take, inner.closing)
+            };
+            let more = take && self.take_from_session(&mut out);
+            match self.write_some(&mut out) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let mut inner = self.inner.lock();
+                    inner.dirty |= more;
+                    inner.turn = Turn::Writer;
+                    return Progress::Blocked;
+                }
+                Err(e) => {
+                    log::debug!("conn {}: write failed: {e}", self.conn_id);
+                    self.shut(&mut out);
+                    return Progress::Done;
                 }
             }
-            if !batch.is_empty() {
-                self.encode_batch(&mut batch, &mut aliases, link.max_packet_size, &mut buf);
-            }
-            if !buf.is_empty() {
-                if let Err(e) = self.write_all(&buf) {
-                    log::debug!("conn {}: write failed: {e}", self.outbox.conn_id);
-                    break;
+            let mut inner = self.inner.lock();
+            inner.dirty |= more;
+            if !inner.dirty && inner.control.is_empty() {
+                if closing || inner.closing {
+                    drop(inner);
+                    self.shut(&mut out);
+                } else {
+                    inner.turn = Turn::Free;
                 }
-                self.stats
-                    .bytes_sent
-                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
-                buf.clear();
-            }
-            if closing {
-                break;
+                return Progress::Done;
             }
         }
-        let _ = (&*self.stream).flush();
+        self.inner.lock().turn = Turn::Writer;
+        Progress::More
+    }
+
+    /// Gives up on a closing connection whose client did not take its last bytes in time.
+    /// True when it was shut down.
+    pub(super) fn abandon_if_late(&self, now: Instant) -> bool {
+        let late = self.inner.lock().close_by.is_some_and(|by| now >= by);
+        if late {
+            self.shut(&mut self.out.lock());
+        }
+        late
+    }
+
+    /// When the writer thread should look at this outbox again even if the socket stays full.
+    pub(super) fn close_by(&self) -> Option<Instant> {
+        self.inner.lock().close_by
+    }
+
+    pub(super) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Shuts the socket down for good; the reader thread sees end of file and ends.
+    fn shut(&self, out: &mut Output) {
         let _ = self.stream.shutdown(Shutdown::Both);
+        out.buf = Vec::new();
+        out.written = 0;
+        let mut inner = self.inner.lock();
+        inner.closed = true;
+        inner.closing = true;
+        inner.control = Vec::new();
+        inner.turn = Turn::Free;
     }
 
-    fn encode_batch(
-        &self,
-        batch: &mut Vec<Outgoing>,
-        aliases: &mut Aliases,
-        max_packet_size: u32,
-        buf: &mut Vec<u8>,
-    ) {
+    /// Moves a batch of sendable messages from the session into the buffer, if this outbox is
+    /// still the session's connection. True when the session has more it could send now.
+    fn take_from_session(&self, out: &mut Output) -> bool {
+        let Some(session) = out.session.upgrade() else {
+            return false;
+        };
+        let mut batch = std::mem::take(&mut out.batch);
+        let more = {
+            let mut st = session.state.lock();
+            let live = st.outbox.as_ref().is_some_and(|o| o.conn_id == self.conn_id);
+            if !live {
+                return false;
+            }
+            st.take_sendable(Instant::now(), MAX_BATCH, &mut batch);
+            st.has_sendable()
+        };
+        if !batch.is_empty() {
+            self.encode_batch(&session, &mut batch, out);
+        }
+        out.batch = batch;
+        more
+    }
+
+    /// Sends `buf[written..]` without blocking. `Ok(true)`: all of it went; `Ok(false)`: the
+    /// socket is full and the rest is still in `buf`.
+    fn write_some(&self, out: &mut Output) -> io::Result<bool> {
+        while out.written < out.buf.len() {
+            match writer::send_nonblocking(&self.stream, &out.buf[out.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    out.written += n;
+                    self.stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.written = 0;
+        if out.buf.capacity() > KEEP_BUFFER {
+            out.buf = Vec::new();
+        } else {
+            out.buf.clear();
+        }
+        Ok(true)
+    }
+
+    fn encode_batch(&self, session: &Session, batch: &mut Vec<Outgoing>, out: &mut Output) {
         let now = Instant::now();
-        let version = self.outbox.version;
+        let version = self.version;
+        let max_packet_size = out.max_packet_size;
+        let Output { aliases, buf, .. } = out;
         let mut too_large: Vec<u16> = Vec::new();
         let mut sent = 0u64;
         for item in batch.drain(..) {
@@ -257,7 +402,7 @@ impl Writer {
                     };
                     // A new alias is recorded only with a packet that goes out; if the alias
                     // property is what makes it too large, send it without one.
-                    let out = if fits(&aliased) {
+                    let packet = if fits(&aliased) {
                         if let (true, Some(alias)) = (new_alias, topic_alias) {
                             aliases.commit(&msg.topic, alias);
                         }
@@ -265,7 +410,7 @@ impl Writer {
                     } else {
                         full
                     };
-                    if !fits(&out) {
+                    if !fits(&packet) {
                         // MQTT-3.1.2-24: never send a packet above the client's maximum.
                         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                         if delivery.qos != QoS::AtMostOnce {
@@ -273,38 +418,72 @@ impl Writer {
                         }
                         continue;
                     }
-                    publish::write_out(buf, version, &out);
+                    publish::write_out(buf, version, &packet);
                     sent += 1;
                 }
             }
         }
         self.stats.messages_sent.fetch_add(sent, Ordering::Relaxed);
         if !too_large.is_empty() {
-            let mut st = self.session.state.lock();
+            let mut st = session.state.lock();
             for id in too_large {
                 st.discard_inflight(id);
             }
         }
     }
+}
 
-    /// Writes everything, polling the close flag while the client does not read.
-    fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            match (&*self.stream).write(data) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => data = &data[n..],
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::TimedOut =>
-                {
-                    if self.outbox.is_closing() {
-                        return Err(io::ErrorKind::TimedOut.into());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+/// Outbound topic aliases of one connection (§3.3.2.3.4): the first `maximum` distinct topics
+/// get an alias; later messages on them carry only the alias. Per connection, so an alias never
+/// leaks from one client to another.
+struct Aliases {
+    maximum: u16,
+    map: HashMap<String, u16>,
+}
+
+impl Aliases {
+    /// (topic to write, alias to write, whether the alias is new) for `topic`, without
+    /// recording anything: the caller commits a new alias only once the packet is really sent.
+    fn choose<'a>(&self, topic: &'a str) -> (&'a str, Option<u16>, bool) {
+        if self.maximum == 0 {
+            return (topic, None, false);
         }
-        Ok(())
+        if let Some(&alias) = self.map.get(topic) {
+            return ("", Some(alias), false);
+        }
+        match u16::try_from(self.map.len() + 1) {
+            Ok(alias) if alias <= self.maximum => (topic, Some(alias), true),
+            _ => (topic, None, false),
+        }
+    }
+
+    fn commit(&mut self, topic: &str, alias: u16) {
+        self.map.insert(topic.to_owned(), alias);
+    }
+}
+
+/// Outboxes owed a flush, collected while a reader thread works through one chunk and flushed
+/// before it reads again (or when dropped), so that each gets one write for the whole chunk.
+#[derive(Default)]
+pub struct Wakes(Vec<Arc<Outbox>>);
+
+impl Wakes {
+    /// Notes that `outbox`'s session has news; remembers it when the flush is owed here.
+    pub fn mark(&mut self, outbox: Arc<Outbox>) {
+        if outbox.mark() {
+            self.0.push(outbox);
+        }
+    }
+
+    pub fn flush(&mut self) {
+        for outbox in self.0.drain(..) {
+            outbox.flush();
+        }
+    }
+}
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        self.flush();
     }
 }

@@ -2,8 +2,8 @@
 //! outbound in-flight window with packet-id allocation, inbound QoS 2 state, expiry and will.
 //!
 //! A session outlives connections when it is persistent. It is shared by `Arc` between the
-//! connection's reader thread (acks, subscriptions), its writer thread (takes what may be sent),
-//! every publisher's thread (enqueues) and the ticker (expiry). All of that goes through one
+//! connection's reader thread (acks, subscriptions), whichever thread holds the outbox's write
+//! turn (takes what may be sent), every publisher's thread (enqueues) and the ticker (expiry). All of that goes through one
 //! `parking_lot::Mutex` per session, held only for queue operations — never across I/O.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::message::Message;
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Wakes};
 use crate::auth::AclSet;
 use crate::protocol::{ProtocolVersion, QoS, SubscriptionOptions, Will};
 use crate::store::{DurableTicket, MessageState, StoreHandle};
@@ -199,7 +199,7 @@ pub struct SessionState {
     pub acknowledged: VecDeque<Acknowledged>,
 }
 
-/// A message ready to be written by the writer thread.
+/// A message ready to be written to the client.
 #[derive(Debug)]
 pub enum Outgoing {
     Publish {
@@ -256,18 +256,24 @@ impl Session {
         }
     }
 
-    /// Queues a delivery and wakes the writer. Never blocks on the subscriber's socket.
+    /// Queues a delivery and writes it to the client now, if connected. Never blocks on the
+    /// subscriber's socket.
     pub fn enqueue(&self, delivery: Delivery, limits: &QueueLimits) -> Result<(), DropReason> {
-        self.enqueue_checked(delivery, limits, None).map(|_| ())
+        let mut wakes = Wakes::default();
+        let queued = self.enqueue_checked(delivery, limits, None, &mut wakes);
+        wakes.flush();
+        queued.map(|_| ())
     }
 
-    /// [`Session::enqueue`], refusing a message the client may not read under `acl`, and storing
-    /// a QoS 1/2 message of a persistent session: the ticket fires once it is committed.
+    /// Queues a delivery, refusing a message the client may not read under `acl`, and storing
+    /// a QoS 1/2 message of a persistent session: the ticket fires once it is committed. The
+    /// connection's outbox joins `wakes` when it is owed a flush.
     pub fn enqueue_checked(
         &self,
         mut delivery: Delivery,
         limits: &QueueLimits,
         acl: Option<&AclSet>,
+        wakes: &mut Wakes,
     ) -> Result<Option<DurableTicket>, DropReason> {
         let (outbox, ticket) = {
             let mut st = self.state.lock();
@@ -298,7 +304,7 @@ impl Session {
             (st.outbox.clone(), ticket)
         };
         if let Some(outbox) = outbox {
-            outbox.wake();
+            wakes.mark(outbox);
         }
         Ok(ticket)
     }
@@ -488,7 +494,7 @@ impl SessionState {
         self.inflight.len() - waiting
     }
 
-    /// True when the writer has something it could send now.
+    /// True when there is something the client could be sent now.
     pub fn has_sendable(&self) -> bool {
         let room = self.on_wire() < self.window();
         (room && !self.resend.is_empty())

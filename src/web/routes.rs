@@ -24,6 +24,7 @@ use crate::broker::message::Message;
 use crate::broker::server::Server;
 use crate::broker::stats::Stats;
 use crate::broker::view;
+use crate::broker::Routing;
 use crate::protocol::topic::valid_topic_name;
 use crate::protocol::{Properties, QoS, ReasonCode};
 
@@ -736,7 +737,7 @@ fn publish(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
         msg.payload.len()
     );
     let mut tickets = Vec::new();
-    let matched = broker.publish_durable(Arc::new(msg), &mut Vec::new(), Some(&mut tickets));
+    let matched = broker.publish_durable(Arc::new(msg), &mut Routing::default(), Some(&mut tickets));
     let deadline = Instant::now() + COMMIT_WAIT;
     for mut t in tickets {
         let left = deadline.saturating_duration_since(Instant::now());

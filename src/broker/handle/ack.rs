@@ -1,8 +1,8 @@
 //! PUBACK, PUBREC, PUBREL, PUBCOMP from the client: the QoS 1 and QoS 2 state machines (§4.3).
 //!
 //! Outbound (we published to the client): PUBACK ends QoS 1; PUBREC → we send PUBREL; PUBCOMP
-//! ends QoS 2. Each completion frees a slot in the client's Receive Maximum window, so the writer
-//! is woken. Inbound (the client published to us): PUBREL → PUBCOMP, ending exactly-once.
+//! ends QoS 2. Each completion frees a slot in the client's Receive Maximum window, so the outbox
+//! is marked for the flush at the end of the chunk. Inbound (the client published to us): PUBREL → PUBCOMP, ending exactly-once.
 
 use super::Flow;
 use crate::broker::connection::Client;
@@ -24,7 +24,7 @@ pub fn puback(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
         st.has_sendable()
     };
     if wake {
-        client.outbox.wake();
+        client.outbox.mark();
     }
     Ok(Flow::Continue)
 }
@@ -57,7 +57,7 @@ pub fn pubrec(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
             .send(&Packet::PubRel(ack(a.packet_id, reason)));
     }
     if wake {
-        client.outbox.wake();
+        client.outbox.mark();
     }
     Ok(Flow::Continue)
 }
@@ -87,7 +87,7 @@ pub fn pubcomp(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
         st.has_sendable()
     };
     if wake {
-        client.outbox.wake();
+        client.outbox.mark();
     }
     Ok(Flow::Continue)
 }

@@ -1,5 +1,5 @@
 //! CONNECT (§3.1): check the client's request, authenticate, open or resume its session, answer
-//! CONNACK with the server's capabilities (§3.2.2.3), and start the connection's writer thread.
+//! CONNACK with the server's capabilities (§3.2.2.3), and attach the connection's outbox.
 //!
 //! A refused CONNECT gets a CONNACK with the reason (5.0) or return code (3.1.1) and the
 //! connection is closed (MQTT-3.2.2-7).
@@ -9,19 +9,16 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread;
 
 use crate::broker::connection::{Client, Reader};
-use crate::broker::outbox::{Outbox, Writer};
+use crate::broker::outbox::Outbox;
 use crate::broker::session::{LinkLimits, NEVER_EXPIRES};
-use crate::broker::{Broker, OpenRequest};
+use crate::broker::{Broker, OpenRequest, Routing};
 use crate::protocol::{
     ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode, MAX_REMAINING_LENGTH,
 };
 use crate::store::{now_ms, ClientRecord};
 
-/// Stack of a connection's writer thread: it only encodes and writes.
-const WRITER_STACK: usize = 64 * 1024;
 
 /// A CONNACK refusing the connection.
 pub fn connack_refusal(reason: ReasonCode) -> Packet {
@@ -131,8 +128,8 @@ fn assigned_client_id() -> String {
     format!("auto-{:016x}", h.finish())
 }
 
-/// Accepts or refuses the connection. On success the writer thread is running and CONNACK is
-/// queued ahead of anything the session holds.
+/// Accepts or refuses the connection. On success CONNACK has been written, ahead of anything
+/// the session holds.
 pub fn accept(
     broker: &Arc<Broker>,
     reader: &mut Reader,
@@ -197,8 +194,13 @@ pub fn accept(
         }
     }
 
-    let outbox = Arc::new(Outbox::new(conn_id, version));
-    let write_half = reader.stream().clone();
+    let outbox = Arc::new(Outbox::new(
+        conn_id,
+        version,
+        reader.stream().clone(),
+        broker.stats.clone(),
+        broker.writer.clone(),
+    ));
     let request = OpenRequest {
         client_id: &client_id,
         clean_start: c.clean_start,
@@ -213,23 +215,9 @@ pub fn accept(
             properties: props,
         })
     });
-    let writer = Writer {
-        outbox: outbox.clone(),
-        session: opened.session.clone(),
-        stream: write_half,
-        stats: broker.stats.clone(),
-        outbound_topic_aliases: cfg.outbound_topic_aliases,
-    };
-    let spawned = thread::Builder::new()
-        .name(format!("client-{conn_id}-w"))
-        .stack_size(WRITER_STACK)
-        .spawn(move || writer.run());
-    if let Err(e) = spawned {
-        log::error!("client {client_id}: cannot start writer thread: {e}");
-        broker.close_session_link(&opened.session, &outbox);
-        reader.write_and_close(None, version);
-        return None;
-    }
+    outbox.attach(&opened.session, cfg.outbound_topic_aliases);
+    // CONNACK, then whatever a resumed session held.
+    outbox.flush();
     let will_kept = c
         .will
         .as_ref()
@@ -263,7 +251,7 @@ pub fn accept(
         will: c.will,
         will_kept,
         connect_expiry: requested_expiry,
-        scratch: Vec::new(),
+        scratch: Routing::deferred(),
         username: c.username,
     })
 }

@@ -32,7 +32,7 @@ pub fn dispatch(client: &mut Client, packet: Packet) -> Result<Flow, ConnError> 
         Packet::Subscribe(s) => subscribe::handle(client, s),
         Packet::Unsubscribe(u) => unsubscribe::handle(client, u),
         Packet::PingReq => {
-            client.outbox.send(&Packet::PingResp);
+            client.outbox.queue(&Packet::PingResp);
             Ok(Flow::Continue)
         }
         Packet::Disconnect(d) => disconnect::handle(client, d),

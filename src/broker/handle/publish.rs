@@ -116,7 +116,11 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
                 &mut client.scratch,
                 Some(&mut tickets),
             );
-            wait_durable(client, tickets);
+            if !tickets.is_empty() {
+                // Subscribers need not wait for the database: only the publisher's ack does.
+                client.scratch.wakes.flush();
+                wait_durable(client, tickets);
+            }
             if matched == 0 {
                 ReasonCode::NoMatchingSubscribers
             } else {
@@ -199,7 +203,7 @@ fn send_ack(client: &Client, qos: QoS, packet_id: u16, reason: ReasonCode) {
     };
     match qos {
         QoS::AtMostOnce => {}
-        QoS::AtLeastOnce => client.outbox.send(&Packet::PubAck(ack)),
-        QoS::ExactlyOnce => client.outbox.send(&Packet::PubRec(ack)),
+        QoS::AtLeastOnce => client.outbox.queue(&Packet::PubAck(ack)),
+        QoS::ExactlyOnce => client.outbox.queue(&Packet::PubRec(ack)),
     }
 }

@@ -51,7 +51,7 @@ pub fn handle(client: &mut Client, s: Subscribe) -> Result<Flow, ConnError> {
             })
             .collect()
     };
-    client.outbox.send(&Packet::SubAck(SubAck {
+    client.outbox.queue(&Packet::SubAck(SubAck {
         packet_id: s.packet_id,
         properties: Properties::default(),
         reasons,
@@ -62,7 +62,9 @@ pub fn handle(client: &mut Client, s: Subscribe) -> Result<Flow, ConnError> {
         // retained messages are skipped exactly as live ones are.
         let acl = client.broker.delivery_acl();
         for d in retained {
-            match client.session.enqueue_checked(d, &limits, acl.as_deref()) {
+            match client
+                .session
+                .enqueue_checked(d, &limits, acl.as_deref(), &mut client.scratch.wakes) {
                 Ok(_) | Err(DropReason::NotAuthorized) => {}
                 Err(_) => {
                     client

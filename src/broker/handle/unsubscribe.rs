@@ -37,7 +37,7 @@ pub fn handle(client: &mut Client, u: Unsubscribe) -> Result<Flow, ConnError> {
     if !client.version.is_v5() {
         reasons.clear();
     }
-    client.outbox.send(&Packet::UnsubAck(UnsubAck {
+    client.outbox.queue(&Packet::UnsubAck(UnsubAck {
         packet_id: u.packet_id,
         properties: Properties::default(),
         reasons,
