@@ -312,7 +312,10 @@ impl Outbox {
         let mut batch = std::mem::take(&mut out.batch);
         let more = {
             let mut st = session.state.lock();
-            let live = st.outbox.as_ref().is_some_and(|o| o.conn_id == self.conn_id);
+            let live = st
+                .outbox
+                .as_ref()
+                .is_some_and(|o| o.conn_id == self.conn_id);
             if !live {
                 return false;
             }

@@ -737,7 +737,8 @@ fn publish(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
         msg.payload.len()
     );
     let mut tickets = Vec::new();
-    let matched = broker.publish_durable(Arc::new(msg), &mut Routing::default(), Some(&mut tickets));
+    let matched =
+        broker.publish_durable(Arc::new(msg), &mut Routing::default(), Some(&mut tickets));
     let deadline = Instant::now() + COMMIT_WAIT;
     for mut t in tickets {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -19,7 +19,6 @@ use crate::protocol::{
 };
 use crate::store::{now_ms, ClientRecord};
 
-
 /// A CONNACK refusing the connection.
 pub fn connack_refusal(reason: ReasonCode) -> Packet {
     Packet::ConnAck(ConnAck {

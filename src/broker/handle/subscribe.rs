@@ -62,9 +62,12 @@ pub fn handle(client: &mut Client, s: Subscribe) -> Result<Flow, ConnError> {
         // retained messages are skipped exactly as live ones are.
         let acl = client.broker.delivery_acl();
         for d in retained {
-            match client
-                .session
-                .enqueue_checked(d, &limits, acl.as_deref(), &mut client.scratch.wakes) {
+            match client.session.enqueue_checked(
+                d,
+                &limits,
+                acl.as_deref(),
+                &mut client.scratch.wakes,
+            ) {
                 Ok(_) | Err(DropReason::NotAuthorized) => {}
                 Err(_) => {
                     client
