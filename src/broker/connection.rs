@@ -196,6 +196,21 @@ pub fn run(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, conn_id: u6
     broker.register_conn(conn_id, stream.clone(), peer);
     let cfg = broker.config.clone();
     let mut reader = Reader::new(stream, cfg.read_chunk_size, cfg.max_packet_size);
+    let Some(mut client) = open(&broker, &mut reader, peer, conn_id) else {
+        return;
+    };
+    let result = client.run(&mut reader);
+    client.finish(result);
+}
+
+/// Reads and answers the CONNECT (§3.1): the connected client, or `None` when refused.
+fn open(
+    broker: &Arc<Broker>,
+    reader: &mut Reader,
+    peer: SocketAddr,
+    conn_id: u64,
+) -> Option<Client> {
+    let cfg = &broker.config;
     let deadline = Instant::now() + cfg.connect_timeout;
     let connect = match reader.next_packet(Some(deadline), || ConnError::ClosedByServer) {
         Ok((Packet::Connect(c), size)) => {
@@ -212,11 +227,11 @@ pub fn run(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, conn_id: u6
                 other.packet_type()
             );
             reader.write_and_close(None, ProtocolVersion::V5);
-            return;
+            return None;
         }
         Err(ConnError::Decode(e)) => {
-            refuse_bad_connect(&mut reader, peer, &e);
-            return;
+            refuse_bad_connect(reader, peer, &e);
+            return None;
         }
         Err(ConnError::ClosedByServer) => {
             log::info!(
@@ -224,19 +239,14 @@ pub fn run(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, conn_id: u6
                 cfg.connect_timeout
             );
             reader.write_and_close(None, ProtocolVersion::V5);
-            return;
+            return None;
         }
         Err(e) => {
             log::debug!("connection from {peer} ended before CONNECT: {e}");
-            return;
+            return None;
         }
     };
-    let Some(mut client) = handle::connect::accept(&broker, &mut reader, *connect, peer, conn_id)
-    else {
-        return;
-    };
-    let result = client.run(&mut reader);
-    client.finish(result);
+    handle::connect::accept(broker, reader, *connect, peer, conn_id)
 }
 
 /// A CONNECT that failed to decode: answer with CONNACK when the version is known (MQTT-3.1.4-1,

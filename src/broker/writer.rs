@@ -100,8 +100,12 @@ fn run(writer: &Writer, mut wake_rx: UnixStream) {
         // Poll the wake-up socket and every waiting socket for room; without a wait when some
         // outbox ran out of rounds, or until the nearest close deadline.
         fds.clear();
-        fds.push(pollfd(wake_rx.as_raw_fd()));
-        fds.extend(waiting.iter().map(|o| pollfd(o.stream().as_raw_fd())));
+        fds.push(pollfd(wake_rx.as_raw_fd(), libc::POLLIN));
+        fds.extend(
+            waiting
+                .iter()
+                .map(|o| pollfd(o.stream().as_raw_fd(), libc::POLLOUT)),
+        );
         let now = Instant::now();
         let timeout = if again {
             0
@@ -154,10 +158,10 @@ fn run(writer: &Writer, mut wake_rx: UnixStream) {
     }
 }
 
-fn pollfd(fd: std::os::unix::io::RawFd) -> libc::pollfd {
+fn pollfd(fd: std::os::unix::io::RawFd, events: libc::c_short) -> libc::pollfd {
     libc::pollfd {
         fd,
-        events: libc::POLLOUT,
+        events,
         revents: 0,
     }
 }
