@@ -163,8 +163,8 @@ pub struct Client {
     pub will_kept: bool,
     /// Session Expiry Interval from CONNECT, for the DISCONNECT rule MQTT-3.14.2-2.
     pub connect_expiry: u32,
-    /// Reusable routing buffers, so publishing allocates nothing for them; its wakes are
-    /// flushed once per chunk read.
+    /// Reusable routing buffers, so publishing allocates nothing for them; flushed once per
+    /// chunk read.
     pub scratch: Routing,
     pub username: Option<String>,
 }
@@ -330,13 +330,13 @@ impl Client {
     /// Writes what handling the packets read so far queued: subscribers' news first, then the
     /// client's own acks.
     pub fn flush(&mut self) {
-        self.scratch.wakes.flush();
+        self.scratch.flush(&self.broker);
         self.outbox.flush();
     }
 
     /// Settles the session and the will after the connection ended, and logs it once.
     fn finish(mut self, ending: Ending) {
-        self.scratch.wakes.flush();
+        self.scratch.flush(&self.broker);
         let now = Instant::now();
         let (publish_will, why) = match &ending {
             Ending::Disconnect(ReasonCode::Success) => (false, "client disconnected".to_owned()),
@@ -408,7 +408,7 @@ impl Client {
             .client_disconnected(&self.client_id, &why, crate::store::now_ms());
         if let Some(msg) = will_now {
             self.broker.publish(msg, &mut self.scratch);
-            self.scratch.wakes.flush();
+            self.scratch.flush(&self.broker);
         }
         log::info!(
             "client {} disconnected from {} (MQTT {}): {}",

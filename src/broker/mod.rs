@@ -82,6 +82,8 @@ pub struct Broker {
 pub struct Routing {
     targets: Vec<(Arc<Session>, Delivery)>,
     pub wakes: Wakes,
+    /// Messages for the store's history, sent after the flush: off the delivery path.
+    history: Vec<Arc<Message>>,
     /// Leave the flushes to the caller: a reader thread flushes once per chunk it read.
     pub defer: bool,
 }
@@ -92,6 +94,16 @@ impl Routing {
         Routing {
             defer: true,
             ..Routing::default()
+        }
+    }
+
+    /// Writes to every outbox owed a flush, then hands the history to the store.
+    pub fn flush(&mut self, broker: &Broker) {
+        self.wakes.flush();
+        if !self.history.is_empty() {
+            broker
+                .store
+                .record_messages(std::mem::take(&mut self.history));
         }
     }
 }
@@ -544,7 +556,7 @@ impl Broker {
         // $SYS is regenerated every interval: neither history nor worth keeping.
         let sys = msg.topic.starts_with("$SYS/");
         if self.config.history_per_topic > 0 && !sys {
-            self.store.record_message(&msg);
+            scratch.history.push(msg.clone());
         }
         if msg.retain {
             self.retained.set(&msg);
@@ -576,7 +588,7 @@ impl Broker {
             }
         }
         if !scratch.defer {
-            scratch.wakes.flush();
+            scratch.flush(self);
         }
         matched
     }

@@ -381,8 +381,12 @@ impl StoreHandle {
     fn history(&self, h: History) {
         match self.inner.history.try_send(h) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.inner.shared.shed.fetch_add(1, Ordering::Relaxed);
+            Err(TrySendError::Full(h)) => {
+                let records = match &h {
+                    History::Messages(batch) => batch.len() as u64,
+                    _ => 1,
+                };
+                self.inner.shared.shed.fetch_add(records, Ordering::Relaxed);
             }
             Err(TrySendError::Disconnected(_)) => {}
         }
@@ -427,6 +431,14 @@ impl StoreHandle {
     /// Adds a published message to the history of its topic. Never blocks.
     pub fn record_message(&self, msg: &Arc<Message>) {
         self.history(History::Message(msg.clone()));
+    }
+
+    /// Adds published messages to their topics' history, in order, as one command: a reader
+    /// thread sends what it published per chunk read. Never blocks.
+    pub fn record_messages(&self, batch: Vec<Arc<Message>>) {
+        if !batch.is_empty() {
+            self.history(History::Messages(batch));
+        }
     }
 
     /// Records a client's connection. Never blocks.

@@ -20,7 +20,7 @@
 //! Stops on `Command::Shutdown` or when every sender is gone: drains the channels, commits (a
 //! few attempts), checkpoints the WAL, and returns.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,6 +101,7 @@ pub(crate) type AdminReply = Sender<Result<i64, StoreError>>;
 /// History: shed when the queue is full.
 pub(crate) enum History {
     Message(Arc<Message>),
+    Messages(Vec<Arc<Message>>),
     Connected(ClientRecord),
     Disconnected {
         client_id: String,
@@ -134,7 +135,7 @@ pub(crate) struct Worker {
     opts: StoreOptions,
     max_backlog: usize,
     writes: Vec<(Write, Option<Ticket>)>,
-    hist: Vec<History>,
+    hist: HistoryBatch,
     admin: Vec<(AdminWrite, AdminReply)>,
     queries: Vec<Query>,
     flushes: Vec<Ticket>,
@@ -169,7 +170,7 @@ impl Worker {
             opts,
             max_backlog,
             writes: Vec::new(),
-            hist: Vec::new(),
+            hist: HistoryBatch::default(),
             admin: Vec::new(),
             queries: Vec::new(),
             flushes: Vec::new(),
@@ -213,7 +214,7 @@ impl Worker {
     }
 
     fn pending_writes(&self) -> usize {
-        self.writes.len() + self.hist.len() + self.admin.len()
+        self.writes.len() + self.hist.weight() + self.admin.len()
     }
 
     fn pending(&self) -> usize {
@@ -338,7 +339,7 @@ impl Worker {
         if self.failing() {
             self.shared.shed.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.hist.push(h);
+            self.hist.push(h, self.opts.history_per_topic as usize);
             self.touch();
         }
     }
@@ -399,7 +400,7 @@ impl Worker {
                     refused.push((i, why));
                 }
             }
-            dropped += apply_history_batch(&tx, &self.hist, payload_limit, keep)?;
+            dropped += self.hist.apply(&tx, payload_limit, keep)?;
             for (a, _) in &self.admin {
                 match apply_admin(&tx, a) {
                     Err(AdminFailure::Db(e)) if is_transient(&e) => return Err(e),
@@ -485,7 +486,7 @@ impl Worker {
         self.retry_at = Some(Instant::now() + self.opts.retry_interval);
         self.shared
             .shed
-            .fetch_add(self.hist.len() as u64, Ordering::Relaxed);
+            .fetch_add(self.hist.records() as u64, Ordering::Relaxed);
         self.hist.clear();
         for (_, reply) in std::mem::take(&mut self.admin) {
             let _ = reply.send(Err(self.unavailable()));
@@ -541,7 +542,7 @@ impl Worker {
             }
         }
         while let Ok(h) = self.history.try_recv() {
-            self.hist.push(h);
+            self.hist.push(h, self.opts.history_per_topic as usize);
         }
         self.retry_at = None;
         for attempt in 0..3 {
@@ -657,73 +658,124 @@ fn apply_write(conn: &Connection, w: &Write) -> rusqlite::Result<()> {
     }
 }
 
+/// The history gathered for the next commit. Per topic only the newest `keep` messages are held
+/// (older ones would be pruned in the same transaction anyway) with the topic's count and
+/// times; client records are kept in order. So a fast publisher costs the database `keep` rows
+/// per topic and commit, not a row per message.
+#[derive(Default)]
+struct HistoryBatch {
+    topics: HashMap<String, TopicBatch>,
+    clients: Vec<History>,
+    /// Messages taken since the last commit, superseded ones included.
+    messages: usize,
+    /// Messages held in `topics`.
+    held: usize,
+}
+
 /// A topic's share of one history batch.
 struct TopicBatch {
-    count: usize,
-    seen: usize,
+    recent: VecDeque<Arc<Message>>,
+    count: u64,
     first: i64,
     last: i64,
 }
 
-/// Writes a batch of history records in their order. Per topic only the newest `keep` messages
-/// of the batch are inserted (older ones would be pruned in the same transaction anyway), its
-/// row in `topics` is updated once, and it is pruned once. Returns how many records were
-/// refused; a transient error aborts the transaction for a retry.
-fn apply_history_batch(
-    conn: &Connection,
-    hist: &[History],
-    payload_limit: usize,
-    keep: u32,
-) -> rusqlite::Result<usize> {
-    let newest = keep as usize;
-    let mut topics: HashMap<&str, TopicBatch> = HashMap::new();
-    for h in hist {
-        if let History::Message(msg) = h {
-            let at = instant_to_ms(msg.received);
-            let b = topics.entry(msg.topic.as_str()).or_insert(TopicBatch {
-                count: 0,
-                seen: 0,
-                first: at,
-                last: at,
-            });
-            b.count += 1;
-            b.first = b.first.min(at);
-            b.last = b.last.max(at);
-        }
-    }
-    let mut dropped = 0;
-    for h in hist {
-        let written = match h {
-            History::Message(msg) => match topics.get_mut(msg.topic.as_str()) {
-                Some(b) => {
-                    b.seen += 1;
-                    if b.count - b.seen >= newest {
-                        continue;
-                    }
-                    queries::history_message(conn, &fields(msg, msg.qos, msg.retain), payload_limit)
+/// Held messages that weigh as one command towards `max_batch`: the batch commits early once
+/// it holds `max_batch` × this many, which bounds its memory.
+const MESSAGES_PER_COMMAND: usize = 8;
+
+impl HistoryBatch {
+    fn push(&mut self, h: History, keep: usize) {
+        match h {
+            History::Message(msg) => self.push_message(msg, keep),
+            History::Messages(batch) => {
+                for msg in batch {
+                    self.push_message(msg, keep);
                 }
-                None => continue,
-            },
-            History::Connected(rec) => queries::client_connected(conn, rec),
-            History::Disconnected {
-                client_id,
-                reason,
-                at,
-            } => queries::client_disconnected(conn, client_id, reason, *at),
-        };
-        if let Err(e) = written {
-            if is_transient(&e) {
-                return Err(e);
             }
-            dropped += 1;
-            log::warn!("store: dropping a history record: {e}");
+            other => self.clients.push(other),
         }
     }
-    for (topic, b) in &topics {
-        queries::topic_seen(conn, topic, b.count as u64, b.first, b.last)?;
-        queries::history_prune(conn, topic, keep)?;
+
+    fn push_message(&mut self, msg: Arc<Message>, keep: usize) {
+        self.messages += 1;
+        let at = instant_to_ms(msg.received);
+        let b = match self.topics.get_mut(msg.topic.as_str()) {
+            Some(b) => b,
+            None => self
+                .topics
+                .entry(msg.topic.clone())
+                .or_insert_with(|| TopicBatch {
+                    recent: VecDeque::new(),
+                    count: 0,
+                    first: at,
+                    last: at,
+                }),
+        };
+        b.count += 1;
+        b.first = b.first.min(at);
+        b.last = b.last.max(at);
+        b.recent.push_back(msg);
+        self.held += 1;
+        if b.recent.len() > keep.max(1) {
+            b.recent.pop_front();
+            self.held -= 1;
+        }
     }
-    Ok(dropped)
+
+    /// What the batch counts for against `max_batch`.
+    fn weight(&self) -> usize {
+        self.clients.len() + self.held.div_ceil(MESSAGES_PER_COMMAND)
+    }
+
+    /// Records taken since the last commit (for the shed count when they cannot be written).
+    fn records(&self) -> usize {
+        self.clients.len() + self.messages
+    }
+
+    fn clear(&mut self) {
+        self.topics.clear();
+        self.clients.clear();
+        self.messages = 0;
+        self.held = 0;
+    }
+
+    /// Writes the batch: client records in their order, then per topic its newest messages,
+    /// its row in `topics` (once) and the prune (once). Returns how many records were refused;
+    /// a transient error aborts the transaction for a retry.
+    fn apply(&self, conn: &Connection, payload_limit: usize, keep: u32) -> rusqlite::Result<usize> {
+        let mut dropped = 0;
+        let mut refused = |written: rusqlite::Result<()>| -> rusqlite::Result<()> {
+            if let Err(e) = written {
+                if is_transient(&e) {
+                    return Err(e);
+                }
+                dropped += 1;
+                log::warn!("store: dropping a history record: {e}");
+            }
+            Ok(())
+        };
+        for h in &self.clients {
+            refused(match h {
+                History::Connected(rec) => queries::client_connected(conn, rec),
+                History::Disconnected {
+                    client_id,
+                    reason,
+                    at,
+                } => queries::client_disconnected(conn, client_id, reason, *at),
+                History::Message(_) | History::Messages(_) => Ok(()),
+            })?;
+        }
+        for (topic, b) in &self.topics {
+            for msg in &b.recent {
+                let fields = fields(msg, msg.qos, msg.retain);
+                refused(queries::history_message(conn, &fields, payload_limit))?;
+            }
+            queries::topic_seen(conn, topic, b.count, b.first, b.last)?;
+            queries::history_prune(conn, topic, keep)?;
+        }
+        Ok(dropped)
+    }
 }
 
 pub(crate) enum AdminFailure {

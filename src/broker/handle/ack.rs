@@ -54,7 +54,7 @@ pub fn pubrec(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
         };
         client
             .outbox
-            .send(&Packet::PubRel(ack(a.packet_id, reason)));
+            .queue(&Packet::PubRel(ack(a.packet_id, reason)));
     }
     if wake {
         client.outbox.mark();
@@ -76,7 +76,7 @@ pub fn pubrel(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
     };
     client
         .outbox
-        .send(&Packet::PubComp(ack(a.packet_id, reason)));
+        .queue(&Packet::PubComp(ack(a.packet_id, reason)));
     Ok(Flow::Continue)
 }
 

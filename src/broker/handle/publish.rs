@@ -118,7 +118,8 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
             );
             if !tickets.is_empty() {
                 // Subscribers need not wait for the database: only the publisher's ack does.
-                client.scratch.wakes.flush();
+                let broker = client.broker.clone();
+                client.scratch.flush(&broker);
                 wait_durable(client, tickets);
             }
             if matched == 0 {
