@@ -663,6 +663,70 @@ fn idle_broker_with_clients_connected_uses_almost_no_cpu() {
     health(&b, "after idling");
 }
 
+/// (size kB, Rss kB, kernel page size kB) of every mapping in /proc/<pid>/smaps.
+fn smaps(pid: u32) -> Vec<(u64, u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut out: Vec<(u64, u64, u64)> = Vec::new();
+    let kb = |line: &str| -> u64 {
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    for line in text.lines() {
+        if line.starts_with("Size:") {
+            out.push((kb(line), 0, 4));
+        } else if let Some(last) = out.last_mut() {
+            if line.starts_with("Rss:") {
+                last.1 = kb(line);
+            } else if line.starts_with("KernelPageSize:") {
+                last.2 = kb(line);
+            }
+        }
+    }
+    out
+}
+
+/// Each connection's reader thread has a 256 KiB stack of which only the touched pages are
+/// resident. Handling CONNECT and SUBSCRIBE reaches deeper than waiting does; once its client
+/// is quiet, a reader keeps at most 3 pages of stack resident (it gives the rest back).
+#[test]
+fn quiet_connections_keep_at_most_three_stack_pages_each() {
+    let _serial = serial();
+    const N: usize = 60;
+    let b = Broker::start(&[ANON, "--max-clients", "100"]);
+    let pid = b.pid();
+    let clients: Vec<TcpStream> = (0..N)
+        .map(|i| {
+            let v = if i % 2 == 0 { V::V5 } else { V::V311 };
+            let s = client(b.mqtt, v, &format!("quiet{i}"), 0);
+            subscribe(&s, v, &format!("faults/quiet/{i}/#"), 1);
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(1500));
+    let stacks: Vec<(u64, u64, u64)> = smaps(pid).into_iter().filter(|m| m.0 == 256).collect();
+    assert!(
+        stacks.len() >= N,
+        "{} reader stacks (256 kB mappings) for {N} clients",
+        stacks.len()
+    );
+    let worst = stacks.iter().map(|m| (m.1, m.2)).max().unwrap();
+    let total: u64 = stacks.iter().map(|m| m.1).sum();
+    eprintln!(
+        "{} reader stacks: {total} kB resident in all, the largest {} kB",
+        stacks.len(),
+        worst.0
+    );
+    assert!(
+        worst.0 <= 3 * worst.1,
+        "a quiet reader thread keeps {} kB of stack (page {} kB)",
+        worst.0,
+        worst.1
+    );
+    drop(clients);
+}
+
 // ------------------------------------------------------------------ 1,000 clients at once
 
 /// The soft RLIMIT_NOFILE of this process, raised to at least `want` (up to the hard limit) via

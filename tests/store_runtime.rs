@@ -448,10 +448,18 @@ fn history_keeps_the_last_n_messages_per_topic_and_counts_topics() {
         let rows = store.messages(topic, 100).unwrap();
         rows.into_iter().map(|r| r.payload).collect()
     };
-    assert_eq!(payloads("d"), [b"8", b"7", b"5", b"4", b"2"].map(|p| p.to_vec()));
+    assert_eq!(
+        payloads("d"),
+        [b"8", b"7", b"5", b"4", b"2"].map(|p| p.to_vec())
+    );
     assert_eq!(payloads("e"), [b"6", b"3", b"0"].map(|p| p.to_vec()));
     let topics = store.topics(0, 10).unwrap();
-    let count = |name: &str| topics.iter().find(|t| t.topic == name).map(|t| t.message_count);
+    let count = |name: &str| {
+        topics
+            .iter()
+            .find(|t| t.topic == name)
+            .map(|t| t.message_count)
+    };
     assert_eq!((count("d"), count("e")), (Some(6), Some(3)));
     store.shutdown();
 }

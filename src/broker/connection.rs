@@ -18,6 +18,7 @@ use super::handle::{self, Flow};
 use super::message::Message;
 use super::outbox::Outbox;
 use super::session::{DelayedWill, Session};
+use super::stack::StackTrim;
 use super::{disconnect_packet, Broker, Routing};
 use crate::protocol::frame::FrameBuffer;
 use crate::protocol::{self, Packet, ProtocolVersion, ReasonCode, Will};
@@ -89,14 +90,20 @@ impl Reader {
         timeout_error: fn() -> ConnError,
     ) -> Result<(Packet, usize), ConnError> {
         loop {
-            let before = self.frames.buffered();
-            if let Some(packet) = self
-                .frames
-                .next_packet(self.version, self.max_packet_size)?
-            {
-                let size = before - self.frames.buffered();
-                return Ok((packet, size));
+            if let Some(p) = self.buffered_packet()? {
+                return Ok(p);
             }
+            self.fill(deadline, timeout_error)?;
+        }
+    }
+
+    /// Waits (until `deadline`) for one chunk and adds it to the framing buffer.
+    pub fn fill(
+        &mut self,
+        deadline: Option<Instant>,
+        timeout_error: fn() -> ConnError,
+    ) -> Result<(), ConnError> {
+        loop {
             if let Some(deadline) = deadline {
                 let now = Instant::now();
                 if now >= deadline {
@@ -116,7 +123,10 @@ impl Reader {
             }
             match (&*self.stream).read(&mut self.chunk) {
                 Ok(0) => return Err(ConnError::Closed),
-                Ok(n) => self.frames.extend(&self.chunk[..n]),
+                Ok(n) => {
+                    self.frames.extend(&self.chunk[..n]);
+                    return Ok(());
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -203,7 +213,10 @@ pub fn run(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, conn_id: u6
     client.finish(result);
 }
 
-/// Reads and answers the CONNECT (§3.1): the connected client, or `None` when refused.
+/// Reads and answers the CONNECT (§3.1): the connected client, or `None` when refused. Not
+/// inlined, like [`Client::finish`]: their packet-sized locals stay out of [`run`]'s frame,
+/// which is on the stack for the whole connection.
+#[inline(never)]
 fn open(
     broker: &Arc<Broker>,
     reader: &mut Reader,
@@ -281,17 +294,45 @@ enum Ending {
 }
 
 impl Client {
+    /// Handles packets until the connection ends. The loop itself keeps a small frame: it is
+    /// where the thread waits, and what lies below it on the stack is given back while it does.
     fn run(&mut self, reader: &mut Reader) -> Ending {
         let keep_alive = Duration::from_millis(u64::from(self.keep_alive) * 1500);
-        let mut unflushed_chunks = 0;
+        let mut stack = StackTrim::new();
+        let mut deadline = None;
+        loop {
+            match self.handle_buffered(reader) {
+                // Keep Alive counts from the last whole packet (MQTT-3.1.2-24): bytes of an
+                // unfinished one do not extend it.
+                Ok(handled) if handled > 0 || deadline.is_none() => {
+                    deadline = (self.keep_alive > 0).then(|| Instant::now() + keep_alive);
+                }
+                Ok(_) => {}
+                Err(ending) => return ending,
+            }
+            // Everything read so far is handled: write it out before waiting again.
+            self.flush();
+            stack.trim();
+            if let Err(e) = reader.fill(deadline, || ConnError::KeepAliveTimeout) {
+                return Ending::Error(e);
+            }
+        }
+    }
+
+    /// Decodes and handles every whole packet buffered, reading on while the client keeps
+    /// sending (up to [`READ_AHEAD_CHUNKS`]), so that a burst reaches each subscriber in a few
+    /// large writes rather than many small ones. The number of packets handled, or how the
+    /// connection ended.
+    #[inline(never)]
+    fn handle_buffered(&mut self, reader: &mut Reader) -> Result<usize, Ending> {
+        let mut chunks = 0;
+        let mut handled = 0;
         loop {
             let mut buffered = reader.buffered_packet();
-            // While the client keeps sending, read on (up to a bound) before flushing: a burst
-            // then reaches each subscriber in a few large writes rather than many small ones.
-            while matches!(buffered, Ok(None)) && unflushed_chunks < READ_AHEAD_CHUNKS {
+            while matches!(buffered, Ok(None)) && chunks < READ_AHEAD_CHUNKS {
                 match reader.read_ready() {
                     Ok(true) => {
-                        unflushed_chunks += 1;
+                        chunks += 1;
                         buffered = reader.buffered_packet();
                     }
                     Ok(false) => break,
@@ -300,29 +341,21 @@ impl Client {
             }
             let (packet, size) = match buffered {
                 Ok(Some(p)) => p,
-                Ok(None) => {
-                    unflushed_chunks = 0;
-                    // Everything read so far is handled: write it out before waiting again.
-                    self.flush();
-                    let deadline = (self.keep_alive > 0).then(|| Instant::now() + keep_alive);
-                    match reader.next_packet(deadline, || ConnError::KeepAliveTimeout) {
-                        Ok(p) => p,
-                        Err(e) => return Ending::Error(e),
-                    }
-                }
-                Err(e) => return Ending::Error(e),
+                Ok(None) => return Ok(handled),
+                Err(e) => return Err(Ending::Error(e)),
             };
+            handled += 1;
             self.broker
                 .stats
                 .bytes_received
                 .fetch_add(size as u64, Ordering::Relaxed);
             match handle::dispatch(self, packet) {
                 Ok(Flow::Continue) => {}
-                Ok(Flow::Disconnect(reason)) => return Ending::Disconnect(reason),
-                Err(e) => return Ending::Error(e),
+                Ok(Flow::Disconnect(reason)) => return Err(Ending::Disconnect(reason)),
+                Err(e) => return Err(Ending::Error(e)),
             }
             if self.outbox.is_closing() {
-                return Ending::Error(ConnError::ClosedByServer);
+                return Err(Ending::Error(ConnError::ClosedByServer));
             }
         }
     }
@@ -335,6 +368,7 @@ impl Client {
     }
 
     /// Settles the session and the will after the connection ended, and logs it once.
+    #[inline(never)]
     fn finish(mut self, ending: Ending) {
         self.scratch.flush(&self.broker);
         let now = Instant::now();
