@@ -5,10 +5,10 @@
 //! reader thread (acks, SUBACK, PINGRESP), a publisher's reader thread (after queueing into the
 //! session), a takeover or a server stop (close) — then flushes the outbox on its own thread:
 //! one thread at a time holds the outbox's *write turn*, coalesces everything waiting (control
-//! bytes, then up to [`MAX_BATCH`] session messages) into one buffer and writes it with a
+//! bytes, then up to 256 session messages) into one buffer and writes it with a
 //! non-blocking send. Threads that find the turn taken leave their news flagged for the holder,
 //! which loops until nothing is left. A socket that would block (a client that does not read)
-//! is handed with its unwritten bytes to the one shared [`writer`](super::writer) thread, which
+//! is handed with its unwritten bytes to the one shared [`writer`] thread, which
 //! finishes when the socket drains; meanwhile publishers keep queueing into the bounded session
 //! queue and never wait for it.
 //!
@@ -39,7 +39,7 @@ const MAX_ROUNDS: usize = 4;
 
 /// How long a closing connection whose socket is full may take to take its last bytes
 /// (DISCONNECT) before it is shut down without them.
-pub const CLOSE_GRACE: Duration = Duration::from_millis(500);
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 /// A write buffer above this is given back to the allocator once written, so that one burst of
 /// large messages does not stay resident for the life of the connection.
@@ -166,12 +166,6 @@ impl Outbox {
         protocol::encode(packet, self.version, &mut inner.control);
     }
 
-    /// Queues a control packet and writes it now.
-    pub fn send(self: &Arc<Self>, packet: &Packet) {
-        self.queue(packet);
-        self.flush();
-    }
-
     /// Notes that the session may have messages for the client. True when the note is new:
     /// the caller then owes a flush (the turn holder picks up notes that are not new).
     pub fn mark(&self) -> bool {
@@ -179,14 +173,8 @@ impl Outbox {
         !std::mem::replace(&mut inner.dirty, true) && !inner.closed
     }
 
-    /// Marks and writes now.
-    pub fn wake(self: &Arc<Self>) {
-        self.mark();
-        self.flush();
-    }
-
     /// Sends `last` (a DISCONNECT) after what is already queued, then shuts the socket down;
-    /// a client that does not read gets [`CLOSE_GRACE`] to take it. Later sends are ignored.
+    /// a client that does not read gets 500 ms (`CLOSE_GRACE`) to take it. Later sends are ignored.
     pub fn close(self: &Arc<Self>, last: Option<&Packet>) {
         {
             let mut inner = self.inner.lock();
