@@ -86,11 +86,11 @@ pub struct Routing {
     /// Messages for the store's history, sent after the flush: off the delivery path.
     history: Vec<Arc<Message>>,
     /// Leave the flushes to the caller: a reader thread flushes once per chunk it read.
-    pub defer: bool,
+    defer: bool,
 }
 
 impl Routing {
-    /// Buffers for a reader thread, which flushes [`Routing::wakes`] itself.
+    /// Buffers for a reader thread, which calls [`Routing::flush`] itself.
     pub fn deferred() -> Routing {
         Routing {
             defer: true,
