@@ -61,7 +61,8 @@ pub struct Outbox {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Turn {
     Free,
-    /// A thread is flushing this outbox.
+    /// A thread is flushing this outbox (or, until `open`, the reader accepting the CONNECT
+    /// holds it).
     Taken,
     /// The writer thread holds it: the socket was full, or a flush ran out of rounds.
     Writer,
@@ -123,7 +124,9 @@ impl Outbox {
                 closing: false,
                 close_by: None,
                 closed: false,
-                turn: Turn::Free,
+                // Held by the connecting reader until `open`: nothing, not even the CONNACK,
+                // reaches the client before the connection is where the broker can find it.
+                turn: Turn::Taken,
             }),
             out: Mutex::new(Output {
                 session: Weak::new(),
@@ -141,7 +144,7 @@ impl Outbox {
 
     /// Connects the outbox to the session it sends from, with the client's limits from CONNECT
     /// (Maximum Packet Size, Topic Alias Maximum when `topic_aliases` is on). What the session
-    /// already holds goes out with the next flush, after the CONNACK queued before.
+    /// already holds goes out with [`Outbox::open`], after the CONNACK queued before.
     pub fn attach(&self, session: &Arc<Session>, topic_aliases: bool) {
         let link = session.state.lock().link;
         {
@@ -211,6 +214,17 @@ impl Outbox {
             }
             inner.turn = Turn::Taken;
         }
+        self.write_held_turn();
+    }
+
+    /// Ends the hold a new outbox starts with: writes the CONNACK and whatever the session
+    /// already held. Called once, by the reader that accepted the CONNECT, after the connection
+    /// is registered (so a client that has its CONNACK can be found, banned or disconnected).
+    pub fn open(self: &Arc<Self>) {
+        self.write_held_turn();
+    }
+
+    fn write_held_turn(self: &Arc<Self>) {
         match self.write_turn(MAX_ROUNDS) {
             Progress::Done => {}
             Progress::Blocked | Progress::More => self.writer.hand_over(self.clone()),

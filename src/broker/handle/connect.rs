@@ -215,14 +215,15 @@ pub fn accept(
         })
     });
     outbox.attach(&opened.session, cfg.outbound_topic_aliases);
-    // CONNACK, then whatever a resumed session held.
-    outbox.flush();
     let will_kept = c
         .will
         .as_ref()
         .is_some_and(|w| opened.session.keep_will(&outbox, Some(w)));
     broker.attach_conn(conn_id, outbox.clone(), client_id.clone(), keep_alive);
     broker.stats.client_connected();
+    // CONNACK, then whatever a resumed session held: only now that the connection is in the
+    // table, where the control page (ban, delete, disconnect) finds it.
+    outbox.open();
     broker.store.client_connected(ClientRecord {
         client_id: client_id.to_string(),
         username: c.username.clone(),
