@@ -778,6 +778,31 @@ fn clients_subscriptions_and_disconnect() {
     assert_eq!(r.status, 400);
 }
 
+/// A client that holds its CONNACK is already one the page can find and disconnect: no window
+/// where an admin's action misses it (the CONNACK is written only once the connection is
+/// registered).
+#[test]
+fn a_client_with_its_connack_can_be_disconnected_at_once() {
+    let b = Broker::start(ARGS);
+    // Several at once, so that the broker's threads compete for the cores as they do on a busy
+    // host: that is when the window (if any) opens.
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let b = &b;
+            scope.spawn(move || {
+                for i in 0..100 {
+                    let id = format!("quick-{t}-{i}");
+                    let c = mqtt_client(b, &packet::connect_v5(&id, 60, true));
+                    let r = post(b, "/api/clients/disconnect", json!({ "client_id": id }));
+                    assert_eq!(r.status, 200, "{id}: {}", r.body);
+                    let seen = expect_closed(&c, Duration::from_secs(5));
+                    assert!(seen.contains(&0x98), "{id}: {}", common::hex(&seen));
+                }
+            });
+        }
+    });
+}
+
 /// QoS 1/2 Messages: a delivery the subscriber has not acknowledged is "awaiting PUBACK"; a
 /// message for an offline persistent session is queued and kept in the database.
 #[test]
