@@ -663,6 +663,76 @@ fn idle_broker_with_clients_connected_uses_almost_no_cpu() {
     health(&b, "after idling");
 }
 
+/// Voluntary context switches (times it went to sleep, so was woken) of the broker's thread
+/// named `name`.
+fn thread_wakeups(pid: u32, name: &str) -> u64 {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let tid = dir
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .unwrap_or_else(|| panic!("no thread named {name}: {}", thread_names(pid)));
+    let status = std::fs::read_to_string(tid.path().join("status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches")
+}
+
+/// Topic history is recorded without waking the `store` thread for every message: 1,000
+/// messages published one at a time, 1 ms apart (each its own history batch), wake it fewer
+/// than 500 times (it collects history on its own every few milliseconds), and all of them are
+/// counted in the topic's history.
+#[test]
+fn recording_history_does_not_wake_the_store_thread_for_each_message() {
+    let _serial = serial();
+    const N: usize = 1000;
+    let b = Broker::start(&[ANON, "--sys-interval", "0"]);
+    let pid = b.pid();
+    let publisher = client(b.mqtt, V::V5, "hist-pub", 0);
+    thread::sleep(Duration::from_millis(300));
+    let before = thread_wakeups(pid, "store");
+    for i in 0..N {
+        let payload = format!("{i}");
+        send(
+            &publisher,
+            &packet::publish(
+                true,
+                "faults/history",
+                payload.as_bytes(),
+                0,
+                None,
+                false,
+                false,
+            ),
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    let wakeups = thread_wakeups(pid, "store") - before;
+    let db = rusqlite::Connection::open(b.db_path()).unwrap();
+    let count = || -> i64 {
+        db.query_row(
+            "SELECT message_count FROM topics WHERE topic = 'faults/history'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while count() < N as i64 && Instant::now() < end {
+        thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("{N} messages: the store thread woke {wakeups} times");
+    assert_eq!(count(), N as i64, "every message counted in the history");
+    assert!(
+        wakeups * 2 < N as u64,
+        "the store thread woke {wakeups} times for {N} messages"
+    );
+    health(&b, "after recording history");
+}
+
 /// (size kB, Rss kB, kernel page size kB) of every mapping in /proc/<pid>/smaps.
 fn smaps(pid: u32) -> Vec<(u64, u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();

@@ -124,6 +124,14 @@ pub(crate) enum Command {
 
 /// How often the thread looks for other processes' changes to users, ACL and bans.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
+
+/// How often history is collected from its channel while a commit is pending. Waking the
+/// thread for every batch cost five times what recording it does (at 10,000 messages a second,
+/// one batch each: ~15 µs of CPU per message against ~3); at this period the channel
+/// ([`StoreOptions::history_capacity`], 4,096 batches) fills only above ~400,000 batches a
+/// second.
+const HISTORY_POLL: Duration = Duration::from_millis(10);
+
 /// How often expired retained and kept messages are deleted (`load` skips them anyway).
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
 
@@ -243,12 +251,21 @@ impl Worker {
         at
     }
 
-    /// Waits for one command from either channel, or until `deadline`.
+    /// Waits for one command from either channel, or until `deadline`. While a commit is
+    /// already due (something is collected), history does not wake the thread: it waits in its
+    /// channel for the next look, at most [`HISTORY_POLL`] later. Only durable commands (acks,
+    /// queries, flushes) wake it at once.
     fn wait_one(&mut self, deadline: Instant) {
         let read_durable = self.durable_open && self.writes.len() < self.max_backlog;
+        let history_waits = self.oldest.is_some();
+        let deadline = if history_waits {
+            deadline.min(Instant::now() + HISTORY_POLL)
+        } else {
+            deadline
+        };
         let mut sel = Select::new();
         let d = read_durable.then(|| sel.recv(&self.durable));
-        let h = self.history_open.then(|| sel.recv(&self.history));
+        let h = (self.history_open && !history_waits).then(|| sel.recv(&self.history));
         if d.is_none() && h.is_none() {
             std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
             return;
