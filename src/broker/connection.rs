@@ -33,6 +33,8 @@ pub struct Reader {
     max_packet_size: u32,
     /// The read timeout currently set on the socket.
     timeout: Option<Duration>,
+    /// The last read came back short of a whole chunk: the socket held no more at that moment.
+    drained: bool,
 }
 
 /// Chunks a reader thread reads and handles without waiting before it flushes what they queued.
@@ -51,6 +53,7 @@ impl Reader {
             version: None,
             max_packet_size,
             timeout: None,
+            drained: true,
         }
     }
 
@@ -63,12 +66,19 @@ impl Reader {
         Ok(packet.map(|p| (p, before - self.frames.buffered())))
     }
 
-    /// Reads one chunk if the socket has data now, without waiting. False when it had none.
+    /// Reads one chunk if the socket has data now, without waiting. False when it had none,
+    /// or when the last read came back short: the socket was empty then, and asking again at
+    /// once would mostly cost a syscall that finds nothing (what arrives since waits for the
+    /// next blocking read).
     pub fn read_ready(&mut self) -> Result<bool, ConnError> {
+        if self.drained {
+            return Ok(false);
+        }
         match super::writer::recv_nonblocking(&self.stream, &mut self.chunk) {
             Ok(0) => Err(ConnError::Closed),
             Ok(n) => {
                 self.frames.extend(&self.chunk[..n]);
+                self.drained = n < self.chunk.len();
                 Ok(true)
             }
             Err(e)
@@ -77,6 +87,7 @@ impl Reader {
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) =>
             {
+                self.drained = true;
                 Ok(false)
             }
             Err(e) => Err(ConnError::Io(e)),
@@ -125,6 +136,7 @@ impl Reader {
                 Ok(0) => return Err(ConnError::Closed),
                 Ok(n) => {
                     self.frames.extend(&self.chunk[..n]);
+                    self.drained = n < self.chunk.len();
                     return Ok(());
                 }
                 Err(e)
