@@ -248,9 +248,12 @@ fn connector(
         errors,
     };
     let mut missing = 0usize;
+    // Every client is read before any disconnects, so that the probe time is not mixed with
+    // the broker ending connections.
+    let mut done = Vec::with_capacity(conns.len());
     for mut c in conns {
         if !probe_sent {
-            c.disconnect();
+            done.push(c);
             continue;
         }
         // At least one read per client (a probe already buffered counts even after the
@@ -289,6 +292,9 @@ fn connector(
             }
             None => missing += 1,
         }
+        done.push(c);
+    }
+    for c in done {
         c.disconnect();
     }
     if missing > 0 {
