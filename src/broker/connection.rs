@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::error::ConnError;
 use super::handle::{self, Flow};
 use super::message::Message;
-use super::outbox::Outbox;
+use super::outbox::{Outbox, LINGER};
 use super::session::{DelayedWill, Session};
 use super::stack::StackTrim;
 use super::{disconnect_packet, Broker, Routing};
@@ -151,15 +151,46 @@ impl Reader {
         }
     }
 
-    /// Writes directly: only for refusing a CONNECT, which has no outbox.
+    /// Writes directly: only for refusing a CONNECT, which has no outbox. A refusal the client
+    /// should read (a CONNACK) is followed by a linger, as after any close by the server.
     pub fn write_and_close(&mut self, packet: Option<&Packet>, version: ProtocolVersion) {
-        if let Some(packet) = packet {
-            let mut buf = Vec::new();
-            protocol::encode(packet, version, &mut buf);
-            let _ = self.stream.set_write_timeout(Some(Duration::from_secs(5)));
-            let _ = (&*self.stream).write_all(&buf);
+        let Some(packet) = packet else {
+            let _ = self.stream.shutdown(Shutdown::Both);
+            return;
+        };
+        let mut buf = Vec::new();
+        protocol::encode(packet, version, &mut buf);
+        let _ = self.stream.set_write_timeout(Some(Duration::from_secs(5)));
+        if (&*self.stream).write_all(&buf).is_ok() {
+            let _ = self.stream.shutdown(Shutdown::Write);
+            self.linger(Instant::now() + LINGER);
         }
         let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// After the server's last packet and its FIN: reads and discards until the client closes
+    /// or `until`. Closing a socket with unread data, or that data arriving after the close,
+    /// makes the kernel answer with a reset; the client's next write then fails and most
+    /// clients drop the connection without reading the DISCONNECT or CONNACK that says why.
+    pub fn linger(&mut self, until: Instant) {
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            let left = (until - now).max(Duration::from_millis(1));
+            if self.stream.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+            self.timeout = Some(left);
+            match (&*self.stream).read(&mut self.chunk) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Timed out, reset, or shut by the writer thread at the end of the linger.
+                Err(_) => return,
+            }
+        }
     }
 
     pub fn stream(&self) -> &Arc<TcpStream> {
@@ -222,7 +253,10 @@ pub fn run(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, conn_id: u6
         return;
     };
     let result = client.run(&mut reader);
-    client.finish(result);
+    if client.finish(result) {
+        reader.linger(Instant::now() + LINGER);
+    }
+    let _ = reader.stream().shutdown(Shutdown::Both);
 }
 
 /// Reads and answers the CONNECT (§3.1): the connected client, or `None` when refused. Not
@@ -326,6 +360,10 @@ impl Client {
             self.flush();
             stack.trim();
             if let Err(e) = reader.fill(deadline, || ConnError::KeepAliveTimeout) {
+                // The client answering our close (FIN after DISCONNECT) is still our close.
+                if matches!(e, ConnError::Closed) && self.outbox.is_closing() {
+                    return Ending::Error(ConnError::ClosedByServer);
+                }
                 return Ending::Error(e);
             }
         }
@@ -340,6 +378,11 @@ impl Client {
         let mut chunks = 0;
         let mut handled = 0;
         loop {
+            // Closed by another thread (takeover, the page, a server stop) or by the last
+            // packet handled: nothing more read is acted on.
+            if self.outbox.is_closing() {
+                return Err(Ending::Error(ConnError::ClosedByServer));
+            }
             let mut buffered = reader.buffered_packet();
             while matches!(buffered, Ok(None)) && chunks < READ_AHEAD_CHUNKS {
                 match reader.read_ready() {
@@ -366,9 +409,6 @@ impl Client {
                 Ok(Flow::Disconnect(reason)) => return Err(Ending::Disconnect(reason)),
                 Err(e) => return Err(Ending::Error(e)),
             }
-            if self.outbox.is_closing() {
-                return Err(Ending::Error(ConnError::ClosedByServer));
-            }
         }
     }
 
@@ -379,9 +419,10 @@ impl Client {
         self.outbox.flush();
     }
 
-    /// Settles the session and the will after the connection ended, and logs it once.
+    /// Settles the session and the will after the connection ended, and logs it once. True
+    /// when the server ended the connection: the caller then lingers ([`Reader::linger`]).
     #[inline(never)]
-    fn finish(mut self, ending: Ending) {
+    fn finish(mut self, ending: Ending) -> bool {
         self.scratch.flush(&self.broker);
         let now = Instant::now();
         let (publish_will, why) = match &ending {
@@ -389,11 +430,18 @@ impl Client {
             Ending::Disconnect(r) => (true, format!("client disconnected with {r:?}")),
             Ending::Error(e) => (true, e.to_string()),
         };
-        let last = match &ending {
-            Ending::Error(e) if self.version.is_v5() => e.reason_code().map(disconnect_packet),
-            _ => None,
-        };
-        self.outbox.close(last.as_ref());
+        match &ending {
+            // The client ended it: nothing of ours is left for it to read.
+            Ending::Disconnect(_) | Ending::Error(ConnError::Closed | ConnError::Io(_)) => {
+                self.outbox.release()
+            }
+            Ending::Error(e) => {
+                let last = e.reason_code().filter(|_| self.version.is_v5());
+                self.outbox.close(last.map(disconnect_packet).as_ref());
+            }
+        }
+        // Gone from the control page now, not after the linger.
+        self.broker.unregister_conn(self.conn_id);
         let will = if publish_will { self.will.take() } else { None };
         // The ACL may have changed since CONNECT checked the will topic.
         let will = will.filter(|w| {
@@ -463,6 +511,7 @@ impl Client {
             self.version.name(),
             why
         );
+        self.outbox.lingers()
     }
 }
 

@@ -248,10 +248,12 @@ impl Broker {
         self.conns.lock().remove(&conn_id);
     }
 
-    /// Closes one connection: 5.0 clients get DISCONNECT with `reason` first.
+    /// Closes one connection: 5.0 clients get DISCONNECT with `reason` first. False when there
+    /// is no such connection, or it is already closing.
     pub fn disconnect_conn(&self, conn_id: u64, reason: ReasonCode) -> bool {
         let conns = self.conns.lock();
         match conns.get(&conn_id) {
+            Some(c) if c.outbox.as_ref().is_some_and(|o| o.is_closing()) => false,
             Some(c) => {
                 close_live(c, reason);
                 true

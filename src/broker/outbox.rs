@@ -41,6 +41,12 @@ const MAX_ROUNDS: usize = 4;
 /// (DISCONNECT) before it is shut down without them.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
+/// How long a connection the server closed keeps being read (and what arrives discarded) after
+/// its last bytes went out, unless the client closes first. A client still sending when we
+/// close would otherwise meet a reset on its next write and, with most client libraries, never
+/// read the DISCONNECT that says why (see [`Outbox::close`]).
+pub const LINGER: Duration = Duration::from_secs(1);
+
 /// A write buffer above this is given back to the allocator once written, so that one burst of
 /// large messages does not stay resident for the life of the connection.
 const KEEP_BUFFER: usize = 64 * 1024;
@@ -75,6 +81,9 @@ struct Inner {
     dirty: bool,
     /// Write what is queued, then shut the socket down.
     closing: bool,
+    /// The server ended the connection ([`Outbox::close`]): once the last bytes are out only
+    /// the write side is shut, and the reader thread drains the read side for [`LINGER`].
+    linger: bool,
     /// A closing connection still unwritten at this time is shut down anyway.
     close_by: Option<Instant>,
     /// The socket is shut down (or failed): nothing more is written.
@@ -122,6 +131,7 @@ impl Outbox {
                 control: Vec::new(),
                 dirty: false,
                 closing: false,
+                linger: false,
                 close_by: None,
                 closed: false,
                 // Held by the connecting reader until `open`: nothing, not even the CONNACK,
@@ -176,9 +186,23 @@ impl Outbox {
         !std::mem::replace(&mut inner.dirty, true) && !inner.closed
     }
 
-    /// Sends `last` (a DISCONNECT) after what is already queued, then shuts the socket down;
-    /// a client that does not read gets 500 ms (`CLOSE_GRACE`) to take it. Later sends are ignored.
+    /// The server ends the connection (a protocol error, takeover, the control page, a server
+    /// stop): sends `last` (a DISCONNECT) after what is already queued, then shuts the write side
+    /// down; a client that does not read gets 500 ms (`CLOSE_GRACE`) to take it. The read side
+    /// stays open for [`LINGER`] so that a client still sending does not meet a reset before
+    /// it has read why (the reader thread drains it, [`Outbox::lingers`]; the writer thread
+    /// shuts it at the end in case the reader waits in a read). Later sends are ignored.
     pub fn close(self: &Arc<Self>, last: Option<&Packet>) {
+        self.end(last, true);
+    }
+
+    /// The client ended the connection (DISCONNECT, end of file, a socket error): writes what is
+    /// queued and shuts the socket down, without lingering.
+    pub fn release(self: &Arc<Self>) {
+        self.end(None, false);
+    }
+
+    fn end(self: &Arc<Self>, last: Option<&Packet>, linger: bool) {
         {
             let mut inner = self.inner.lock();
             if inner.closing {
@@ -188,6 +212,7 @@ impl Outbox {
                 protocol::encode(packet, self.version, &mut inner.control);
             }
             inner.closing = true;
+            inner.linger = linger;
             inner.close_by = Some(Instant::now() + CLOSE_GRACE);
             if inner.turn == Turn::Writer {
                 drop(inner);
@@ -197,6 +222,12 @@ impl Outbox {
             }
         }
         self.flush();
+    }
+
+    /// True when the server ended the connection: the reader thread then drains the socket for
+    /// [`LINGER`] before it lets go of it.
+    pub fn lingers(&self) -> bool {
+        self.inner.lock().linger
     }
 
     pub fn is_closing(&self) -> bool {
@@ -254,7 +285,7 @@ impl Outbox {
                 }
                 Err(e) => {
                     log::debug!("conn {}: write failed: {e}", self.conn_id);
-                    self.shut(&mut out);
+                    self.shut(&mut out, false);
                     return Progress::Done;
                 }
             }
@@ -262,8 +293,9 @@ impl Outbox {
             inner.dirty |= more;
             if !inner.dirty && inner.control.is_empty() {
                 if closing || inner.closing {
+                    let linger = inner.linger;
                     drop(inner);
-                    self.shut(&mut out);
+                    self.shut(&mut out, linger);
                 } else {
                     inner.turn = Turn::Free;
                 }
@@ -279,7 +311,7 @@ impl Outbox {
     pub(super) fn abandon_if_late(&self, now: Instant) -> bool {
         let late = self.inner.lock().close_by.is_some_and(|by| now >= by);
         if late {
-            self.shut(&mut self.out.lock());
+            self.shut(&mut self.out.lock(), false);
         }
         late
     }
@@ -293,9 +325,18 @@ impl Outbox {
         &self.stream
     }
 
-    /// Shuts the socket down for good; the reader thread sees end of file and ends.
-    fn shut(&self, out: &mut Output) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+    /// Shuts the socket down for good; the reader thread sees end of file and ends. With
+    /// `linger`, everything was written: only the write side is shut (the client reads our FIN
+    /// after the DISCONNECT), and the writer thread shuts the read side after [`LINGER`] if
+    /// the reader has not finished draining it by then.
+    fn shut(&self, out: &mut Output, linger: bool) {
+        if linger {
+            let _ = self.stream.shutdown(Shutdown::Write);
+            self.writer
+                .linger(Arc::downgrade(&self.stream), Instant::now() + LINGER);
+        } else {
+            let _ = self.stream.shutdown(Shutdown::Both);
+        }
         out.buf = Vec::new();
         out.written = 0;
         let mut inner = self.inner.lock();

@@ -52,6 +52,8 @@ pub fn clients(broker: &Broker) -> Vec<ClientView> {
         .conns
         .lock()
         .iter()
+        // A connection the server is closing (lingering for the client to read why) is gone.
+        .filter(|(_, c)| !c.outbox.as_ref().is_some_and(|o| o.is_closing()))
         .map(|(id, c)| Conn {
             conn_id: *id,
             client_id: c.client_id.clone(),

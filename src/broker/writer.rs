@@ -5,14 +5,16 @@
 //!
 //! Outboxes are handed over with [`Writer::hand_over`]; the thread `poll(2)`s their sockets for
 //! room and a socket pair for new hand-overs, and gives an outbox's write turn back once it has
-//! nothing left. A closing connection that stays full past its grace is shut down.
+//! nothing left. A closing connection that stays full past its grace is shut down, and the read
+//! side of one that lingers after the server closed it is shut when its linger ends (waking a
+//! reader thread still waiting in a read).
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,10 @@ const ROUNDS: usize = 8;
 /// Shared between the writer thread and every outbox.
 pub struct Writer {
     handed: Mutex<Vec<Arc<Outbox>>>,
+    /// Sockets whose write side the server shut, with when to shut the read side too. Weak: a
+    /// socket whose reader and outbox are gone is already closed. One entry per connection the
+    /// server closed in the last [`LINGER`](super::outbox::LINGER), so bounded by the close rate.
+    lingering: Mutex<Vec<(Instant, Weak<TcpStream>)>>,
     /// Written to (one byte) to wake the thread from `poll`.
     wake: UnixStream,
     stop: AtomicBool,
@@ -44,6 +50,7 @@ impl WriterThread {
         wake_rx.set_nonblocking(true)?;
         let writer = Arc::new(Writer {
             handed: Mutex::new(Vec::new()),
+            lingering: Mutex::new(Vec::new()),
             wake,
             stop: AtomicBool::new(false),
         });
@@ -80,6 +87,27 @@ impl Writer {
         self.nudge();
     }
 
+    /// Shuts `stream` (both ways) at `until`, unless it is closed by then.
+    pub fn linger(&self, stream: Weak<TcpStream>, until: Instant) {
+        self.lingering.lock().push((until, stream));
+        self.nudge();
+    }
+
+    /// Ends the lingers that are due; the nearest deadline of those left.
+    fn end_lingers(&self, now: Instant) -> Option<Instant> {
+        let mut lingering = self.lingering.lock();
+        lingering.retain(|(until, stream)| {
+            if *until > now {
+                return stream.strong_count() > 0;
+            }
+            if let Some(stream) = stream.upgrade() {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+            false
+        });
+        lingering.iter().map(|(until, _)| *until).min()
+    }
+
     /// Wakes the thread to look at its outboxes again (a close deadline was set).
     pub fn nudge(&self) {
         // A full socket pair already holds a wake-up: nothing is lost by dropping this one.
@@ -107,12 +135,14 @@ fn run(writer: &Writer, mut wake_rx: UnixStream) {
                 .map(|o| pollfd(o.stream().as_raw_fd(), libc::POLLOUT)),
         );
         let now = Instant::now();
+        let next_linger = writer.end_lingers(now);
         let timeout = if again {
             0
         } else {
             waiting
                 .iter()
                 .filter_map(|o| o.close_by())
+                .chain(next_linger)
                 .min()
                 .map_or(-1, |by| millis_until(by, now))
         };
@@ -156,6 +186,7 @@ fn run(writer: &Writer, mut wake_rx: UnixStream) {
     for outbox in waiting.drain(..) {
         outbox.abandon_if_late(now);
     }
+    writer.end_lingers(now);
 }
 
 fn pollfd(fd: std::os::unix::io::RawFd, events: libc::c_short) -> libc::pollfd {
