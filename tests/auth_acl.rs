@@ -21,7 +21,7 @@ mod common;
 
 use common::*;
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -313,32 +313,6 @@ fn expect_refused(addr: SocketAddr, v: V, connect: &[u8], code: u8, what: &str) 
 /// The CONNACK code a CONNECT gets (the socket is dropped).
 fn connack_code(addr: SocketAddr, v: V, connect: &[u8]) -> u8 {
     open(addr, v, connect).2
-}
-
-/// One packet, or `None` when nothing starts arriving within `timeout`.
-fn try_read_packet(s: &TcpStream, timeout: Duration) -> Option<Vec<u8>> {
-    s.set_read_timeout(Some(timeout)).unwrap();
-    let mut first = [0u8; 1];
-    let r = (&*s).read(&mut first);
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    match r {
-        Ok(0) => panic!("connection closed while waiting for a packet"),
-        Ok(_) => {}
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
-        Err(e) => panic!("read error while waiting for a packet: {e}"),
-    }
-    let mut pkt = vec![first[0]];
-    let mut len = 0usize;
-    for i in 0..4 {
-        let b = recv_exact(s, 1)[0];
-        pkt.push(b);
-        len |= usize::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    pkt.extend(recv_exact(s, len));
-    Some(pkt)
 }
 
 /// SUBSCRIBE with several (filter, QoS) pairs; returns the SUBACK's codes.

@@ -14,7 +14,7 @@ mod common;
 
 use common::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -192,32 +192,6 @@ fn read_packet_io(s: &TcpStream) -> io::Result<Vec<u8>> {
     }
     pkt.extend(exact(s, len)?);
     Ok(pkt)
-}
-
-/// One packet, or `None` when nothing starts arriving within `timeout`.
-fn try_read_packet(s: &TcpStream, timeout: Duration) -> Option<Vec<u8>> {
-    s.set_read_timeout(Some(timeout)).unwrap();
-    let mut first = [0u8; 1];
-    let r = (&*s).read(&mut first);
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    match r {
-        Ok(0) => panic!("connection closed while waiting for a packet"),
-        Ok(_) => {}
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
-        Err(e) => panic!("read error while waiting for a packet: {e}"),
-    }
-    let mut pkt = vec![first[0]];
-    let mut len = 0usize;
-    for i in 0..4 {
-        let b = recv_exact(s, 1)[0];
-        pkt.push(b);
-        len |= usize::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    pkt.extend(recv_exact(s, len));
-    Some(pkt)
 }
 
 /// A PUBLISH as received.

@@ -22,7 +22,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,7 +30,7 @@ use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{hex, packet, Broker};
+use common::{hex, packet, read_packet_within, Broker};
 
 const ANON: &str = "--allow-anonymous";
 
@@ -140,43 +140,6 @@ fn clients_connected(b: &Broker) -> u64 {
 enum V {
     V5,
     V311,
-}
-
-/// One whole packet whose first byte arrives within `wait` (the rest then gets up to 5 s, so a
-/// packet is never cut in two by the timeout); `None` on close or timeout.
-fn read_packet_within(s: &TcpStream, wait: Duration) -> Option<Vec<u8>> {
-    let mut r = s;
-    let mut read_n = |n: usize, deadline: Instant| -> Option<Vec<u8>> {
-        let mut buf = vec![0u8; n];
-        let mut got = 0;
-        while got < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            s.set_read_timeout(Some(left)).ok()?;
-            match r.read(&mut buf[got..]) {
-                Ok(0) => return None,
-                Ok(k) => got += k,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return None,
-            }
-        }
-        Some(buf)
-    };
-    let mut pkt = read_n(1, Instant::now() + wait)?;
-    let rest = Instant::now() + Duration::from_secs(5);
-    let mut len = 0usize;
-    for i in 0..4 {
-        let b = read_n(1, rest)?[0];
-        pkt.push(b);
-        len |= usize::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    pkt.extend(read_n(len, rest)?);
-    Some(pkt)
 }
 
 fn expect_packet(s: &TcpStream, what: &str) -> Vec<u8> {

@@ -14,6 +14,10 @@
 //! the test's stderr as it arrives.
 #![allow(dead_code)]
 
+pub mod flow;
+pub mod raw;
+pub mod rq5;
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -398,6 +402,71 @@ pub fn read_packet(stream: &TcpStream) -> Vec<u8> {
     pkt
 }
 
+/// The next packet if one starts arriving within `wait`; `None` on silence. Panics if the
+/// connection is closed.
+pub fn try_read_packet(s: &TcpStream, wait: Duration) -> Option<Vec<u8>> {
+    s.set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+        .unwrap();
+    let mut first = [0u8; 1];
+    let r = (&*s).read(&mut first);
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    match r {
+        Ok(0) => panic!("connection closed while waiting for a packet"),
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
+        Err(e) => panic!("read error: {e}"),
+    }
+    let mut pkt = first.to_vec();
+    let mut len = 0usize;
+    for i in 0..4 {
+        let b = recv_exact(s, 1)[0];
+        pkt.push(b);
+        len |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    pkt.extend(recv_exact(s, len));
+    Some(pkt)
+}
+
+/// One whole packet whose first byte arrives within `wait` (the rest then gets up to 5 s, so a
+/// packet is never cut in two by the timeout); `None` on close or timeout.
+pub fn read_packet_within(s: &TcpStream, wait: Duration) -> Option<Vec<u8>> {
+    let mut r = s;
+    let mut read_n = |n: usize, deadline: Instant| -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; n];
+        let mut got = 0;
+        while got < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            s.set_read_timeout(Some(left)).ok()?;
+            match r.read(&mut buf[got..]) {
+                Ok(0) => return None,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        Some(buf)
+    };
+    let mut pkt = read_n(1, Instant::now() + wait)?;
+    let rest = Instant::now() + Duration::from_secs(5);
+    let mut len = 0usize;
+    for i in 0..4 {
+        let b = read_n(1, rest)?[0];
+        pkt.push(b);
+        len |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    pkt.extend(read_n(len, rest)?);
+    Some(pkt)
+}
+
 /// Read `expected.len()` bytes and compare; on mismatch (or short read) panic with
 /// expected / received / diff lines in hex, where matching nibbles are dots.
 pub fn expect_bytes(stream: &TcpStream, expected: &[u8]) {
@@ -695,4 +764,19 @@ pub mod packet {
     pub fn disconnect_v311() -> Vec<u8> {
         vec![0xe0, 0x00]
     }
+}
+
+/// `GET /api/status` on the broker's web listener, as JSON.
+pub fn api_status(web: std::net::SocketAddr) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&web, std::time::Duration::from_secs(5))
+        .expect("connect to web listener");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(b"GET /api/status HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read /api/status");
+    let body = text.split("\r\n\r\n").nth(1).expect("HTTP body");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("bad JSON {e}: {body}"))
 }
