@@ -13,6 +13,7 @@ pub mod error;
 pub mod handle;
 pub mod message;
 pub mod outbox;
+pub mod packet_ids;
 pub mod restore;
 pub mod retain;
 pub mod router;
