@@ -945,7 +945,7 @@ fn mqtt_3_3_4_9_sixth_unreleased_qos2_over_receive_maximum_5_disconnect_0x93() {
     let mut want: Vec<u8> = (1..=5u8)
         .flat_map(|id| [0x50, 0x03, 0x00, id, 0x10])
         .collect();
-    want.extend([0xe0, 0x01, 0x93]);
+    want.extend(packet::server_disconnect(0x93));
     assert_eq!(seen, want, "\n{}", hex_diff(&want, &seen));
 }
 
@@ -1160,7 +1160,7 @@ fn mqtt_3_14_2_2_disconnect_expiry_after_connect_zero_is_protocol_error_0x82() {
     // DISCONNECT: reason 0x00, Property Length 5, Session Expiry Interval 10.
     send(&s, &[0xe0, 0x07, 0x00, 0x05, 0x11, 0x00, 0x00, 0x00, 0x0a]);
     let seen = expect_closed(&s, WAIT);
-    assert_eq!(seen, vec![0xe0, 0x01, 0x82], "{}", hex(&seen));
+    assert_eq!(seen, packet::server_disconnect(0x82), "{}", hex(&seen));
     wait_log_count(&b, "client disexp disconnected from", 1);
     let (_s, sp) = raw_v5(b.mqtt, "disexp", false, &[]);
     assert!(!sp, "the session must have ended with the connection");
@@ -1222,13 +1222,25 @@ fn mqtt_3_1_4_3_takeover_v5_old_connection_gets_disconnect_0x8e() {
     let (second, sp) = raw_v5(b.mqtt, "taken", false, &expiry(60));
     assert!(sp, "the live session is resumed");
     let seen = expect_closed(&first, WAIT);
-    assert_eq!(seen, vec![0xe0, 0x01, 0x8e], "{}", hex(&seen));
+    assert_eq!(seen, packet::server_disconnect(0x8e), "{}", hex(&seen));
     send(&second, &packet::pingreq());
     expect_bytes(&second, &packet::pingresp());
     let (p, _) = raw_v5(b.mqtt, "taken-pub", true, &[]);
     assert_eq!(publish_qos1_v5(&p, "tk/t", b"after", 1, false), 0x00);
     let m = read_publish(&second, true);
     assert_eq!(m.payload, b"after");
+}
+
+/// MQTT-3.14.2-3: the Reason String the broker puts on its DISCONNECT is left out when it
+/// would make the packet larger than the client's Maximum Packet Size (here 10 bytes): the
+/// taken-over client still gets the reason 0x8E, with an empty property block.
+#[test]
+fn mqtt_3_14_2_3_disconnect_reason_string_left_out_beyond_client_maximum_packet_size() {
+    let b = broker();
+    let (first, _) = raw_v5(b.mqtt, "small", true, &[0x27, 0x00, 0x00, 0x00, 0x0a]);
+    let (_second, _) = raw_v5(b.mqtt, "small", true, &[]);
+    let seen = expect_closed(&first, WAIT);
+    assert_eq!(seen, [0xe0, 0x02, 0x8e, 0x00], "{}", hex(&seen));
 }
 
 /// MQTT-3.1.4-3 for 3.1.1: the first connection is just closed (3.1.1 has no server

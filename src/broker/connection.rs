@@ -390,7 +390,11 @@ impl Client {
             Ending::Error(e) => (true, e.to_string()),
         };
         let last = match &ending {
-            Ending::Error(e) if self.version.is_v5() => e.reason_code().map(disconnect_packet),
+            Ending::Error(e) if self.version.is_v5() => {
+                let max_packet_size = self.session.state.lock().link.max_packet_size;
+                e.reason_code()
+                    .map(|r| disconnect_packet(r, max_packet_size))
+            }
             _ => None,
         };
         self.outbox.close(last.as_ref());
