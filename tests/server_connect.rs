@@ -618,6 +618,16 @@ fn mqtt_3_2_2_7_max_clients_third_v5_client_gets_0x97_then_close() {
     expect_v5_quota_exceeded(b.mqtt, "c");
 }
 
+/// The one log line for a client refused at `max_clients` says how to raise the limit.
+#[test]
+fn max_clients_refusal_log_line_names_the_max_clients_flag() {
+    let b = Broker::start(&[ANON, "--max-clients", "1"]);
+    let _a = connect_v5_ok(b.mqtt, "a", 30);
+    expect_v5_quota_exceeded(b.mqtt, "over");
+    let line = log_line(&b, &["\"over\"", "refused: max_clients (1) reached"]);
+    assert!(line.contains("--max-clients"), "{line}");
+}
+
 /// With `--max-clients 2` full, a third 3.1.1 client gets exactly `20 02 00 03` (Server
 /// unavailable) and the close (v311 MQTT-3.2.2-5).
 #[test]
