@@ -51,7 +51,7 @@ const MAX_SYS_INTERVAL_SECS: u64 = 86_400;
 /// Every setting name, in [`Config::summary`] order. File setting names are
 /// these; flags are `--` plus the name with `-` for `_`; environment
 /// variables are `MQTT5_BROKER_` plus the name upper-cased.
-const SETTINGS: [&str; 29] = [
+const SETTINGS: [&str; 30] = [
     "listen",
     "web_listen",
     "db",
@@ -62,6 +62,7 @@ const SETTINGS: [&str; 29] = [
     "max_keepalive",
     "max_packet_size",
     "max_inflight_messages",
+    "receive_maximum",
     "max_queued_messages",
     "max_queued_bytes",
     "queue_qos0_messages",
@@ -105,8 +106,11 @@ pub struct Config {
     pub max_keepalive: u16,
     /// Largest packet accepted, in bytes, 20..=268435455 (Mosquitto name).
     pub max_packet_size: u32,
-    /// Receive Maximum: QoS 1/2 messages in flight per client, 1..=65535.
+    /// QoS 1/2 messages in flight to a 3.1.1 client (Mosquitto's meaning), 1..=65535; a 5.0
+    /// client's own Receive Maximum sets its window. Not an inbound limit.
     pub max_inflight_messages: u16,
+    /// Receive Maximum advertised to and enforced on 5.0 clients for inbound QoS 2, 1..=65535.
+    pub receive_maximum: u16,
     /// Messages queued per offline/slow client; 0 = no count limit.
     pub max_queued_messages: usize,
     /// Bytes queued per offline/slow client; 0 = no byte limit.
@@ -181,6 +185,7 @@ impl Default for Config {
             max_keepalive: 65535,
             max_packet_size: 1_048_576,
             max_inflight_messages: 20,
+            receive_maximum: 65535,
             max_queued_messages: 1000,
             max_queued_bytes: 8 * 1024 * 1024,
             queue_qos0_messages: false,
@@ -222,6 +227,7 @@ impl Config {
             self.max_keepalive.to_string(),
             self.max_packet_size.to_string(),
             self.max_inflight_messages.to_string(),
+            self.receive_maximum.to_string(),
             self.max_queued_messages.to_string(),
             self.max_queued_bytes.to_string(),
             self.queue_qos0_messages.to_string(),
@@ -540,9 +546,13 @@ pub struct Cli {
     )]
     max_packet_size: Option<String>,
 
-    /// QoS 1/2 messages in flight per client (Receive Maximum), 1..=65535 [default: 20] [env: MQTT5_BROKER_MAX_INFLIGHT_MESSAGES]
+    /// QoS 1/2 messages in flight to each 3.1.1 client (the outbound window; 5.0 clients set theirs), 1..=65535 [default: 20] [env: MQTT5_BROKER_MAX_INFLIGHT_MESSAGES]
     #[arg(long, value_name = "N", allow_negative_numbers = true, global = true)]
     max_inflight_messages: Option<String>,
+
+    /// Receive Maximum: QoS 2 messages a 5.0 client may have awaiting PUBREL (more get DISCONNECT 0x93), 1..=65535; 3.1.1 clients are bounded by the packet-id space only [default: 65535] [env: MQTT5_BROKER_RECEIVE_MAXIMUM]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, global = true)]
+    receive_maximum: Option<String>,
 
     /// Messages queued per client, 0 = no limit [default: 1000] [env: MQTT5_BROKER_MAX_QUEUED_MESSAGES]
     #[arg(long, value_name = "N", allow_negative_numbers = true, global = true)]
@@ -681,7 +691,7 @@ impl Cli {
     }
 
     /// The text-valued setting flags (all but `db`), by setting name.
-    fn text_flags(&self) -> [(&'static str, Option<&str>); 28] {
+    fn text_flags(&self) -> [(&'static str, Option<&str>); 29] {
         [
             ("listen", self.listen.as_deref()),
             ("web_listen", self.web_listen.as_deref()),
@@ -695,6 +705,7 @@ impl Cli {
                 "max_inflight_messages",
                 self.max_inflight_messages.as_deref(),
             ),
+            ("receive_maximum", self.receive_maximum.as_deref()),
             ("max_queued_messages", self.max_queued_messages.as_deref()),
             ("max_queued_bytes", self.max_queued_bytes.as_deref()),
             ("queue_qos0_messages", self.queue_qos0_messages.as_deref()),
@@ -839,6 +850,7 @@ fn set(config: &mut Config, setting: &str, value: &str, origin: Origin) -> Resul
         "max_inflight_messages" => {
             uint(v, 1, 65535).map(|n| config.max_inflight_messages = n as u16)
         }
+        "receive_maximum" => uint(v, 1, 65535).map(|n| config.receive_maximum = n as u16),
         "max_queued_messages" => v.parse().ok().map(|n| config.max_queued_messages = n),
         "max_queued_bytes" => v.parse().ok().map(|n| config.max_queued_bytes = n),
         "queue_qos0_messages" => parse_bool(v).map(|b| config.queue_qos0_messages = b),
@@ -903,7 +915,7 @@ fn expected(setting: &str) -> &'static str {
         "connect_timeout" => "a whole number of seconds from 1 to 3600",
         "max_keepalive" => "a whole number of seconds from 0 to 65535",
         "max_packet_size" => "a whole number of bytes from 20 to 268435455",
-        "max_inflight_messages" => "a whole number from 1 to 65535",
+        "max_inflight_messages" | "receive_maximum" => "a whole number from 1 to 65535",
         "max_queued_messages" => "a whole number, 0 for no limit",
         "max_queued_bytes" => "a whole number of bytes, 0 for no limit",
         "max_topic_alias" => "a whole number from 0 to 65535",
@@ -1193,6 +1205,7 @@ mod tests {
             ("max_keepalive", "120"),
             ("max_packet_size", "65536"),
             ("max_inflight_messages", "100"),
+            ("receive_maximum", "300"),
             ("max_queued_messages", "0"),
             ("max_queued_bytes", "1024"),
             ("queue_qos0_messages", "true"),
@@ -1224,6 +1237,7 @@ mod tests {
             max_keepalive: 120,
             max_packet_size: 65536,
             max_inflight_messages: 100,
+            receive_maximum: 300,
             max_queued_messages: 0,
             max_queued_bytes: 1024,
             queue_qos0_messages: true,
@@ -1282,6 +1296,7 @@ mod tests {
         assert_eq!(c.max_keepalive, 65535);
         assert_eq!(c.max_packet_size, 1_048_576);
         assert_eq!(c.max_inflight_messages, 20);
+        assert_eq!(c.receive_maximum, 65535);
         assert_eq!(c.max_queued_messages, 1000);
         assert_eq!(c.max_queued_bytes, 8_388_608);
         assert!(!c.queue_qos0_messages);
@@ -1395,6 +1410,7 @@ mod tests {
             ("max_keepalive", &["abc", "65536", "-1"]),
             ("max_packet_size", &["abc", "19", "268435456"]),
             ("max_inflight_messages", &["abc", "0", "65536"]),
+            ("receive_maximum", &["abc", "0", "65536", "-1"]),
             (
                 "max_queued_messages",
                 &["abc", "-1", "99999999999999999999999"],

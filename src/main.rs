@@ -90,7 +90,8 @@ fn admin_command(command: Command) -> Option<AdminCommand> {
 fn run_admin(config: &Config, cmd: AdminCommand) -> ExitCode {
     match admin::run(&config.db, cmd, || admin::read_password("Password: ")) {
         Ok(text) => {
-            print!("{text}");
+            // The text has no final newline; a terminal prompt must not follow it on its line.
+            println!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -164,6 +164,36 @@ fn acl_add(db: &Path, args: &[&str]) -> i64 {
         .unwrap_or_else(|| panic!("unexpected `acl add` output {out:?}"))
 }
 
+/// Every admin subcommand prints its result as whole lines: the output ends with a newline, so
+/// consecutive commands in a terminal do not run together (`added user aliceadded ACL rule 1`).
+#[test]
+fn admin_subcommands_print_their_result_ending_with_a_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("admin.db");
+    let commands: &[(&[&str], Option<&str>)] = &[
+        (&["user", "list"], None),
+        (&["user", "add", "alice"], Some("s3cret\n")),
+        (&["user", "passwd", "alice"], Some("n3w\n")),
+        (&["user", "list"], None),
+        (&["acl", "list"], None),
+        (&["acl", "add", "--user", "alice", "read", "a/#"], None),
+        (&["acl", "list"], None),
+        (&["acl", "del", "1"], None),
+        (&["bans"], None),
+        (&["ban", "client_id", "evil"], None),
+        (&["bans"], None),
+        (&["unban", "client_id", "evil"], None),
+        (&["user", "del", "alice"], None),
+    ];
+    for (args, stdin) in commands {
+        let out = admin(&db, args, *stdin);
+        assert!(
+            out.len() > 1 && out.ends_with('\n') && !out.ends_with("\n\n"),
+            "{args:?} printed {out:?}"
+        );
+    }
+}
+
 /// A database in a temp dir, with accounts (name, password) and rules (`acl add` arguments).
 struct Db {
     _dir: tempfile::TempDir,

@@ -24,7 +24,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_mqtt5-broker");
 const ANON: &str = "--allow-anonymous";
 
 /// Every setting flag the broker has (one per setting, plus `--config`).
-const FLAGS: [&str; 21] = [
+const FLAGS: [&str; 22] = [
     "--config",
     "--listen",
     "--web-listen",
@@ -36,6 +36,7 @@ const FLAGS: [&str; 21] = [
     "--max-keepalive",
     "--max-packet-size",
     "--max-inflight-messages",
+    "--receive-maximum",
     "--max-queued-messages",
     "--max-queued-bytes",
     "--queue-qos0-messages",
@@ -429,7 +430,7 @@ fn env_config_names_file_and_config_flag_wins() {
 }
 
 /// Precedence defaults < file < environment < flags, per setting:
-/// * max_inflight_messages only in the file (an empty env variable counts as unset) → 11;
+/// * receive_maximum only in the file (an empty env variable counts as unset) → 11;
 /// * max_topic_alias file 12, env 22 → 22;
 /// * max_keepalive file 13, env 23, flag 33 → 33 (Server Keep Alive for a client asking 60);
 /// * max_clients file 1, env 1, flag 2 → 2.
@@ -437,7 +438,7 @@ fn env_config_names_file_and_config_flag_wins() {
 fn flags_override_env_override_file() {
     let (_d, path) = config_file(
         "# precedence\n\
-         max_inflight_messages 11\n\
+         receive_maximum 11\n\
          max_topic_alias = 12\n\
          max_keepalive 13\n\
          max_clients 1\n\
@@ -453,7 +454,7 @@ fn flags_override_env_override_file() {
             "2",
         ],
         &[
-            ("MQTT5_BROKER_MAX_INFLIGHT_MESSAGES", ""),
+            ("MQTT5_BROKER_RECEIVE_MAXIMUM", ""),
             ("MQTT5_BROKER_MAX_TOPIC_ALIAS", "22"),
             ("MQTT5_BROKER_MAX_KEEPALIVE", "23"),
             ("MQTT5_BROKER_MAX_CLIENTS", "1"),

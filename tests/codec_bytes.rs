@@ -1028,19 +1028,20 @@ fn disconnect_v5_forms() {
         properties: Properties::default(),
     });
     check(&[0xE0, 0x00], V5, &normal);
+    let with_will = Packet::Disconnect(Disconnect {
+        reason: ReasonCode::DisconnectWithWillMessage,
+        properties: Properties::default(),
+    });
+    // §3.14.2.2.1: the Property Length may be omitted (Remaining Length 1); decoded either way.
+    check_decode(&[0xE0, 0x01, 0x04], Some(V5), &with_will);
+    // Written with the Property Length (Remaining Length 2), which paho-mqtt before 2.2 and
+    // other readers that expect it after the reason also read.
     #[rustfmt::skip]
-    let with_will: &[u8] = &[
-        0xE0, 0x01, // DISCONNECT, remaining length 1
-        0x04,       // Disconnect with Will Message (no property length, §3.14.2.2.1)
-    ];
-    check(
-        with_will,
-        V5,
-        &Packet::Disconnect(Disconnect {
-            reason: ReasonCode::DisconnectWithWillMessage,
-            properties: Properties::default(),
-        }),
-    );
+    check(&[
+        0xE0, 0x02, // DISCONNECT, remaining length 2
+        0x04,       // Disconnect with Will Message
+        0x00,       // property length 0 (§3.14.2.2.1)
+    ], V5, &with_will);
     #[rustfmt::skip]
     let full: &[u8] = &[
         0xE0, 0x1A,                               // DISCONNECT, remaining length 26

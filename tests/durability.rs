@@ -30,7 +30,7 @@ const QUIET: Duration = Duration::from_millis(500);
 const N_PER_PUBLISHER: u32 = 1000;
 /// The broker is killed once this many publishes (of both publishers) are acknowledged.
 const KILL_AFTER_ACKS: usize = 600;
-/// Unacknowledged QoS>0 publishes a publisher keeps in flight (our Receive Maximum is 20).
+/// Unacknowledged QoS>0 publishes a publisher keeps in flight.
 const WINDOW: usize = 16;
 /// Session Expiry Interval 3600 s (CONNECT property 0x11).
 const EXPIRY_3600: [u8; 5] = [0x11, 0x00, 0x00, 0x0e, 0x10];

@@ -351,7 +351,7 @@ fn mqtt_3_1_2_24_half_open_client_closed_within_one_and_a_half_keep_alive_will_p
             );
         }
         if *v == V::V5 && last.first() == Some(&0xe0) {
-            assert_eq!(last, [0xe0, 0x01, 0x8d], "{id}: last packet");
+            assert_eq!(last, packet::server_disconnect(0x8d), "{id}: last packet");
         }
     }
     drop(vanished);

@@ -8,7 +8,7 @@
 mod common;
 
 use common::api_status;
-use common::packet::{disconnect_v5, pingreq, pingresp, puback, utf8};
+use common::packet::{disconnect_v5, pingreq, pingresp, puback, server_disconnect, utf8};
 use common::raw::*;
 use common::rq5;
 use common::{expect_bytes, expect_closed, hex, read_packet, send, Broker};
@@ -162,7 +162,7 @@ fn mqtt_3_3_2_8_topic_alias_0_is_answered_with_disconnect_0x94() {
         &p,
         &publish("ta/x", b"x", 0, 0, false, &prop_u16(TOPIC_ALIAS, 0)),
     );
-    expect_bytes(&p, &[0xe0, 0x01, 0x94]);
+    expect_bytes(&p, &server_disconnect(0x94));
     expect_closed(&p, ARRIVE);
 }
 
@@ -184,7 +184,7 @@ fn mqtt_3_3_2_9_topic_alias_above_the_servers_maximum_is_answered_with_disconnec
         &p,
         &publish("ta/x", b"x", 0, 0, false, &prop_u16(TOPIC_ALIAS, 3)),
     );
-    expect_bytes(&p, &[0xe0, 0x01, 0x94]);
+    expect_bytes(&p, &server_disconnect(0x94));
     expect_closed(&p, ARRIVE);
 }
 
@@ -196,7 +196,7 @@ fn mqtt_3_3_2_3_4_topic_alias_used_alone_before_being_set_is_disconnect_0x82() {
         &p,
         &publish("", b"x", 0, 0, false, &prop_u16(TOPIC_ALIAS, 4)),
     );
-    expect_bytes(&p, &[0xe0, 0x01, 0x82]);
+    expect_bytes(&p, &server_disconnect(0x82));
     expect_closed(&p, ARRIVE);
 }
 

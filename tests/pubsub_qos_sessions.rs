@@ -663,36 +663,96 @@ fn mqtt_4_3_2_5_qos1_same_packet_id_after_puback_is_new_message() {
     assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec()]);
 }
 
-/// §3.3.4 / §4.9: a client that sends more QoS 2 PUBLISHes awaiting PUBREL than the server's
-/// Receive Maximum (`--max-inflight-messages 2`, announced in CONNACK) is disconnected with
-/// 0x93 (Receive Maximum exceeded).
+/// MQTT-3.3.4-9 / §4.9: with `--receive-maximum 5` CONNACK announces Receive Maximum 5
+/// (§3.2.2.3.3), and a 5.0 client that sends a sixth QoS 2 PUBLISH while five await PUBREL is
+/// disconnected with 0x93 (Receive Maximum exceeded); the five before it get PUBREC.
 #[test]
-fn mqtt_3_3_4_receive_maximum_exceeded_by_client_disconnect_0x93() {
-    let b = Broker::start(&["--allow-anonymous", "--max-inflight-messages", "2"]);
+fn mqtt_3_3_4_9_sixth_unreleased_qos2_over_receive_maximum_5_disconnect_0x93() {
+    let b = Broker::start(&["--allow-anonymous", "--receive-maximum", "5"]);
     let s = connect_raw(b.mqtt);
     send(&s, &connect_v5_props("greedy", true, &[]));
     let ack = read_packet(&s);
     assert_eq!(ack[0], 0x20, "{}", hex(&ack));
     let props = connack_props(&ack);
     assert!(
-        props.contains(&(0x21, vec![0x00, 0x02])),
-        "CONNACK Receive Maximum 2: {}",
+        props.contains(&(0x21, vec![0x00, 0x05])),
+        "CONNACK Receive Maximum 5: {}",
         hex(&ack)
     );
-    for id in 1..=3u16 {
+    for id in 1..=6u16 {
         send(
             &s,
             &packet::publish(true, "greedy/t", b"x", 2, Some(id), false, false),
         );
     }
     let seen = expect_closed(&s, WAIT);
-    let want: Vec<u8> = [
-        &[0x50, 0x03, 0x00, 0x01, 0x10][..],
-        &[0x50, 0x03, 0x00, 0x02, 0x10],
-        &[0xe0, 0x01, 0x93],
-    ]
-    .concat();
+    let mut want: Vec<u8> = (1..=5u8)
+        .flat_map(|id| [0x50, 0x03, 0x00, id, 0x10])
+        .collect();
+    want.extend(packet::server_disconnect(0x93));
     assert_eq!(seen, want, "\n{}", hex_diff(&want, &seen));
+}
+
+/// §3.2.2.3.3: by default CONNACK carries no Receive Maximum (absent = 65535), and a 5.0
+/// client may then hold hundreds of QoS 2 messages awaiting PUBREL (as MQTT.js does in a
+/// burst) even with a small outbound window (`--max-inflight-messages 10`): every one gets
+/// PUBREC, every PUBREL its PUBCOMP, and the connection stays up.
+#[test]
+fn mqtt_3_2_2_3_3_default_receive_maximum_absent_and_300_unreleased_qos2_accepted() {
+    let b = Broker::start(&["--allow-anonymous", "--max-inflight-messages", "10"]);
+    let s = connect_raw(b.mqtt);
+    send(&s, &connect_v5_props("bursty", true, &[]));
+    let ack = read_packet(&s);
+    assert_eq!(ack[0], 0x20, "{}", hex(&ack));
+    assert_eq!(ack[body_start(&ack) + 1], 0x00, "CONNACK: {}", hex(&ack));
+    assert!(
+        !connack_props(&ack).iter().any(|(id, _)| *id == 0x21),
+        "no Receive Maximum in CONNACK by default: {}",
+        hex(&ack)
+    );
+    qos2_burst_acknowledged(&s, true, 300);
+}
+
+/// 3.1.1 has no Receive Maximum: a 3.1.1 client is bounded only by the packet-id space, so
+/// even with `--receive-maximum 5 --max-inflight-messages 10` one holding 300 QoS 2 messages
+/// awaiting PUBREL is never disconnected (paho's `max_inflight_messages_set(200)` does this).
+#[test]
+fn v311_client_never_disconnected_for_unreleased_qos2_whatever_receive_maximum() {
+    let b = Broker::start(&[
+        "--allow-anonymous",
+        "--receive-maximum",
+        "5",
+        "--max-inflight-messages",
+        "10",
+    ]);
+    let s = raw_v311(b.mqtt, "bursty311", true);
+    qos2_burst_acknowledged(&s, false, 300);
+}
+
+/// Sends `n` QoS 2 PUBLISHes (ids 1..=n) without PUBREL and expects a PUBREC for each, then
+/// PUBRELs them all and expects a PUBCOMP for each and a PINGRESP: still connected.
+fn qos2_burst_acknowledged(s: &TcpStream, v5: bool, n: u16) {
+    let burst: Vec<u8> = (1..=n)
+        .flat_map(|id| packet::publish(v5, "burst/t", b"x", 2, Some(id), false, false))
+        .collect();
+    send(s, &burst);
+    // 5.0: PUBREC 0x10 (no matching subscribers); 3.1.1: no reason code.
+    let pubrec = |id: u16| -> Vec<u8> {
+        let [hi, lo] = id.to_be_bytes();
+        if v5 {
+            vec![0x50, 0x03, hi, lo, 0x10]
+        } else {
+            vec![0x50, 0x02, hi, lo]
+        }
+    };
+    let want: Vec<u8> = (1..=n).flat_map(pubrec).collect();
+    expect_bytes(s, &want);
+    let release: Vec<u8> = (1..=n).flat_map(packet::pubrel).collect();
+    send(s, &release);
+    let comps: Vec<u8> = (1..=n).flat_map(packet::pubcomp).collect();
+    expect_bytes(s, &comps);
+    send(s, &packet::pingreq());
+    expect_bytes(s, &packet::pingresp());
 }
 
 /// MQTT-3.1.2-4 / MQTT-3.2.2-2: Clean Start 1 discards the stored session: Session Present 0
@@ -844,7 +904,7 @@ fn mqtt_3_14_2_2_disconnect_expiry_after_connect_zero_is_protocol_error_0x82() {
     // DISCONNECT: reason 0x00, Property Length 5, Session Expiry Interval 10.
     send(&s, &[0xe0, 0x07, 0x00, 0x05, 0x11, 0x00, 0x00, 0x00, 0x0a]);
     let seen = expect_closed(&s, WAIT);
-    assert_eq!(seen, vec![0xe0, 0x01, 0x82], "{}", hex(&seen));
+    assert_eq!(seen, packet::server_disconnect(0x82), "{}", hex(&seen));
     wait_log_count(&b, "client disexp disconnected from", 1);
     let (_s, sp) = raw_v5(b.mqtt, "disexp", false, &[]);
     assert!(!sp, "the session must have ended with the connection");
@@ -906,13 +966,25 @@ fn mqtt_3_1_4_3_takeover_v5_old_connection_gets_disconnect_0x8e() {
     let (second, sp) = raw_v5(b.mqtt, "taken", false, &expiry(60));
     assert!(sp, "the live session is resumed");
     let seen = expect_closed(&first, WAIT);
-    assert_eq!(seen, vec![0xe0, 0x01, 0x8e], "{}", hex(&seen));
+    assert_eq!(seen, packet::server_disconnect(0x8e), "{}", hex(&seen));
     send(&second, &packet::pingreq());
     expect_bytes(&second, &packet::pingresp());
     let (p, _) = raw_v5(b.mqtt, "taken-pub", true, &[]);
     assert_eq!(publish_qos1_v5(&p, "tk/t", b"after", 1, false), 0x00);
     let m = read_publish(&second, true);
     assert_eq!(m.payload, b"after");
+}
+
+/// MQTT-3.14.2-3: the Reason String the broker puts on its DISCONNECT is left out when it
+/// would make the packet larger than the client's Maximum Packet Size (here 10 bytes): the
+/// taken-over client still gets the reason 0x8E, with an empty property block.
+#[test]
+fn mqtt_3_14_2_3_disconnect_reason_string_left_out_beyond_client_maximum_packet_size() {
+    let b = broker();
+    let (first, _) = raw_v5(b.mqtt, "small", true, &[0x27, 0x00, 0x00, 0x00, 0x0a]);
+    let (_second, _) = raw_v5(b.mqtt, "small", true, &[]);
+    let seen = expect_closed(&first, WAIT);
+    assert_eq!(seen, [0xe0, 0x02, 0x8e, 0x00], "{}", hex(&seen));
 }
 
 /// MQTT-3.1.4-3 for 3.1.1: the first connection is just closed (3.1.1 has no server

@@ -7,7 +7,7 @@
 mod common;
 
 use common::api_status;
-use common::packet::{disconnect_v5, pingreq, pingresp};
+use common::packet::{disconnect_v5, pingreq, pingresp, server_disconnect};
 use common::raw::*;
 use common::rq5;
 use common::{expect_bytes, expect_closed, hex, read_packet, send, Broker};
@@ -258,7 +258,7 @@ fn mqtt_3_2_2_3_5_retain_unavailable_connack_says_0_and_retained_publish_gets_di
     assert_eq!(read_packet(&s), [0x40, 0x03, 0x00, 0x01, 0x10]); // No matching subscribers
                                                                  // §3.3.1.3: RETAIN=1 when Retain Available is 0 → DISCONNECT 0x9A.
     send(&s, &publish("t", b"bad", 0, 0, true, &[]));
-    expect_bytes(&s, &[0xe0, 0x01, 0x9a]);
+    expect_bytes(&s, &server_disconnect(0x9a));
     expect_closed(&s, ARRIVE);
     assert_eq!(api_status(b.web)["retained_messages"], 0);
 }
@@ -611,7 +611,11 @@ fn mqtt_3_1_2_22_keep_alive_timeout_publishes_the_will() {
     let start = Instant::now();
     // Send nothing: the broker must close after 1.5 × Keep Alive, DISCONNECT 0x8D first.
     let seen = expect_closed(&s, Duration::from_secs(5));
-    assert_eq!(seen, [0xe0, 0x01, 0x8d], "DISCONNECT Keep Alive timeout");
+    assert_eq!(
+        seen,
+        server_disconnect(0x8d),
+        "DISCONNECT Keep Alive timeout"
+    );
     assert!(
         start.elapsed() >= Duration::from_millis(1300),
         "{:?}",
@@ -635,7 +639,7 @@ fn mqtt_3_1_4_3_takeover_with_clean_start_1_publishes_the_old_connections_will()
     let seen = expect_closed(&old, ARRIVE);
     assert_eq!(
         seen,
-        [0xe0, 0x01, 0x8e],
+        server_disconnect(0x8e),
         "old connection: DISCONNECT Session taken over"
     );
     let p = next_publish(&live, true);

@@ -89,7 +89,7 @@ fn disconnect_reason(p: &[u8]) -> Option<u8> {
 
 #[test]
 fn mqtt_3_3_4_9_client_over_receive_maximum_still_sending_reads_its_pubrecs_and_0x93() {
-    let b = Broker::start(&["--allow-anonymous", "--max-inflight-messages", "5"]);
+    let b = Broker::start(&["--allow-anonymous", "--receive-maximum", "5"]);
     let s = connect_raw(b.mqtt);
     send(&s, &packet::connect_v5("rmburst", 60, true));
     assert_eq!(read_packet(&s)[0], 0x20, "CONNACK");

@@ -513,7 +513,7 @@ fn v311_mqtt_3_1_2_24_rumqttc_v311_connect_ping_disconnect() {
 fn mqtt_3_2_2_2_connack_v5_success_with_capabilities_from_flags() {
     let b = Broker::start(&[
         ANON,
-        "--max-inflight-messages",
+        "--receive-maximum",
         "7",
         "--max-packet-size",
         "5000",
@@ -554,15 +554,16 @@ fn mqtt_3_2_2_2_connack_v5_success_with_capabilities_from_flags() {
     );
 }
 
-/// 5.0 CONNACK with the default settings: Receive Maximum 20, Maximum Packet Size 1048576,
-/// Topic Alias Maximum 10, Retain Available absent (= available, §3.2.2.3.5).
+/// 5.0 CONNACK with the default settings: Receive Maximum absent (= 65535, §3.2.2.3.3),
+/// Maximum Packet Size 1048576, Topic Alias Maximum 10, Retain Available absent (= available,
+/// §3.2.2.3.5).
 #[test]
 fn mqtt_3_2_2_2_connack_v5_default_capabilities() {
     let b = Broker::start(&[ANON]);
     let (_s, ack) = connect_v5(b.mqtt, "defaults", 30);
     assert_eq!(ack.reason, 0, "{ack:?}");
     assert!(!ack.session_present);
-    assert_eq!(ack.int(0x21), Some(20), "Receive Maximum: {ack:?}");
+    assert_eq!(ack.int(0x21), None, "Receive Maximum: {ack:?}");
     assert_eq!(
         ack.int(0x27),
         Some(1_048_576),
@@ -615,6 +616,16 @@ fn mqtt_3_2_2_7_max_clients_third_v5_client_gets_0x97_then_close() {
     let _a = connect_v5_ok(b.mqtt, "a", 30);
     let _b = connect_v311_ok(b.mqtt, "b", 30);
     expect_v5_quota_exceeded(b.mqtt, "c");
+}
+
+/// The one log line for a client refused at `max_clients` says how to raise the limit.
+#[test]
+fn max_clients_refusal_log_line_names_the_max_clients_flag() {
+    let b = Broker::start(&[ANON, "--max-clients", "1"]);
+    let _a = connect_v5_ok(b.mqtt, "a", 30);
+    expect_v5_quota_exceeded(b.mqtt, "over");
+    let line = log_line(&b, &["\"over\"", "refused: max_clients (1) reached"]);
+    assert!(line.contains("--max-clients"), "{line}");
 }
 
 /// With `--max-clients 2` full, a third 3.1.1 client gets exactly `20 02 00 03` (Server

@@ -436,8 +436,12 @@ impl Client {
                 self.outbox.release()
             }
             Ending::Error(e) => {
-                let last = e.reason_code().filter(|_| self.version.is_v5());
-                self.outbox.close(last.map(disconnect_packet).as_ref());
+                let max_packet_size = self.session.state.lock().link.max_packet_size;
+                let last = e
+                    .reason_code()
+                    .filter(|_| self.version.is_v5())
+                    .map(|r| disconnect_packet(r, max_packet_size));
+                self.outbox.close(last.as_ref());
             }
         }
         // Gone from the control page now, not after the linger.

@@ -13,6 +13,7 @@ pub mod error;
 pub mod handle;
 pub mod message;
 pub mod outbox;
+pub mod packet_ids;
 pub mod restore;
 pub mod retain;
 pub mod router;
@@ -35,7 +36,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::config::Config;
-use crate::protocol::{Disconnect, Packet, Properties, QoS, ReasonCode};
+use crate::protocol::{
+    encoded_len, Disconnect, Packet, Properties, ProtocolVersion, QoS, ReasonCode,
+};
 use crate::store::{
     now_ms, DurableTicket, SessionRecord, StoreError, StoreHandle, SubscriptionRow,
 };
@@ -53,6 +56,8 @@ struct LiveConn {
     client_id: Option<Arc<str>>,
     /// The keep alive in force (after any Server Keep Alive), once CONNECT is accepted.
     keep_alive: Option<u16>,
+    /// The client's Maximum Packet Size, which bounds the DISCONNECT it may be sent.
+    max_packet_size: u32,
     peer: SocketAddr,
     connected_at: Instant,
 }
@@ -224,6 +229,7 @@ impl Broker {
                 outbox: None,
                 client_id: None,
                 keep_alive: None,
+                max_packet_size: u32::MAX,
                 peer,
                 connected_at: Instant::now(),
             },
@@ -236,11 +242,13 @@ impl Broker {
         outbox: Arc<Outbox>,
         client_id: Arc<str>,
         keep_alive: u16,
+        max_packet_size: u32,
     ) {
         if let Some(c) = self.conns.lock().get_mut(&conn_id) {
             c.outbox = Some(outbox);
             c.client_id = Some(client_id);
             c.keep_alive = Some(keep_alive);
+            c.max_packet_size = max_packet_size;
         }
     }
 
@@ -320,7 +328,7 @@ impl Broker {
         let session = match existing {
             Some(s) if !clean_start => {
                 let mut st = s.state.lock();
-                old_outbox = st.outbox.take();
+                old_outbox = st.outbox.take().map(|o| (o, st.link.max_packet_size));
                 // A resumed session cancels a will still waiting for its delay (§3.1.3.2.2).
                 st.delayed_will = None;
                 st.link = link;
@@ -344,7 +352,7 @@ impl Broker {
             other => {
                 if let Some(old) = other {
                     let mut st = old.state.lock();
-                    old_outbox = st.outbox.take();
+                    old_outbox = st.outbox.take().map(|o| (o, st.link.max_packet_size));
                     if st.durable.take().is_some() {
                         self.store.delete_session(client_id);
                     }
@@ -372,9 +380,9 @@ impl Broker {
         if let Some(old) = to_end {
             self.end_session(&old, true);
         }
-        if let Some(old) = old_outbox {
-            let reason =
-                (old.version.is_v5()).then(|| disconnect_packet(ReasonCode::SessionTakenOver));
+        if let Some((old, max_packet_size)) = old_outbox {
+            let reason = (old.version.is_v5())
+                .then(|| disconnect_packet(ReasonCode::SessionTakenOver, max_packet_size));
             old.close(reason.as_ref());
         }
         Opened {
@@ -611,18 +619,39 @@ impl Broker {
     }
 }
 
-/// A DISCONNECT carrying `reason`, for 5.0 clients.
-pub fn disconnect_packet(reason: ReasonCode) -> Packet {
-    Packet::Disconnect(Disconnect {
+/// A DISCONNECT carrying `reason`, for a 5.0 client whose Maximum Packet Size is
+/// `max_packet_size`. The reason's name goes with it as Reason String when the packet still
+/// fits (MQTT-3.14.2-3): besides telling a person why, it makes the reason readable to
+/// paho-mqtt before 2.2 (Home Assistant's and most deployed scripts' client), which reads the
+/// reason code only from a DISCONNECT whose Remaining Length is above 2, i.e. one carrying
+/// properties, and otherwise reports "Normal disconnection".
+pub fn disconnect_packet(reason: ReasonCode, max_packet_size: u32) -> Packet {
+    let with_text = Packet::Disconnect(Disconnect {
         reason,
-        properties: Properties::default(),
-    })
+        properties: Properties {
+            reason_string: Some(reason.name().to_owned()),
+            ..Properties::default()
+        },
+    });
+    let fits = u32::try_from(encoded_len(&with_text, ProtocolVersion::V5))
+        .is_ok_and(|n| n <= max_packet_size);
+    if fits {
+        with_text
+    } else {
+        Packet::Disconnect(Disconnect {
+            reason,
+            properties: Properties::default(),
+        })
+    }
 }
 
 fn close_live(c: &LiveConn, reason: ReasonCode) {
     match &c.outbox {
         Some(outbox) => {
-            let last = outbox.version.is_v5().then(|| disconnect_packet(reason));
+            let last = outbox
+                .version
+                .is_v5()
+                .then(|| disconnect_packet(reason, c.max_packet_size));
             outbox.close(last.as_ref());
         }
         None => {

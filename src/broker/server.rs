@@ -170,7 +170,10 @@ fn accept_loop(
 fn reject(stream: TcpStream, peer: SocketAddr, rejecting: &Arc<AtomicUsize>, max: usize) {
     if rejecting.fetch_add(1, Ordering::AcqRel) >= MAX_REJECTING {
         rejecting.fetch_sub(1, Ordering::AcqRel);
-        log::warn!("connection from {peer} closed: max_clients ({max}) reached");
+        log::warn!(
+            "connection from {peer} closed: max_clients ({max}) reached; \
+             --max-clients raises it"
+        );
         return;
     }
     let counter = rejecting.clone();
@@ -183,7 +186,8 @@ fn reject(stream: TcpStream, peer: SocketAddr, rejecting: &Arc<AtomicUsize>, max
             match reader.next_packet(Some(deadline), || ConnError::ClosedByServer) {
                 Ok((Packet::Connect(c), _)) => {
                     log::warn!(
-                        "client {:?} from {peer} (MQTT {}) refused: max_clients ({max}) reached",
+                        "client {:?} from {peer} (MQTT {}) refused: max_clients ({max}) \
+                         reached; --max-clients raises it",
                         c.client_id,
                         c.protocol.name()
                     );

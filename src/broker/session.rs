@@ -6,7 +6,7 @@
 //! turn (takes what may be sent), every publisher's thread (enqueues) and the ticker (expiry). All of that goes through one
 //! `parking_lot::Mutex` per session, held only for queue operations — never across I/O.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 
 use super::message::Message;
 use super::outbox::{Outbox, Wakes};
+use super::packet_ids::PacketIdSet;
 use crate::auth::AclSet;
 use crate::protocol::{ProtocolVersion, QoS, SubscriptionOptions, Will};
 use crate::store::{DurableTicket, MessageState, StoreHandle};
@@ -177,8 +178,9 @@ pub struct SessionState {
     /// Packet ids to resend first after the session resumes (§4.4).
     pub resend: VecDeque<u16>,
     next_packet_id: u16,
-    /// Inbound QoS 2 packet ids whose PUBREC was sent and PUBREL not yet received (§4.3.3).
-    pub inbound_qos2: HashSet<u16>,
+    /// Inbound QoS 2 packet ids whose PUBREC was sent and PUBREL not yet received (§4.3.3);
+    /// at most 8 KiB even when a client keeps all 65535 ids in flight.
+    pub inbound_qos2: PacketIdSet,
     /// Seconds; [`NEVER_EXPIRES`] for never.
     pub expiry_interval: u32,
     pub disconnected_at: Option<Instant>,
@@ -226,7 +228,7 @@ impl Session {
                 next_order: 0,
                 resend: VecDeque::new(),
                 next_packet_id: 1,
-                inbound_qos2: HashSet::new(),
+                inbound_qos2: PacketIdSet::new(),
                 expiry_interval: 0,
                 disconnected_at: None,
                 delayed_will: None,

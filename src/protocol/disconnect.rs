@@ -76,14 +76,19 @@ pub(crate) fn read(body: &[u8], version: ProtocolVersion) -> Result<Disconnect, 
     Ok(Disconnect { reason, properties })
 }
 
-/// Remaining Length: 0 for Normal disconnection without properties, 1 for another reason without
-/// properties, else reason and properties; always 0 in 3.1.1.
+/// Remaining Length: 0 for Normal disconnection without properties, else the reason and the
+/// properties, their Property Length always written (2 at least); always 0 in 3.1.1.
+///
+/// Remaining Length 1 (reason alone, §3.14.2.2.1) is valid too, but some clients read the
+/// reason only when a Property Length follows it, so it is never sent.
 pub(crate) fn len(d: &Disconnect, version: ProtocolVersion) -> usize {
     if !version.is_v5() {
         return 0;
     }
-    if properties::is_empty_in(&d.properties, PropertyContext::Disconnect) {
-        usize::from(d.reason != ReasonCode::Success)
+    if d.reason == ReasonCode::Success
+        && properties::is_empty_in(&d.properties, PropertyContext::Disconnect)
+    {
+        0
     } else {
         1 + properties::len(&d.properties, PropertyContext::Disconnect)
     }
@@ -92,10 +97,8 @@ pub(crate) fn len(d: &Disconnect, version: ProtocolVersion) -> usize {
 pub(crate) fn write(out: &mut Vec<u8>, d: &Disconnect, version: ProtocolVersion) {
     let remaining = len(d, version);
     write_fixed_header(out, PacketType::Disconnect, 0, remaining);
-    if remaining >= 1 {
+    if remaining > 0 {
         write_u8(out, d.reason.code());
-    }
-    if remaining > 1 {
         properties::write(out, &d.properties, PropertyContext::Disconnect);
     }
 }

@@ -112,6 +112,57 @@ impl ReasonCode {
         })
     }
 
+    /// The name the spec's table gives it (§2.4), e.g. "Session taken over": a Reason String a
+    /// person can read.
+    pub fn name(self) -> &'static str {
+        use ReasonCode::*;
+        match self {
+            Success => "Success",
+            GrantedQos1 => "Granted QoS 1",
+            GrantedQos2 => "Granted QoS 2",
+            DisconnectWithWillMessage => "Disconnect with Will Message",
+            NoMatchingSubscribers => "No matching subscribers",
+            NoSubscriptionExisted => "No subscription existed",
+            ContinueAuthentication => "Continue authentication",
+            ReAuthenticate => "Re-authenticate",
+            UnspecifiedError => "Unspecified error",
+            MalformedPacket => "Malformed Packet",
+            ProtocolError => "Protocol Error",
+            ImplementationSpecificError => "Implementation specific error",
+            UnsupportedProtocolVersion => "Unsupported Protocol Version",
+            ClientIdentifierNotValid => "Client Identifier not valid",
+            BadUserNameOrPassword => "Bad User Name or Password",
+            NotAuthorized => "Not authorized",
+            ServerUnavailable => "Server unavailable",
+            ServerBusy => "Server busy",
+            Banned => "Banned",
+            ServerShuttingDown => "Server shutting down",
+            BadAuthenticationMethod => "Bad authentication method",
+            KeepAliveTimeout => "Keep Alive timeout",
+            SessionTakenOver => "Session taken over",
+            TopicFilterInvalid => "Topic Filter invalid",
+            TopicNameInvalid => "Topic Name invalid",
+            PacketIdentifierInUse => "Packet Identifier in use",
+            PacketIdentifierNotFound => "Packet Identifier not found",
+            ReceiveMaximumExceeded => "Receive Maximum exceeded",
+            TopicAliasInvalid => "Topic Alias invalid",
+            PacketTooLarge => "Packet too large",
+            MessageRateTooHigh => "Message rate too high",
+            QuotaExceeded => "Quota exceeded",
+            AdministrativeAction => "Administrative action",
+            PayloadFormatInvalid => "Payload format invalid",
+            RetainNotSupported => "Retain not supported",
+            QosNotSupported => "QoS not supported",
+            UseAnotherServer => "Use another server",
+            ServerMoved => "Server moved",
+            SharedSubscriptionsNotSupported => "Shared Subscriptions not supported",
+            ConnectionRateExceeded => "Connection rate exceeded",
+            MaximumConnectTime => "Maximum connect time",
+            SubscriptionIdentifiersNotSupported => "Subscription Identifiers not supported",
+            WildcardSubscriptionsNotSupported => "Wildcard Subscriptions not supported",
+        }
+    }
+
     /// True for codes 0x80 and above, which report a failure.
     pub fn is_error(self) -> bool {
         self.code() >= 0x80

@@ -58,7 +58,8 @@ pub enum AdminCommand {
     BanList,
 }
 
-/// Runs `cmd` on the database at `db` and returns the text to print on stdout.
+/// Runs `cmd` on the database at `db` and returns the text to print on stdout, without a
+/// final newline (the caller ends the line).
 /// `password` is called only by `user add` / `user passwd`.
 pub fn run(
     db: &Path,

@@ -760,6 +760,33 @@ pub mod packet {
         }
     }
 
+    /// The DISCONNECT the broker sends a 5.0 client for `reason` (§3.14): the reason code, then
+    /// its name from the spec's table (§2.4) as Reason String (0x1F), so that clients which
+    /// read the reason only from a DISCONNECT with properties (paho-mqtt before 2.2) see it.
+    pub fn server_disconnect(reason: u8) -> Vec<u8> {
+        let name = match reason {
+            0x81 => "Malformed Packet",
+            0x82 => "Protocol Error",
+            0x87 => "Not authorized",
+            0x8B => "Server shutting down",
+            0x8D => "Keep Alive timeout",
+            0x8E => "Session taken over",
+            0x90 => "Topic Name invalid",
+            0x93 => "Receive Maximum exceeded",
+            0x94 => "Topic Alias invalid",
+            0x95 => "Packet too large",
+            0x97 => "Quota exceeded",
+            0x98 => "Administrative action",
+            0x9A => "Retain not supported",
+            other => panic!("server_disconnect: add the §2.4 name of 0x{other:02x}"),
+        };
+        let mut props = vec![0x1f];
+        props.extend(utf8(name));
+        let mut body = vec![reason];
+        body.extend(properties(&props));
+        fixed(0xe0, &body)
+    }
+
     /// MQTT 3.1.1 DISCONNECT: `e0 00`.
     pub fn disconnect_v311() -> Vec<u8> {
         vec![0xe0, 0x00]

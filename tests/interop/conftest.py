@@ -70,7 +70,7 @@ def _broker_bin() -> Path:
     return p
 
 
-def _start(tmp_path: Path) -> RunningBroker:
+def _start(tmp_path: Path, extra_args=()) -> RunningBroker:
     log_path = tmp_path / "broker.log"
     env = dict(os.environ)
     env["RUST_LOG"] = os.environ.get("MQTT5_INTEROP_RUST_LOG", "info")
@@ -81,6 +81,7 @@ def _start(tmp_path: Path) -> RunningBroker:
         "--web-listen", "127.0.0.1:0",
         "--db", str(tmp_path / "t.db"),
         "--allow-anonymous",
+        *extra_args,
     ]  # fmt: skip
     with open(log_path, "wb") as logf:
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
@@ -112,14 +113,23 @@ def _stop(b: RunningBroker):
 
 
 @pytest.fixture
-def broker(tmp_path):
+def broker_args():
+    """Extra command-line arguments for the broker; a test overrides it with
+    `@pytest.mark.parametrize("broker_args", [...])`."""
+    return []
+
+
+@pytest.fixture
+def broker(tmp_path, broker_args):
     """The broker under test (fresh per test unless MQTT5_INTEROP_EXTERNAL is set)."""
     ext = os.environ.get("MQTT5_INTEROP_EXTERNAL")
     if ext:
+        if broker_args:
+            pytest.skip(f"needs broker arguments {broker_args} (external broker)")
         host, port = ext.rsplit(":", 1)
         yield RunningBroker(host, int(port))
         return
-    b = _start(tmp_path)
+    b = _start(tmp_path, broker_args)
     try:
         yield b
     finally:

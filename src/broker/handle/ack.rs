@@ -63,12 +63,7 @@ pub fn pubrec(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
 }
 
 pub fn pubrel(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
-    let known = client
-        .session
-        .state
-        .lock()
-        .inbound_qos2
-        .remove(&a.packet_id);
+    let known = client.session.state.lock().inbound_qos2.remove(a.packet_id);
     let reason = if known || !client.version.is_v5() {
         ReasonCode::Success
     } else {

@@ -219,7 +219,13 @@ pub fn accept(
         .will
         .as_ref()
         .is_some_and(|w| opened.session.keep_will(&outbox, Some(w)));
-    broker.attach_conn(conn_id, outbox.clone(), client_id.clone(), keep_alive);
+    broker.attach_conn(
+        conn_id,
+        outbox.clone(),
+        client_id.clone(),
+        keep_alive,
+        link.max_packet_size,
+    );
     broker.stats.client_connected();
     // CONNACK, then whatever a resumed session held: only now that the connection is in the
     // table, where the control page (ban, delete, disconnect) finds it.
@@ -273,8 +279,10 @@ fn effective_keep_alive(requested: u16, maximum: u16, version: ProtocolVersion) 
 /// CONNACK properties that state what this server supports (§3.2.2.3).
 fn server_capabilities(broker: &Broker, props: &mut Properties) {
     let cfg = &broker.config;
-    if cfg.max_inflight_messages != u16::MAX {
-        props.receive_maximum = Some(cfg.max_inflight_messages);
+    // Absent means 65535 (§3.2.2.3.3); inbound QoS 2 state is a compact id set, so the
+    // default needs no advertisement.
+    if cfg.receive_maximum != u16::MAX {
+        props.receive_maximum = Some(cfg.receive_maximum);
     }
     if cfg.max_packet_size < MAX_REMAINING_LENGTH {
         props.maximum_packet_size = Some(cfg.max_packet_size);

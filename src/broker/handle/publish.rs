@@ -80,18 +80,22 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
     let qos = p.qos;
     if qos == QoS::ExactlyOnce {
         let mut st = client.session.state.lock();
-        if st.inbound_qos2.contains(&packet_id) {
+        if st.inbound_qos2.contains(packet_id) {
             drop(st);
             // A retransmission (DUP): acknowledge again, do not deliver twice (MQTT-4.3.3-9).
             send_ack(client, qos, packet_id, ReasonCode::Success);
             return Ok(Flow::Continue);
         }
-        if st.inbound_qos2.len() >= usize::from(cfg.max_inflight_messages) {
+        // Only a 5.0 client was told our Receive Maximum (§3.2.2.3.3), so only it can exceed
+        // it (§3.3.4: DISCONNECT 0x93). A 3.1.1 client is bounded by the packet-id space,
+        // which the id set holds whole.
+        if client.version.is_v5() && st.inbound_qos2.len() >= usize::from(cfg.receive_maximum) {
             return Err(ConnError::protocol(
                 ReasonCode::ReceiveMaximumExceeded,
                 format!(
-                    "more than {} QoS 2 messages awaiting PUBREL (MQTT-3.3.4-9)",
-                    cfg.max_inflight_messages
+                    "more than {} QoS 2 messages awaiting PUBREL (MQTT-3.3.4-9; \
+                     --receive-maximum raises it)",
+                    cfg.receive_maximum
                 ),
             ));
         }
