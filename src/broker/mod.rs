@@ -53,6 +53,8 @@ struct LiveConn {
     client_id: Option<Arc<str>>,
     /// The keep alive in force (after any Server Keep Alive), once CONNECT is accepted.
     keep_alive: Option<u16>,
+    /// Connected as a bridge (the Protocol Level's bridge bit).
+    bridge: bool,
     peer: SocketAddr,
     connected_at: Instant,
 }
@@ -224,6 +226,7 @@ impl Broker {
                 outbox: None,
                 client_id: None,
                 keep_alive: None,
+                bridge: false,
                 peer,
                 connected_at: Instant::now(),
             },
@@ -236,11 +239,13 @@ impl Broker {
         outbox: Arc<Outbox>,
         client_id: Arc<str>,
         keep_alive: u16,
+        bridge: bool,
     ) {
         if let Some(c) = self.conns.lock().get_mut(&conn_id) {
             c.outbox = Some(outbox);
             c.client_id = Some(client_id);
             c.keep_alive = Some(keep_alive);
+            c.bridge = bridge;
         }
     }
 

@@ -219,7 +219,7 @@ pub fn accept(
         .will
         .as_ref()
         .is_some_and(|w| opened.session.keep_will(&outbox, Some(w)));
-    broker.attach_conn(conn_id, outbox.clone(), client_id.clone(), keep_alive);
+    broker.attach_conn(conn_id, outbox.clone(), client_id.clone(), keep_alive, c.bridge);
     broker.stats.client_connected();
     // CONNACK, then whatever a resumed session held: only now that the connection is in the
     // table, where the control page (ban, delete, disconnect) finds it.
@@ -232,8 +232,9 @@ pub fn accept(
         time: now_ms(),
     });
     log::info!(
-        "client {client_id} connected from {peer} (MQTT {}, clean start {}, keep alive {}s, session present {})",
+        "client {client_id} connected from {peer} (MQTT {}{}, clean start {}, keep alive {}s, session present {})",
         version.name(),
+        if c.bridge { ", bridge" } else { "" },
         c.clean_start,
         keep_alive,
         opened.session_present
@@ -253,6 +254,7 @@ pub fn accept(
         connect_expiry: requested_expiry,
         scratch: Routing::deferred(),
         username: c.username,
+        bridge: c.bridge,
     })
 }
 
