@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::broker::connection::{Client, Reader};
 use crate::broker::outbox::Outbox;
 use crate::broker::session::{LinkLimits, NEVER_EXPIRES};
-use crate::broker::{Broker, OpenRequest, Routing};
+use crate::broker::{sys, Broker, OpenRequest, Routing};
 use crate::protocol::{
     ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode, MAX_REMAINING_LENGTH,
 };
@@ -74,7 +74,7 @@ fn check(broker: &Broker, c: &Connect) -> Result<(), (ReasonCode, &'static str)>
         }
         if will.topic.split('/').count() > cfg.max_topic_levels
             || will.topic.len() > cfg.max_topic_len
-            || will.topic.starts_with("$SYS")
+            || !sys::client_may_publish(&will.topic)
         {
             return Err((ReasonCode::TopicNameInvalid, "will topic not allowed"));
         }
