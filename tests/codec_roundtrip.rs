@@ -208,7 +208,16 @@ fn arb_connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
         any::<bool>(),
     )
         .prop_map(
-            move |(clean_start, keep_alive, properties, client_id, will, username, password, bridge)| {
+            move |(
+                clean_start,
+                keep_alive,
+                properties,
+                client_id,
+                will,
+                username,
+                password,
+                bridge,
+            )| {
                 // 3.1.1 MQTT-3.1.2-22: no password without a user name.
                 let password = if version.is_v5() || username.is_some() {
                     password

@@ -620,7 +620,10 @@ fn bridge_bit_in_protocol_level_is_accepted_as_a_bridge() {
         send(&s, &packet::pingreq());
         expect_bytes(&s, &packet::pingresp());
         let line = log_line(&b, &[&format!("client {id} connected")]);
-        assert!(line.contains(&format!("(MQTT {version}, bridge,")), "{line}");
+        assert!(
+            line.contains(&format!("(MQTT {version}, bridge,")),
+            "{line}"
+        );
     }
     // 5.0 with the bit: a 5.0 CONNACK.
     let s = connect_raw(b.mqtt);
@@ -683,6 +686,49 @@ fn bridge_subscription_gets_no_local_and_retain_as_published() {
     );
     send(&bridge, &packet::pingreq());
     expect_bytes(&bridge, &packet::pingresp());
+}
+
+/// A Mosquitto bridge (default `notifications true`) sets its will on, and publishes its state
+/// to, `$SYS/broker/connection/<id>/state`: accepted from any client (a 5.0 bridge sends no
+/// bridge bit), while a will elsewhere under `$SYS` is still refused with 0x90.
+#[test]
+fn bridge_connection_state_under_sys_is_accepted_as_will_and_publish() {
+    let b = Broker::start(&[ANON]);
+    let state = "$SYS/broker/connection/edge/state";
+    let s = connect_raw(b.mqtt);
+    send(
+        &s,
+        &packet::connect_v5_will("edge", 30, true, state, b"0", 1, true, &[]),
+    );
+    assert_eq!(parse_connack_v5(&read_packet(&s)).reason, 0);
+    let watcher = connect_v311_ok(b.mqtt, "watcher", 30);
+    send(
+        &watcher,
+        &packet::subscribe(false, 1, "$SYS/broker/connection/#", 0),
+    );
+    expect_bytes(&watcher, &[0x90, 0x03, 0x00, 0x01, 0x00]);
+    send(
+        &s,
+        &packet::publish(true, state, b"1", 1, Some(3), true, false),
+    );
+    let ack = read_packet(&s);
+    assert_eq!(
+        ack[..4],
+        [0x40, 0x02, 0x00, 0x03],
+        "PUBACK success: {}",
+        hex(&ack)
+    );
+    expect_bytes(
+        &watcher,
+        &packet::publish(false, state, b"1", 0, None, false, false),
+    );
+
+    let s = connect_raw(b.mqtt);
+    send(
+        &s,
+        &packet::connect_v5_will("spoof", 30, true, "$SYS/broker/uptime", b"0", 0, false, &[]),
+    );
+    assert_eq!(parse_connack_v5(&read_packet(&s)).reason, 0x90);
 }
 
 // ------------------------------------------------------------- max_clients

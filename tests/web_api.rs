@@ -785,7 +785,10 @@ fn clients_subscriptions_and_disconnect() {
 fn a_bridge_is_listed_as_bridge_with_its_subscription_options() {
     let b = Broker::start(ARGS);
     let bridge = connect_raw(b.mqtt);
-    send(&bridge, &packet::connect_v311_bridge("edge-bridge", 60, true));
+    send(
+        &bridge,
+        &packet::connect_v311_bridge("edge-bridge", 60, true),
+    );
     expect_bytes(&bridge, &packet::connack_v311(false, 0));
     send(&bridge, &packet::subscribe(false, 1, "in/#", 1));
     expect_bytes(&bridge, &[0x90, 0x03, 0x00, 0x01, 0x01]);

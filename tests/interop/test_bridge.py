@@ -176,8 +176,8 @@ def _exactly(c: PahoClient, topic: str, payload: bytes, who: str):
 def test_mosquitto_bridge_out_in_both_and_retained(broker, bridged, protocol, version, tagged):
     """Mosquitto bridged to us with `topic out/# out 1`, `in/# in 1`, `both/# both 1`:
     out/ reaches our subscribers, in/ reaches Mosquitto's, both/ goes both ways and arrives
-    exactly once on each side (no loop), and a retained message published to Mosquitto is
-    retained here. The 3.1.1 bridge connects with the bridge bit (level 0x84) and is logged as
+    exactly once on each side (no loop), and a retained message stays retained across the
+    bridge either way (a late subscriber gets it with RETAIN 1). The 3.1.1 bridge connects with the bridge bit (level 0x84) and is logged as
     a bridge; the 5.0 one asks for No Local / Retain As Published itself."""
     if protocol == "mqttv50" and _mosquitto_version() < (2, 0, 0):
         pytest.skip("bridge_protocol_version mqttv50 needs mosquitto 2.0")
@@ -216,3 +216,11 @@ def test_mosquitto_bridge_out_in_both_and_retained(broker, bridged, protocol, ve
     assert late.subscribe("out/r", 1) == [1]
     r = _exactly(late, "out/r", b"kept", "late subscriber on ours")
     assert r.retain, "the retained message published to mosquitto is retained here"
+
+    # And the other way: only with RETAIN as published on our side does Mosquitto store it.
+    ours_pub.publish("in/r", b"kept-here", qos=1, retain=True)
+    _exactly(theirs, "in/r", b"kept-here", "mosquitto, in/r")
+    late_theirs = bridged.client(m.addr, V311)
+    assert late_theirs.subscribe("in/r", 1) == [1]
+    r = _exactly(late_theirs, "in/r", b"kept-here", "late subscriber on mosquitto")
+    assert r.retain, "the retained message published to us is retained on mosquitto"

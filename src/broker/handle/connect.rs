@@ -219,7 +219,13 @@ pub fn accept(
         .will
         .as_ref()
         .is_some_and(|w| opened.session.keep_will(&outbox, Some(w)));
-    broker.attach_conn(conn_id, outbox.clone(), client_id.clone(), keep_alive, c.bridge);
+    broker.attach_conn(
+        conn_id,
+        outbox.clone(),
+        client_id.clone(),
+        keep_alive,
+        c.bridge,
+    );
     broker.stats.client_connected();
     // CONNACK, then whatever a resumed session held: only now that the connection is in the
     // table, where the control page (ban, delete, disconnect) finds it.
