@@ -334,7 +334,7 @@
       el('td', { class: 'mono' }, c.client_id || el('span', { class: 'tag' }, c.state)),
       el('td', {}, c.username === null ? '–' : c.username),
       el('td', { class: 'mono' }, c.address),
-      el('td', {}, c.protocol || '–'),
+      el('td', {}, c.protocol || '–', c.bridge && ' ', c.bridge && el('span', { class: 'tag' }, 'bridge')),
       el('td', { class: 'num' }, c.keep_alive === null ? '–' : `${c.keep_alive} s`),
       el('td', {}, fmtTime(c.connected_since)),
       el('td', {}, c.subscriptions.length

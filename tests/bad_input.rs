@@ -836,8 +836,9 @@ fn v5_cases() -> Vec<Case> {
             c5(0x06, &[], &will5("p29", &[0x01, 0x01], b"w/t", &[0xff, 0xfe])), connack(&[0x99])),
         pre("mqtt_3_1_2_1_v5_unknown_protocol_name_closed_without_connack", V5,
             connect_bytes("MQTX", 5, 0x02, &cat(&[&props(&[]), &id("p35")])), closed()),
-        pre("mqtt_3_1_2_2_v5_protocol_level_6_gets_connack_0x84", V5,
-            connect_bytes("MQTT", 6, 0x02, &cat(&[&props(&[]), &id("p36")])), connack(&[0x84])),
+        pre("mqtt_3_1_2_2_v5_protocol_level_6_gets_3_1_1_return_code_1", V5,
+            connect_bytes("MQTT", 6, 0x02, &cat(&[&props(&[]), &id("p36")])),
+            end(End::ConnackV311(0x01))),
         pre("spec_3_1_3_1_v5_client_id_longer_than_max_client_id_len", V5,
             c5(0x02, &[], &id(&"x".repeat(300))), connack(&[0x85])),
         pre("spec_3_1_2_9_v5_password_without_user_name_is_allowed", V5,
@@ -854,9 +855,9 @@ fn v5_cases() -> Vec<Case> {
             vec![0x20, 0x03, 0x00, 0x00, 0x00], closed()),
         pre("spec_2_1_2_v5_reserved_packet_type_0_before_connect", V5, vec![0x00, 0x00], closed()),
         pre("mqtt_3_1_0_1_v5_auth_before_connect", V5, vec![0xf0, 0x00], closed()),
-        pre("mqtt_3_1_2_2_v5_protocol_name_mqisdp_with_level_5", V5,
+        pre("mqtt_3_1_2_2_v5_protocol_name_mqisdp_with_level_5_gets_3_1_1_return_code_1", V5,
             connect_bytes("MQIsdp", 5, 0x02, &cat(&[&props(&[]), &id("p41")])),
-            connack_or_close(&[0x84])),
+            end(End::ConnackV311(0x01))),
 
         // ---- after CONNECT: lengths that disagree with the Remaining Length
         post("spec_4_13_1_v5_publish_topic_length_overruns_remaining_length", V5,

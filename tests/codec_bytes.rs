@@ -113,6 +113,7 @@ const CONNECT_V5_FULL: &[u8] = &[
 fn connect_v5_full() -> Packet {
     Packet::Connect(Box::new(Connect {
         protocol: V5,
+        bridge: false,
         clean_start: true,
         keep_alive: 60,
         properties: Properties {
@@ -171,6 +172,7 @@ const CONNECT_V5_MIN: &[u8] = &[
 fn connect_v5_minimal() {
     let expected = Packet::Connect(Box::new(Connect {
         protocol: V5,
+        bridge: false,
         clean_start: true,
         keep_alive: 0,
         properties: Properties::default(),
@@ -198,6 +200,7 @@ fn mqtt_3_1_2_9_v5_password_without_user_name_is_allowed() {
     ];
     let expected = Packet::Connect(Box::new(Connect {
         protocol: V5,
+        bridge: false,
         clean_start: false,
         keep_alive: 5,
         properties: Properties::default(),
@@ -228,6 +231,7 @@ const CONNECT_V311_FULL: &[u8] = &[
 fn connect_v311_with_will_user_and_password() {
     let expected = Packet::Connect(Box::new(Connect {
         protocol: V311,
+        bridge: false,
         clean_start: true,
         keep_alive: 10,
         properties: Properties::default(),
@@ -260,6 +264,7 @@ const CONNECT_V31: &[u8] = &[
 fn connect_v31_mqisdp() {
     let expected = Packet::Connect(Box::new(Connect {
         protocol: V31,
+        bridge: false,
         clean_start: true,
         keep_alive: 60,
         properties: Properties::default(),
@@ -1522,11 +1527,14 @@ fn mqtt_3_1_2_1_invalid_protocol_name_gets_no_connack() {
 }
 
 #[test]
-fn mqtt_3_1_2_2_unsupported_protocol_level_is_0x84() {
-    let e = decode_err(&connect_raw(b"MQTT", 6, 0x02, CID), None);
-    assert_eq!(e, DecodeError::UnsupportedProtocolVersion(6));
-    assert_eq!(e.reason_code(), ReasonCode::UnsupportedProtocolVersion);
-    assert_eq!(e.connect_version(), Some(V5));
+fn mqtt_3_1_2_2_unsupported_protocol_level_is_answered_in_3_1_1_form() {
+    // Whatever the level, the refusal is the 3.1.1 CONNACK a client of any level can read.
+    for level in [6u8, 0x7F, 0x86] {
+        let e = decode_err(&connect_raw(b"MQTT", level, 0x02, CID), None);
+        assert_eq!(e, DecodeError::UnsupportedProtocolVersion(level));
+        assert_eq!(e.reason_code(), ReasonCode::UnsupportedProtocolVersion);
+        assert_eq!(e.connect_version(), Some(V311));
+    }
     let e = decode_err(&connect_raw(b"MQTT", 2, 0x02, CID), None);
     assert_eq!(e, DecodeError::UnsupportedProtocolVersion(2));
     assert_eq!(e.connect_version(), Some(V311));

@@ -20,6 +20,7 @@ fn packets(version: ProtocolVersion) -> Vec<Packet> {
     vec![
         Packet::Connect(Box::new(Connect {
             protocol: version,
+            bridge: false,
             clean_start: true,
             keep_alive: 30,
             properties: props(Properties {

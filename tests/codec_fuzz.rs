@@ -56,6 +56,7 @@ fn seed_packets(version: ProtocolVersion) -> Vec<Packet> {
     let mut packets = vec![
         Packet::Connect(Box::new(Connect {
             protocol: version,
+            bridge: false,
             clean_start: true,
             keep_alive: 60,
             properties: props(Properties {

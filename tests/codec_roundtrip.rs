@@ -204,9 +204,20 @@ fn arb_connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
         opt(arb_will(version)),
         opt(arb_str()),
         opt(arb_bytes()),
+        // Bit 7 of the Protocol Level (a Mosquitto bridge, `try_private`).
+        any::<bool>(),
     )
         .prop_map(
-            move |(clean_start, keep_alive, properties, client_id, will, username, password)| {
+            move |(
+                clean_start,
+                keep_alive,
+                properties,
+                client_id,
+                will,
+                username,
+                password,
+                bridge,
+            )| {
                 // 3.1.1 MQTT-3.1.2-22: no password without a user name.
                 let password = if version.is_v5() || username.is_some() {
                     password
@@ -215,6 +226,7 @@ fn arb_connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
                 };
                 Packet::Connect(Box::new(Connect {
                     protocol: version,
+                    bridge,
                     clean_start,
                     keep_alive,
                     properties,

@@ -606,6 +606,132 @@ fn v31_mqisdp_level_3_connect_gets_connack_20_02_00_00() {
     assert!(line.contains("(MQTT 3.1,"), "{line}");
 }
 
+/// A Mosquitto bridge (`try_private true`) sets bit 7 of the Protocol Level: `MQTT` 0x84 and
+/// `MQIsdp` 0x83 are accepted with `20 02 00 00` and logged as a bridge.
+#[test]
+fn bridge_bit_in_protocol_level_is_accepted_as_a_bridge() {
+    let b = Broker::start(&[ANON]);
+    for (name, level, id, version) in [
+        ("MQTT", 0x84u8, "bridge311", "3.1.1"),
+        ("MQIsdp", 0x83, "bridge31", "3.1"),
+    ] {
+        let s = connect_raw(b.mqtt);
+        send(&s, &connect_custom(name, level, 0x02, false, id));
+        expect_bytes(&s, &packet::connack_v311(false, 0));
+        send(&s, &packet::pingreq());
+        expect_bytes(&s, &packet::pingresp());
+        let line = log_line(&b, &[&format!("client {id} connected")]);
+        assert!(
+            line.contains(&format!("(MQTT {version}, bridge,")),
+            "{line}"
+        );
+    }
+    // 5.0 with the bit: a 5.0 CONNACK.
+    let s = connect_raw(b.mqtt);
+    send(&s, &connect_custom("MQTT", 0x85, 0x02, true, "bridge5"));
+    let ack = parse_connack_v5(&read_packet(&s));
+    assert_eq!(ack.reason, 0, "{ack:?}");
+    let line = log_line(&b, &["client bridge5 connected"]);
+    assert!(line.contains("(MQTT 5.0, bridge,"), "{line}");
+}
+
+/// A 3.1.1 bridge's subscriptions behave as Mosquitto makes them: what the bridge publishes is
+/// not sent back to it (No Local, so `both` topics do not loop) and a retained message is
+/// delivered with RETAIN as published (Retain As Published), though 3.1.1 cannot ask for
+/// either. A plain 3.1.1 subscriber on the same filter is the control: it gets both messages,
+/// the live retained one with RETAIN 0 (MQTT-3.3.1-9).
+#[test]
+fn bridge_subscription_gets_no_local_and_retain_as_published() {
+    let b = Broker::start(&[ANON]);
+    let bridge = connect_raw(b.mqtt);
+    send(&bridge, &packet::connect_v311_bridge("bridge", 30, true));
+    expect_bytes(&bridge, &packet::connack_v311(false, 0));
+    send(&bridge, &packet::subscribe(false, 1, "t/#", 0));
+    expect_bytes(&bridge, &[0x90, 0x03, 0x00, 0x01, 0x00]);
+    let plain = connect_v311_ok(b.mqtt, "plain", 30);
+    send(&plain, &packet::subscribe(false, 1, "t/#", 0));
+    expect_bytes(&plain, &[0x90, 0x03, 0x00, 0x01, 0x00]);
+
+    // The bridge publishes t/1 at QoS 1: routed before its PUBACK, so an echo would come
+    // before the retained message published after that PUBACK.
+    send(
+        &bridge,
+        &packet::publish(false, "t/1", b"from-bridge", 1, Some(7), false, false),
+    );
+    expect_bytes(&bridge, &packet::puback(7));
+    expect_bytes(
+        &plain,
+        &packet::publish(false, "t/1", b"from-bridge", 0, None, false, false),
+    );
+    let other = connect_v311_ok(b.mqtt, "other", 30);
+    send(
+        &other,
+        &packet::publish(false, "t/2", b"kept", 1, Some(1), true, false),
+    );
+    expect_bytes(&other, &packet::puback(1));
+    // The next thing the bridge gets is t/2, retained as published; t/1 never came back.
+    expect_bytes(
+        &bridge,
+        &packet::publish(false, "t/2", b"kept", 0, None, true, false),
+    );
+    expect_bytes(
+        &plain,
+        &packet::publish(false, "t/2", b"kept", 0, None, false, false),
+    );
+    // A later subscription of the bridge gets the stored message with RETAIN (MQTT-3.3.1-8).
+    send(&bridge, &packet::subscribe(false, 2, "t/2", 0));
+    expect_bytes(&bridge, &[0x90, 0x03, 0x00, 0x02, 0x00]);
+    expect_bytes(
+        &bridge,
+        &packet::publish(false, "t/2", b"kept", 0, None, true, false),
+    );
+    send(&bridge, &packet::pingreq());
+    expect_bytes(&bridge, &packet::pingresp());
+}
+
+/// A Mosquitto bridge (default `notifications true`) sets its will on, and publishes its state
+/// to, `$SYS/broker/connection/<id>/state`: accepted from any client (a 5.0 bridge sends no
+/// bridge bit), while a will elsewhere under `$SYS` is still refused with 0x90.
+#[test]
+fn bridge_connection_state_under_sys_is_accepted_as_will_and_publish() {
+    let b = Broker::start(&[ANON]);
+    let state = "$SYS/broker/connection/edge/state";
+    let s = connect_raw(b.mqtt);
+    send(
+        &s,
+        &packet::connect_v5_will("edge", 30, true, state, b"0", 1, true, &[]),
+    );
+    assert_eq!(parse_connack_v5(&read_packet(&s)).reason, 0);
+    let watcher = connect_v311_ok(b.mqtt, "watcher", 30);
+    send(
+        &watcher,
+        &packet::subscribe(false, 1, "$SYS/broker/connection/#", 0),
+    );
+    expect_bytes(&watcher, &[0x90, 0x03, 0x00, 0x01, 0x00]);
+    send(
+        &s,
+        &packet::publish(true, state, b"1", 1, Some(3), true, false),
+    );
+    let ack = read_packet(&s);
+    assert_eq!(
+        ack[..4],
+        [0x40, 0x02, 0x00, 0x03],
+        "PUBACK success: {}",
+        hex(&ack)
+    );
+    expect_bytes(
+        &watcher,
+        &packet::publish(false, state, b"1", 0, None, false, false),
+    );
+
+    let s = connect_raw(b.mqtt);
+    send(
+        &s,
+        &packet::connect_v5_will("spoof", 30, true, "$SYS/broker/uptime", b"0", 0, false, &[]),
+    );
+    assert_eq!(parse_connack_v5(&read_packet(&s)).reason, 0x90);
+}
+
 // ------------------------------------------------------------- max_clients
 
 /// With `--max-clients 2` and two clients connected, a third 5.0 client gets CONNACK 0x97
@@ -838,17 +964,28 @@ fn v311_mqtt_3_1_0_2_second_connect_closes_connection() {
     expect_silent_close(&s, Duration::from_secs(3), "second CONNECT");
 }
 
-/// Protocol level 6 with name `MQTT`: CONNACK 0x84 (Unsupported Protocol Version) in the 5.0
-/// format, Session Present 0, then close (MQTT-3.1.2-2).
+/// A Protocol Level this server does not speak, whatever its Protocol Name (`MQTT` 0x7F or 6,
+/// `MQIsdp` 5, `MQTT` 0x86 which is 6 with the bridge bit), gets return code 0x01 in the 3.1.1
+/// form, exactly `20 02 00 01`, then the close (MQTT-3.1.2-2). A 5.0-form CONNACK 0x84
+/// (`20 03 00 84 00`) is what 5.0 allows, but a client of an unknown level cannot read it.
 #[test]
-fn mqtt_3_1_2_2_unsupported_protocol_level_6_gets_connack_0x84_then_close() {
+fn mqtt_3_1_2_2_unknown_level_gets_connack_0x01_in_3_1_1_form() {
     let b = Broker::start(&[ANON]);
-    let s = connect_raw(b.mqtt);
-    send(&s, &connect_custom("MQTT", 6, 0x02, true, "level6"));
-    let ack = parse_connack_v5(&read_packet(&s));
-    assert_eq!(ack.reason, 0x84, "{ack:?}");
-    assert!(!ack.session_present);
-    expect_silent_close(&s, Duration::from_secs(3), "after CONNACK 0x84");
+    for (name, level, props_v5) in [
+        ("MQTT", 0x7Fu8, false),
+        ("MQTT", 6, true),
+        ("MQIsdp", 5, true),
+        ("MQTT", 0x86, false),
+    ] {
+        let s = connect_raw(b.mqtt);
+        send(&s, &connect_custom(name, level, 0x02, props_v5, "unknown"));
+        expect_bytes(&s, &packet::connack_v311(false, 0x01));
+        expect_silent_close(
+            &s,
+            Duration::from_secs(3),
+            &format!("after CONNACK 0x01 to {name} level {level:#04x}"),
+        );
+    }
 }
 
 /// An unsupported level below 5 (`MQTT` level 2, `MQTT` level 3 which is 3.1's level under

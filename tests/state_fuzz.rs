@@ -152,6 +152,7 @@ fn connect(r: &mut Rng, v5: bool) -> Connect {
         } else {
             ProtocolVersion::V311
         },
+        bridge: false,
         // An empty 3.1.1 client id needs Clean Session 1 (else CONNACK 0x02, also fine).
         clean_start: r.pct(60) || (id.is_empty() && r.pct(80)),
         keep_alive: *r.pick(&[0, 1, 5, 60]),

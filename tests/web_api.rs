@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{connect_raw, expect_closed, packet, read_packet, send, Broker};
+use common::{connect_raw, expect_bytes, expect_closed, packet, read_packet, send, Broker};
 use serde_json::{json, Value};
 
 const ADMIN_PW: &str = "test-admin";
@@ -776,6 +776,43 @@ fn clients_subscriptions_and_disconnect() {
     assert_eq!(r.status, 400);
     let r = post(&b, "/api/clients/disconnect", json!({ "conn_id": "x" }));
     assert_eq!(r.status, 400);
+}
+
+/// A client that connected with the bridge bit (a Mosquitto bridge, level 0x84) is listed with
+/// `"bridge": true`, and its 3.1.1 subscription with the No Local and Retain As Published it
+/// is given; a plain client is `"bridge": false`.
+#[test]
+fn a_bridge_is_listed_as_bridge_with_its_subscription_options() {
+    let b = Broker::start(ARGS);
+    let bridge = connect_raw(b.mqtt);
+    send(
+        &bridge,
+        &packet::connect_v311_bridge("edge-bridge", 60, true),
+    );
+    expect_bytes(&bridge, &packet::connack_v311(false, 0));
+    send(&bridge, &packet::subscribe(false, 1, "in/#", 1));
+    expect_bytes(&bridge, &[0x90, 0x03, 0x00, 0x01, 0x01]);
+    let _plain = mqtt_client(&b, &packet::connect_v311("plain", 60, true));
+
+    let clients = get_ok(&b, "/api/clients");
+    let find = |id: &str| {
+        clients["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["client_id"] == json!(id))
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} listed: {clients}"))
+    };
+    let me = find("edge-bridge");
+    assert_eq!(me["bridge"], json!(true), "{me}");
+    assert_eq!(me["protocol"], json!("3.1.1"));
+    let sub = &me["subscriptions"][0];
+    assert_eq!(sub["filter"], json!("in/#"));
+    assert_eq!(sub["qos"], json!(1));
+    assert_eq!(sub["no_local"], json!(true), "{sub}");
+    assert_eq!(sub["retain_as_published"], json!(true), "{sub}");
+    assert_eq!(find("plain")["bridge"], json!(false));
 }
 
 /// A client that holds its CONNACK is already one the page can find and disconnect: no window

@@ -220,6 +220,10 @@ pub struct Client {
     /// chunk read.
     pub scratch: Routing,
     pub username: Option<String>,
+    /// Connected with the bridge bit in its Protocol Level (a Mosquitto bridge): every
+    /// subscription it makes gets No Local and Retain As Published, as Mosquitto gives them, so
+    /// its own messages are not sent back (no loop) and retained ones stay retained downstream.
+    pub bridge: bool,
 }
 
 /// Keeps the accepted-connection count exact however the thread ends (a Mosquitto bug class).

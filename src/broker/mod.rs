@@ -58,6 +58,8 @@ struct LiveConn {
     keep_alive: Option<u16>,
     /// The client's Maximum Packet Size, which bounds the DISCONNECT it may be sent.
     max_packet_size: u32,
+    /// Connected as a bridge (the Protocol Level's bridge bit).
+    bridge: bool,
     peer: SocketAddr,
     connected_at: Instant,
 }
@@ -230,6 +232,7 @@ impl Broker {
                 client_id: None,
                 keep_alive: None,
                 max_packet_size: u32::MAX,
+                bridge: false,
                 peer,
                 connected_at: Instant::now(),
             },
@@ -243,12 +246,14 @@ impl Broker {
         client_id: Arc<str>,
         keep_alive: u16,
         max_packet_size: u32,
+        bridge: bool,
     ) {
         if let Some(c) = self.conns.lock().get_mut(&conn_id) {
             c.outbox = Some(outbox);
             c.client_id = Some(client_id);
             c.keep_alive = Some(keep_alive);
             c.max_packet_size = max_packet_size;
+            c.bridge = bridge;
         }
     }
 

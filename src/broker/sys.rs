@@ -1,10 +1,24 @@
 //! `$SYS/broker/...` topics: the broker's figures as retained messages, with Mosquitto's topic
-//! names where Mosquitto has one. Published by the ticker every `sys_interval`.
+//! names where Mosquitto has one. Published by the ticker every `sys_interval`. Clients may
+//! not publish under `$SYS`, except bridges' connection states ([`client_may_publish`]).
 
 use super::stats::Stats;
 use super::Broker;
 
 pub const VERSION: &str = concat!("mqtt5-broker ", env!("CARGO_PKG_VERSION"));
+
+/// Where a Mosquitto bridge (with its default `notifications true`) publishes its connection
+/// state, retained, and sets its will: `$SYS/broker/connection/<client id>/state`. The broker
+/// publishes nothing under it, so a client writing there overwrites none of the broker's figures.
+const BRIDGE_NOTIFICATIONS: &str = "$SYS/broker/connection/";
+
+/// Whether a client may publish (or set its will) on `topic`: anything outside `$SYS`, and a
+/// bridge's connection state under [`BRIDGE_NOTIFICATIONS`] — refusing that will would refuse
+/// the whole bridge connection. Open to any client, not only those with the bridge bit: a 5.0
+/// Mosquitto bridge sends no bit, and sets the same will.
+pub fn client_may_publish(topic: &str) -> bool {
+    !topic.starts_with("$SYS") || topic.starts_with(BRIDGE_NOTIFICATIONS)
+}
 
 /// Every `$SYS` topic and its current value.
 pub fn snapshot(broker: &Broker) -> Vec<(&'static str, String)> {
@@ -61,5 +75,19 @@ pub fn snapshot(broker: &Broker) -> Vec<(&'static str, String)> {
 pub fn publish(broker: &Broker) {
     for (topic, value) in snapshot(broker) {
         broker.publish_internal(topic, value.into_bytes(), true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_may_publish;
+
+    #[test]
+    fn clients_may_publish_only_bridge_connection_states_under_sys() {
+        assert!(client_may_publish("$SYS/broker/connection/vm.ours/state"));
+        assert!(!client_may_publish("$SYS/broker/uptime"));
+        assert!(!client_may_publish("$SYS/broker/connections"));
+        assert!(!client_may_publish("$SYSTEM/x"));
+        assert!(client_may_publish("a/$SYS"));
     }
 }

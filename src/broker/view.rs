@@ -27,6 +27,8 @@ pub struct ClientView {
     pub protocol: Option<ProtocolVersion>,
     /// Seconds, as in force after any Server Keep Alive; `None` before CONNECT.
     pub keep_alive: Option<u16>,
+    /// Connected as a bridge (the Protocol Level's bridge bit, Mosquitto's `try_private`).
+    pub bridge: bool,
     pub connected_for: Duration,
     /// (filter as subscribed, with `$share/g/` for shared ones; options).
     pub subscriptions: Vec<(String, SubEntry)>,
@@ -46,6 +48,7 @@ pub fn clients(broker: &Broker) -> Vec<ClientView> {
         peer: SocketAddr,
         protocol: Option<ProtocolVersion>,
         keep_alive: Option<u16>,
+        bridge: bool,
         connected_for: Duration,
     }
     let mut conns: Vec<Conn> = broker
@@ -60,6 +63,7 @@ pub fn clients(broker: &Broker) -> Vec<ClientView> {
             peer: c.peer,
             protocol: c.outbox.as_ref().map(|o| o.version),
             keep_alive: c.keep_alive,
+            bridge: c.bridge,
             connected_for: c.connected_at.elapsed(),
         })
         .collect();
@@ -86,6 +90,7 @@ pub fn clients(broker: &Broker) -> Vec<ClientView> {
                 peer: c.peer,
                 protocol: c.protocol,
                 keep_alive: c.keep_alive,
+                bridge: c.bridge,
                 connected_for: c.connected_for,
                 subscriptions: Vec::new(),
                 queued: 0,

@@ -6,6 +6,10 @@ use super::{Properties, ProtocolVersion, QoS};
 pub struct Connect {
     /// From the Protocol Name and Protocol Level fields.
     pub protocol: ProtocolVersion,
+    /// Bit 7 of the Protocol Level: not in any MQTT spec, but set by Mosquitto bridges
+    /// (`try_private`) so that the broker they connect to can treat them as a bridge (their own
+    /// messages not sent back, retain kept as published).
+    pub bridge: bool,
     /// Clean Start (5.0) / Clean Session (3.1.1).
     pub clean_start: bool,
     /// Seconds; 0 turns keep-alive off.
@@ -51,6 +55,9 @@ const FLAG_WILL_RETAIN: u8 = 0b0010_0000;
 const FLAG_PASSWORD: u8 = 0b0100_0000;
 const FLAG_USERNAME: u8 = 0b1000_0000;
 
+/// The bridge bit Mosquitto ORs into the Protocol Level (`try_private`).
+const LEVEL_BRIDGE: u8 = 0b1000_0000;
+
 impl Connect {
     /// The Protocol Name this connection's version writes.
     pub fn protocol_name(version: ProtocolVersion) -> &'static str {
@@ -61,14 +68,18 @@ impl Connect {
     }
 }
 
-/// Reads the Protocol Name and Level and picks the version (§3.1.2.1, §3.1.2.2).
-fn read_version(r: &mut Reader<'_>) -> Result<ProtocolVersion, DecodeError> {
+/// Reads the Protocol Name and Level and picks the version (§3.1.2.1, §3.1.2.2), with the
+/// bridge bit ([`LEVEL_BRIDGE`]) taken off the level. An unsupported level is reported as sent,
+/// bridge bit included, so that the log shows the byte the client wrote.
+fn read_version(r: &mut Reader<'_>) -> Result<(ProtocolVersion, bool), DecodeError> {
     let name = r.string("protocol name")?;
-    let level = r.u8("protocol level")?;
+    let sent = r.u8("protocol level")?;
     let known_name = name == PROTOCOL_NAME || name == PROTOCOL_NAME_V31;
     if !known_name {
         return Err(DecodeError::InvalidProtocolName(name.to_owned()));
     }
+    let bridge = sent & LEVEL_BRIDGE != 0;
+    let level = sent & !LEVEL_BRIDGE;
     let version = [
         ProtocolVersion::V31,
         ProtocolVersion::V311,
@@ -76,24 +87,25 @@ fn read_version(r: &mut Reader<'_>) -> Result<ProtocolVersion, DecodeError> {
     ]
     .into_iter()
     .find(|v| v.level() == level)
-    .ok_or(DecodeError::UnsupportedProtocolVersion(level))?;
+    .ok_or(DecodeError::UnsupportedProtocolVersion(sent))?;
     if name != Connect::protocol_name(version) {
-        return Err(DecodeError::UnsupportedProtocolVersion(level));
+        return Err(DecodeError::UnsupportedProtocolVersion(sent));
     }
-    Ok(version)
+    Ok((version, bridge))
 }
 
 /// Decodes the body of a CONNECT (fixed-header flags already checked). Errors after the Protocol
 /// Level are wrapped in [`DecodeError::InConnect`].
 pub(crate) fn read(body: &[u8]) -> Result<Connect, DecodeError> {
     let mut r = Reader::new(body);
-    let version = read_version(&mut r)?;
-    read_rest(&mut r, version, body.len()).map_err(|e| e.in_connect(version))
+    let (version, bridge) = read_version(&mut r)?;
+    read_rest(&mut r, version, bridge, body.len()).map_err(|e| e.in_connect(version))
 }
 
 fn read_rest(
     r: &mut Reader<'_>,
     protocol: ProtocolVersion,
+    bridge: bool,
     remaining_length: usize,
 ) -> Result<Connect, DecodeError> {
     let flags = r.u8("connect flags")?;
@@ -165,6 +177,7 @@ fn read_rest(
     }
     Ok(Connect {
         protocol,
+        bridge,
         clean_start: flags & FLAG_CLEAN_START != 0,
         keep_alive,
         properties,
@@ -215,7 +228,8 @@ pub(crate) fn write(out: &mut Vec<u8>, c: &Connect) {
     let v5 = c.protocol.is_v5();
     write_fixed_header(out, PacketType::Connect, 0, len(c));
     write_string(out, Connect::protocol_name(c.protocol));
-    write_u8(out, c.protocol.level());
+    let bridge = if c.bridge { LEVEL_BRIDGE } else { 0 };
+    write_u8(out, c.protocol.level() | bridge);
     let mut flags = 0;
     if c.clean_start {
         flags |= FLAG_CLEAN_START;
@@ -250,5 +264,101 @@ pub(crate) fn write(out: &mut Vec<u8>, c: &Connect) {
     }
     if let Some(password) = &c.password {
         write_binary(out, password);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{encode, ConnAck, Packet};
+
+    /// A CONNECT body: Protocol Name, the level byte as given, Clean Start, Keep Alive 30, an
+    /// empty property block for 5.0, client id "c".
+    fn body(name: &str, level: u8, v5: bool) -> Vec<u8> {
+        let mut b = Vec::new();
+        write_string(&mut b, name);
+        b.push(level);
+        b.push(FLAG_CLEAN_START);
+        write_u16(&mut b, 30);
+        if v5 {
+            b.push(0);
+        }
+        write_string(&mut b, "c");
+        b
+    }
+
+    #[test]
+    fn bridge_bit_is_a_flag_on_the_supported_levels() {
+        for (name, sent, version, v5) in [
+            (PROTOCOL_NAME_V31, 0x83, ProtocolVersion::V31, false),
+            (PROTOCOL_NAME, 0x84, ProtocolVersion::V311, false),
+            (PROTOCOL_NAME, 0x85, ProtocolVersion::V5, true),
+        ] {
+            let c = read(&body(name, sent, v5)).expect("bridge CONNECT decodes");
+            assert_eq!((c.protocol, c.bridge), (version, true), "level {sent:#04x}");
+            let plain = read(&body(name, sent & !LEVEL_BRIDGE, v5)).expect("plain CONNECT");
+            assert_eq!((plain.protocol, plain.bridge), (version, false));
+        }
+    }
+
+    #[test]
+    fn bridge_bit_round_trips_through_write() {
+        for (protocol, bridge) in [
+            (ProtocolVersion::V31, true),
+            (ProtocolVersion::V311, true),
+            (ProtocolVersion::V311, false),
+            (ProtocolVersion::V5, true),
+        ] {
+            let c = Connect {
+                protocol,
+                bridge,
+                clean_start: true,
+                keep_alive: 60,
+                properties: Properties::default(),
+                client_id: "bridge-1".into(),
+                will: None,
+                username: None,
+                password: None,
+            };
+            let mut out = Vec::new();
+            write(&mut out, &c);
+            let name_len = string_len(Connect::protocol_name(protocol));
+            let level = out[2 + name_len];
+            assert_eq!(level & LEVEL_BRIDGE != 0, bridge, "level byte {level:#04x}");
+            // Fixed header: one type byte and a one-byte Remaining Length here.
+            assert_eq!(read(&out[2..]), Ok(c));
+        }
+    }
+
+    #[test]
+    fn mqtt_3_1_2_2_unknown_level_is_unsupported_and_answered_in_3_1_1_form() {
+        for (name, sent, v5) in [
+            (PROTOCOL_NAME, 0x7F, false),
+            (PROTOCOL_NAME, 6, true),
+            (PROTOCOL_NAME, 2, false),
+            (PROTOCOL_NAME, 3, false),
+            (PROTOCOL_NAME, 0x86, false),
+            (PROTOCOL_NAME, 0x80, false),
+            (PROTOCOL_NAME, 0x83, false),
+            (PROTOCOL_NAME_V31, 4, false),
+            (PROTOCOL_NAME_V31, 0x84, false),
+            (PROTOCOL_NAME_V31, 5, true),
+        ] {
+            let e = read(&body(name, sent, v5)).expect_err("unsupported level");
+            assert_eq!(
+                e,
+                DecodeError::UnsupportedProtocolVersion(sent),
+                "{name} {sent:#04x}"
+            );
+            let version = e.connect_version().expect("a CONNACK is due");
+            let refusal = Packet::ConnAck(ConnAck {
+                session_present: false,
+                reason: e.reason_code(),
+                properties: Properties::default(),
+            });
+            let mut out = Vec::new();
+            encode(&refusal, version, &mut out);
+            assert_eq!(out, [0x20, 0x02, 0x00, 0x01], "{name} {sent:#04x}");
+        }
     }
 }

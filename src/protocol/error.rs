@@ -4,8 +4,8 @@
 //! [`DecodeError::reason_code`] and then closes the connection; a 3.1.1 connection is simply
 //! closed (3.1.1 §4.8). Two variants need special handling by the broker:
 //! [`DecodeError::InvalidProtocolName`] (close without CONNACK, MQTT-3.1.2-1) and
-//! [`DecodeError::UnsupportedProtocolVersion`] (CONNACK 0x84 in the 5.0 format or return code
-//! 0x01 in the 3.1.1 format, then close, MQTT-3.1.2-2). A CONNECT that fails after its Protocol
+//! [`DecodeError::UnsupportedProtocolVersion`] (return code 0x01 in the 3.1.1 format, then
+//! close, MQTT-3.1.2-2). A CONNECT that fails after its Protocol
 //! Level was read is wrapped in [`DecodeError::InConnect`], so that
 //! [`DecodeError::connect_version`] tells the broker which CONNACK format to answer in.
 
@@ -89,8 +89,8 @@ pub enum DecodeError {
     /// without CONNACK (MQTT-3.1.2-1); `reason_code` reports 0x82 for logs only.
     InvalidProtocolName(String),
     /// CONNECT with a Protocol Level this server does not speak, or one that does not match its
-    /// Protocol Name. Answer CONNACK 0x84 (5.0) / return code 0x01 (3.1.1), then close
-    /// (MQTT-3.1.2-2).
+    /// Protocol Name; the level byte as sent. Answer return code 0x01 in the 3.1.1 format, then
+    /// close (MQTT-3.1.2-2).
     UnsupportedProtocolVersion(u8),
     /// An error in a CONNECT after its Protocol Name and Level were read: the broker answers in
     /// the format of `version` (§4.13, MQTT-3.2.2-8 for 5.0).
@@ -140,19 +140,14 @@ impl DecodeError {
     /// short or too large to tell) and for errors outside CONNECT.
     ///
     /// * [`DecodeError::InConnect`]: the version the CONNECT named.
-    /// * [`DecodeError::UnsupportedProtocolVersion`]`(level)`: 5.0 for a level of 5 or more (a
-    ///   newer client reads reason code 0x84), else 3.1.1 (return code 0x01, which 3.1 and 3.1.1
-    ///   clients understand) — MQTT-3.1.2-2.
+    /// * [`DecodeError::UnsupportedProtocolVersion`]: 3.1.1 (return code 0x01), whatever the
+    ///   level — MQTT-3.1.2-2. The 3.1.1 CONNACK is the one every client of a level we do not
+    ///   speak can read (3.1 and 3.1.1 clients, and Mosquitto does the same); 5.0 only says the
+    ///   server MAY send 0x84 (§3.1.2.2), which a 3.1.1-shaped client cannot parse.
     pub fn connect_version(&self) -> Option<ProtocolVersion> {
         match self {
             DecodeError::InConnect { version, .. } => Some(*version),
-            DecodeError::UnsupportedProtocolVersion(level) => {
-                if *level >= ProtocolVersion::V5.level() {
-                    Some(ProtocolVersion::V5)
-                } else {
-                    Some(ProtocolVersion::V311)
-                }
-            }
+            DecodeError::UnsupportedProtocolVersion(_) => Some(ProtocolVersion::V311),
             _ => None,
         }
     }

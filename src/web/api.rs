@@ -265,6 +265,7 @@ pub fn client(c: &ClientView) -> Value {
         "address": c.peer.to_string(),
         "protocol": c.protocol.map(|p| p.name()),
         "keep_alive": c.keep_alive,
+        "bridge": c.bridge,
         "connected_since": now_ms().saturating_sub(connected_ms),
         "state": if c.protocol.is_some() { "connected" } else { "connecting" },
         "subscriptions": subs,

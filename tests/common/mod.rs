@@ -673,6 +673,17 @@ pub mod packet {
         fixed(0x10, &body)
     }
 
+    /// MQTT 3.1.1 CONNECT as a Mosquitto bridge sends it with `try_private true`: protocol
+    /// level 4 with bit 7 set (0x84), otherwise as [`connect_v311`].
+    pub fn connect_v311_bridge(client_id: &str, keep_alive: u16, clean_session: bool) -> Vec<u8> {
+        let mut body = utf8("MQTT");
+        body.push(0x80 | 4);
+        body.push(if clean_session { CLEAN } else { 0 });
+        body.extend(keep_alive.to_be_bytes());
+        body.extend(utf8(client_id));
+        fixed(0x10, &body)
+    }
+
     /// MQTT 3.1.1 CONNACK the broker must send (3.1.1 §3.2): `20 02 sp rc`.
     pub fn connack_v311(session_present: bool, return_code: u8) -> Vec<u8> {
         vec![0x20, 0x02, session_present as u8, return_code]

@@ -139,6 +139,7 @@ impl Conn {
         }
         let connect = Connect {
             protocol: opts.version,
+            bridge: false,
             clean_start: true,
             keep_alive: 0,
             properties,

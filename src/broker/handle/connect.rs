@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::broker::connection::{Client, Reader};
 use crate::broker::outbox::Outbox;
 use crate::broker::session::{LinkLimits, NEVER_EXPIRES};
-use crate::broker::{Broker, OpenRequest, Routing};
+use crate::broker::{sys, Broker, OpenRequest, Routing};
 use crate::protocol::{
     ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode, MAX_REMAINING_LENGTH,
 };
@@ -74,7 +74,7 @@ fn check(broker: &Broker, c: &Connect) -> Result<(), (ReasonCode, &'static str)>
         }
         if will.topic.split('/').count() > cfg.max_topic_levels
             || will.topic.len() > cfg.max_topic_len
-            || will.topic.starts_with("$SYS")
+            || !sys::client_may_publish(&will.topic)
         {
             return Err((ReasonCode::TopicNameInvalid, "will topic not allowed"));
         }
@@ -225,6 +225,7 @@ pub fn accept(
         client_id.clone(),
         keep_alive,
         link.max_packet_size,
+        c.bridge,
     );
     broker.stats.client_connected();
     // CONNACK, then whatever a resumed session held: only now that the connection is in the
@@ -238,8 +239,9 @@ pub fn accept(
         time: now_ms(),
     });
     log::info!(
-        "client {client_id} connected from {peer} (MQTT {}, clean start {}, keep alive {}s, session present {})",
+        "client {client_id} connected from {peer} (MQTT {}{}, clean start {}, keep alive {}s, session present {})",
         version.name(),
+        if c.bridge { ", bridge" } else { "" },
         c.clean_start,
         keep_alive,
         opened.session_present
@@ -259,6 +261,7 @@ pub fn accept(
         connect_expiry: requested_expiry,
         scratch: Routing::deferred(),
         username: c.username,
+        bridge: c.bridge,
     })
 }
 

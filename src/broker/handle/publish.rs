@@ -9,6 +9,7 @@ use super::Flow;
 use crate::broker::connection::Client;
 use crate::broker::error::ConnError;
 use crate::broker::message::Message;
+use crate::broker::sys;
 use crate::protocol::{Ack, Packet, Properties, Publish, QoS, ReasonCode};
 
 pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
@@ -65,7 +66,7 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
         && std::str::from_utf8(&p.payload).is_err()
     {
         Some(ReasonCode::PayloadFormatInvalid) // §3.3.2.3.2
-    } else if p.topic.starts_with("$SYS")
+    } else if !sys::client_may_publish(&p.topic)
         || !client.broker.store.acl().can_publish(
             client.username.as_deref(),
             &client.client_id,

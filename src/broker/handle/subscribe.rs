@@ -12,7 +12,8 @@ use crate::broker::router::SubEntry;
 use crate::broker::session::{Delivery, DropReason, SubscriptionRecord};
 use crate::protocol::topic::{parse_shared, valid_topic_filter};
 use crate::protocol::{
-    Packet, Properties, ReasonCode, RetainHandling, SubAck, Subscribe, TopicSubscription,
+    Packet, Properties, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
+    TopicSubscription,
 };
 use crate::store::SubscriptionRow;
 
@@ -132,8 +133,13 @@ fn subscribe_one(
             return Ok(ReasonCode::QuotaExceeded);
         }
     }
+    let options = if client.bridge {
+        bridge_options(sub.options, share.is_some())
+    } else {
+        sub.options
+    };
     let entry = SubEntry {
-        options: sub.options,
+        options,
         subscription_id: sub_id,
     };
     let is_shared = share.is_some();
@@ -156,7 +162,7 @@ fn subscribe_one(
         st.subscriptions.insert(
             sub.filter.clone(),
             SubscriptionRecord {
-                options: sub.options,
+                options,
                 subscription_id: sub_id,
             },
         );
@@ -165,7 +171,7 @@ fn subscribe_one(
                 &d.client_id,
                 SubscriptionRow {
                     filter: sub.filter.clone(),
-                    options: sub.options,
+                    options,
                     subscription_id: sub_id,
                 },
             );
@@ -192,4 +198,17 @@ fn subscribe_one(
         }
     }
     Ok(ReasonCode::granted(sub.options.qos))
+}
+
+/// A bridge's subscription, as Mosquitto makes it for a client with the bridge bit: No Local,
+/// so what the bridge published here is not sent back to it (else `both` topics loop), and
+/// Retain As Published, so a retained message stays retained on the broker behind the bridge.
+/// A 3.1.1 bridge cannot ask for either; a 5.0 one gets them whatever it asked. No Local is left
+/// off shared subscriptions, where the spec forbids it (MQTT-3.8.3-4).
+fn bridge_options(asked: SubscriptionOptions, shared: bool) -> SubscriptionOptions {
+    SubscriptionOptions {
+        no_local: !shared,
+        retain_as_published: true,
+        ..asked
+    }
 }
