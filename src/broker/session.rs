@@ -544,6 +544,21 @@ impl SessionState {
         true
     }
 
+    /// PUBREC with a failure reason: the client refused an outbound QoS 2 message, which ends
+    /// its delivery (§4.3.3, §4.13). Like PUBCOMP, the id is freed and the stored message goes;
+    /// no PUBREL stage is recorded, so a restart does not resume it. False when no such
+    /// PUBLISH is in flight.
+    pub fn refuse_qos2(&mut self, packet_id: u16) -> bool {
+        let seq = match self.inflight.get(&packet_id).map(|e| &e.state) {
+            Some(Inflight::Publish(d)) if d.qos == QoS::ExactlyOnce => d.seq,
+            _ => return false,
+        };
+        self.inflight.remove(&packet_id);
+        self.forget(seq);
+        self.last_progress = Instant::now();
+        true
+    }
+
     /// PUBCOMP: completes an outbound QoS 2 message.
     pub fn complete_qos2(&mut self, packet_id: u16) -> bool {
         let seq = match self.inflight.get(&packet_id).map(|e| &e.state) {
