@@ -42,7 +42,7 @@ use crate::store::{
 use message::Message;
 use outbox::{Outbox, Wakes};
 use retain::RetainStore;
-use router::Router;
+use router::{Router, SharedGroup};
 use session::{Delivery, DropReason, Durable, Inflight, LinkLimits, QueueLimits, Session};
 use stats::Stats;
 
@@ -82,6 +82,8 @@ pub struct Broker {
 #[derive(Default)]
 pub struct Routing {
     targets: Vec<(Arc<Session>, Delivery)>,
+    /// The matched shared subscription groups, each to give the message to one member.
+    groups: Vec<SharedGroup>,
     pub wakes: Wakes,
     /// Messages for the store's history, sent after the flush: off the delivery path.
     history: Vec<Arc<Message>>,
@@ -468,28 +470,49 @@ impl Broker {
                 }
             }
         }
-        let limits = self.queue_limits();
-        for d in handoff {
-            let Some(share) = d.share.clone() else {
-                continue;
-            };
-            let inner = match crate::protocol::topic::parse_shared(&share) {
-                Some(Ok((_, inner))) => inner.to_owned(),
-                _ => continue,
-            };
-            let members = self.router.share_members(&inner, &share, session);
-            if let Some((member, entry)) = members.first() {
-                let mut delivery = router::delivery_for(&d.msg, entry, Some(share.clone()));
-                delivery.qos = delivery.qos.min(d.qos).max(d.qos.min(entry.options.qos));
-                if member.enqueue(delivery, &limits).is_err() {
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        if !handoff.is_empty() {
+            self.hand_off(session, handoff);
         }
         if let Some(will) = will {
             let msg = Arc::new(will.msg.received_at(Instant::now()));
             self.publish(msg, &mut Routing::default());
         }
+    }
+
+    /// Gives the shared-subscription messages an ended session had not finished to the other
+    /// members of their groups, each chosen like any routing pick (round robin, online first,
+    /// passed on by a member with a full queue or that the ACL does not let read the topic). A
+    /// persistent member keeps what it takes in the store like any message routed to it; no
+    /// publisher waits for that commit any more, so its ticket is not waited for.
+    fn hand_off(&self, ended: &Arc<Session>, handoff: Vec<Delivery>) {
+        let limits = self.queue_limits();
+        let acl = self.delivery_acl();
+        let mut groups: HashMap<Arc<str>, Option<SharedGroup>> = HashMap::new();
+        let mut wakes = Wakes::default();
+        for d in handoff {
+            let Some(share) = d.share.clone() else {
+                continue;
+            };
+            let group = groups.entry(share.clone()).or_insert_with(|| {
+                match crate::protocol::topic::parse_shared(&share) {
+                    Some(Ok((_, inner))) => self.router.share_group(inner, &share, ended),
+                    _ => None,
+                }
+            });
+            let Some(group) = group else {
+                continue;
+            };
+            group.start = self.router.next_round();
+            let delivery = |entry: &router::SubEntry| {
+                let mut delivery = router::delivery_for(&d.msg, entry, Some(share.clone()));
+                // Never more than the QoS it was on its way with.
+                delivery.qos = delivery.qos.min(d.qos);
+                delivery
+            };
+            let ticket = self.deliver_shared(group, delivery, &limits, acl.as_deref(), &mut wakes);
+            drop(ticket);
+        }
+        wakes.flush();
     }
 
     /// Sessions whose expiry interval has run out since they went offline, and delayed wills
@@ -570,10 +593,12 @@ impl Broker {
             }
         }
         scratch.targets.clear();
-        self.router.route(&msg, &mut scratch.targets);
+        scratch.groups.clear();
+        self.router
+            .route(&msg, &mut scratch.targets, &mut scratch.groups);
         let limits = self.queue_limits();
         let acl = self.delivery_acl();
-        let matched = scratch.targets.len();
+        let matched = scratch.targets.len() + scratch.groups.len();
         for (session, delivery) in scratch.targets.drain(..) {
             match session.enqueue_checked(delivery, &limits, acl.as_deref(), &mut scratch.wakes) {
                 Ok(Some(ticket)) => {
@@ -588,10 +613,59 @@ impl Broker {
                 }
             }
         }
+        for group in scratch.groups.drain(..) {
+            let delivered = self.deliver_shared(
+                &group,
+                |entry| router::delivery_for(&msg, entry, Some(group.share.clone())),
+                &limits,
+                acl.as_deref(),
+                &mut scratch.wakes,
+            );
+            if let (Some(ticket), Some(t)) = (delivered, tickets.as_deref_mut()) {
+                t.push(ticket);
+            }
+        }
         if !scratch.defer {
             scratch.flush(self);
         }
         matched
+    }
+
+    /// Gives a message to one member of a shared subscription group (§4.8.2), chosen as
+    /// [`SharedGroup::offer`] says: a member whose queue is full or whom the ACL does not let
+    /// read the topic passes it to the next. `delivery` makes the message's delivery through a
+    /// member's subscription. Returns the store ticket of the member that took it, if it keeps
+    /// it; a message no member could take is dropped (counted at the first member that had no
+    /// room).
+    fn deliver_shared(
+        &self,
+        group: &SharedGroup,
+        delivery: impl Fn(&router::SubEntry) -> Delivery,
+        limits: &QueueLimits,
+        acl: Option<&crate::auth::AclSet>,
+        wakes: &mut Wakes,
+    ) -> Option<DurableTicket> {
+        let mut no_room: Option<Arc<Session>> = None;
+        let taken = group.offer(|session, entry| {
+            match session.offer_shared(delivery(entry), limits, acl, wakes) {
+                Ok(ticket) => Some(ticket),
+                Err(DropReason::NotAuthorized) => None,
+                Err(DropReason::QueueFull | DropReason::OfflineQos0) => {
+                    no_room.get_or_insert_with(|| session.clone());
+                    None
+                }
+            }
+        });
+        match taken {
+            Some(ticket) => ticket,
+            None => {
+                if let Some(session) = no_room {
+                    session.count_drop();
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }
+        }
     }
 
     /// Publishes a message made by the broker itself ($SYS, the control page).
