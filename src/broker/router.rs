@@ -213,16 +213,13 @@ impl Router {
     fn shared_groups(&self, shared: &mut [Match], groups: &mut Vec<SharedGroup>) {
         // Grouped by share name, each group's members in a fixed order for the round robin.
         shared.sort_by(|a, b| {
-            a.share
-                .cmp(&b.share)
-                .then_with(|| (Arc::as_ptr(&a.session) as usize).cmp(&(Arc::as_ptr(&b.session) as usize)))
+            a.share.cmp(&b.share).then_with(|| {
+                (Arc::as_ptr(&a.session) as usize).cmp(&(Arc::as_ptr(&b.session) as usize))
+            })
         });
         let mut rest = &*shared;
         while let Some(first) = rest.first() {
-            let n = rest
-                .iter()
-                .take_while(|m| m.share == first.share)
-                .count();
+            let n = rest.iter().take_while(|m| m.share == first.share).count();
             let (group, tail) = rest.split_at(n);
             rest = tail;
             let Some(share) = first.share.clone() else {
@@ -230,10 +227,7 @@ impl Router {
             };
             groups.push(SharedGroup {
                 share,
-                members: group
-                    .iter()
-                    .map(|m| (m.session.clone(), m.entry))
-                    .collect(),
+                members: group.iter().map(|m| (m.session.clone(), m.entry)).collect(),
                 start: self.next_round(),
             });
         }
