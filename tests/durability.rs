@@ -1332,3 +1332,48 @@ fn mqtt_4_3_3_refused_pubrec_ends_qos2_delivery_across_restart() {
     );
     disconnect(&s, V::V5);
 }
+
+// ------------------------------------------------- shared subscription hand-off
+
+/// §4.8.2 and the README's durability table: the messages a shared member had not finished when
+/// its session ended are kept by the persistent member they are handed to, so that a `kill -9`
+/// right after the hand-off loses none of them.
+#[test]
+fn mqtt_4_8_2_handed_off_messages_survive_kill9_at_persistent_member() {
+    let mut b = Broker::start(&["--allow-anonymous"]);
+    let props: Vec<u8> = RECEIVE_MAXIMUM_1.to_vec();
+    let (holder, _) = connect(b.mqtt, V::V5, "ho-holder", true, &props);
+    subscribe(&holder, V::V5, 1, &[("$share/g/ho/t", 1)]);
+    let (p, _) = connect(b.mqtt, V::V5, "ho-pub", true, &[]);
+    for (i, m) in ["h0", "h1", "h2"].iter().enumerate() {
+        let id = u16::try_from(i + 1).unwrap();
+        assert_eq!(
+            publish_acked(&p, V::V5, "ho/t", m.as_bytes(), 1, false, id),
+            0x00
+        );
+    }
+    // The holder gets the first (left unacknowledged); the others wait in its queue.
+    let first = try_read_packet(&holder, WAIT).expect("the holder's first message");
+    assert_eq!(first[0] & 0xf6, 0x32, "QoS 1 PUBLISH: {}", hex(&first));
+    let (keeper, _) = connect(b.mqtt, V::V5, "ho-keeper", true, &EXPIRY_3600);
+    subscribe(&keeper, V::V5, 1, &[("$share/g/ho/t", 1)]);
+    disconnect(&keeper, V::V5);
+    assert!(b.wait_for_log("client ho-keeper disconnected from", WAIT));
+    // The holder's session ends (expiry 0): its three messages go to the offline keeper.
+    disconnect(&holder, V::V5);
+    assert!(b.wait_for_log("client ho-holder disconnected from", WAIT));
+    b.crash_restart();
+    let (keeper, present) = connect(b.mqtt, V::V5, "ho-keeper", false, &EXPIRY_3600);
+    assert!(present, "the keeper's session was lost");
+    let mut got: Vec<String> = drain(&keeper, V::V5, WAIT)
+        .into_iter()
+        .map(|m| m.payload)
+        .collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        ["h0", "h1", "h2"],
+        "the handed-off messages after kill -9"
+    );
+    disconnect(&keeper, V::V5);
+}

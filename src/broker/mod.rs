@@ -482,13 +482,15 @@ impl Broker {
     /// Gives the shared-subscription messages an ended session had not finished to the other
     /// members of their groups, each chosen like any routing pick (round robin, online first,
     /// passed on by a member with a full queue or that the ACL does not let read the topic). A
-    /// persistent member keeps what it takes in the store like any message routed to it; no
-    /// publisher waits for that commit any more, so its ticket is not waited for.
+    /// persistent member keeps what it takes in the store, and the hand-off waits (at most
+    /// [`DURABLE_WAIT`]) for that commit: the ended session's copy is gone, so until then the
+    /// message would be lost by a crash although its publisher was acknowledged long ago.
     fn hand_off(&self, ended: &Arc<Session>, handoff: Vec<Delivery>) {
         let limits = self.queue_limits();
         let acl = self.delivery_acl();
         let mut groups: HashMap<Arc<str>, Option<SharedGroup>> = HashMap::new();
         let mut wakes = Wakes::default();
+        let mut tickets = Vec::new();
         for d in handoff {
             let Some(share) = d.share.clone() else {
                 continue;
@@ -509,10 +511,22 @@ impl Broker {
                 delivery.qos = delivery.qos.min(d.qos);
                 delivery
             };
-            let ticket = self.deliver_shared(group, delivery, &limits, acl.as_deref(), &mut wakes);
-            drop(ticket);
+            tickets.extend(self.deliver_shared(
+                group,
+                delivery,
+                &limits,
+                acl.as_deref(),
+                &mut wakes,
+            ));
         }
         wakes.flush();
+        if !wait_committed(tickets, &ended.client_id) {
+            log::warn!(
+                "client {}: the database did not commit the shared messages handed to other \
+                 members within {DURABLE_WAIT:?}; they are kept in memory",
+                ended.client_id
+            );
+        }
     }
 
     /// Sessions whose expiry interval has run out since they went offline, and delayed wills
@@ -681,6 +695,26 @@ impl Broker {
         });
         self.publish(msg, &mut Routing::default());
     }
+}
+
+/// The longest anything waits for the database to commit what must survive a crash (a
+/// publisher's acknowledgement, a shared-subscription hand-off).
+pub const DURABLE_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits for `tickets` to commit, at most [`DURABLE_WAIT`] in all; false when the database did
+/// not commit in time (the caller logs that). A write the database refused is logged here,
+/// for `who`.
+pub(crate) fn wait_committed(tickets: Vec<DurableTicket>, who: &str) -> bool {
+    let deadline = Instant::now() + DURABLE_WAIT;
+    for mut ticket in tickets {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ticket.wait_timeout(left) {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => log::warn!("client {who}: message not stored: {e}"),
+        }
+    }
+    true
 }
 
 /// A DISCONNECT carrying `reason`, for 5.0 clients.
