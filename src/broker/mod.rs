@@ -418,7 +418,8 @@ impl Broker {
 
     /// Ends a session: its subscriptions go, a pending will is published (the session ending
     /// comes before the will delay, §3.1.3.2.2), and messages it received through shared
-    /// subscriptions and had not finished are handed to another member of the group.
+    /// subscriptions and had not finished are handed to another member of the group (see
+    /// `hand_off`: it waits for the store when a persistent member takes them).
     pub fn end_session(&self, session: &Arc<Session>, replaced: bool) {
         {
             let mut sessions = self.sessions.lock();
