@@ -1543,3 +1543,121 @@ fn acl_will(v: V) {
         );
     }
 }
+
+// ------------------------------------------------------- shared subscriptions (§4.8.2)
+
+/// Accounts for the shared subscription tests: `alice` reads all of `s/#`; `mallory` may
+/// subscribe to `s/#` but not read `s/secret`; `pub` writes `s/#`.
+fn shared_acl_db() -> Db {
+    db_with(
+        &[
+            ("alice", "alice-pw"),
+            ("mallory", "mallory-pw"),
+            ("pub", "pub-pw"),
+        ],
+        &[
+            &["--user", "alice", "read", "s/#"],
+            &["--user", "mallory", "read", "s/#"],
+            &["--user", "mallory", "--deny", "read", "s/secret"],
+            &["--user", "pub", "write", "s/#"],
+        ],
+    )
+}
+
+/// Payloads of every message on `s` until nothing arrives for `QUIET` (at most 100).
+fn payloads_until_quiet(s: &TcpStream) -> Vec<String> {
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        match next_publish(s, V::V5, QUIET) {
+            Some(m) => got.push(String::from_utf8_lossy(&m.payload).into_owned()),
+            None => return got,
+        }
+    }
+    panic!("more than 100 messages");
+}
+
+/// §4.8.2 with the ACL, publish path: a member the ACL does not let read the topic passes the
+/// message to the next member of the group instead of losing it.
+#[test]
+fn mqtt_4_8_2_shared_member_refused_by_acl_passes_message_to_next_member() {
+    let v = V::V5;
+    let db = shared_acl_db();
+    let b = Broker::start_with_db(&db.path, &[]);
+    let m = login(b.mqtt, v, "sh-mallory", Some("mallory"), Some("mallory-pw"));
+    let a = login(b.mqtt, v, "sh-alice", Some("alice"), Some("alice-pw"));
+    for s in [&m, &a] {
+        assert_eq!(sub1(s, v, 1, "$share/g/s/#"), 1);
+    }
+    let p = login(b.mqtt, v, "sh-pub", Some("pub"), Some("pub-pw"));
+    let sent: Vec<String> = (0..10).map(|i| format!("secret-{i}")).collect();
+    for (i, payload) in sent.iter().enumerate() {
+        let id = u16::try_from(i + 1).unwrap();
+        assert_eq!(
+            publish_acked(&p, v, "s/secret", payload.as_bytes(), 1, id),
+            0
+        );
+    }
+    assert_eq!(
+        payloads_until_quiet(&a),
+        sent,
+        "every message to the member that may read it"
+    );
+    expect_nothing(&m, v, "the member the ACL refuses");
+}
+
+/// §4.8.2 with the ACL, hand-off: when a member's session ends, the messages it had not
+/// finished go round robin to the other members that may read them, never to one the ACL
+/// refuses.
+#[test]
+fn mqtt_4_8_2_handoff_skips_member_refused_by_acl() {
+    let v = V::V5;
+    let db = shared_acl_db();
+    let b = Broker::start_with_db(&db.path, &[]);
+    // The holder: Receive Maximum 1 (property 0x21), so all but the first message wait for it.
+    let (h, _, code) = open(
+        b.mqtt,
+        v,
+        &connect_full(
+            v,
+            "sh-holder",
+            true,
+            Some("alice"),
+            Some(b"alice-pw"),
+            &[0x21, 0x00, 0x01],
+            None,
+        ),
+    );
+    assert_eq!(code, 0);
+    assert_eq!(sub1(&h, v, 1, "$share/g/s/#"), 1);
+    let p = login(b.mqtt, v, "sh-pub", Some("pub"), Some("pub-pw"));
+    let sent: Vec<String> = (0..5).map(|i| format!("held-{i}")).collect();
+    for (i, payload) in sent.iter().enumerate() {
+        let id = u16::try_from(i + 1).unwrap();
+        assert_eq!(
+            publish_acked(&p, v, "s/secret", payload.as_bytes(), 1, id),
+            0
+        );
+    }
+    // The first is on the wire, left unacknowledged; the other four are queued.
+    let first = read_packet(&h);
+    assert_eq!(first[0] >> 4, 3, "expected PUBLISH, got {}", hex(&first));
+    let m = login(b.mqtt, v, "sh-mallory", Some("mallory"), Some("mallory-pw"));
+    let c = login(b.mqtt, v, "sh-alice-c", Some("alice"), Some("alice-pw"));
+    let d = login(b.mqtt, v, "sh-alice-d", Some("alice"), Some("alice-pw"));
+    for s in [&m, &c, &d] {
+        assert_eq!(sub1(s, v, 1, "$share/g/s/#"), 1);
+    }
+    send(&h, &packet::disconnect_v5(0));
+    expect_closed(&h, WAIT);
+    assert!(b.wait_for_log("client sh-holder disconnected from", WAIT));
+    let at_c = payloads_until_quiet(&c);
+    let at_d = payloads_until_quiet(&d);
+    expect_nothing(&m, v, "the member the ACL refuses");
+    assert!(
+        !at_c.is_empty() && !at_d.is_empty(),
+        "not round robin: C got {at_c:?}, D got {at_d:?}"
+    );
+    let mut all: Vec<String> = at_c.into_iter().chain(at_d).collect();
+    all.sort_unstable();
+    assert_eq!(all, sent, "each handed-on message once");
+}

@@ -1197,3 +1197,157 @@ fn delayed_will_survives_kill9_and_a_return_cancels_it_3_1_3_2_2() {
     disconnect(&again, v);
     disconnect(&w, v);
 }
+
+// ------------------------------------------------------- refused QoS 2 deliveries
+
+/// Receive Maximum 1 (CONNECT property 0x21): one QoS>0 message in flight at a time.
+const RECEIVE_MAXIMUM_1: [u8; 3] = [0x21, 0x00, 0x01];
+/// PUBREC reason 0x80, Unspecified error (§3.5.2.1).
+const PUBREC_UNSPECIFIED_ERROR: u8 = 0x80;
+
+/// An outbound QoS 2 PUBLISH as (packet id, payload); panics on anything else or on nothing
+/// within `WAIT`.
+fn read_qos2_publish(s: &TcpStream) -> (u16, String) {
+    let pkt = try_read_packet(s, WAIT).expect("no PUBLISH within 5 s");
+    assert_eq!(
+        pkt[0] & 0xf6,
+        0x34,
+        "expected a QoS 2 PUBLISH, got {}",
+        hex(&pkt)
+    );
+    let mut i = body_start(&pkt);
+    let tlen = usize::from(u16_at(&pkt, i));
+    i += 2 + tlen;
+    let id = u16_at(&pkt, i);
+    i += 2;
+    let (plen, n) = read_varint(&pkt[i..]);
+    i += n + plen;
+    (id, String::from_utf8_lossy(&pkt[i..]).into_owned())
+}
+
+/// Ends a QoS 2 delivery from the receiving side: PUBREC, the broker's PUBREL, PUBCOMP.
+fn complete_qos2(s: &TcpStream, id: u16) {
+    send(s, &packet::pubrec(id));
+    let rel = try_read_packet(s, WAIT).expect("no PUBREL within 5 s");
+    let (first, rel_id, reason) = parse_ack(&rel);
+    assert_eq!(
+        (first, rel_id, reason),
+        (0x62, id, 0x00),
+        "PUBREL: {}",
+        hex(&rel)
+    );
+    send(s, &packet::pubcomp(id));
+}
+
+/// MQTT-4.3.3 / §4.13: a PUBREC with a reason code of 0x80 or above ends the QoS 2 delivery —
+/// the receiver refused the message. Its packet id is free at once (with Receive Maximum 1 the
+/// next queued message follows the refusal), and the persistent session keeps nothing of it:
+/// after a restart the broker neither sends PUBREL for it nor delivers it again, and new QoS 2
+/// messages flow normally.
+#[test]
+fn mqtt_4_3_3_refused_pubrec_ends_qos2_delivery_across_restart() {
+    let mut b = Broker::start(&["--allow-anonymous"]);
+    let props: Vec<u8> = EXPIRY_3600
+        .iter()
+        .chain(&RECEIVE_MAXIMUM_1)
+        .copied()
+        .collect();
+    let (s, _) = connect(b.mqtt, V::V5, "refuse-sub", true, &props);
+    subscribe(&s, V::V5, 1, &[("refuse/t", 2)]);
+    let (p, _) = connect(b.mqtt, V::V5, "refuse-pub", true, &[]);
+    assert_eq!(
+        publish_acked(&p, V::V5, "refuse/t", b"refused", 2, false, 1),
+        0x00
+    );
+    assert_eq!(
+        publish_acked(&p, V::V5, "refuse/t", b"second", 2, false, 2),
+        0x00
+    );
+
+    let (refused_id, payload) = read_qos2_publish(&s);
+    assert_eq!(payload, "refused");
+    send(
+        &s,
+        &packet::fixed(
+            0x50,
+            &[
+                refused_id.to_be_bytes().as_slice(),
+                &[PUBREC_UNSPECIFIED_ERROR],
+            ]
+            .concat(),
+        ),
+    );
+    // The refusal freed the only slot of the window: the queued message comes now.
+    let (second_id, payload) = read_qos2_publish(&s);
+    assert_eq!(payload, "second");
+    complete_qos2(&s, second_id);
+    disconnect(&s, V::V5);
+
+    assert!(b.restart().success());
+    let (s, present) = connect(b.mqtt, V::V5, "refuse-sub", false, &props);
+    assert!(present, "the persistent session was lost");
+    if let Some(pkt) = try_read_packet(&s, QUIET) {
+        panic!(
+            "the refused delivery (id {refused_id}) was resumed after the restart: {}",
+            hex(&pkt)
+        );
+    }
+    let (p, _) = connect(b.mqtt, V::V5, "refuse-pub", true, &[]);
+    assert_eq!(
+        publish_acked(&p, V::V5, "refuse/t", b"third", 2, false, 1),
+        0x00
+    );
+    let (third_id, payload) = read_qos2_publish(&s);
+    assert_eq!(payload, "third");
+    complete_qos2(&s, third_id);
+    assert!(
+        try_read_packet(&s, QUIET).is_none(),
+        "more arrived after the new message"
+    );
+    disconnect(&s, V::V5);
+}
+
+// ------------------------------------------------- shared subscription hand-off
+
+/// §4.8.2 and the README's durability table: the messages a shared member had not finished when
+/// its session ended are kept by the persistent member they are handed to, so that a `kill -9`
+/// right after the hand-off loses none of them.
+#[test]
+fn mqtt_4_8_2_handed_off_messages_survive_kill9_at_persistent_member() {
+    let mut b = Broker::start(&["--allow-anonymous"]);
+    let props: Vec<u8> = RECEIVE_MAXIMUM_1.to_vec();
+    let (holder, _) = connect(b.mqtt, V::V5, "ho-holder", true, &props);
+    subscribe(&holder, V::V5, 1, &[("$share/g/ho/t", 1)]);
+    let (p, _) = connect(b.mqtt, V::V5, "ho-pub", true, &[]);
+    for (i, m) in ["h0", "h1", "h2"].iter().enumerate() {
+        let id = u16::try_from(i + 1).unwrap();
+        assert_eq!(
+            publish_acked(&p, V::V5, "ho/t", m.as_bytes(), 1, false, id),
+            0x00
+        );
+    }
+    // The holder gets the first (left unacknowledged); the others wait in its queue.
+    let first = try_read_packet(&holder, WAIT).expect("the holder's first message");
+    assert_eq!(first[0] & 0xf6, 0x32, "QoS 1 PUBLISH: {}", hex(&first));
+    let (keeper, _) = connect(b.mqtt, V::V5, "ho-keeper", true, &EXPIRY_3600);
+    subscribe(&keeper, V::V5, 1, &[("$share/g/ho/t", 1)]);
+    disconnect(&keeper, V::V5);
+    assert!(b.wait_for_log("client ho-keeper disconnected from", WAIT));
+    // The holder's session ends (expiry 0): its three messages go to the offline keeper.
+    disconnect(&holder, V::V5);
+    assert!(b.wait_for_log("client ho-holder disconnected from", WAIT));
+    b.crash_restart();
+    let (keeper, present) = connect(b.mqtt, V::V5, "ho-keeper", false, &EXPIRY_3600);
+    assert!(present, "the keeper's session was lost");
+    let mut got: Vec<String> = drain(&keeper, V::V5, WAIT)
+        .into_iter()
+        .map(|m| m.payload)
+        .collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        ["h0", "h1", "h2"],
+        "the handed-off messages after kill -9"
+    );
+    disconnect(&keeper, V::V5);
+}

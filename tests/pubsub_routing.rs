@@ -1064,6 +1064,203 @@ fn mqtt_4_8_2_unacknowledged_qos1_shared_message_goes_to_other_member() {
     assert_eq!(payloads, vec![&b"held"[..]]);
 }
 
+/// Receive Maximum 1 (CONNECT property 0x21): one unacknowledged QoS>0 message at a time, so
+/// that later ones wait in the broker's queue for this client.
+const RECEIVE_MAXIMUM_1: [u8; 3] = [0x21, 0x00, 0x01];
+/// Session Expiry Interval 3600 s (CONNECT property 0x11).
+const EXPIRY_3600: [u8; 5] = [0x11, 0x00, 0x00, 0x0e, 0x10];
+/// A queue holds two of the small test messages and not three: each counts its topic, payload
+/// and about 100 bytes (README, `max_queued_bytes`).
+const QUEUE_OF_TWO: &str = "250";
+
+/// Payloads `prefix0`, `prefix1`, … `prefix{n-1}`.
+fn payloads(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// Publishes each payload on `topic` at QoS 1, each one acknowledged with Success.
+fn publish_all(p: &TcpStream, topic: &str, payloads: &[String]) {
+    for (i, m) in payloads.iter().enumerate() {
+        let id = u16::try_from(i + 1).expect("fewer than 65,535 messages");
+        assert_eq!(publish_qos1_v5(p, topic, m.as_bytes(), id, false), 0x00);
+    }
+}
+
+/// The payloads of `msgs`, as text.
+fn texts(msgs: &[Pub]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect()
+}
+
+/// Every PUBLISH until nothing arrives for `QUIET`, each QoS 1 one acknowledged (PUBACK) as it
+/// comes, so that a client with a small Receive Maximum is sent what waits for it. At most 50.
+fn drain_acking(s: &TcpStream) -> Vec<Pub> {
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        let batch = drain_publishes(s, true, QUIET);
+        if batch.is_empty() {
+            return got;
+        }
+        for m in &batch {
+            if let (1, Some(id)) = (m.qos, m.packet_id) {
+                send(s, &packet::puback(id));
+            }
+        }
+        got.extend(batch);
+    }
+    panic!("still receiving after 50 rounds");
+}
+
+/// A shared member `id` with Receive Maximum 1 holding `n` QoS 1 messages on `topic` (the only
+/// member when they were published): the first unacknowledged on the wire, the rest queued.
+/// Returns its socket and the payloads.
+fn member_holding(
+    b: &Broker,
+    p: &TcpStream,
+    id: &str,
+    filter: &str,
+    topic: &str,
+    n: usize,
+) -> (TcpStream, Vec<String>) {
+    let (a, _) = raw_v5(b.mqtt, id, true, &RECEIVE_MAXIMUM_1);
+    assert_eq!(sub_v5(&a, 1, None, &[(filter, 1)]), vec![1]);
+    let sent = payloads(&format!("{id}-"), n);
+    fill_window_then_queue(p, &a, topic, &sent);
+    (a, sent)
+}
+
+/// Publishes `sent` on `topic` for `member` (Receive Maximum 1, the only receiver): the first,
+/// once `member` has it on the wire (unacknowledged), then the rest, which stay queued. Waiting
+/// for the first keeps it out of the queue, whose byte limit the tests count on. Returns the
+/// first one's packet id.
+fn fill_window_then_queue(p: &TcpStream, member: &TcpStream, topic: &str, sent: &[String]) -> u16 {
+    publish_all(p, topic, &sent[..1]);
+    let first = read_publish(member, true);
+    assert_eq!(first.payload, sent[0].as_bytes());
+    publish_all(p, topic, &sent[1..]);
+    expect_silence(member, Duration::from_millis(100));
+    first.packet_id.expect("a QoS 1 PUBLISH has a packet id")
+}
+
+/// Ends the session of `a` (Session Expiry 0, DISCONNECT) and waits until the broker has (its
+/// shared messages are handed on before the disconnect is logged).
+fn end_session(b: &Broker, a: TcpStream, id: &str) {
+    send(&a, &packet::disconnect_v5(0));
+    expect_closed(&a, WAIT);
+    assert!(
+        b.wait_for_log(&format!("client {id} disconnected from"), WAIT),
+        "{id}: disconnect not logged"
+    );
+}
+
+/// §4.8.2: the messages a member had not finished when its session ends go to the other members
+/// chosen like any routing pick — round robin, online members before offline ones — not all to
+/// one member, and not to an offline member while online ones remain.
+#[test]
+fn mqtt_4_8_2_ended_members_messages_go_round_robin_to_online_members() {
+    let b = broker();
+    let (p, _) = raw_v5(b.mqtt, "rr-pub", true, &[]);
+    let (a, held) = member_holding(&b, &p, "rr-a", "$share/g/rr/t", "rr/t", 7);
+    let (off, _) = raw_v5(b.mqtt, "rr-offline", true, &EXPIRY_3600);
+    assert_eq!(sub_v5(&off, 1, None, &[("$share/g/rr/t", 1)]), vec![1]);
+    end_session(&b, off, "rr-offline");
+    let (c, _) = raw_v5(b.mqtt, "rr-c", true, &[]);
+    let (d, _) = raw_v5(b.mqtt, "rr-d", true, &[]);
+    for s in [&c, &d] {
+        assert_eq!(sub_v5(s, 1, None, &[("$share/g/rr/t", 1)]), vec![1]);
+    }
+    end_session(&b, a, "rr-a");
+    let at_c = texts(&drain_publishes(&c, true, QUIET));
+    let at_d = texts(&drain_publishes(&d, true, QUIET));
+    assert!(
+        !at_c.is_empty() && !at_d.is_empty(),
+        "not round robin: C got {at_c:?}, D got {at_d:?}"
+    );
+    let mut all: Vec<String> = at_c.into_iter().chain(at_d).collect();
+    all.sort_unstable();
+    let mut want = held.clone();
+    want.sort_unstable();
+    assert_eq!(
+        all, want,
+        "each handed-on message once, to the online members"
+    );
+    let (off, present) = raw_v5(b.mqtt, "rr-offline", false, &EXPIRY_3600);
+    assert!(present);
+    let at_offline = texts(&drain_publishes(&off, true, QUIET));
+    assert!(
+        at_offline.is_empty(),
+        "the offline member was given {at_offline:?} while online members had room"
+    );
+}
+
+/// §4.8.2, publish path: a member whose queue is full (`max_queued_bytes`) passes the message to
+/// the next member instead of dropping it.
+#[test]
+fn mqtt_4_8_2_member_with_full_queue_passes_message_to_next_member() {
+    let b = Broker::start(&["--allow-anonymous", "--max-queued-bytes", QUEUE_OF_TWO]);
+    let (slow, _) = raw_v5(b.mqtt, "qf-slow", true, &RECEIVE_MAXIMUM_1);
+    let (fast, _) = raw_v5(b.mqtt, "qf-fast", true, &[]);
+    for s in [&slow, &fast] {
+        assert_eq!(sub_v5(s, 1, None, &[("$share/g/qf/t", 1)]), vec![1]);
+    }
+    let (p, _) = raw_v5(b.mqtt, "qf-pub", true, &[]);
+    let sent = payloads("qf-", 10);
+    publish_all(&p, "qf/t", &sent);
+    let at_fast = texts(&drain_publishes(&fast, true, QUIET));
+    // The slow member holds one on the wire and two queued; it gets those once it acknowledges.
+    let at_slow = texts(&drain_acking(&slow));
+    assert!(
+        at_slow.len() <= 3,
+        "the slow member's queue held more than it may: {at_slow:?}"
+    );
+    let mut all: Vec<String> = at_fast.into_iter().chain(at_slow).collect();
+    all.sort_unstable();
+    let mut want = sent.clone();
+    want.sort_unstable();
+    assert_eq!(all, want, "every message once in the group, none dropped");
+}
+
+/// §4.8.2, hand-off: when a member's session ends, a member whose queue is full passes each of
+/// its messages on to the next member; the others share them round robin.
+#[test]
+fn mqtt_4_8_2_handoff_skips_member_with_full_queue() {
+    let b = Broker::start(&["--allow-anonymous", "--max-queued-bytes", QUEUE_OF_TWO]);
+    let (p, _) = raw_v5(b.mqtt, "hf-pub", true, &[]);
+    let (a, held) = member_holding(&b, &p, "hf-a", "$share/g/hf/t", "hf/t", 3);
+    // A member whose queue is filled through a subscription of its own: one message on the
+    // wire, two queued.
+    let (full, _) = raw_v5(b.mqtt, "hf-full", true, &RECEIVE_MAXIMUM_1);
+    assert_eq!(
+        sub_v5(&full, 1, None, &[("$share/g/hf/t", 1), ("hf-fill", 1)]),
+        vec![1, 1]
+    );
+    let first_fill = fill_window_then_queue(&p, &full, "hf-fill", &payloads("fill-", 3));
+    let (c, _) = raw_v5(b.mqtt, "hf-c", true, &[]);
+    let (d, _) = raw_v5(b.mqtt, "hf-d", true, &[]);
+    for s in [&c, &d] {
+        assert_eq!(sub_v5(s, 1, None, &[("$share/g/hf/t", 1)]), vec![1]);
+    }
+    end_session(&b, a, "hf-a");
+    let at_c = texts(&drain_publishes(&c, true, QUIET));
+    let at_d = texts(&drain_publishes(&d, true, QUIET));
+    assert!(
+        !at_c.is_empty() && !at_d.is_empty(),
+        "not round robin: C got {at_c:?}, D got {at_d:?}"
+    );
+    let mut all: Vec<String> = at_c.into_iter().chain(at_d).collect();
+    all.sort_unstable();
+    assert_eq!(all, held, "each handed-on message once");
+    // The first fill message is already read: acknowledge it to be sent the rest.
+    send(&full, &packet::puback(first_fill));
+    let at_full = texts(&drain_acking(&full));
+    assert_eq!(
+        at_full,
+        payloads("fill-", 3)[1..],
+        "the full member got only its own messages"
+    );
+}
+
 /// MQTT-3.8.3-4: No Local on a shared subscription is a Protocol Error: DISCONNECT 0x82, then
 /// the connection closes.
 #[test]

@@ -45,7 +45,7 @@ use crate::store::{
 use message::Message;
 use outbox::{Outbox, Wakes};
 use retain::RetainStore;
-use router::Router;
+use router::{Router, SharedGroup};
 use session::{Delivery, DropReason, Durable, Inflight, LinkLimits, QueueLimits, Session};
 use stats::Stats;
 
@@ -89,6 +89,8 @@ pub struct Broker {
 #[derive(Default)]
 pub struct Routing {
     targets: Vec<(Arc<Session>, Delivery)>,
+    /// The matched shared subscription groups, each to give the message to one member.
+    groups: Vec<SharedGroup>,
     pub wakes: Wakes,
     /// Messages for the store's history, sent after the flush: off the delivery path.
     history: Vec<Arc<Message>>,
@@ -431,7 +433,8 @@ impl Broker {
 
     /// Ends a session: its subscriptions go, a pending will is published (the session ending
     /// comes before the will delay, §3.1.3.2.2), and messages it received through shared
-    /// subscriptions and had not finished are handed to another member of the group.
+    /// subscriptions and had not finished are handed to another member of the group (see
+    /// `hand_off`: it waits for the store when a persistent member takes them).
     pub fn end_session(&self, session: &Arc<Session>, replaced: bool) {
         {
             let mut sessions = self.sessions.lock();
@@ -483,27 +486,62 @@ impl Broker {
                 }
             }
         }
-        let limits = self.queue_limits();
-        for d in handoff {
-            let Some(share) = d.share.clone() else {
-                continue;
-            };
-            let inner = match crate::protocol::topic::parse_shared(&share) {
-                Some(Ok((_, inner))) => inner.to_owned(),
-                _ => continue,
-            };
-            let members = self.router.share_members(&inner, &share, session);
-            if let Some((member, entry)) = members.first() {
-                let mut delivery = router::delivery_for(&d.msg, entry, Some(share.clone()));
-                delivery.qos = delivery.qos.min(d.qos).max(d.qos.min(entry.options.qos));
-                if member.enqueue(delivery, &limits).is_err() {
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        if !handoff.is_empty() {
+            self.hand_off(session, handoff);
         }
         if let Some(will) = will {
             let msg = Arc::new(will.msg.received_at(Instant::now()));
             self.publish(msg, &mut Routing::default());
+        }
+    }
+
+    /// Gives the shared-subscription messages an ended session had not finished to the other
+    /// members of their groups, each chosen like any routing pick (round robin, online first,
+    /// passed on by a member with a full queue or that the ACL does not let read the topic). A
+    /// persistent member keeps what it takes in the store, and the hand-off waits (at most
+    /// [`DURABLE_WAIT`]) for that commit: the ended session's copy is gone, so until then the
+    /// message would be lost by a crash although its publisher was acknowledged long ago.
+    fn hand_off(&self, ended: &Arc<Session>, handoff: Vec<Delivery>) {
+        let limits = self.queue_limits();
+        let acl = self.delivery_acl();
+        let mut groups: HashMap<Arc<str>, Option<SharedGroup>> = HashMap::new();
+        let mut wakes = Wakes::default();
+        let mut tickets = Vec::new();
+        for d in handoff {
+            let Some(share) = d.share.clone() else {
+                continue;
+            };
+            let group = groups.entry(share.clone()).or_insert_with(|| {
+                match crate::protocol::topic::parse_shared(&share) {
+                    Some(Ok((_, inner))) => self.router.share_group(inner, &share, ended),
+                    _ => None,
+                }
+            });
+            let Some(group) = group else {
+                continue;
+            };
+            group.start = self.router.next_round();
+            let delivery = |entry: &router::SubEntry| {
+                let mut delivery = router::delivery_for(&d.msg, entry, Some(share.clone()));
+                // Never more than the QoS it was on its way with.
+                delivery.qos = delivery.qos.min(d.qos);
+                delivery
+            };
+            tickets.extend(self.deliver_shared(
+                group,
+                delivery,
+                &limits,
+                acl.as_deref(),
+                &mut wakes,
+            ));
+        }
+        wakes.flush();
+        if !wait_committed(tickets, &ended.client_id) {
+            log::warn!(
+                "client {}: the database did not commit the shared messages handed to other \
+                 members within {DURABLE_WAIT:?}; they are kept in memory",
+                ended.client_id
+            );
         }
     }
 
@@ -585,10 +623,12 @@ impl Broker {
             }
         }
         scratch.targets.clear();
-        self.router.route(&msg, &mut scratch.targets);
+        scratch.groups.clear();
+        self.router
+            .route(&msg, &mut scratch.targets, &mut scratch.groups);
         let limits = self.queue_limits();
         let acl = self.delivery_acl();
-        let matched = scratch.targets.len();
+        let matched = scratch.targets.len() + scratch.groups.len();
         for (session, delivery) in scratch.targets.drain(..) {
             match session.enqueue_checked(delivery, &limits, acl.as_deref(), &mut scratch.wakes) {
                 Ok(Some(ticket)) => {
@@ -603,10 +643,59 @@ impl Broker {
                 }
             }
         }
+        for group in scratch.groups.drain(..) {
+            let delivered = self.deliver_shared(
+                &group,
+                |entry| router::delivery_for(&msg, entry, Some(group.share.clone())),
+                &limits,
+                acl.as_deref(),
+                &mut scratch.wakes,
+            );
+            if let (Some(ticket), Some(t)) = (delivered, tickets.as_deref_mut()) {
+                t.push(ticket);
+            }
+        }
         if !scratch.defer {
             scratch.flush(self);
         }
         matched
+    }
+
+    /// Gives a message to one member of a shared subscription group (§4.8.2), chosen as
+    /// [`SharedGroup::offer`] says: a member whose queue is full or whom the ACL does not let
+    /// read the topic passes it to the next. `delivery` makes the message's delivery through a
+    /// member's subscription. Returns the store ticket of the member that took it, if it keeps
+    /// it; a message no member could take is dropped (counted at the first member that had no
+    /// room).
+    fn deliver_shared(
+        &self,
+        group: &SharedGroup,
+        delivery: impl Fn(&router::SubEntry) -> Delivery,
+        limits: &QueueLimits,
+        acl: Option<&crate::auth::AclSet>,
+        wakes: &mut Wakes,
+    ) -> Option<DurableTicket> {
+        let mut no_room: Option<Arc<Session>> = None;
+        let taken = group.offer(|session, entry| {
+            match session.offer_shared(delivery(entry), limits, acl, wakes) {
+                Ok(ticket) => Some(ticket),
+                Err(DropReason::NotAuthorized) => None,
+                Err(DropReason::QueueFull | DropReason::OfflineQos0) => {
+                    no_room.get_or_insert_with(|| session.clone());
+                    None
+                }
+            }
+        });
+        match taken {
+            Some(ticket) => ticket,
+            None => {
+                if let Some(session) = no_room {
+                    session.count_drop();
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }
+        }
     }
 
     /// Publishes a message made by the broker itself ($SYS, the control page).
@@ -622,6 +711,26 @@ impl Broker {
         });
         self.publish(msg, &mut Routing::default());
     }
+}
+
+/// The longest anything waits for the database to commit what must survive a crash (a
+/// publisher's acknowledgement, a shared-subscription hand-off).
+pub const DURABLE_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits for `tickets` to commit, at most [`DURABLE_WAIT`] in all; false when the database did
+/// not commit in time (the caller logs that). A write the database refused is logged here,
+/// for `who`.
+pub(crate) fn wait_committed(tickets: Vec<DurableTicket>, who: &str) -> bool {
+    let deadline = Instant::now() + DURABLE_WAIT;
+    for mut ticket in tickets {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ticket.wait_timeout(left) {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => log::warn!("client {who}: message not stored: {e}"),
+        }
+    }
+    true
 }
 
 /// A DISCONNECT carrying `reason`, for a 5.0 client whose Maximum Packet Size is

@@ -4,7 +4,6 @@
 //! The subscription trie sits behind one `RwLock`: publishers take the read lock only long enough
 //! to collect their targets, then enqueue with the lock released.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -123,13 +122,15 @@ impl Router {
             .collect()
     }
 
-    /// Members of a shared subscription group other than `except`, for handing on messages.
-    pub fn share_members(
+    /// The members of the shared subscription group `share` (inner filter `filter`) other than
+    /// `except`, to hand its unfinished messages on to (§4.8.2); `None` when none is left.
+    /// Each message offered to it takes [`Router::next_round`] as its start.
+    pub fn share_group(
         &self,
         filter: &str,
         share: &Arc<str>,
         except: &Arc<Session>,
-    ) -> Vec<(Arc<Session>, SubEntry)> {
+    ) -> Option<SharedGroup> {
         let mut members = Vec::new();
         for (f, key, entry) in self.tree.read().entries() {
             if f == filter
@@ -139,14 +140,33 @@ impl Router {
                 members.push((key.session.0.clone(), *entry));
             }
         }
-        members
+        if members.is_empty() {
+            return None;
+        }
+        members.sort_by_key(|(s, _)| Arc::as_ptr(s) as usize);
+        Some(SharedGroup {
+            share: share.clone(),
+            members,
+            start: 0,
+        })
+    }
+
+    /// The next round-robin position for choosing a shared subscription member.
+    pub fn next_round(&self) -> usize {
+        self.next_member.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Works out every delivery of `msg`: one per subscribed session at the highest granted QoS
-    /// with all matching Subscription Identifiers (MQTT-3.3.4-2, -3), plus one member of each
-    /// shared subscription group (MQTT-4.8.2-4). No Local subscriptions of the publisher are
-    /// skipped (MQTT-3.8.3-3).
-    pub fn route(&self, msg: &Arc<Message>, out: &mut Vec<(Arc<Session>, Delivery)>) {
+    /// with all matching Subscription Identifiers (MQTT-3.3.4-2, -3) into `out`, and each
+    /// matching shared subscription group into `groups`, for the message to be offered to one
+    /// of its members (§4.8.2). No Local subscriptions of the publisher are skipped
+    /// (MQTT-3.8.3-3).
+    pub fn route(
+        &self,
+        msg: &Arc<Message>,
+        out: &mut Vec<(Arc<Session>, Delivery)>,
+        groups: &mut Vec<SharedGroup>,
+    ) {
         let mut matches: Vec<Match> = Vec::new();
         {
             let tree = self.tree.read();
@@ -186,34 +206,75 @@ impl Router {
             out.push((first.session, delivery));
         }
         if !shared.is_empty() {
-            self.pick_shared_members(msg, &mut shared, out);
+            self.shared_groups(&mut shared, groups);
         }
     }
 
-    fn pick_shared_members(
+    fn shared_groups(&self, shared: &mut [Match], groups: &mut Vec<SharedGroup>) {
+        // Grouped by share name, each group's members in a fixed order for the round robin.
+        shared.sort_by(|a, b| {
+            a.share.cmp(&b.share).then_with(|| {
+                (Arc::as_ptr(&a.session) as usize).cmp(&(Arc::as_ptr(&b.session) as usize))
+            })
+        });
+        let mut rest = &*shared;
+        while let Some(first) = rest.first() {
+            let n = rest.iter().take_while(|m| m.share == first.share).count();
+            let (group, tail) = rest.split_at(n);
+            rest = tail;
+            let Some(share) = first.share.clone() else {
+                continue;
+            };
+            groups.push(SharedGroup {
+                share,
+                members: group.iter().map(|m| (m.session.clone(), m.entry)).collect(),
+                start: self.next_round(),
+            });
+        }
+    }
+}
+
+/// A shared subscription group a message is for, and its members in round-robin order: the
+/// message goes to one of them (MQTT-4.8.2-4). [`SharedGroup::offer`] chooses which.
+pub struct SharedGroup {
+    pub share: Arc<str>,
+    members: Vec<(Arc<Session>, SubEntry)>,
+    /// Where this message's round robin starts (taken modulo the number of members).
+    pub start: usize,
+}
+
+impl SharedGroup {
+    /// Offers a message to the members in turn until one takes it: from the round-robin start,
+    /// online members first, then offline ones (their queue keeps it for their return). `take`
+    /// tries one member and returns `None` when it refuses (its queue is full, the ACL does not
+    /// let it read the topic, an offline one cannot queue QoS 0): the next member is tried.
+    /// Returns what the taker's `take` returned, `None` when every member refused.
+    pub fn offer<T>(
         &self,
-        msg: &Arc<Message>,
-        shared: &mut [Match],
-        out: &mut Vec<(Arc<Session>, Delivery)>,
-    ) {
-        let mut groups: HashMap<Arc<str>, Vec<&Match>> = HashMap::new();
-        for m in shared.iter() {
-            if let Some(share) = &m.share {
-                groups.entry(share.clone()).or_default().push(m);
+        mut take: impl FnMut(&Arc<Session>, &SubEntry) -> Option<T>,
+    ) -> Option<T> {
+        let n = self.members.len();
+        // Offline members are tried only after every online one refused; most messages find an
+        // online member at once, so this list usually stays unallocated.
+        let mut offline: Vec<usize> = Vec::new();
+        for i in 0..n {
+            let at = (self.start + i) % n;
+            let (session, entry) = &self.members[at];
+            if !session.is_online() {
+                offline.push(at);
+                continue;
+            }
+            if let Some(t) = take(session, entry) {
+                return Some(t);
             }
         }
-        for (share, mut members) in groups {
-            members.sort_by_key(|m| Arc::as_ptr(&m.session) as usize);
-            let start = self.next_member.fetch_add(1, Ordering::Relaxed);
-            let n = members.len();
-            // Prefer a member that is online; fall back to queueing for an offline one.
-            let chosen = (0..n)
-                .map(|i| members[(start + i) % n])
-                .find(|m| m.session.state.lock().outbox.is_some())
-                .unwrap_or(members[start % n]);
-            let delivery = delivery_for(msg, &chosen.entry, Some(share));
-            out.push((chosen.session.clone(), delivery));
+        for at in offline {
+            let (session, entry) = &self.members[at];
+            if let Some(t) = take(session, entry) {
+                return Some(t);
+            }
         }
+        None
     }
 }
 

@@ -269,13 +269,48 @@ impl Session {
 
     /// Queues a delivery, refusing a message the client may not read under `acl`, and storing
     /// a QoS 1/2 message of a persistent session: the ticket fires once it is committed. The
-    /// connection's outbox joins `wakes` when it is owed a flush.
+    /// connection's outbox joins `wakes` when it is owed a flush. A refused message counts as
+    /// dropped for this session.
     pub fn enqueue_checked(
+        &self,
+        delivery: Delivery,
+        limits: &QueueLimits,
+        acl: Option<&AclSet>,
+        wakes: &mut Wakes,
+    ) -> Result<Option<DurableTicket>, DropReason> {
+        self.enqueue_or_refuse(delivery, limits, acl, wakes, true)
+    }
+
+    /// [`Session::enqueue_checked`] for one member of a shared subscription group: a refusal is
+    /// not counted here, because the message is offered to the next member (§4.8.2).
+    pub fn offer_shared(
+        &self,
+        delivery: Delivery,
+        limits: &QueueLimits,
+        acl: Option<&AclSet>,
+        wakes: &mut Wakes,
+    ) -> Result<Option<DurableTicket>, DropReason> {
+        self.enqueue_or_refuse(delivery, limits, acl, wakes, false)
+    }
+
+    /// Counts a message this session should have had and did not get (no member of its shared
+    /// subscription group could take it).
+    pub fn count_drop(&self) {
+        self.state.lock().count_refusal(DropReason::QueueFull);
+    }
+
+    /// True while a connection is attached.
+    pub fn is_online(&self) -> bool {
+        self.state.lock().outbox.is_some()
+    }
+
+    fn enqueue_or_refuse(
         &self,
         mut delivery: Delivery,
         limits: &QueueLimits,
         acl: Option<&AclSet>,
         wakes: &mut Wakes,
+        count_refusal: bool,
     ) -> Result<Option<DurableTicket>, DropReason> {
         let (outbox, ticket) = {
             let mut st = self.state.lock();
@@ -297,7 +332,12 @@ impl Session {
                 delivery.retain,
                 delivery.seq,
             );
-            st.push(delivery, limits)?;
+            if let Err(why) = st.admit(delivery, limits) {
+                if count_refusal {
+                    st.count_refusal(why);
+                }
+                return Err(why);
+            }
             let ticket = store.map(|d| {
                 st.next_seq += 1;
                 d.store
@@ -328,19 +368,36 @@ impl SessionState {
     }
 
     /// Appends to the queue within the limits: QoS 0 is shed first (§4.9 leaves the policy to us).
+    /// A refused message counts as dropped.
     pub fn push(&mut self, delivery: Delivery, limits: &QueueLimits) -> Result<(), DropReason> {
+        let pushed = self.admit(delivery, limits);
+        if let Err(why) = pushed {
+            self.count_refusal(why);
+        }
+        pushed
+    }
+
+    /// Counts a message refused for lack of room (a session that ended counts nothing more, and
+    /// one the ACL kept from a message never should have had it).
+    fn count_refusal(&mut self, why: DropReason) {
+        if !self.ended && why != DropReason::NotAuthorized {
+            self.dropped += 1;
+        }
+    }
+
+    /// [`SessionState::push`] without counting a refusal of `delivery` itself (queued QoS 0
+    /// messages it sheds do count): the caller decides whether it was dropped.
+    fn admit(&mut self, delivery: Delivery, limits: &QueueLimits) -> Result<(), DropReason> {
         if self.ended {
             return Err(DropReason::QueueFull);
         }
         let qos0 = delivery.qos == QoS::AtMostOnce;
         if qos0 && self.outbox.is_none() && !limits.queue_qos0_offline {
-            self.dropped += 1;
             return Err(DropReason::OfflineQos0);
         }
         let size = queued_size(&delivery);
         while self.over_limit(size, limits) {
             if qos0 {
-                self.dropped += 1;
                 return Err(DropReason::QueueFull);
             }
             // Make room for a QoS>0 message by shedding the oldest QoS 0 one, if any.
@@ -351,10 +408,7 @@ impl SessionState {
                     }
                     self.dropped += 1;
                 }
-                None => {
-                    self.dropped += 1;
-                    return Err(DropReason::QueueFull);
-                }
+                None => return Err(DropReason::QueueFull),
             }
         }
         self.pending_bytes += size;
@@ -543,6 +597,21 @@ impl SessionState {
         self.record_state(seq, packet_id, MessageState::Released);
         self.remember(done);
         self.last_progress = now;
+        true
+    }
+
+    /// PUBREC with a failure reason: the client refused an outbound QoS 2 message, which ends
+    /// its delivery (§4.3.3, §4.13). Like PUBCOMP, the id is freed and the stored message goes;
+    /// no PUBREL stage is recorded, so a restart does not resume it. False when no such
+    /// PUBLISH is in flight.
+    pub fn refuse_qos2(&mut self, packet_id: u16) -> bool {
+        let seq = match self.inflight.get(&packet_id).map(|e| &e.state) {
+            Some(Inflight::Publish(d)) if d.qos == QoS::ExactlyOnce => d.seq,
+            _ => return false,
+        };
+        self.inflight.remove(&packet_id);
+        self.forget(seq);
+        self.last_progress = Instant::now();
         true
     }
 

@@ -1,7 +1,7 @@
 //! PUBACK, PUBREC, PUBREL, PUBCOMP from the client: the QoS 1 and QoS 2 state machines (§4.3).
 //!
 //! Outbound (we published to the client): PUBACK ends QoS 1; PUBREC → we send PUBREL; PUBCOMP
-//! ends QoS 2. Each completion frees a slot in the client's Receive Maximum window, so the outbox
+//! ends QoS 2, and so does a PUBREC with a failure reason (the client refused the message). Each completion frees a slot in the client's Receive Maximum window, so the outbox
 //! is marked for the flush at the end of the chunk. Inbound (the client published to us): PUBREL → PUBCOMP, ending exactly-once.
 
 use super::Flow;
@@ -35,9 +35,7 @@ pub fn pubrec(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
         let reply = if a.reason.is_error() {
             // The client refused the message: the exchange ends here and the id is free
             // (§4.3.3: a PUBREC with a failure code completes the flow).
-            if st.mark_released(a.packet_id) {
-                st.inflight.remove(&a.packet_id);
-            }
+            st.refuse_qos2(a.packet_id);
             None
         } else if st.mark_released(a.packet_id) {
             Some(ReasonCode::Success)

@@ -3,7 +3,7 @@
 //! acknowledged again but not delivered again.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Flow;
 use crate::broker::connection::Client;
@@ -140,28 +140,17 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
 
 /// The durability point: a QoS 1/2 message is acknowledged only once every copy the store must
 /// keep is committed. If the database cannot commit (disk full, read-only), the broker keeps
-/// serving from memory: after [`DURABLE_WAIT`] the ack goes out anyway and the wait is logged.
+/// serving from memory: after [`crate::broker::DURABLE_WAIT`] the ack goes out anyway and the
+/// wait is logged.
 fn wait_durable(client: &Client, tickets: Vec<crate::store::DurableTicket>) {
-    let deadline = Instant::now() + DURABLE_WAIT;
-    for mut ticket in tickets {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match ticket.wait_timeout(left) {
-            Ok(true) => {}
-            Ok(false) => {
-                log::warn!(
-                    "client {}: the database did not commit within {DURABLE_WAIT:?}; \
-                     acknowledging from memory",
-                    client.client_id
-                );
-                return;
-            }
-            Err(e) => log::warn!("client {}: message not stored: {e}", client.client_id),
-        }
+    if !crate::broker::wait_committed(tickets, &client.client_id) {
+        log::warn!(
+            "client {}: the database did not commit within {:?}; acknowledging from memory",
+            client.client_id,
+            crate::broker::DURABLE_WAIT
+        );
     }
 }
-
-/// The longest a publisher's acknowledgement waits for the database.
-const DURABLE_WAIT: Duration = Duration::from_secs(5);
 
 /// Topic Alias (§3.3.2.3.4): 0 or above our Topic Alias Maximum is 0x94 (MQTT-3.3.2-8, -9); an
 /// alias with a topic sets the mapping; an alias alone uses it; an unknown alias alone is a
