@@ -3,9 +3,9 @@
 //! PUBLISH without touching the database.
 //!
 //! Threads: [`hash_password`] runs on the caller's thread (the admin command line, the web
-//! thread) — never on the `store` thread; [`verify_password`] / [`AclSet::check_password`] run
-//! on a client's reader thread at CONNECT. An [`AclSet`] is built by the `store` thread and shared
-//! read-only (`Arc`) with every other thread.
+//! thread, a reader thread upgrading a hash) — never on the `store` thread; [`verify_password`]
+//! runs on a client's reader thread at CONNECT, through [`crate::login::Logins`]. An [`AclSet`]
+//! is built by the `store` thread and shared read-only (`Arc`) with every other thread.
 //!
 //! # Hashing
 //! argon2id (RFC 9106) from RustCrypto's `argon2` crate, stored as a PHC string
@@ -49,13 +49,14 @@ use argon2::{Algorithm, Argon2, Params, Version};
 
 use crate::broker::router::filter_matches;
 
-/// argon2id memory cost in KiB (6 MiB). Chosen so that one verification stays under 10 ms
-/// (≥ 100 per second per core) on the 2-core target machine, release build: about 4 ms when
-/// the allocator reuses the block (one parameter set, as in the broker) and 6–9 ms when every
-/// verification pays fresh page faults; 8 MiB measured 8–12 ms, too close to the limit.
-pub const ARGON2_M_COST_KIB: u32 = 6 * 1024;
+/// argon2id memory cost in KiB (7 MiB), with [`ARGON2_T_COST`] 5 passes: one of OWASP's
+/// equivalent minimum settings for argon2id (m = 7 MiB, t = 5, p = 1), the one that needs the
+/// least memory, which a Raspberry Pi has little of. At most [`crate::login::max_verifying`]
+/// verifications run at once. Hashes made with smaller parameters (6 MiB, 1 pass before) still
+/// verify, and are replaced at the user's next successful login ([`needs_rehash`]).
+pub const ARGON2_M_COST_KIB: u32 = 7 * 1024;
 /// argon2id passes over memory.
-pub const ARGON2_T_COST: u32 = 1;
+pub const ARGON2_T_COST: u32 = 5;
 /// argon2id lanes. One lane: verification runs on the client's own thread.
 pub const ARGON2_P_COST: u32 = 1;
 
@@ -110,6 +111,20 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     Argon2::default()
         .verify_password(password.as_bytes(), &parsed)
         .is_ok()
+}
+
+/// True when the PHC string `hash` was made with weaker parameters than [`hash_password`] uses
+/// now (or is not one of ours): the caller re-hashes the password once it has verified it.
+pub fn needs_rehash(hash: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return true;
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return true;
+    };
+    parsed.algorithm != argon2::ARGON2ID_IDENT
+        || params.m_cost() < ARGON2_M_COST_KIB
+        || params.t_cost() < ARGON2_T_COST
 }
 
 /// What a rule grants or refuses.
@@ -327,7 +342,7 @@ enum Op {
 
 /// A hash of a password no one knows, verified when the username is unknown so that the answer
 /// takes as long as for a known user.
-fn dummy_hash() -> &'static str {
+pub(crate) fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
     DUMMY.get_or_init(|| hash_password("no such user: constant-time filler").unwrap_or_default())
 }
@@ -365,16 +380,9 @@ impl AclSet {
         self.users.contains_key(name)
     }
 
-    /// True when `username` exists and `password` matches its hash. An unknown user costs the
-    /// same time as a wrong password.
-    pub fn check_password(&self, username: &str, password: &str) -> bool {
-        match self.users.get(username) {
-            Some(hash) => verify_password(password, hash),
-            None => {
-                let _ = verify_password(password, dummy_hash());
-                false
-            }
-        }
+    /// The stored PHC hash of `name`'s password.
+    pub fn password_hash(&self, name: &str) -> Option<&str> {
+        self.users.get(name).map(String::as_str)
     }
 
     /// May this client publish to `topic`?
@@ -453,7 +461,8 @@ mod tests {
     #[test]
     fn hash_and_verify_round_trip_and_wrong_password_fails() {
         let h = hash_password("s3cret").unwrap();
-        assert!(h.starts_with("$argon2id$v=19$m=6144,t=1,p=1$"), "{h}");
+        assert!(h.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{h}");
+        assert!(!needs_rehash(&h));
         assert!(verify_password("s3cret", &h));
         assert!(!verify_password("s3creT", &h));
         assert!(!verify_password("", &h));
@@ -463,13 +472,16 @@ mod tests {
     }
 
     #[test]
-    fn check_password_unknown_user_is_false() {
-        let mut users = HashMap::new();
-        users.insert("alice".to_owned(), hash_password("pw").unwrap());
-        let acl = AclSet::new(Vec::new(), Vec::new(), users);
-        assert!(acl.check_password("alice", "pw"));
-        assert!(!acl.check_password("alice", "nope"));
-        assert!(!acl.check_password("bob", "pw"));
+    fn hashes_with_the_old_parameters_verify_and_need_a_rehash() {
+        let params = Params::new(6 * 1024, 1, 1, None).unwrap();
+        let old = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(b"pw", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert!(old.starts_with("$argon2id$v=19$m=6144,t=1,p=1$"), "{old}");
+        assert!(verify_password("pw", &old));
+        assert!(needs_rehash(&old));
+        assert!(needs_rehash("not a phc string"));
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   [`broker::outbox`], [`broker::ticker`]).
 //! - [`store`]: the `store` thread owning the SQLite connection, and its handle.
 //! - [`auth`]: password hashing, ACL matching and bans.
+//! - [`login`]: what a password login costs: per-address backoff, verification slots, recently
+//!   verified passwords (MQTT and the page).
 //! - [`web`]: the tiny_http thread serving the control page and its JSON.
 //! - [`config`]: flags, environment and config file → [`config::Config`].
 //!
@@ -31,6 +33,7 @@
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod login;
 pub mod protocol;
 pub mod store;
 pub mod web;

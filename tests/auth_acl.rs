@@ -22,7 +22,7 @@ mod common;
 use common::*;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -293,7 +293,11 @@ fn u16_at(b: &[u8], i: usize) -> u16 {
 
 /// Sends `connect`, reads the CONNACK: (socket, Session Present, reason / return code).
 fn open(addr: SocketAddr, v: V, connect: &[u8]) -> (TcpStream, bool, u8) {
-    let s = connect_raw(addr);
+    open_on(connect_raw(addr), v, connect)
+}
+
+/// [`open`] on a socket already connected (e.g. from another source address).
+fn open_on(s: TcpStream, v: V, connect: &[u8]) -> (TcpStream, bool, u8) {
     send(&s, connect);
     let ack = read_packet(&s);
     assert_eq!(ack[0], 0x20, "expected CONNACK, got {}", hex(&ack));
@@ -323,7 +327,12 @@ fn login(
 /// Sends `connect` and checks the refusal: CONNACK `code` (already mapped to the version),
 /// Session Present 0, then the connection closed by the server.
 fn expect_refused(addr: SocketAddr, v: V, connect: &[u8], code: u8, what: &str) {
-    let (s, present, got) = open(addr, v, connect);
+    expect_refused_on(connect_raw(addr), v, connect, code, what)
+}
+
+/// [`expect_refused`] on a socket already connected (e.g. from another source address).
+fn expect_refused_on(s: TcpStream, v: V, connect: &[u8], code: u8, what: &str) {
+    let (s, present, got) = open_on(s, v, connect);
     assert_eq!(
         got, code,
         "{v:?} {what}: CONNACK code 0x{got:02x}, expected 0x{code:02x}"
@@ -653,25 +662,60 @@ fn wrong_password(v: V) {
     let db = db_with(&[("alice", "alice-pw")], &[]);
     let b = Broker::start_with_db(&db.path, &[]);
     let code = v.connack_code(0x86);
+    let connect =
+        |pass: Option<&[u8]>| connect_full(v, "c-alice", true, Some("alice"), pass, &[], None);
+    // Three wrong passwords in a row from one address are each checked and refused ...
     for (what, pass) in [
         ("wrong password", Some(&b"alice-PW"[..])),
         ("password with a trailing newline", Some(&b"alice-pw\n"[..])),
         ("empty password", Some(&b""[..])),
-        ("user name without password", None),
     ] {
-        expect_refused(
-            b.mqtt,
-            v,
-            &connect_full(v, "c-alice", true, Some("alice"), pass, &[], None),
-            code,
-            what,
-        );
+        expect_refused(b.mqtt, v, &connect(pass), code, what);
     }
-    // The right password still works afterwards (no lock-out by failed attempts).
-    let s = login(b.mqtt, v, "c-alice", Some("alice"), Some("alice-pw"));
-    ping(&s, v, "after failed attempts");
+    // ... then that address waits (1 s, doubling) before it is checked again, even with the right
+    // password: 0x9F Connection rate exceeded (3.1.1: 0x03 Server unavailable), no hash computed.
+    expect_refused(
+        b.mqtt,
+        v,
+        &connect(Some(b"alice-pw")),
+        v.connack_code(0x9f),
+        "fourth attempt within the wait",
+    );
+    // Other addresses are not held up by it.
+    expect_refused_on(
+        connect_raw_from(b.mqtt, Ipv4Addr::new(127, 0, 0, 2)),
+        v,
+        &connect(None),
+        code,
+        "user name without password, from another address",
+    );
+    let s = connect_raw_from(b.mqtt, Ipv4Addr::new(127, 0, 0, 3));
+    let (s, _, got) = open_on(s, v, &connect(Some(b"alice-pw")));
+    assert_eq!(got, 0, "{v:?}: right password from a third address");
+    ping(&s, v, "from another address");
+    // The throttled address is checked again once its wait is over.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let s = loop {
+        let (s, _, got) = open(b.mqtt, v, &connect(Some(b"alice-pw")));
+        if got == 0 {
+            break s;
+        }
+        assert_eq!(
+            got,
+            v.connack_code(0x9f),
+            "{v:?}: only throttled while waiting"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{v:?}: still throttled after 5 s"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    ping(&s, v, "after the wait");
     assert!(
-        b.log().contains("wrong username or password"),
+        b.log().contains("wrong username or password")
+            && b.log()
+                .contains("too many wrong passwords from this address"),
         "refusals are logged:\n{}",
         b.log()
     );
@@ -975,10 +1019,12 @@ fn unknown_user_is_refused_no_faster_than_a_wrong_password() {
     let v = V::V5;
     let mut wrong = Vec::new();
     let mut unknown = Vec::new();
-    for i in 0..9 {
-        for (user, times) in [("alice", &mut wrong), ("nobody", &mut unknown)] {
+    for i in 0..9u8 {
+        for (k, user, times) in [(0u8, "alice", &mut wrong), (1, "nobody", &mut unknown)] {
             let pkt = connect_pkt(v, &format!("t-{i}-{user}"), Some(user), Some("guess"));
-            let s = connect_raw(b.mqtt);
+            // A new source address each time: from one, the fourth wrong password in a row
+            // would be throttled instead of checked.
+            let s = connect_raw_from(b.mqtt, Ipv4Addr::new(127, 0, 1, 2 * i + k + 1));
             let t = Instant::now();
             send(&s, &pkt);
             let ack = read_packet(&s);

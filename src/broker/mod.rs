@@ -82,6 +82,8 @@ pub struct Broker {
     connect_times: Mutex<HashMap<String, Vec<Instant>>>,
     /// The writer thread, for sockets that were full.
     pub writer: Arc<writer::Writer>,
+    /// Password logins: per-address backoff, verification slots, recently verified passwords.
+    pub logins: crate::login::Logins,
 }
 
 /// A publishing thread's reusable routing buffers: the matched targets, and the outboxes owed a
@@ -157,6 +159,7 @@ impl Broker {
             store,
             connect_times: Mutex::new(HashMap::new()),
             writer,
+            logins: crate::login::Logins::default(),
         });
         let snapshot = broker.store.load()?;
         restore::restore(&broker, snapshot);

@@ -668,6 +668,26 @@ impl StoreHandle {
         .map(drop)
     }
 
+    /// Stores `new`, a stronger hash of `name`'s password, unless the stored hash is no longer
+    /// `old`. Does not wait: a login is never held up by the database, and a rehash that the
+    /// database cannot take now (its queue full) is tried again at a later login.
+    pub fn user_rehash(&self, name: &str, old: &str, new: String) {
+        let (tx, _rx) = bounded(1);
+        let write = AdminWrite::UserRehash {
+            name: name.to_owned(),
+            old: old.to_owned(),
+            new,
+        };
+        if self
+            .inner
+            .durable
+            .try_send(Command::Admin(write, tx))
+            .is_err()
+        {
+            log::debug!("store: busy; the password hash of {name} is upgraded at a later login");
+        }
+    }
+
     /// Accounts by name.
     pub fn user_list(&self) -> Result<Vec<UserRow>, StoreError> {
         self.call("user_list", |c| {

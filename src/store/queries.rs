@@ -369,6 +369,21 @@ pub(crate) fn user_passwd(conn: &Connection, name: &str, hash: &str) -> rusqlite
     Ok(n == 1)
 }
 
+/// Replaces `name`'s hash by `new` only while it is still `old`; true when it did.
+pub(crate) fn user_rehash(
+    conn: &Connection,
+    name: &str,
+    old: &str,
+    new: &str,
+) -> rusqlite::Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE users SET password_hash = ?3 WHERE name = ?1 AND password_hash = ?2",
+        )?
+        .execute(params![name, old, new])?;
+    Ok(n == 1)
+}
+
 pub(crate) fn user_list(conn: &Connection) -> rusqlite::Result<Vec<UserRow>> {
     conn.prepare_cached("SELECT name, created FROM users ORDER BY name")?
         .query_map([], |r| {

@@ -86,9 +86,22 @@ pub(crate) enum Write {
 
 /// A change to accounts, rules or bans: answered after the commit.
 pub(crate) enum AdminWrite {
-    UserAdd { name: String, hash: String },
+    UserAdd {
+        name: String,
+        hash: String,
+    },
     UserDel(String),
-    UserPasswd { name: String, hash: String },
+    UserPasswd {
+        name: String,
+        hash: String,
+    },
+    /// A stronger hash of the same password, stored only if the hash is still `old` (a password
+    /// changed meanwhile stays changed).
+    UserRehash {
+        name: String,
+        old: String,
+        new: String,
+    },
     AclAdd(AclRule),
     AclDel(i64),
     Ban(Ban),
@@ -825,6 +838,9 @@ pub(crate) fn apply_admin(conn: &Connection, a: &AdminWrite) -> Result<i64, Admi
             if !queries::user_passwd(conn, name, hash)? {
                 return refuse(StoreError::NoSuchUser(name.clone()));
             }
+        }
+        AdminWrite::UserRehash { name, old, new } => {
+            queries::user_rehash(conn, name, old, new)?;
         }
         AdminWrite::AclAdd(rule) => return Ok(queries::acl_add(conn, rule, now)?),
         AdminWrite::AclDel(id) => {

@@ -31,6 +31,7 @@ use serde_json::json;
 
 use super::http::{Method, Reply, Req};
 use crate::auth::{hash_password, verify_password};
+use crate::login::Backoff;
 use crate::store::StoreHandle;
 
 /// The session cookie's name.
@@ -46,13 +47,6 @@ const MAX_SESSIONS: usize = 256;
 /// How long a verified Basic header is remembered.
 const BASIC_CACHE_TTL: Duration = Duration::from_secs(60);
 const MAX_BASIC_CACHE: usize = 64;
-/// Wrong passwords allowed in a row before the waits begin.
-pub const FREE_FAILURES: u32 = 3;
-/// The longest wait between attempts.
-pub const MAX_LOCKOUT: Duration = Duration::from_secs(60);
-/// A run of failures is forgotten after this long without another.
-const FORGET_FAILURES: Duration = Duration::from_secs(15 * 60);
-const MAX_TRACKED: usize = 4096;
 /// Length of a generated admin password.
 const GENERATED_LEN: usize = 20;
 /// Characters of a generated password (no 0/O, 1/l/I look-alikes).
@@ -73,12 +67,6 @@ struct WebSession {
     last_seen: Instant,
 }
 
-struct Failures {
-    count: u32,
-    last: Instant,
-    locked_until: Instant,
-}
-
 /// Where the admin password came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PasswordSource {
@@ -95,7 +83,7 @@ pub struct AdminAuth {
     sessions: HashMap<String, WebSession>,
     basic_cache: HashMap<(u64, u64), Instant>,
     keys: (RandomState, RandomState),
-    failures: HashMap<IpAddr, Failures>,
+    failures: Backoff,
 }
 
 /// `n` random bytes from the OS.
@@ -168,26 +156,6 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The key failures are counted under: the address, or its /64 for IPv6.
-fn ip_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-    }
-}
-
-/// The wait after `count` wrong passwords in a row.
-pub fn lockout_for(count: u32) -> Duration {
-    if count < FREE_FAILURES {
-        return Duration::ZERO;
-    }
-    let exp = (count - FREE_FAILURES).min(16);
-    Duration::from_secs(1u64 << exp).min(MAX_LOCKOUT)
-}
-
 impl AdminAuth {
     /// The admin password in force: `configured` when given, else the stored hash, else a newly
     /// generated password (stored hashed, printed once). Errors are for the start-up log.
@@ -228,7 +196,7 @@ impl AdminAuth {
             sessions: HashMap::new(),
             basic_cache: HashMap::new(),
             keys: (RandomState::new(), RandomState::new()),
-            failures: HashMap::new(),
+            failures: Backoff::default(),
         }
     }
 
@@ -245,58 +213,31 @@ impl AdminAuth {
 
     /// `Err(429 reply)` while `peer` must wait before its next attempt.
     fn check_lockout(&mut self, peer: Option<IpAddr>, now: Instant) -> Result<(), Reply> {
-        let Some(ip) = peer.map(ip_key) else {
+        let Some(wait) = peer.and_then(|ip| self.failures.wait(ip, now)) else {
             return Ok(());
         };
-        let Some(f) = self.failures.get(&ip) else {
-            return Ok(());
-        };
-        if now.saturating_duration_since(f.last) >= FORGET_FAILURES {
-            self.failures.remove(&ip);
-            return Ok(());
-        }
-        if now < f.locked_until {
-            let wait = f.locked_until.saturating_duration_since(now);
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return Err(Reply::error(
-                429,
-                &format!("too many wrong passwords: try again in {secs} s"),
-            )
-            .with_header("Retry-After", secs.to_string()));
-        }
-        Ok(())
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Err(Reply::error(
+            429,
+            &format!("too many wrong passwords: try again in {secs} s"),
+        )
+        .with_header("Retry-After", secs.to_string()))
     }
 
     fn failed(&mut self, peer: Option<IpAddr>, now: Instant) {
-        let Some(ip) = peer.map(ip_key) else {
+        let Some(ip) = peer else {
             return;
         };
-        if self.failures.len() >= MAX_TRACKED && !self.failures.contains_key(&ip) {
-            self.failures
-                .retain(|_, f| now.saturating_duration_since(f.last) < FORGET_FAILURES);
-            if self.failures.len() >= MAX_TRACKED {
-                // Keep the ones that are locked out; forget the rest.
-                self.failures.retain(|_, f| f.locked_until > now);
-            }
-        }
-        let f = self.failures.entry(ip).or_insert(Failures {
-            count: 0,
-            last: now,
-            locked_until: now,
-        });
-        f.count = f.count.saturating_add(1);
-        f.last = now;
-        f.locked_until = now + lockout_for(f.count);
+        let (count, wait) = self.failures.failed(ip, now);
         log::warn!(
-            "web: wrong admin password from {ip} ({} in a row; next attempt allowed in {} s)",
-            f.count,
-            lockout_for(f.count).as_secs()
+            "web: wrong admin password from {ip} ({count} in a row; next attempt allowed in {} s)",
+            wait.as_secs()
         );
     }
 
     fn succeeded(&mut self, peer: Option<IpAddr>) {
-        if let Some(ip) = peer.map(ip_key) {
-            self.failures.remove(&ip);
+        if let Some(ip) = peer {
+            self.failures.succeeded(ip);
         }
     }
 
@@ -605,16 +546,6 @@ mod tests {
     }
 
     #[test]
-    fn lockout_grows_exponentially_and_is_capped() {
-        assert_eq!(lockout_for(1), Duration::ZERO);
-        assert_eq!(lockout_for(2), Duration::ZERO);
-        assert_eq!(lockout_for(3), Duration::from_secs(1));
-        assert_eq!(lockout_for(4), Duration::from_secs(2));
-        assert_eq!(lockout_for(6), Duration::from_secs(8));
-        assert_eq!(lockout_for(40), MAX_LOCKOUT);
-    }
-
-    #[test]
     fn basic_auth_and_lockout_after_repeated_failures() {
         let mut a = auth();
         let now = Instant::now();
@@ -629,7 +560,7 @@ mod tests {
         let mut bad = req(Method::Get);
         bad.headers
             .push(("authorization".into(), basic("admin:nope")));
-        for _ in 0..FREE_FAILURES {
+        for _ in 0..crate::login::FREE_FAILURES {
             assert_eq!(a.authenticate(&bad, now).unwrap_err().status, 401);
         }
         // Locked out now: any uncached attempt waits; the cache still serves.
@@ -654,7 +585,7 @@ mod tests {
         let later = now + Duration::from_millis(1100);
         a.basic_cache.clear();
         assert_eq!(a.authenticate(&r, later).unwrap(), Who::Basic);
-        assert!(a.failures.is_empty());
+        assert_eq!(a.failures.tracked(), 0);
         // Wrong user name.
         let mut u = req(Method::Get);
         u.headers

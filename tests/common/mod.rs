@@ -350,6 +350,26 @@ pub fn connect_raw(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// Like [`connect_raw`], from the loopback source address `from` (e.g. 127.0.0.2): the broker
+/// sees another client address.
+pub fn connect_raw_from(addr: SocketAddr, from: std::net::Ipv4Addr) -> TcpStream {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    assert!(
+        from.is_loopback(),
+        "tests use loopback addresses only: {from}"
+    );
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    sock.bind(&SockAddr::from(SocketAddr::new(from.into(), 0)))
+        .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+    sock.connect_timeout(&SockAddr::from(addr), IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect to {addr} from {from}: {e}"));
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
 /// Write all bytes (panics on error).
 pub fn send(stream: &TcpStream, data: &[u8]) {
     let mut s = stream;

@@ -474,8 +474,10 @@ def disconnect_packet(version: int, reason: int = 0) -> bytes:
 class RawClient:
     """A plain TCP socket speaking hand-built MQTT packets."""
 
-    def __init__(self, addr, timeout: float = WAIT):
-        self.s = socket.create_connection(tuple(addr), timeout=timeout)
+    def __init__(self, addr, timeout: float = WAIT, source: str | None = None):
+        # `source`: another loopback address (127.0.0.x) to connect from, for per-address limits.
+        src = (source, 0) if source else None
+        self.s = socket.create_connection(tuple(addr), timeout=timeout, source_address=src)
         self.s.settimeout(timeout)
 
     def send(self, data: bytes):

@@ -133,7 +133,7 @@ def paho_refused(clients, version, user, password) -> int:
     return rc.value
 
 
-def raw_connack(addr, version, client_id, user=None, password=None) -> bytes:
+def raw_connack(addr, version, client_id, user=None, password=None, source=None) -> bytes:
     """Send a CONNECT with optional credentials (flag bits 7 and 6, §3.1.2.8/9)
     and return the CONNACK body; a refusal must be followed by a close."""
     flags = 0x02
@@ -147,7 +147,7 @@ def raw_connack(addr, version, client_id, user=None, password=None) -> bytes:
     vh = utf8("MQTT") + bytes([version, flags, 0, 30])
     if version == V5:
         vh += b"\x00"  # no properties
-    r = RawClient(addr)
+    r = RawClient(addr, source=source)
     try:
         r.send(fixed(0x10, vh + payload))
         first, body = r.read_packet()
@@ -201,11 +201,13 @@ def test_paho_bad_credentials_refused_3_2_2_2(clients, version):
     return code 4 in 3.1.1 — paho shows it as 134)."""
     assert paho_refused(clients, version, "alice", "wrong") == RC_BAD_CREDENTIALS
     assert paho_refused(clients, version, "nobody", "alice-pw") == RC_BAD_CREDENTIALS
-    # the exact bytes: 5.0 reason 0x86, 3.1.1 return code 4 (3.1.1 §3.2.2.3)
+    # the exact bytes: 5.0 reason 0x86, 3.1.1 return code 4 (3.1.1 §3.2.2.3); from another
+    # address, since after three wrong passwords in a row an address waits before it is checked
     want = 0x86 if version == V5 else 4
-    assert raw_connack(clients.addr, version, new_client_id("r"), "alice", "wrong")[1] == want
-    assert raw_connack(clients.addr, version, new_client_id("r"), "nobody", "x")[1] == want
-    assert raw_connack(clients.addr, version, new_client_id("r"), "alice", USERS["alice"])[1] == 0
+    other = "127.0.0.2"
+    assert raw_connack(clients.addr, version, new_client_id("r"), "alice", "wrong", other)[1] == want
+    assert raw_connack(clients.addr, version, new_client_id("r"), "nobody", "x", other)[1] == want
+    assert raw_connack(clients.addr, version, new_client_id("r"), "alice", USERS["alice"], other)[1] == 0
 
 
 @pytest.mark.parametrize("version", VERSIONS)

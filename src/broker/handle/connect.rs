@@ -9,11 +9,13 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::broker::connection::{Client, Reader};
 use crate::broker::outbox::Outbox;
 use crate::broker::session::{LinkLimits, NEVER_EXPIRES};
 use crate::broker::{sys, Broker, OpenRequest, Routing};
+use crate::login::Login;
 use crate::protocol::{
     ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode, MAX_REMAINING_LENGTH,
 };
@@ -30,7 +32,7 @@ pub fn connack_refusal(reason: ReasonCode) -> Packet {
 
 /// Why a CONNECT is refused, checked before any session is touched, so a refused client never
 /// disturbs the live session of the same client id.
-fn check(broker: &Broker, c: &Connect) -> Result<(), (ReasonCode, &'static str)> {
+fn check(broker: &Broker, c: &Connect, peer: SocketAddr) -> Result<(), (ReasonCode, &'static str)> {
     let cfg = &broker.config;
     if c.client_id.len() > cfg.max_client_id_len {
         return Err((ReasonCode::ClientIdentifierNotValid, "client id too long"));
@@ -83,20 +85,18 @@ fn check(broker: &Broker, c: &Connect) -> Result<(), (ReasonCode, &'static str)>
     if acl.is_banned(&c.client_id, c.username.as_deref()) {
         return Err((ReasonCode::Banned, "banned"));
     }
+    // Before any password is verified: a guesser who rotates client ids meets the backoff per
+    // address below, one who keeps its id meets this.
+    if broker.connect_rate_exceeded(&c.client_id) {
+        return Err((
+            ReasonCode::ConnectionRateExceeded,
+            "too many connects for this client id",
+        ));
+    }
     match &c.username {
         // With anonymous access on and no account at all, a username is only a label.
         Some(_) if cfg.allow_anonymous && acl.user_count() == 0 => {}
-        Some(name) => {
-            // Verified here, on the client's own thread: a slow hash never stalls the store.
-            let password = c.password.as_deref().unwrap_or_default();
-            let ok = std::str::from_utf8(password).is_ok_and(|p| acl.check_password(name, p));
-            if !ok {
-                return Err((
-                    ReasonCode::BadUserNameOrPassword,
-                    "wrong username or password",
-                ));
-            }
-        }
+        Some(name) => login(broker, &acl, peer, name, c.password.as_deref())?,
         None if !cfg.allow_anonymous => {
             return Err((ReasonCode::NotAuthorized, "anonymous access is off"));
         }
@@ -112,11 +112,61 @@ fn check(broker: &Broker, c: &Connect) -> Result<(), (ReasonCode, &'static str)>
             ));
         }
     }
-    if broker.connect_rate_exceeded(&c.client_id) {
-        return Err((
-            ReasonCode::ConnectionRateExceeded,
-            "too many connects for this client id",
-        ));
+    Ok(())
+}
+
+/// Verifies `name`'s password, on the client's own thread (a slow hash never stalls the
+/// store), through the broker's [`Logins`](crate::login::Logins): an address that keeps
+/// guessing waits before it is checked again, and at most a few hashes run at once. A hash made
+/// with weaker parameters than today's is replaced once the password has verified.
+fn login(
+    broker: &Broker,
+    acl: &crate::auth::AclSet,
+    peer: SocketAddr,
+    name: &str,
+    password: Option<&[u8]>,
+) -> Result<(), (ReasonCode, &'static str)> {
+    let stored = acl.password_hash(name);
+    let password = password.unwrap_or_default();
+    match broker
+        .logins
+        .check(peer.ip(), name, stored, password, Instant::now())
+    {
+        Login::Accepted => {}
+        Login::Refused { in_a_row, wait } => {
+            if in_a_row >= crate::login::FREE_FAILURES {
+                log::warn!(
+                    "wrong password for {name:?} from {}: {in_a_row} in a row; the next attempt \
+                     from there is checked in {} s",
+                    peer.ip(),
+                    wait.as_secs()
+                );
+            }
+            return Err((
+                ReasonCode::BadUserNameOrPassword,
+                "wrong username or password",
+            ));
+        }
+        Login::Throttled(_) => {
+            return Err((
+                ReasonCode::ConnectionRateExceeded,
+                "not checked: too many wrong passwords from this address",
+            ))
+        }
+        Login::Busy => {
+            return Err((
+                ReasonCode::ServerBusy,
+                "not checked: every password verification slot is busy",
+            ))
+        }
+    }
+    if let (Some(old), Ok(text)) = (stored, std::str::from_utf8(password)) {
+        if crate::auth::needs_rehash(old) {
+            match crate::auth::hash_password(text) {
+                Ok(new) => broker.store.user_rehash(name, old, new),
+                Err(e) => log::warn!("cannot upgrade the password hash of {name:?}: {e}"),
+            }
+        }
     }
     Ok(())
 }
@@ -138,7 +188,7 @@ pub fn accept(
 ) -> Option<Client> {
     let version = c.protocol;
     reader.version = Some(version);
-    if let Err((reason, why)) = check(broker, &c) {
+    if let Err((reason, why)) = check(broker, &c, peer) {
         log::info!(
             "client {:?} from {peer} (MQTT {}) refused: {why} ({reason:?})",
             c.client_id,
