@@ -19,6 +19,7 @@
 
 mod common;
 
+use common::flow::{body_start, read_varint, u16_at};
 use common::*;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Write};
@@ -265,30 +266,6 @@ fn connect_full(
 /// CONNECT with Clean Start 1 and optional credentials.
 fn connect_pkt(v: V, client_id: &str, user: Option<&str>, pass: Option<&str>) -> Vec<u8> {
     connect_full(v, client_id, true, user, pass.map(str::as_bytes), &[], None)
-}
-
-/// Index of the first byte after the fixed header.
-fn body_start(pkt: &[u8]) -> usize {
-    let mut i = 1;
-    while pkt[i] & 0x80 != 0 {
-        i += 1;
-    }
-    i + 1
-}
-
-fn read_varint(b: &[u8]) -> (usize, usize) {
-    let mut value = 0usize;
-    for (i, byte) in b.iter().enumerate().take(4) {
-        value |= usize::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return (value, i + 1);
-        }
-    }
-    panic!("malformed varint {}", hex(b));
-}
-
-fn u16_at(b: &[u8], i: usize) -> u16 {
-    u16::from_be_bytes([b[i], b[i + 1]])
 }
 
 /// Sends `connect`, reads the CONNACK: (socket, Session Present, reason / return code).

@@ -12,6 +12,7 @@
 
 mod common;
 
+use common::flow::{body_start, read_varint, u16_at};
 use common::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read};
@@ -62,29 +63,6 @@ fn connect_pkt(v: V, client_id: &str, clean: bool, props: &[u8]) -> Vec<u8> {
     }
     body.extend(packet::utf8(client_id));
     packet::fixed(0x10, &body)
-}
-
-fn body_start(pkt: &[u8]) -> usize {
-    let mut i = 1;
-    while pkt[i] & 0x80 != 0 {
-        i += 1;
-    }
-    i + 1
-}
-
-fn read_varint(b: &[u8]) -> (usize, usize) {
-    let mut value = 0usize;
-    for (i, byte) in b.iter().enumerate().take(4) {
-        value |= usize::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return (value, i + 1);
-        }
-    }
-    panic!("malformed varint {}", hex(b));
-}
-
-fn u16_at(b: &[u8], i: usize) -> u16 {
-    u16::from_be_bytes([b[i], b[i + 1]])
 }
 
 /// Connects (CONNACK Success asserted); returns the socket and Session Present.

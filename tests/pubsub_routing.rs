@@ -1145,6 +1145,32 @@ fn fill_window_then_queue(p: &TcpStream, member: &TcpStream, topic: &str, sent: 
 
 /// Ends the session of `a` (Session Expiry 0, DISCONNECT) and waits until the broker has (its
 /// shared messages are handed on before the disconnect is logged).
+/// Two online members `<prefix>-c` and `<prefix>-d` join `filter`, then member `<prefix>-a`'s
+/// session ends: what it held is handed to both in turn (round robin). Everything they got,
+/// sorted, and the two members (kept connected, so they stay online).
+fn handed_to_two_online_members(
+    b: &Broker,
+    a: TcpStream,
+    prefix: &str,
+    filter: &str,
+) -> (Vec<String>, [TcpStream; 2]) {
+    let (c, _) = raw_v5(b.mqtt, &format!("{prefix}-c"), true, &[]);
+    let (d, _) = raw_v5(b.mqtt, &format!("{prefix}-d"), true, &[]);
+    for s in [&c, &d] {
+        assert_eq!(sub_v5(s, 1, None, &[(filter, 1)]), vec![1]);
+    }
+    end_session(b, a, &format!("{prefix}-a"));
+    let at_c = texts(&drain_publishes(&c, true, QUIET));
+    let at_d = texts(&drain_publishes(&d, true, QUIET));
+    assert!(
+        !at_c.is_empty() && !at_d.is_empty(),
+        "not round robin: C got {at_c:?}, D got {at_d:?}"
+    );
+    let mut all: Vec<String> = at_c.into_iter().chain(at_d).collect();
+    all.sort_unstable();
+    (all, [c, d])
+}
+
 fn end_session(b: &Broker, a: TcpStream, id: &str) {
     send(&a, &packet::disconnect_v5(0));
     expect_closed(&a, WAIT);
@@ -1165,20 +1191,7 @@ fn mqtt_4_8_2_ended_members_messages_go_round_robin_to_online_members() {
     let (off, _) = raw_v5(b.mqtt, "rr-offline", true, &EXPIRY_3600);
     assert_eq!(sub_v5(&off, 1, None, &[("$share/g/rr/t", 1)]), vec![1]);
     end_session(&b, off, "rr-offline");
-    let (c, _) = raw_v5(b.mqtt, "rr-c", true, &[]);
-    let (d, _) = raw_v5(b.mqtt, "rr-d", true, &[]);
-    for s in [&c, &d] {
-        assert_eq!(sub_v5(s, 1, None, &[("$share/g/rr/t", 1)]), vec![1]);
-    }
-    end_session(&b, a, "rr-a");
-    let at_c = texts(&drain_publishes(&c, true, QUIET));
-    let at_d = texts(&drain_publishes(&d, true, QUIET));
-    assert!(
-        !at_c.is_empty() && !at_d.is_empty(),
-        "not round robin: C got {at_c:?}, D got {at_d:?}"
-    );
-    let mut all: Vec<String> = at_c.into_iter().chain(at_d).collect();
-    all.sort_unstable();
+    let (all, _members) = handed_to_two_online_members(&b, a, "rr", "$share/g/rr/t");
     let mut want = held.clone();
     want.sort_unstable();
     assert_eq!(
@@ -1236,20 +1249,7 @@ fn mqtt_4_8_2_handoff_skips_member_with_full_queue() {
         vec![1, 1]
     );
     let first_fill = fill_window_then_queue(&p, &full, "hf-fill", &payloads("fill-", 3));
-    let (c, _) = raw_v5(b.mqtt, "hf-c", true, &[]);
-    let (d, _) = raw_v5(b.mqtt, "hf-d", true, &[]);
-    for s in [&c, &d] {
-        assert_eq!(sub_v5(s, 1, None, &[("$share/g/hf/t", 1)]), vec![1]);
-    }
-    end_session(&b, a, "hf-a");
-    let at_c = texts(&drain_publishes(&c, true, QUIET));
-    let at_d = texts(&drain_publishes(&d, true, QUIET));
-    assert!(
-        !at_c.is_empty() && !at_d.is_empty(),
-        "not round robin: C got {at_c:?}, D got {at_d:?}"
-    );
-    let mut all: Vec<String> = at_c.into_iter().chain(at_d).collect();
-    all.sort_unstable();
+    let (all, _members) = handed_to_two_online_members(&b, a, "hf", "$share/g/hf/t");
     assert_eq!(all, held, "each handed-on message once");
     // The first fill message is already read: acknowledge it to be sent the rest.
     send(&full, &packet::puback(first_fill));

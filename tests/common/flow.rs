@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use super::{connect_raw, hex, packet, read_packet, recv_exact, send, IO_TIMEOUT};
+use super::{connect_raw, hex, packet, read_packet, send, IO_TIMEOUT};
 
 /// MQTT 5.0 CONNECT with keep alive 60 s and the given raw CONNECT properties.
 pub fn connect_v5_props(client_id: &str, clean_start: bool, props: &[u8]) -> Vec<u8> {
@@ -219,21 +219,7 @@ pub fn sub_v5(
     read_suback(s, true, packet_id)
 }
 
-/// The rest of a packet whose first byte was already read.
-pub fn finish_packet(s: &TcpStream, first: u8) -> Vec<u8> {
-    let mut pkt = vec![first];
-    let mut len = 0usize;
-    for i in 0..4 {
-        let b = recv_exact(s, 1)[0];
-        pkt.push(b);
-        len |= usize::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    pkt.extend(recv_exact(s, len));
-    pkt
-}
+pub use super::finish_packet;
 
 /// Asserts that nothing arrives on `s` for `d` (and that it stays open).
 pub fn expect_silence(s: &TcpStream, d: Duration) {

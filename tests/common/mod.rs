@@ -405,20 +405,23 @@ pub fn recv_exact(stream: &TcpStream, n: usize) -> Vec<u8> {
 
 /// One whole MQTT control packet: fixed header byte, Remaining Length varint, body.
 pub fn read_packet(stream: &TcpStream) -> Vec<u8> {
-    let mut pkt = recv_exact(stream, 1);
-    let mut len: usize = 0;
-    let mut shift = 0;
+    let first = recv_exact(stream, 1)[0];
+    finish_packet(stream, first)
+}
+
+/// The rest of a packet whose first byte was already read.
+pub fn finish_packet(s: &TcpStream, first: u8) -> Vec<u8> {
+    let mut pkt = vec![first];
+    let mut len = 0usize;
     for i in 0..4 {
-        let b = recv_exact(stream, 1)[0];
+        let b = recv_exact(s, 1)[0];
         pkt.push(b);
-        len |= ((b & 0x7f) as usize) << shift;
-        shift += 7;
+        len |= usize::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
             break;
         }
-        assert!(i < 3, "malformed Remaining Length: {}", hex(&pkt));
     }
-    pkt.extend(recv_exact(stream, len));
+    pkt.extend(recv_exact(s, len));
     pkt
 }
 
@@ -436,18 +439,7 @@ pub fn try_read_packet(s: &TcpStream, wait: Duration) -> Option<Vec<u8>> {
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
         Err(e) => panic!("read error: {e}"),
     }
-    let mut pkt = first.to_vec();
-    let mut len = 0usize;
-    for i in 0..4 {
-        let b = recv_exact(s, 1)[0];
-        pkt.push(b);
-        len |= usize::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    pkt.extend(recv_exact(s, len));
-    Some(pkt)
+    Some(finish_packet(s, first[0]))
 }
 
 /// One whole packet whose first byte arrives within `wait` (the rest then gets up to 5 s, so a
