@@ -53,6 +53,8 @@ const CONFIG_ENV: &str = "MQTT5_BROKER_CONFIG";
 /// Session Expiry Interval value that means "never" (0xFFFF_FFFF).
 const MAX_EXPIRATION_SECS: u64 = 0xFFFF_FFFE;
 
+/// A bare port listens on every IPv4 interface.
+const ANY_IPV4: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 const ADDR_EXPECTED: &str = "an IP address and port such as 0.0.0.0:1883 or [::]:1883 (port 0 picks a free port), or just a port";
 const LISTENER_EXPECTED: &str =
     "a port, optionally followed by an IP address, e.g. 'listener 1883 127.0.0.1'";
@@ -62,26 +64,23 @@ const BOOL_EXPECTED: &str = "true or false (or yes/no, on/off, 1/0)";
 /// entry per setting:
 ///
 /// ```text
-/// /// README line (also the field's doc)
-/// field: Type = default => {
-///     flag: Style("VALUE_NAME"),   // how the flag takes its value (see Style)
-///     help: "--help text",         // "[default: …] [env: …]" are appended
-///     expected: "…",               // completes "invalid value 'x' for field: expected …"
-///     parse: |text| -> Option<Type>,
-///     show: |&Type| -> String,     // optional; else Display; the syntax parse accepts
-/// }
+/// /// README "meaning" cell (also the field's doc)
+/// field: Type = default, Style("VALUE_NAME"), parse,   // parse: fn(&str) -> Option<Type>
+///     show fn(&Type) -> String,   // optional, else Display; in the syntax parse accepts
+///     help "--help text",         // "[default: …] [env: …]" are appended
+///     expected "…";               // completes "invalid value 'x' for field: expected …"
 /// ```
+///
+/// The value given to `parse` is trimmed (except for `Secret`); `Style` says how the flag
+/// takes it.
 macro_rules! settings {
     ($(
         $(#[doc = $doc:literal])+
-        $field:ident: $ty:ty = $default:expr => {
-            flag: $style:ident($value_name:literal),
-            help: $help:literal,
-            expected: $expected:expr,
-            parse: $parse:expr
-            $(, show: $show:expr)? $(,)?
-        }
-    ),+ $(,)?) => {
+        $field:ident: $ty:ty = $default:expr, $style:ident($value_name:literal), $parse:expr,
+            $(show $show:expr,)?
+            help $help:literal,
+            expected $expected:expr;
+    )+) => {
         /// The broker's effective settings after defaults, file, environment and
         /// flags have been merged and validated.
         #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,230 +126,140 @@ macro_rules! show {
 settings! {
     /// MQTT address; port 0 picks a free port. Mosquitto's `listener PORT [ADDR]` is accepted in
     /// the file
-    listen: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 1883) => {
-        flag: Number("ADDR:PORT"),
-        help: "MQTT listen address; port 0 picks a free port",
-        expected: ADDR_EXPECTED,
-        parse: parse_addr,
-    },
+    listen: SocketAddr = SocketAddr::new(ANY_IPV4, 1883), Number("ADDR:PORT"), parse_addr,
+        help "MQTT listen address; port 0 picks a free port",
+        expected ADDR_EXPECTED;
     /// control page address
-    web_listen: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8082) => {
-        flag: Number("ADDR:PORT"),
-        help: "Control page (HTTP) listen address",
-        expected: ADDR_EXPECTED,
-        parse: parse_addr,
-    },
+    web_listen: SocketAddr = SocketAddr::new(ANY_IPV4, 8082), Number("ADDR:PORT"), parse_addr,
+        help "Control page (HTTP) listen address",
+        expected ADDR_EXPECTED;
     /// SQLite file
-    db: PathBuf = PathBuf::from("mqtt5-broker.db") => {
-        flag: Path("FILE"),
-        help: "SQLite database file",
-        expected: "a file path",
-        parse: |v| (!v.is_empty()).then(|| PathBuf::from(v)),
-        show: |p| p.display().to_string(),
-    },
+    db: PathBuf = PathBuf::from("mqtt5-broker.db"), Path("FILE"), |v| (!v.is_empty()).then(|| PathBuf::from(v)),
+        show |p| p.display().to_string(),
+        help "SQLite database file",
+        expected "a file path";
     /// most sockets at once; the next gets CONNACK 0x97 (5.0) / 0x03 (3.1.1)
-    max_clients: usize = 20 => {
-        flag: Number("N"),
-        help: "Most connected clients, 1..=100000",
-        expected: "a whole number from 1 to 100000",
-        parse: |v| uint(v, 1, 100_000),
-    },
+    max_clients: usize = 20, Number("N"), |v| uint(v, 1, 100_000),
+        help "Most connected clients, 1..=100000",
+        expected "a whole number from 1 to 100000";
     /// accept clients without credentials
-    allow_anonymous: bool = false => {
-        flag: BoolEq("BOOL"),
-        help: "Accept clients without a username; --allow-anonymous=false turns it off",
-        expected: BOOL_EXPECTED,
-        parse: parse_bool,
-    },
+    allow_anonymous: bool = false, BoolEq("BOOL"), parse_bool,
+        help "Accept clients without a username; --allow-anonymous=false turns it off",
+        expected BOOL_EXPECTED;
     /// bytes per socket read into the framing buffer
-    read_chunk_size: usize = 512 => {
-        flag: Number("BYTES"),
-        help: "Bytes read from a socket at a time, 16..=1048576",
-        expected: "a whole number of bytes from 16 to 1048576",
-        parse: |v| uint(v, 16, 1_048_576),
-    },
+    read_chunk_size: usize = 512, Number("BYTES"), |v| uint(v, 16, 1_048_576),
+        help "Bytes read from a socket at a time, 16..=1048576",
+        expected "a whole number of bytes from 16 to 1048576";
     /// seconds a new socket has to send CONNECT
-    connect_timeout: Duration = Duration::from_secs(10) => {
-        flag: Number("SECONDS"),
-        help: "Seconds a new connection has to send CONNECT, 1..=3600",
-        expected: "a whole number of seconds from 1 to 3600",
-        parse: |v| uint(v, 1, 3600).map(Duration::from_secs),
-        show: |d| d.as_secs().to_string(),
-    },
+    connect_timeout: Duration = Duration::from_secs(10), Number("SECONDS"), |v| uint(v, 1, 3600).map(Duration::from_secs),
+        show |d| d.as_secs().to_string(),
+        help "Seconds a new connection has to send CONNECT, 1..=3600",
+        expected "a whole number of seconds from 1 to 3600";
     /// largest keep alive in seconds; 5.0 clients asking more get Server Keep Alive
-    max_keepalive: u16 = 65535 => {
-        flag: Number("SECONDS"),
-        help: "Largest keep-alive granted to clients, 0..=65535 seconds",
-        expected: "a whole number of seconds from 0 to 65535",
-        parse: |v| uint(v, 0, 65535),
-    },
+    max_keepalive: u16 = 65535, Number("SECONDS"), |v| uint(v, 0, 65535),
+        help "Largest keep-alive granted to clients, 0..=65535 seconds",
+        expected "a whole number of seconds from 0 to 65535";
     /// largest packet accepted, in bytes (checked before the body is buffered)
-    max_packet_size: u32 = 1_048_576 => {
-        flag: Number("BYTES"),
-        help: "Largest packet accepted, 20..=268435455",
-        expected: "a whole number of bytes from 20 to 268435455",
-        parse: |v| uint(v, 20, 268_435_455),
-    },
+    max_packet_size: u32 = 1_048_576, Number("BYTES"), |v| uint(v, 20, 268_435_455),
+        help "Largest packet accepted, 20..=268435455",
+        expected "a whole number of bytes from 20 to 268435455";
     /// QoS 1/2 messages in flight *to* a 3.1.1 client (Mosquitto's meaning; a 5.0 client's own
     /// Receive Maximum sets its window); never limits what a client sends
-    max_inflight_messages: u16 = 20 => {
-        flag: Number("N"),
-        help: "QoS 1/2 messages in flight to each 3.1.1 client (the outbound window; 5.0 clients set theirs), 1..=65535",
-        expected: "a whole number from 1 to 65535",
-        parse: |v| uint(v, 1, 65535),
-    },
+    max_inflight_messages: u16 = 20, Number("N"), |v| uint(v, 1, 65535),
+        help "QoS 1/2 messages in flight to each 3.1.1 client (the outbound window; 5.0 clients set theirs), 1..=65535",
+        expected "a whole number from 1 to 65535";
     /// our Receive Maximum: QoS 2 messages a 5.0 client may have awaiting PUBREL (more: DISCONNECT
     /// 0x93); advertised in CONNACK unless 65535. 3.1.1 clients are bounded only by the packet-id
     /// space
-    receive_maximum: u16 = 65535 => {
-        flag: Number("N"),
-        help: "Receive Maximum: QoS 2 messages a 5.0 client may have awaiting PUBREL (more get DISCONNECT 0x93), 1..=65535; 3.1.1 clients are bounded by the packet-id space only",
-        expected: "a whole number from 1 to 65535",
-        parse: |v| uint(v, 1, 65535),
-    },
+    receive_maximum: u16 = 65535, Number("N"), |v| uint(v, 1, 65535),
+        help "Receive Maximum: QoS 2 messages a 5.0 client may have awaiting PUBREL (more get DISCONNECT 0x93), 1..=65535; 3.1.1 clients are bounded by the packet-id space only",
+        expected "a whole number from 1 to 65535";
     /// messages queued per client (0 = no limit)
-    max_queued_messages: usize = 1000 => {
-        flag: Number("N"),
-        help: "Messages queued per client, 0 = no limit",
-        expected: "a whole number, 0 for no limit",
-        parse: |v| v.parse().ok(),
-    },
+    max_queued_messages: usize = 1000, Number("N"), |v| v.parse().ok(),
+        help "Messages queued per client, 0 = no limit",
+        expected "a whole number, 0 for no limit";
     /// bytes queued per client (0 = no limit)
-    max_queued_bytes: usize = 8 * 1024 * 1024 => {
-        flag: Number("BYTES"),
-        help: "Bytes queued per client, 0 = no limit",
-        expected: "a whole number of bytes, 0 for no limit",
-        parse: |v| v.parse().ok(),
-    },
+    max_queued_bytes: usize = 8 * 1024 * 1024, Number("BYTES"), |v| v.parse().ok(),
+        help "Bytes queued per client, 0 = no limit",
+        expected "a whole number of bytes, 0 for no limit";
     /// queue QoS 0 for offline persistent sessions
-    queue_qos0_messages: bool = false => {
-        flag: Bool("BOOL"),
-        help: "Queue QoS 0 messages for offline persistent clients",
-        expected: BOOL_EXPECTED,
-        parse: parse_bool,
-    },
+    queue_qos0_messages: bool = false, Bool("BOOL"), parse_bool,
+        help "Queue QoS 0 messages for offline persistent clients",
+        expected BOOL_EXPECTED;
     /// inbound Topic Alias Maximum
-    max_topic_alias: u16 = 10 => {
-        flag: Number("N"),
-        help: "Inbound Topic Alias Maximum, 0..=65535",
-        expected: "a whole number from 0 to 65535",
-        parse: |v| uint(v, 0, 65535),
-    },
+    max_topic_alias: u16 = 10, Number("N"), |v| uint(v, 0, 65535),
+        help "Inbound Topic Alias Maximum, 0..=65535",
+        expected "a whole number from 0 to 65535";
     /// send topic aliases to 5.0 clients that allow them
-    outbound_topic_aliases: bool = true => {
-        flag: Bool("BOOL"),
-        help: "Use topic aliases when sending to clients",
-        expected: BOOL_EXPECTED,
-        parse: parse_bool,
-    },
+    outbound_topic_aliases: bool = true, Bool("BOOL"), parse_bool,
+        help "Use topic aliases when sending to clients",
+        expected BOOL_EXPECTED;
     /// support retained messages
-    retain_available: bool = true => {
-        flag: Bool("BOOL"),
-        help: "Support retained messages",
-        expected: BOOL_EXPECTED,
-        parse: parse_bool,
-    },
+    retain_available: bool = true, Bool("BOOL"), parse_bool,
+        help "Support retained messages",
+        expected BOOL_EXPECTED;
     /// cap on how long an offline persistent session is kept (`2h`, `1d`, `1w`, …)
-    persistent_client_expiration: Option<Duration> = None => {
-        flag: Hyphen("DURATION"),
-        help: "Forget persistent clients absent this long: a number with s, h, d, w, m (30 days) or y, plain seconds, or never",
-        expected: "a duration like 3600, 90s, 2h, 1d, 1w, 1m (30 days) or 1y (365 days), from 1 second to 4294967294 seconds, or 'never'",
-        parse: parse_expiration,
-        show: |d| d.map_or_else(|| "never".to_string(), format_expiration),
-    },
+    persistent_client_expiration: Option<Duration> = None, Hyphen("DURATION"), parse_expiration,
+        show |d| d.map_or_else(|| "never".to_string(), format_expiration),
+        help "Forget persistent clients absent this long: a number with s, h, d, w, m (30 days) or y, plain seconds, or never",
+        expected "a duration like 3600, 90s, 2h, 1d, 1w, 1m (30 days) or 1y (365 days), from 1 second to 4294967294 seconds, or 'never'";
     /// seconds between `$SYS/broker/...` updates (0 = off)
-    sys_interval: Duration = Duration::from_secs(10) => {
-        flag: Number("SECONDS"),
-        help: "Seconds between $SYS updates, 0 disables $SYS, at most 86400",
-        expected: "a whole number of seconds from 0 (disables $SYS) to 86400",
-        parse: |v| uint(v, 0, 86_400).map(Duration::from_secs),
-        show: |d| d.as_secs().to_string(),
-    },
+    sys_interval: Duration = Duration::from_secs(10), Number("SECONDS"), |v| uint(v, 0, 86_400).map(Duration::from_secs),
+        show |d| d.as_secs().to_string(),
+        help "Seconds between $SYS updates, 0 disables $SYS, at most 86400",
+        expected "a whole number of seconds from 0 (disables $SYS) to 86400";
     /// most levels in a topic or filter
-    max_topic_levels: usize = 128 => {
-        flag: Number("N"),
-        help: "Most levels in a topic name or filter, 1..=65535",
-        expected: "a whole number from 1 to 65535",
-        parse: |v| uint(v, 1, 65535),
-    },
+    max_topic_levels: usize = 128, Number("N"), |v| uint(v, 1, 65535),
+        help "Most levels in a topic name or filter, 1..=65535",
+        expected "a whole number from 1 to 65535";
     /// longest client id in bytes
-    max_client_id_len: usize = 256 => {
-        flag: Number("BYTES"),
-        help: "Longest client identifier, 23..=65535 bytes",
-        expected: "a whole number of bytes from 23 to 65535",
-        parse: |v| uint(v, 23, 65535),
-    },
+    max_client_id_len: usize = 256, Number("BYTES"), |v| uint(v, 23, 65535),
+        help "Longest client identifier, 23..=65535 bytes",
+        expected "a whole number of bytes from 23 to 65535";
     /// subscriptions per client (0 = no limit); more get SUBACK 0x97 (5.0) / 0x80
-    max_subscriptions: usize = 1000 => {
-        flag: Number("N"),
-        help: "Most subscriptions per client, 0 = no limit",
-        expected: "a whole number, 0 for no limit",
-        parse: |v| uint(v, 0, u64::from(u32::MAX)),
-    },
+    max_subscriptions: usize = 1000, Number("N"), |v| uint(v, 0, u64::from(u32::MAX)),
+        help "Most subscriptions per client, 0 = no limit",
+        expected "a whole number, 0 for no limit";
     /// filters in one SUBSCRIBE; the rest get 0x97 (5.0) / 0x80
-    max_filters_per_subscribe: usize = 100 => {
-        flag: Number("N"),
-        help: "Most topic filters in one SUBSCRIBE (the rest get 0x97), 1..=65535",
-        expected: "a whole number from 1 to 65535",
-        parse: |v| uint(v, 1, 65535),
-    },
+    max_filters_per_subscribe: usize = 100, Number("N"), |v| uint(v, 1, 65535),
+        help "Most topic filters in one SUBSCRIBE (the rest get 0x97), 1..=65535",
+        expected "a whole number from 1 to 65535";
     /// longest topic name or filter in bytes
-    max_topic_len: usize = 65535 => {
-        flag: Number("BYTES"),
-        help: "Longest topic name or filter, 1..=65535 bytes",
-        expected: "a whole number of bytes from 1 to 65535",
-        parse: |v| uint(v, 1, 65535),
-    },
+    max_topic_len: usize = 65535, Number("BYTES"), |v| uint(v, 1, 65535),
+        help "Longest topic name or filter, 1..=65535 bytes",
+        expected "a whole number of bytes from 1 to 65535";
     /// user properties on one PUBLISH / CONNECT
-    max_user_properties: usize = 100 => {
-        flag: Number("N"),
-        help: "Most user properties on one packet, 0..=65535",
-        expected: "a whole number from 0 to 65535",
-        parse: |v| uint(v, 0, 65535),
-    },
+    max_user_properties: usize = 100, Number("N"), |v| uint(v, 0, 65535),
+        help "Most user properties on one packet, 0..=65535",
+        expected "a whole number from 0 to 65535";
     /// CONNECTs per client id per minute (0 = no limit); more get CONNACK 0x9F (5.0) / 0x03
-    connect_rate_limit: u32 = 60 => {
-        flag: Number("N"),
-        help: "Most CONNECTs per client id per minute (more get 0x9F), 0 = no limit",
-        expected: "a whole number of connects per minute, 0 for no limit",
-        parse: |v| uint(v, 0, 1_000_000),
-    },
+    connect_rate_limit: u32 = 60, Number("N"), |v| uint(v, 0, 1_000_000),
+        help "Most CONNECTs per client id per minute (more get 0x9F), 0 = no limit",
+        expected "a whole number of connects per minute, 0 for no limit";
     /// durability of acknowledged QoS 1/2 messages: `normal`, `full`, `relaxed` (see below)
-    sync: Sync = Sync::Normal => {
-        flag: Plain("MODE"),
-        help: "Durability of acknowledged QoS 1/2 messages: normal (survives kill -9), full (fsync: survives power loss), relaxed (committed within --sync-window)",
-        expected: "normal, full or relaxed",
-        parse: |v| match v.to_ascii_lowercase().as_str() {
-            "normal" => Some(Sync::Normal),
-            "full" => Some(Sync::Full),
-            "relaxed" => Some(Sync::Relaxed),
-            _ => None,
-        },
-    },
+    sync: Sync = Sync::Normal, Plain("MODE"), |v| match v.to_ascii_lowercase().as_str() {
+                "normal" => Some(Sync::Normal),
+                "full" => Some(Sync::Full),
+                "relaxed" => Some(Sync::Relaxed),
+                _ => None,
+            },
+        help "Durability of acknowledged QoS 1/2 messages: normal (survives kill -9), full (fsync: survives power loss), relaxed (committed within --sync-window)",
+        expected "normal, full or relaxed";
     /// with `sync relaxed`: longest an acknowledged message waits for its commit, in milliseconds
-    sync_window: Duration = Duration::from_millis(100) => {
-        flag: Number("MS"),
-        help: "With --sync relaxed: most milliseconds before an acked message is committed, 1..=60000",
-        expected: "a whole number of milliseconds from 1 to 60000",
-        parse: |v| uint(v, 1, 60_000).map(Duration::from_millis),
-        show: |d| d.as_millis().to_string(),
-    },
+    sync_window: Duration = Duration::from_millis(100), Number("MS"), |v| uint(v, 1, 60_000).map(Duration::from_millis),
+        show |d| d.as_millis().to_string(),
+        help "With --sync relaxed: most milliseconds before an acked message is committed, 1..=60000",
+        expected "a whole number of milliseconds from 1 to 60000";
     /// messages kept per topic for the page (0 = no history recording)
-    history_per_topic: u32 = 100 => {
-        flag: Number("N"),
-        help: "History messages kept per topic, 0 = no history recording, at most 100000",
-        expected: "a whole number from 0 (no history) to 100000",
-        parse: |v| uint(v, 0, 100_000),
-    },
+    history_per_topic: u32 = 100, Number("N"), |v| uint(v, 0, 100_000),
+        help "History messages kept per topic, 0 = no history recording, at most 100000",
+        expected "a whole number from 0 (no history) to 100000";
     /// the control page's admin password; `(stored)`: the one in the database, else one generated
     /// and logged once
-    admin_password: Option<String> = None => {
-        flag: Secret("PASSWORD"),
-        help: "Control page admin password (else the stored one, else one generated and logged once)",
-        expected: "a non-empty password",
-        parse: |v| (!v.is_empty()).then(|| Some(v.to_string())),
-        show: |p| if p.is_some() { "(set)" } else { "(stored)" }.to_string(),
-    },
+    admin_password: Option<String> = None, Secret("PASSWORD"), |v| (!v.is_empty()).then(|| Some(v.to_string())),
+        show |p| if p.is_some() { "(set)" } else { "(stored)" }.to_string(),
+        help "Control page admin password (else the stored one, else one generated and logged once)",
+        expected "a non-empty password";
 }
 
 /// How a setting's flag takes its value on the command line (kept as it was when each flag
@@ -847,7 +756,7 @@ fn parse_addr(v: &str) -> Option<SocketAddr> {
         return Some(addr);
     }
     let port: u16 = uint(v, 0, 65535)?;
-    Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+    Some(SocketAddr::new(ANY_IPV4, port))
 }
 
 /// Mosquitto's `listener PORT [ADDR]` arguments.
@@ -855,7 +764,7 @@ fn parse_listener(v: &str) -> Option<SocketAddr> {
     let mut parts = v.split_whitespace();
     let port: u16 = uint(parts.next()?, 0, 65535)?;
     let ip = match parts.next() {
-        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        None => ANY_IPV4,
         Some(addr) => {
             let bare = addr
                 .strip_prefix('[')
@@ -1652,6 +1561,44 @@ mod tests {
         assert_eq!(format_expiration(Duration::from_secs(90)), "90s");
         assert_eq!(format_expiration(Duration::from_secs(7200)), "2h");
         assert_eq!(format_expiration(Duration::from_secs(14 * 86_400)), "2w");
+    }
+
+    /// README.md's settings table, one row per [`SETTINGS`] entry.
+    fn readme_table() -> String {
+        let defaults = Config::default();
+        let mut table =
+            String::from("| setting (file / flag) | default | meaning |\n|---|---|---|\n");
+        for s in SETTINGS {
+            let meaning: Vec<&str> = s.doc.iter().map(|line| line.trim()).collect();
+            table += &format!(
+                "| `{}` / `{}` | `{}` | {} |\n",
+                s.name,
+                s.flag(),
+                (s.show)(&defaults),
+                meaning.join(" ")
+            );
+        }
+        table
+    }
+
+    #[test]
+    fn readme_settings_table_is_the_settings_table() {
+        const BEGIN: &str =
+            "<!-- settings table: made from src/config.rs's settings! (see its test) -->\n";
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find(BEGIN)
+            .expect("README.md has the settings table marker")
+            + BEGIN.len();
+        let len = readme[start..]
+            .find("\n\n")
+            .expect("a blank line after the table")
+            + 1;
+        let table = readme_table();
+        assert!(
+            readme[start..start + len] == table,
+            "README.md's settings table is not src/config.rs's; replace it with:\n{table}"
+        );
     }
 
     #[test]
