@@ -3,7 +3,7 @@
 //! validated [`Config`] with defaults. Used by `main` only; the rest of the
 //! broker is handed the finished `Config` (or parts of it).
 //!
-//! Every setting is declared once, in the [`settings!`] table below: its
+//! Every setting is declared once, in the `settings!` table below: its
 //! `Config` field, type and default, how its flag takes a value, its `--help`
 //! text, what a bad value's error says is expected, its parser and (where the
 //! value's `Display` is not the setting's syntax) how it is shown. The flag
