@@ -23,31 +23,23 @@ use common::*;
 const BIN: &str = env!("CARGO_BIN_EXE_mqtt5-broker");
 const ANON: &str = "--allow-anonymous";
 
-/// Every setting flag the broker has (one per setting, plus `--config`).
-const FLAGS: [&str; 22] = [
-    "--config",
-    "--listen",
-    "--web-listen",
-    "--db",
-    "--max-clients",
-    "--allow-anonymous",
-    "--read-chunk-size",
-    "--connect-timeout",
-    "--max-keepalive",
-    "--max-packet-size",
-    "--max-inflight-messages",
-    "--receive-maximum",
-    "--max-queued-messages",
-    "--max-queued-bytes",
-    "--queue-qos0-messages",
-    "--max-topic-alias",
-    "--outbound-topic-aliases",
-    "--retain-available",
-    "--persistent-client-expiration",
-    "--sys-interval",
-    "--max-topic-levels",
-    "--max-client-id-len",
-];
+/// Every setting's file key and flag, from the README's settings table (which a unit test in
+/// src/config.rs keeps equal to the broker's own table): `(max_clients, --max-clients)`.
+fn readme_settings() -> Vec<(String, String)> {
+    const MARKER: &str = "<!-- settings table:";
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("read README.md");
+    let table = &readme[readme.find(MARKER).expect("settings table marker")..];
+    table
+        .lines()
+        .skip(3) // marker, header, separator
+        .take_while(|line| line.starts_with('|'))
+        .map(|row| {
+            let cell: Vec<&str> = row.split('`').collect();
+            (cell[1].to_string(), cell[3].to_string())
+        })
+        .collect()
+}
 
 // ------------------------------------------------------------------ processes
 
@@ -331,19 +323,35 @@ fn expect_max_clients_after(addr: SocketAddr, already: usize, n: usize) -> Vec<T
 
 // ---------------------------------------------------------------- help / errors
 
-/// `--help` lists every setting flag and the environment variables, on stdout, exit 0.
+/// `--help` lists `--config` and every setting of the README's table with its flag and its
+/// environment variable, on stdout, exit 0.
 #[test]
-fn help_lists_every_setting_and_exits_0() {
+fn help_lists_every_readme_setting_and_exits_0() {
     let exit = run_to_exit(&["--help"], &[]);
     assert_eq!(exit.code, Some(0), "stderr: {}", exit.stderr);
-    for flag in FLAGS {
+    let settings = readme_settings();
+    assert!(settings.len() >= 30, "README settings table: {settings:?}");
+    assert!(exit.stdout.contains("--config <FILE>"), "{}", exit.stdout);
+    for (name, flag) in settings {
+        assert_eq!(
+            flag,
+            format!("--{}", name.replace('_', "-")),
+            "README row {name}"
+        );
+        let env = format!("[env: MQTT5_BROKER_{}]", name.to_ascii_uppercase());
+        let line = exit.stdout.lines().position(|l| {
+            // `      --max-clients <N>` or `      --allow-anonymous[=<BOOL>]`
+            l.trim_start().split([' ', '[']).next() == Some(flag.as_str())
+        });
+        let help = line
+            .and_then(|i| exit.stdout.lines().nth(i + 1))
+            .unwrap_or("");
         assert!(
-            exit.stdout.contains(flag),
-            "--help lacks {flag}\n{}",
+            help.contains(&env),
+            "--help for {flag}: {help:?}\n{}",
             exit.stdout
         );
     }
-    assert!(exit.stdout.contains("MQTT5_BROKER_MAX_CLIENTS"));
     assert!(!exit.stdout.contains("MQTT listening on"));
 }
 
