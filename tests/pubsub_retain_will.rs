@@ -546,7 +546,12 @@ fn mqtt_3_1_3_9_reconnecting_within_the_will_delay_cancels_the_will() {
         Some(&delayed_will(2)),
     );
     drop(s);
-    std::thread::sleep(Duration::from_millis(300));
+    // The broker has seen the connection end (so the will is waiting for its delay) once it
+    // logs it; resuming before that would be a takeover, not a return.
+    assert!(
+        b.wait_for_log("client back disconnected from", Duration::from_secs(5)),
+        "the end of the first connection was not logged"
+    );
     // Same client id, Clean Start 0: the session resumes before the delay has passed.
     let (s2, (present, _, _)) = open(b.mqtt, "back", false, &prop_u32(SESSION_EXPIRY, 10), None);
     assert!(present, "session must be resumed");
