@@ -308,9 +308,9 @@ fn mqtt_3_1_2_24_half_open_client_closed_within_one_and_a_half_keep_alive_will_p
                 .unwrap_or_else(|| panic!("will on unexpected topic {topic}"));
             let after = last.elapsed();
             eprintln!("will of {id} after {after:?}");
-            // Measured 3.0–3.26 s (1.5 × 2 s, then the ticker), also with both cores of a
-            // 2-core machine kept busy by four spinning processes: the 4 s ceiling (+ 1 s over
-            // the spec's 3 s) leaves 0.7 s of margin; 2.5 s below is the spec's own floor.
+            // Measured 3.0–3.26 s (1.5 × 2 s, then the ticker), also with both cores of a 2-core
+            // machine kept busy by four spinning processes: the 4 s ceiling (+ 1 s over the spec's
+            // 3 s) leaves 0.7 s of margin; 2.5 s below is the spec's own floor.
             assert!(
                 after >= Duration::from_millis(2500) && after <= Duration::from_secs(4),
                 "will of {id} published {after:?} after its last packet; expected within \
@@ -468,10 +468,10 @@ fn spec_4_9_subscribers_that_never_read_hold_back_nobody_and_memory_stays_bounde
          subscriber got {got}; VmRSS {base} kB → peak {peak} kB; status {status}"
     );
     assert_eq!(got, N, "healthy subscriber received {got} of {N}");
-    // Measured (both cores kept busy by four spinning processes): slowest PUBACK 13 ms,
-    // publishing 1.5 s, VmRSS + 19 MB. The bounds (2 s, 40 s, + 64 MiB) are 150×, 25× and 3×
-    // that: what they catch is a publisher blocked behind a stalled socket (a PUBACK waiting
-    // for a write timeout) and an unbounded queue (16 MiB per stalled client, and growing).
+    // Measured (both cores kept busy by four spinning processes): slowest PUBACK 13 ms, publishing
+    // 1.5 s, VmRSS + 19 MB. The bounds (2 s, 40 s, + 64 MiB) are 150×, 25× and 3× that: what they
+    // catch is a publisher blocked behind a stalled socket (a PUBACK waiting for a write timeout)
+    // and an unbounded queue (16 MiB per stalled client, and growing).
     assert!(
         slowest < Duration::from_secs(2),
         "a PUBACK took {slowest:?}: the publisher was held back"
@@ -616,8 +616,8 @@ fn idle_broker_with_clients_connected_uses_almost_no_cpu() {
     let used = cpu_ticks(pid) - before;
     eprintln!("idle broker used {used} ticks in 3 s");
     // Measured 0 ticks, also with both cores of a 2-core machine kept busy by four spinning
-    // processes (an idle broker's CPU is its own, whatever the load). The bound, 25 ticks, is
-    // what a thread waking every few milliseconds would pass; a spinning one would use 300.
+    // processes (an idle broker's CPU is its own, whatever the load). The bound, 25 ticks, is what
+    // a thread waking every few milliseconds would pass; a spinning one would use 300.
     assert!(
         used * 4 < ticks_per_s,
         "an idle broker used {used} ticks (1/{ticks_per_s} s) of CPU in 3 s"
@@ -691,9 +691,9 @@ fn recording_history_does_not_wake_the_store_thread_for_each_message() {
     }
     eprintln!("{N} messages: the store thread woke {wakeups} times");
     assert_eq!(count(), N as i64, "every message counted in the history");
-    // Measured 120–144 wake-ups, idle or with both cores kept busy by four spinning processes
-    // (a busy machine spaces the publishes out, which can only add wake-ups). The bound, 500,
-    // is 3.5× that and still half of one wake-up per message.
+    // Measured 120–144 wake-ups, idle or with both cores kept busy by four spinning processes (a
+    // busy machine spaces the publishes out, which can only add wake-ups). The bound, 500, is 3.5×
+    // that and still half of one wake-up per message.
     assert!(
         wakeups * 2 < N as u64,
         "the store thread woke {wakeups} times for {N} messages"
@@ -746,8 +746,7 @@ fn quiet_connections_keep_at_most_three_stack_pages_each() {
     // state (all readers there, none above 3 pages) rather than waiting a fixed time.
     let deadline = Instant::now() + Duration::from_secs(10);
     let (stacks, worst) = loop {
-        let stacks: Vec<(u64, u64, u64)> =
-            smaps(pid).into_iter().filter(|m| m.0 == 256).collect();
+        let stacks: Vec<(u64, u64, u64)> = smaps(pid).into_iter().filter(|m| m.0 == 256).collect();
         let worst = stacks.iter().map(|m| (m.1, m.2)).max().unwrap_or((0, 4));
         if (stacks.len() >= N && worst.0 <= 3 * worst.1) || Instant::now() >= deadline {
             break (stacks, worst);
@@ -760,8 +759,8 @@ fn quiet_connections_keep_at_most_three_stack_pages_each() {
         stacks.len()
     );
     let total: u64 = stacks.iter().map(|m| m.1).sum();
-    // Measured: the largest 8 kB (2 pages) of 61 stacks, idle or under load; without the
-    // trimming the largest is 16 kB (4 pages), so the bound of 3 sits between the two.
+    // Measured: the largest 8 kB (2 pages) of 61 stacks, idle or under load; without the trimming
+    // the largest is 16 kB (4 pages), so the bound of 3 sits between the two.
     eprintln!(
         "{} reader stacks: {total} kB resident in all, the largest {} kB",
         stacks.len(),
@@ -902,9 +901,9 @@ fn thousand_clients_connecting_at_once_all_get_connack_and_the_count_returns_to_
         fds(pid)
     );
     assert_eq!(connected, N as u64, "clients_connected with {N} clients");
-    // Measured: all CONNACKs within 1.1–1.5 s and a health check of 1–11 ms, also with both
-    // cores kept busy by four spinning processes; the bounds (30 s, 5 s) only catch a broker
-    // that stopped accepting or answering.
+    // Measured: all CONNACKs within 1.1–1.5 s and a health check of 1–11 ms, also with both cores
+    // kept busy by four spinning processes; the bounds (30 s, 5 s) only catch a broker that stopped
+    // accepting or answering.
     assert!(
         health_time < Duration::from_secs(5),
         "a fresh client took {health_time:?} with {N} connected"
