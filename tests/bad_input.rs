@@ -33,7 +33,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{connect_raw, hex, packet, Broker};
+use common::{api_status, connect_raw, hex, packet, Broker};
 
 const ANON: &str = "--allow-anonymous";
 /// How long a reaction may take.
@@ -1497,26 +1497,10 @@ fn send_all(s: &TcpStream, bytes: &[u8]) {
 
 // ------------------------------------------------------------------ takeover races
 
-/// JSON from GET /api/status on the control page.
-fn api_status(b: &Broker) -> serde_json::Value {
-    let mut s = TcpStream::connect_timeout(&b.web, WAIT).expect("connect to web port");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET /api/status HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        b.web
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read /api/status");
-    let body = text.split("\r\n\r\n").nth(1).expect("HTTP body");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("bad JSON {body:?}: {e}"))
-}
-
 fn wait_clients_connected(b: &Broker, want: u64, within: Duration) -> u64 {
     let deadline = Instant::now() + within;
     loop {
-        let n = api_status(b)["clients_connected"]
+        let n = api_status(b.web)["clients_connected"]
             .as_u64()
             .unwrap_or(u64::MAX);
         if n == want || Instant::now() >= deadline {
