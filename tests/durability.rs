@@ -1093,6 +1093,8 @@ fn sync_relaxed_commits_within_its_window() {
             "--sync-window",
             "100",
         ],
+        // The claim under test is timed: 1 s is 10 windows, a margin that holds on a busy
+        // machine (the commit is due 100 ms after the first write).
         Duration::from_secs(1),
     );
 }
