@@ -9,6 +9,8 @@
 //!   mismatch panics with expected / received / diff in hex, matching nibbles shown
 //!   as dots, in the manner of Mosquitto's own test suite.
 //! * [`packet`]: a tiny, annotated builder of client packets.
+//! * [`Broker::wait_for_log`] and [`Broker::await_db`] (a query on the broker's database file)
+//!   wait for state with a deadline, for the writes no client can see acknowledged.
 //!
 //! Every wait is bounded. Set `BROKER_LOG_ECHO=1` to copy the broker's output to
 //! the test's stderr as it arrives.
