@@ -1549,7 +1549,12 @@ fn acl_will(v: V) {
         // Abnormal end: the will would be published now (MQTT-3.1.2-8).
         s.shutdown(std::net::Shutdown::Both).unwrap();
         drop(s);
-        thread::sleep(Duration::from_millis(300));
+        // Logged once the broker is done with the connection, will included: a will that got
+        // through would be queued to the watcher before the sentinel below.
+        assert!(
+            b.wait_for_log("client c-alice disconnected from", WAIT),
+            "{v:?}: c-alice's end not logged"
+        );
         let p = login(b.mqtt, v, "c-alice-2", Some("alice"), Some("alice-pw"));
         assert!(publish_acked(&p, v, "ok/end", b"end", 1, 1) < 0x80);
         let got = until_sentinel(&w, v, "ok/end");

@@ -33,7 +33,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{connect_raw, hex, packet, Broker};
+use common::{api_status, connect_raw, hex, packet, Broker};
 
 const ANON: &str = "--allow-anonymous";
 /// How long a reaction may take.
@@ -1402,9 +1402,14 @@ fn slowloris_connect_one_byte_per_second_is_closed_by_connect_timeout() {
         })
         .collect();
     barrier.wait();
+    // Scenario pacing, not a synchronisation: the probe goes 0.5 s into the 2 s connect
+    // timeout, while all 20 are open and trickling (their TCP connects completed before the
+    // barrier; the broker logs nothing before a CONNECT, so there is no state to wait on).
     thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
     health(&b, "during-slowloris").unwrap();
+    eprintln!("health check during slowloris: {:?}", t.elapsed());
+    // Measured 17 ms, also with both cores busy (2-core machine, spinning processes).
     assert!(
         t.elapsed() < Duration::from_secs(2),
         "a fresh client took {:?} while slowloris connections were open",
@@ -1414,6 +1419,9 @@ fn slowloris_connect_one_byte_per_second_is_closed_by_connect_timeout() {
         let (i, total, (closed_at, sent, received)) = h.join().unwrap();
         let closed_at = closed_at
             .unwrap_or_else(|| panic!("slowloris {i}: still open after 8 s ({sent} bytes sent)"));
+        eprintln!("slowloris {i}: closed after {closed_at:?}");
+        // Measured 2.01–2.04 s for all 20, also with both cores busy (2-core machine, spinning
+        // processes): 1.5 s of margin; a timeout counted from the last byte would close after 8 s.
         assert!(
             closed_at <= Duration::from_millis(3500),
             "slowloris {i}: closed only after {closed_at:?} (connect timeout 2 s)"
@@ -1466,6 +1474,9 @@ fn mqtt_3_1_2_24_slowloris_packet_trickle_closed_at_one_and_a_half_keep_alive() 
     for h in handles {
         let (v, total, (closed_at, sent, received)) = h.join().unwrap();
         let closed_at = closed_at.unwrap_or_else(|| panic!("{v:?}: still open after 10 s"));
+        eprintln!("{v:?} trickle: closed after {closed_at:?}");
+        // Measured 3.02 s, also with both cores busy (2-core machine, spinning processes): 1 s of
+        // margin.
         assert!(
             closed_at <= Duration::from_secs(4),
             "{v:?}: closed after {closed_at:?}, expected within 1.5 × 2 s + 1 s"
@@ -1489,26 +1500,10 @@ fn send_all(s: &TcpStream, bytes: &[u8]) {
 
 // ------------------------------------------------------------------ takeover races
 
-/// JSON from GET /api/status on the control page.
-fn api_status(b: &Broker) -> serde_json::Value {
-    let mut s = TcpStream::connect_timeout(&b.web, WAIT).expect("connect to web port");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET /api/status HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        b.web
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read /api/status");
-    let body = text.split("\r\n\r\n").nth(1).expect("HTTP body");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("bad JSON {body:?}: {e}"))
-}
-
 fn wait_clients_connected(b: &Broker, want: u64, within: Duration) -> u64 {
     let deadline = Instant::now() + within;
     loop {
-        let n = api_status(b)["clients_connected"]
+        let n = api_status(b.web)["clients_connected"]
             .as_u64()
             .unwrap_or(u64::MAX);
         if n == want || Instant::now() >= deadline {

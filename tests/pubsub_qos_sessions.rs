@@ -13,7 +13,6 @@ mod common;
 use common::flow::*;
 use common::*;
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -261,29 +260,6 @@ fn disconnect_and_wait(b: &Broker, s: TcpStream, v5: bool, client_id: &str, n: u
     );
     expect_closed(&s, WAIT);
     wait_log_count(b, &format!("client {client_id} disconnected from"), n);
-}
-
-/// GET /api/status on the web port, as JSON.
-fn api_status(b: &Broker) -> serde_json::Value {
-    let mut s = connect_raw(b.web);
-    s.write_all(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    let mut buf = [0u8; 4096];
-    loop {
-        assert!(Instant::now() < deadline, "no complete HTTP answer");
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(k) => text.extend_from_slice(&buf[..k]),
-            Err(e) if matches!(e.kind(), ErrorKind::Interrupted) => {}
-            Err(e) => panic!("HTTP read: {e}"),
-        }
-    }
-    let text = String::from_utf8(text).expect("UTF-8 response");
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    let body = &text[text.find("\r\n\r\n").expect("header end") + 4..];
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("bad JSON ({e}): {body}"))
 }
 
 fn expiry(secs: u32) -> Vec<u8> {
@@ -841,7 +817,7 @@ fn offline_qos0_round(b: &Broker) -> (Vec<String>, u64) {
     let (s, sp) = raw_v5(b.mqtt, "q0off", false, &expiry(60));
     assert!(sp);
     let got = drain_publishes(&s, true, QUIET);
-    let dropped = api_status(b)["messages_dropped"]
+    let dropped = api_status(b.web)["messages_dropped"]
         .as_u64()
         .expect("messages_dropped");
     let topics = got
@@ -1117,7 +1093,7 @@ fn offline_queue_limit_max_queued_messages_drops_excess_and_counts_drops() {
     for m in &got {
         send(&s, &packet::puback(m.packet_id.unwrap()));
     }
-    let dropped = api_status(&b)["messages_dropped"]
+    let dropped = api_status(b.web)["messages_dropped"]
         .as_u64()
         .expect("messages_dropped");
     assert_eq!(

@@ -817,6 +817,9 @@ fn mqtt_3_1_2_24_keep_alive_expiry_v5_gets_disconnect_0x8d_then_close() {
     let t0 = Instant::now();
     expect_disconnect_then_close(&s, 0x8d, Duration::from_secs(4));
     let waited = t0.elapsed();
+    eprintln!("keep alive 1 s: closed after {waited:?}");
+    // Measured 1.51–1.54 s, also with both cores busy (2-core machine, spinning processes): 1 s of
+    // margin above; the floor, 1.4 s, is 1.5 × Keep Alive less 0.1 s.
     assert!(
         waited >= Duration::from_millis(1400) && waited <= Duration::from_millis(2600),
         "closed after {waited:?}, expected 1.4–2.6 s"
@@ -834,6 +837,9 @@ fn v311_mqtt_3_1_2_24_keep_alive_expiry_closes_connection() {
     let t0 = Instant::now();
     expect_silent_close(&s, Duration::from_secs(4), "keep alive expiry");
     let waited = t0.elapsed();
+    eprintln!("keep alive 1 s: closed after {waited:?}");
+    // Measured 1.51–1.54 s, also with both cores busy (2-core machine, spinning processes): 1 s of
+    // margin above; the floor, 1.4 s, is 1.5 × Keep Alive less 0.1 s.
     assert!(
         waited >= Duration::from_millis(1400) && waited <= Duration::from_millis(2600),
         "closed after {waited:?}, expected 1.4–2.6 s"
@@ -910,6 +916,9 @@ fn spec_3_1_4_connect_timeout_closes_silent_and_stalled_sockets() {
     let stalled_after = t0.elapsed();
     let silent_after = silent_thread.join().unwrap();
     for (what, t) in [("silent", silent_after), ("half CONNECT", stalled_after)] {
+        eprintln!("connect timeout 1 s: {what} socket closed after {t:?}");
+        // Measured 1.03 s, also with both cores busy (2-core machine, spinning processes); 1.5 s of
+        // margin.
         assert!(
             t >= Duration::from_millis(900) && t <= Duration::from_millis(2500),
             "{what} socket closed after {t:?}, expected ~1–2.5 s"
@@ -1222,6 +1231,8 @@ fn spec_3_2_2_3_6_oversize_remaining_length_rejected_before_body() {
     send(&s, &header);
     let t0 = Instant::now();
     expect_disconnect_then_close(&s, 0x95, Duration::from_secs(3));
+    eprintln!("10 MB claim refused in {:?}", t0.elapsed());
+    // Measured under 0.1 ms, also under load: the 2 s bound catches waiting for the body.
     assert!(
         t0.elapsed() < Duration::from_secs(2),
         "took {:?}",
@@ -1289,6 +1300,8 @@ fn sigterm_exits_0_within_5s_and_v5_client_gets_disconnect_0x8b() {
     let t0 = Instant::now();
     let status = b.terminate();
     let took = t0.elapsed();
+    eprintln!("stopped by a signal in {took:?}");
+    // Measured 1.04 s, also with both cores busy (2-core machine, spinning processes).
     assert_eq!(
         status.code(),
         Some(0),
@@ -1313,6 +1326,8 @@ fn sigint_exits_0_within_5s_and_logs_clean_stop() {
     let t0 = Instant::now();
     let status = b.interrupt();
     let took = t0.elapsed();
+    eprintln!("stopped by a signal in {took:?}");
+    // Measured 1.04 s, also with both cores busy (2-core machine, spinning processes).
     assert_eq!(
         status.code(),
         Some(0),

@@ -158,6 +158,9 @@ fn mqtt_4_9_qos0_stalled_subscriber_costs_only_itself_publisher_and_healthy_subs
         peak_kb / 1024
     );
 
+    // Measured with both cores of a 2-core machine kept busy by spinning processes: slowest batch
+    // 117 ms, 314,000 messages/s, all routed after 0.73 s, peak RSS 42 MB — margins of 8×, 30×, 10×
+    // and 4×.
     assert!(
         slowest_batch < Duration::from_secs(1),
         "publisher stalled: a batch of {BATCH} took {slowest_batch:?}"

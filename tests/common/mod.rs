@@ -9,6 +9,8 @@
 //!   mismatch panics with expected / received / diff in hex, matching nibbles shown
 //!   as dots, in the manner of Mosquitto's own test suite.
 //! * [`packet`]: a tiny, annotated builder of client packets.
+//! * [`Broker::wait_for_log`] and [`Broker::await_db`] (a query on the broker's database file)
+//!   wait for state with a deadline, for the writes no client can see acknowledged.
 //!
 //! Every wait is bounded. Set `BROKER_LOG_ECHO=1` to copy the broker's output to
 //! the test's stderr as it arrives.
@@ -30,6 +32,9 @@ use std::time::{Duration, Instant};
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default read timeout of raw sockets.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`Broker::await_db`] waits for a change to reach the database file: the broker
+/// commits within ~100 ms (README), so this only bounds a failure.
+pub const DB_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running broker process owned by one test.
 pub struct Broker {
@@ -133,6 +138,35 @@ impl Broker {
             }
             if Instant::now() >= deadline {
                 return false;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits (≤ [`DB_TIMEOUT`]) until `sql`, a query of one integer on the broker's database
+    /// file, gives `want`; panics with the last answer otherwise. For "this is committed" before
+    /// a `kill -9`: sessions, subscriptions, wills and QoS 0 retained messages are written in
+    /// batches ("within ~100 ms", README) with no acknowledgement a client could wait for, so the
+    /// file itself is the state to wait on (tables as in `schema.sql`). A read-only connection
+    /// of its own, opened per call: in WAL mode it never holds up the broker's writer.
+    pub fn await_db(&self, what: &str, sql: &str, want: i64) {
+        use rusqlite::{Connection, OpenFlags};
+        let deadline = Instant::now() + DB_TIMEOUT;
+        loop {
+            let got = Connection::open_with_flags(&self.db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .and_then(|c| c.query_row(sql, [], |r| r.get::<_, i64>(0)));
+            // An error (busy, or no such table yet) is "not yet": the broker may be mid-commit.
+            let last = match got {
+                Ok(n) if n == want => return,
+                Ok(n) => n.to_string(),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                panic!(
+                    "{what}: `{sql}` gave {last}, not {want}, within {DB_TIMEOUT:?}\n\
+                     --- broker log ---\n{}",
+                    self.log()
+                );
             }
             thread::sleep(Duration::from_millis(10));
         }
