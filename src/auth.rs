@@ -27,7 +27,7 @@
 //! - `deny` rules (`allow = false`) win: if an applicable deny rule for the operation matches,
 //!   access is refused whatever the allow rules say (Mosquitto's `deny` access).
 //! - **Publish** (`write`): the pattern, used as a topic filter, matches the topic
-//!   ([`crate::broker::router::filter_matches`], so `#`/`+` do not match `$` topics).
+//!   ([`crate::protocol::topic::filter_matches`], so `#`/`+` do not match `$` topics).
 //! - **Subscribe** (`read`): an allow rule's pattern must *cover* the filter — every topic the
 //!   filter can match must be matched by the pattern ([`pattern_covers`]): a filter level `+`
 //!   needs `+` or `#` in the pattern, a filter `#` needs `#`, a literal level needs the same
@@ -47,7 +47,7 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
-use crate::broker::router::filter_matches;
+use crate::protocol::topic::filter_matches;
 
 /// argon2id memory cost in KiB (6 MiB). Chosen so that one verification stays under 10 ms
 /// (≥ 100 per second per core) on the 2-core target machine, release build: about 4 ms when
