@@ -31,6 +31,7 @@
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod message;
 pub mod protocol;
 pub mod store;
 pub mod web;

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use super::error::ConnError;
 use super::handle::{self, Flow};
-use super::message::Message;
 use super::outbox::{Outbox, LINGER};
 use super::session::{DelayedWill, Session};
 use super::stack::StackTrim;
 use super::{disconnect_packet, Broker, Routing};
+use crate::message::Message;
 use crate::protocol::frame::FrameBuffer;
 use crate::protocol::{self, Packet, ProtocolVersion, ReasonCode, Will};
 

@@ -11,7 +11,6 @@
 pub mod connection;
 pub mod error;
 pub mod handle;
-pub mod message;
 pub mod outbox;
 pub mod packet_ids;
 pub mod restore;
@@ -36,13 +35,13 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::config::Config;
+use crate::message::Message;
 use crate::protocol::{
     encoded_len, Disconnect, Packet, Properties, ProtocolVersion, QoS, ReasonCode,
 };
 use crate::store::{
     now_ms, DurableTicket, SessionRecord, StoreError, StoreHandle, SubscriptionRow,
 };
-use message::Message;
 use outbox::{Outbox, Wakes};
 use retain::RetainStore;
 use router::{Router, SharedGroup};

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use parking_lot::RwLock;
 
-use super::message::Message;
+use crate::message::Message;
 use crate::protocol::topic::filter_matches;
 
 #[derive(Default)]

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::message::Message;
 use super::session::{Delivery, Session};
 use super::topic_tree::TopicTree;
+use crate::message::Message;
 use crate::protocol::SubscriptionOptions;
 
 /// One subscription as the control page lists it: (filter, client id, shared filter, entry).

@@ -66,7 +66,7 @@ pub use types::{
 };
 
 use crate::auth::{self, validate_pattern, AclRule, AclSet, Ban, BanKind};
-use crate::broker::message::Message;
+use crate::message::Message;
 use crate::protocol::{QoS, Will};
 use worker::{AdminWrite, Command, History, Worker, Write};
 

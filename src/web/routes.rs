@@ -20,11 +20,11 @@ use super::auth::{AdminAuth, PasswordSource, Who, ADMIN_USER};
 use super::http::{Method, Reply, Req};
 use super::metrics::{self, Rates};
 use crate::auth::{AclAccess, AclRule, BanKind};
-use crate::broker::message::Message;
 use crate::broker::server::Server;
 use crate::broker::stats::Stats;
 use crate::broker::view;
 use crate::broker::Routing;
+use crate::message::Message;
 use crate::protocol::topic::valid_topic_name;
 use crate::protocol::{Properties, QoS, ReasonCode};
 

@@ -8,8 +8,8 @@ use std::time::Instant;
 use super::Flow;
 use crate::broker::connection::Client;
 use crate::broker::error::ConnError;
-use crate::broker::message::Message;
 use crate::broker::sys;
+use crate::message::Message;
 use crate::protocol::{Ack, Packet, Properties, Publish, QoS, ReasonCode};
 
 pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
