@@ -697,6 +697,12 @@ impl Broker {
         }
     }
 
+    /// [`Broker::publish_durable`] for one message published outside a reader thread (the
+    /// control page's admin), with routing buffers of its own.
+    pub fn publish_alone(&self, msg: Arc<Message>, tickets: &mut Vec<DurableTicket>) -> usize {
+        self.publish_durable(msg, &mut Routing::default(), Some(tickets))
+    }
+
     /// Publishes a message made by the broker itself ($SYS, the control page).
     pub fn publish_internal(&self, topic: &str, payload: Vec<u8>, retain: bool) {
         let msg = Arc::new(Message {
