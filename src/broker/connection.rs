@@ -74,7 +74,7 @@ impl Reader {
         if self.drained {
             return Ok(false);
         }
-        match super::writer::recv_nonblocking(&self.stream, &mut self.chunk) {
+        match super::socket::recv_nonblocking(&self.stream, &mut self.chunk) {
             Ok(0) => Err(ConnError::Closed),
             Ok(n) => {
                 self.frames.extend(&self.chunk[..n]);

@@ -18,6 +18,7 @@ pub mod retain;
 pub mod router;
 pub mod server;
 pub mod session;
+mod socket;
 mod stack;
 pub mod stats;
 pub mod sys;
