@@ -12,8 +12,10 @@ use std::sync::Arc;
 
 use crate::broker::connection::{Client, Reader};
 use crate::broker::outbox::Outbox;
+use crate::broker::publish::Routing;
+use crate::broker::registry::OpenRequest;
 use crate::broker::session::{LinkLimits, NEVER_EXPIRES};
-use crate::broker::{sys, Broker, OpenRequest, Routing};
+use crate::broker::{sys, Broker};
 use crate::protocol::{
     ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode, MAX_REMAINING_LENGTH,
 };
