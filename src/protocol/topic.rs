@@ -42,19 +42,22 @@ pub fn valid_topic_filter(s: &str) -> bool {
     true
 }
 
+/// A `$share/` filter that breaks the Shared Subscription syntax (§4.8.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidShare;
+
 /// Splits a Shared Subscription filter `$share/{ShareName}/{filter}` (§4.8.2).
 ///
 /// `None` when `filter` does not start with `$share/` (an ordinary filter); `Some(Ok((group,
-/// filter)))` for a valid one; `Some(Err(()))` when the ShareName is empty or contains `/`, `+` or
-/// `#` (MQTT-4.8.2-1), or no valid Topic Filter follows it (MQTT-4.8.2-2).
-#[allow(clippy::result_unit_err)]
-pub fn parse_shared(filter: &str) -> Option<Result<(&str, &str), ()>> {
+/// filter)))` for a valid one; `Some(Err(InvalidShare))` when the ShareName is empty or contains
+/// `/`, `+` or `#` (MQTT-4.8.2-1), or no valid Topic Filter follows it (MQTT-4.8.2-2).
+pub fn parse_shared(filter: &str) -> Option<Result<(&str, &str), InvalidShare>> {
     let rest = filter.strip_prefix(SHARED_PREFIX)?;
     let Some((group, inner)) = rest.split_once(LEVEL_SEPARATOR) else {
-        return Some(Err(()));
+        return Some(Err(InvalidShare));
     };
     if group.is_empty() || has_wildcard(group) || !valid_topic_filter(inner) {
-        return Some(Err(()));
+        return Some(Err(InvalidShare));
     }
     Some(Ok((group, inner)))
 }
@@ -113,12 +116,12 @@ mod tests {
         assert_eq!(parse_shared("$share/g/a/b"), Some(Ok(("g", "a/b"))));
         assert_eq!(parse_shared("$share/g/#"), Some(Ok(("g", "#"))));
         assert_eq!(parse_shared("$share/g//"), Some(Ok(("g", "/"))));
-        assert_eq!(parse_shared("$share//a"), Some(Err(())));
-        assert_eq!(parse_shared("$share/g"), Some(Err(())));
-        assert_eq!(parse_shared("$share/g/"), Some(Err(())));
-        assert_eq!(parse_shared("$share/g+/a"), Some(Err(())));
-        assert_eq!(parse_shared("$share/#/a"), Some(Err(())));
-        assert_eq!(parse_shared("$share/g/a#"), Some(Err(())));
+        assert_eq!(parse_shared("$share//a"), Some(Err(InvalidShare)));
+        assert_eq!(parse_shared("$share/g"), Some(Err(InvalidShare)));
+        assert_eq!(parse_shared("$share/g/"), Some(Err(InvalidShare)));
+        assert_eq!(parse_shared("$share/g+/a"), Some(Err(InvalidShare)));
+        assert_eq!(parse_shared("$share/#/a"), Some(Err(InvalidShare)));
+        assert_eq!(parse_shared("$share/g/a#"), Some(Err(InvalidShare)));
     }
 
     #[test]

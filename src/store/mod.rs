@@ -205,16 +205,6 @@ impl DurableTicket {
     pub fn is_committed(&mut self) -> bool {
         matches!(self.wait_timeout(Duration::ZERO), Ok(true))
     }
-
-    /// The channel that receives the outcome at commit, for `select!`; `None` when already
-    /// durable.
-    pub fn receiver(&self) -> Option<&Receiver<Result<(), String>>> {
-        if self.done {
-            None
-        } else {
-            self.rx.as_ref()
-        }
-    }
 }
 
 /// Opens the database and starts the `store` thread.
