@@ -27,7 +27,7 @@
 //! - `deny` rules (`allow = false`) win: if an applicable deny rule for the operation matches,
 //!   access is refused whatever the allow rules say (Mosquitto's `deny` access).
 //! - **Publish** (`write`): the pattern, used as a topic filter, matches the topic
-//!   ([`crate::broker::router::filter_matches`], so `#`/`+` do not match `$` topics).
+//!   ([`crate::protocol::topic::filter_matches`], so `#`/`+` do not match `$` topics).
 //! - **Subscribe** (`read`): an allow rule's pattern must *cover* the filter — every topic the
 //!   filter can match must be matched by the pattern ([`pattern_covers`]): a filter level `+`
 //!   needs `+` or `#` in the pattern, a filter `#` needs `#`, a literal level needs the same
@@ -47,7 +47,7 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
-use crate::broker::router::filter_matches;
+use crate::protocol::topic::filter_matches;
 
 /// argon2id memory cost in KiB (7 MiB), with [`ARGON2_T_COST`] 5 passes: one of OWASP's
 /// equivalent minimum settings for argon2id (m = 7 MiB, t = 5, p = 1), the one that needs the

@@ -2,10 +2,16 @@
 //! and a control page in the browser.
 //!
 //! # Layout
-//! - [`protocol`]: the pure codec — bytes in, typed packets out, and back. No I/O, no clock.
-//! - [`broker`]: sessions, routing, the subscription trie, retained messages, wills, `$SYS`, and
-//!   the threads that serve clients ([`broker::server`], [`broker::connection`],
-//!   [`broker::outbox`], [`broker::ticker`]).
+//! The layers point one way: `web` → `broker` → `store` / `auth` / `login` → [`message`] →
+//! [`protocol`] (and [`config`], read by `broker` and `web`).
+//! - [`protocol`]: the pure codec — bytes in, typed packets out, and back — and the topic rules
+//!   (validity, filter matching, `$share/` syntax). No I/O, no clock.
+//! - [`message`]: the application message every layer above carries.
+//! - [`broker`]: sessions ([`broker::registry`]), connections ([`broker::conns`]), the publish
+//!   path and routing ([`broker::publish`], [`broker::router`], [`broker::topic_tree`]),
+//!   retained messages, wills and expiry ([`broker::wills`]), `$SYS`, and the threads that serve
+//!   clients ([`broker::server`], [`broker::connection`], [`broker::outbox`],
+//!   [`broker::writer`], [`broker::ticker`]); [`broker::view`] is what `web` reads of it.
 //! - [`store`]: the `store` thread owning the SQLite connection, and its handle.
 //! - [`auth`]: password hashing, ACL matching and bans.
 //! - [`login`]: what a password login costs: per-address backoff, verification slots, recently
@@ -18,8 +24,8 @@
 //! |---|---|---|---|
 //! | main | config, the other threads' handles | a signal over a crossbeam channel | SIGINT / SIGTERM |
 //! | `acceptor` | the `TcpListener` | sockets from `accept()` | stop flag + a connection to itself |
-//! | `client-<id>` (one per socket) | reading the socket, framing buffer, inbound topic aliases | bytes | socket closed or shut down |
-//! | `client-<id>-w` (one per client) | writing the socket, outbound topic aliases | wake-ups via its [`broker::outbox::Outbox`] | outbox closed |
+//! | `client-<id>` (one per socket) | reading the socket, framing buffer, inbound topic aliases; writing to its own and to subscribers' sockets while it holds their outbox's write turn | bytes | socket closed or shut down |
+//! | `writer` (one) | outboxes whose socket was full or whose flush ran out of rounds, until they have nothing left; the end of each linger | [`broker::outbox::Outbox`] hand-overs and lingers, `poll(2)` for room | the broker going away |
 //! | `ticker` | nothing | a tick every 250 ms | its channel closed |
 //! | `store` | the rusqlite `Connection` | durable writes, history, queries over crossbeam channels | shutdown after a final commit |
 //! | `web` | the `tiny_http::Server` | HTTP requests | `unblock()` |
@@ -28,12 +34,41 @@
 //! Only typed values cross threads: decoded packets stay on the reader; messages travel as
 //! `Arc<Message>` into session queues and to the store; counters are atomics. No `TcpStream`
 //! leaves `broker/`, no rusqlite type leaves `store/`.
-//! Locks are held only for in-memory work, never across a socket write.
+//!
+//! # Lock order
+//! A thread that holds one of these locks takes another only in the direction of an arrow, so
+//! no two threads can wait on each other:
+//!
+//! - `Broker::conns` (the connection table) → an outbox's locks: closing a connection (server
+//!   stop, the page) queues its DISCONNECT and flushes it under the table lock.
+//! - `Broker::sessions` (the registry) → one `Session::state`, and → `Outbox::inner`: a CONNECT
+//!   queues its CONNACK and swaps the session's outbox under the registry lock.
+//! - `Outbox::out` (held only by the thread with the outbox's write turn) → `Outbox::inner`,
+//!   → one `Session::state` (taking a batch of messages, dropping one too large), →
+//!   `Writer::lingering` (a server close starting its linger). `Outbox::inner` is never held
+//!   while another lock is taken.
+//! - After a flush, still under `conns` when a close started it: → `Writer::handed`.
+//!
+//! In short: conns → outbox (`out` → `inner`) → session state; sessions → session state. One
+//! session's state is never held with another's, nor while taking the registry or an outbox
+//! lock (the outbox to wake is cloned out and flagged after the state is released). Taken alone:
+//! the router's `RwLock<TopicTree>`, the retained store's `RwLock`, the store's ACL snapshot
+//! (`RwLock<Arc<AclSet>>`, read only to clone the `Arc`), `connect_times`, the writer's
+//! `handed` and `lingering` lists (as leaves of the chains above), and `Server::running` →
+//! `Server::last_addr`.
+//!
+//! No lock is held across a blocking socket call. Two are held across a non-blocking `send(2)`:
+//! `Outbox::out`, which only the write-turn holder takes, and `conns` while a close flushes.
+//! Store writes that must not be lost go over a bounded channel whose sender waits while it is
+//! full, and some are sent under a session's state or the registry (a persistent session's
+//! record, a kept message): the `store` thread takes no broker lock, so this can slow those
+//! threads but not deadlock them.
 
 pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod login;
+pub mod message;
 pub mod protocol;
 pub mod store;
 pub mod web;

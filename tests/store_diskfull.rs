@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mqtt5_broker::broker::message::Message;
+use mqtt5_broker::message::Message;
 use mqtt5_broker::protocol::{Properties, QoS};
 use mqtt5_broker::store::{Store, StoreOptions};
 

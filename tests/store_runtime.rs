@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mqtt5_broker::broker::message::Message;
+use mqtt5_broker::message::Message;
 use mqtt5_broker::protocol::{
     Properties, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions, Will,
 };

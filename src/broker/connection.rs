@@ -13,13 +13,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::conns::disconnect_packet;
 use super::error::ConnError;
 use super::handle::{self, Flow};
-use super::message::Message;
 use super::outbox::{Outbox, LINGER};
-use super::session::{DelayedWill, Session};
+use super::publish::Routing;
+use super::session::Session;
 use super::stack::StackTrim;
-use super::{disconnect_packet, Broker, Routing};
+use super::Broker;
 use crate::protocol::frame::FrameBuffer;
 use crate::protocol::{self, Packet, ProtocolVersion, ReasonCode, Will};
 
@@ -74,7 +75,7 @@ impl Reader {
         if self.drained {
             return Ok(false);
         }
-        match super::writer::recv_nonblocking(&self.stream, &mut self.chunk) {
+        match super::socket::recv_nonblocking(&self.stream, &mut self.chunk) {
             Ok(0) => Err(ConnError::Closed),
             Ok(n) => {
                 self.frames.extend(&self.chunk[..n]);
@@ -450,59 +451,7 @@ impl Client {
         }
         // Gone from the control page now, not after the linger.
         self.broker.unregister_conn(self.conn_id);
-        let will = if publish_will { self.will.take() } else { None };
-        // The ACL may have changed since CONNECT checked the will topic.
-        let will = will.filter(|w| {
-            let allowed = self.broker.store.acl().can_publish(
-                self.username.as_deref(),
-                &self.client_id,
-                &w.topic,
-            );
-            if !allowed {
-                log::info!(
-                    "client {}: will on {} dropped: the ACL no longer allows it",
-                    self.client_id,
-                    w.topic
-                );
-            }
-            allowed
-        });
-        let will_delay = will
-            .as_ref()
-            .and_then(|w| w.properties.will_delay_interval)
-            .unwrap_or(0);
-        // A will that waits for its delay stays in the store until published.
-        let kept = if self.will_kept && will_delay > 0 {
-            will.clone()
-        } else {
-            None
-        };
-        let will_msg = will.map(|w| Arc::new(will_message(w, &self.client_id, now)));
-        // A delayed will waits in the session unless the session ends first (§3.1.3.2.2).
-        let mut will_now = will_msg;
-        if will_delay > 0 {
-            let mut st = self.session.state.lock();
-            let is_live = st
-                .outbox
-                .as_ref()
-                .is_some_and(|o| Arc::ptr_eq(o, &self.outbox));
-            if is_live && st.expiry_interval > 0 {
-                let delay = will_delay.min(st.expiry_interval);
-                if let Some(msg) = will_now.take() {
-                    st.delayed_will = Some(DelayedWill {
-                        due: now + Duration::from_secs(u64::from(delay)),
-                        msg,
-                    });
-                }
-            } else if !is_live && !st.ended {
-                // Taken over by a connection that resumed the session: the will is cancelled.
-                will_now = None;
-            }
-        }
-        if self.will_kept {
-            let owed = kept.as_ref().filter(|_| will_now.is_none());
-            self.session.keep_will(&self.outbox, owed);
-        }
+        let will_now = self.settle_will(publish_will, now);
         self.broker.close_session_link(&self.session, &self.outbox);
         self.broker.stats.client_disconnected();
         self.broker
@@ -520,21 +469,5 @@ impl Client {
             why
         );
         self.outbox.lingers()
-    }
-}
-
-/// The application message a will becomes (§3.1.3.2), with its properties forwarded
-/// (MQTT-3.1.3-9) less the Will Delay Interval, which only the broker reads.
-pub fn will_message(will: Will, client_id: &Arc<str>, now: Instant) -> Message {
-    let mut properties = will.properties;
-    properties.will_delay_interval = None;
-    Message {
-        topic: will.topic,
-        payload: will.payload,
-        qos: will.qos,
-        retain: will.retain,
-        properties,
-        publisher: Some(client_id.clone()),
-        received: now,
     }
 }

@@ -8,7 +8,7 @@
 //! bytes, then up to 256 session messages) into one buffer and writes it with a
 //! non-blocking send. Threads that find the turn taken leave their news flagged for the holder,
 //! which loops until nothing is left. A socket that would block (a client that does not read)
-//! is handed with its unwritten bytes to the one shared [`writer`] thread, which
+//! is handed with its unwritten bytes to the one shared [`writer`](super::writer) thread, which
 //! finishes when the socket drains; meanwhile publishers keep queueing into the bounded session
 //! queue and never wait for it.
 //!
@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::session::{Outgoing, Session};
+use super::socket;
 use super::stats::Stats;
-use super::writer::{self, Writer};
+use super::writer::Writer;
 use crate::protocol::{self, publish, Packet, ProtocolVersion, PublishOut, QoS};
 
 /// How many messages one round takes from the session: bounds the time the session lock is held
@@ -376,7 +377,7 @@ impl Outbox {
     /// socket is full and the rest is still in `buf`.
     fn write_some(&self, out: &mut Output) -> io::Result<bool> {
         while out.written < out.buf.len() {
-            match writer::send_nonblocking(&self.stream, &out.buf[out.written..]) {
+            match socket::send_nonblocking(&self.stream, &out.buf[out.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     out.written += n;

@@ -14,9 +14,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::connection::will_message;
 use super::router::SubEntry;
 use super::session::{DelayedWill, Delivery, Durable, LinkLimits, Session, SubscriptionRecord};
+use super::wills::will_message;
 use super::Broker;
 use crate::protocol::topic::parse_shared;
 use crate::store::{now_ms, MessageState, SessionSnapshot, Snapshot};

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use parking_lot::RwLock;
 
-use super::message::Message;
-use super::router::filter_matches;
+use crate::message::Message;
+use crate::protocol::topic::filter_matches;
 
 #[derive(Default)]
 pub struct RetainStore {

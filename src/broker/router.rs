@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::message::Message;
 use super::session::{Delivery, Session};
 use super::topic_tree::TopicTree;
+use crate::message::Message;
 use crate::protocol::SubscriptionOptions;
 
 /// One subscription as the control page lists it: (filter, client id, shared filter, entry).
@@ -287,61 +287,5 @@ pub fn delivery_for(msg: &Arc<Message>, entry: &SubEntry, share: Option<Arc<str>
         sub_ids: entry.subscription_id.into_iter().collect(),
         share,
         seq: 0,
-    }
-}
-
-/// Whether a (valid) topic filter matches a (valid) topic name, for one-off checks such as
-/// retained messages at subscribe time and ACLs (§4.7).
-pub fn filter_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false; // MQTT-4.7.2-1
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::filter_matches;
-
-    #[test]
-    fn mqtt_4_7_1_filter_matching_examples() {
-        assert!(filter_matches(
-            "sport/tennis/player1/#",
-            "sport/tennis/player1"
-        ));
-        assert!(filter_matches(
-            "sport/tennis/player1/#",
-            "sport/tennis/player1/ranking"
-        ));
-        assert!(filter_matches("sport/#", "sport"));
-        assert!(filter_matches("#", "a/b"));
-        assert!(filter_matches("sport/tennis/+", "sport/tennis/player1"));
-        assert!(!filter_matches(
-            "sport/tennis/+",
-            "sport/tennis/player1/ranking"
-        ));
-        assert!(!filter_matches("sport/+", "sport"));
-        assert!(filter_matches("sport/+", "sport/"));
-        assert!(filter_matches("+/+", "/finance"));
-        assert!(filter_matches("/+", "/finance"));
-        assert!(!filter_matches("+", "/finance"));
-    }
-
-    #[test]
-    fn mqtt_4_7_2_1_leading_wildcards_do_not_match_dollar_topics() {
-        assert!(!filter_matches("#", "$SYS/uptime"));
-        assert!(!filter_matches("+/monitor/Clients", "$SYS/monitor/Clients"));
-        assert!(filter_matches("$SYS/#", "$SYS/monitor/Clients"));
-        assert!(filter_matches("$SYS/monitor/+", "$SYS/monitor/Clients"));
     }
 }

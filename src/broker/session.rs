@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::message::Message;
 use super::outbox::{Outbox, Wakes};
 use super::packet_ids::PacketIdSet;
 use crate::auth::AclSet;
+use crate::message::Message;
 use crate::protocol::{ProtocolVersion, QoS, SubscriptionOptions, Will};
 use crate::store::{DurableTicket, MessageState, StoreHandle};
 

@@ -231,6 +231,7 @@ impl<K, V> TopicTree<K, V> {
     }
 
     /// Removes every subscription.
+    #[cfg(test)]
     pub fn clear(&mut self) {
         self.root = Node::new();
         self.len = 0;
@@ -278,6 +279,7 @@ impl<K, V> TopicTree<K, V> {
     }
 
     /// Every subscription as `(filter, key, value)`; see [`Self::entries`].
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (String, &K, &V)> {
         self.entries().into_iter()
     }
@@ -347,6 +349,7 @@ impl<K, V> TopicTree<K, V> {
 
     /// True if some subscription matches `topic` (same rules as
     /// [`Self::for_each_match`]).
+    #[cfg(test)]
     pub fn has_match(&self, topic: &str) -> bool {
         // Not short-circuiting, but allocation-free and rarely hot.
         let mut found = false;
@@ -387,6 +390,7 @@ impl<K: Eq + Hash, V> TopicTree<K, V> {
 
     /// The value of `key`'s subscription to exactly `filter` (no wildcard
     /// matching: `filter` is compared as a filter).
+    #[cfg(test)]
     pub fn get(&self, filter: &str, key: &K) -> Option<&V> {
         let (prefix, hash) = split_filter(filter);
         let mut node = &self.root;
@@ -401,6 +405,7 @@ impl<K: Eq + Hash, V> TopicTree<K, V> {
     }
 
     /// Mutable access to `key`'s subscription to exactly `filter`.
+    #[cfg(test)]
     pub fn get_mut(&mut self, filter: &str, key: &K) -> Option<&mut V> {
         let (prefix, hash) = split_filter(filter);
         let mut node = &mut self.root;

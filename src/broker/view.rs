@@ -10,10 +10,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::router::SubEntry;
-use super::session::{Acknowledged, Inflight, Session};
+use super::session::{Inflight, Session};
 use super::Broker;
 use crate::protocol::{ProtocolVersion, QoS};
+
+// The broker's own records that these views hand out, so that `web` reads the broker through
+// this module alone.
+pub use super::router::SubEntry;
+pub use super::session::Acknowledged;
 
 /// A connected socket as the control page lists it.
 #[derive(Debug, Clone)]

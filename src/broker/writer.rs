@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::outbox::{Outbox, Progress};
+use super::socket;
 
 /// Rounds the writer thread spends on one outbox before serving the others.
 const ROUNDS: usize = 8;
@@ -128,11 +129,11 @@ fn run(writer: &Writer, mut wake_rx: UnixStream) {
         // Poll the wake-up socket and every waiting socket for room; without a wait when some
         // outbox ran out of rounds, or until the nearest close deadline.
         fds.clear();
-        fds.push(pollfd(wake_rx.as_raw_fd(), libc::POLLIN));
+        fds.push(socket::pollfd(wake_rx.as_raw_fd(), libc::POLLIN));
         fds.extend(
             waiting
                 .iter()
-                .map(|o| pollfd(o.stream().as_raw_fd(), libc::POLLOUT)),
+                .map(|o| socket::pollfd(o.stream().as_raw_fd(), libc::POLLOUT)),
         );
         let now = Instant::now();
         let next_linger = writer.end_lingers(now);
@@ -147,11 +148,7 @@ fn run(writer: &Writer, mut wake_rx: UnixStream) {
                 .map_or(-1, |by| millis_until(by, now))
         };
         again = false;
-        let nfds = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
-        // SAFETY: `fds` is a live, initialised array of `nfds` pollfd structs.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), nfds, timeout) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = socket::poll(&mut fds, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
                 log::error!("writer thread: poll failed: {e}");
                 thread::sleep(Duration::from_millis(10));
@@ -189,43 +186,7 @@ fn run(writer: &Writer, mut wake_rx: UnixStream) {
     writer.end_lingers(now);
 }
 
-fn pollfd(fd: std::os::unix::io::RawFd, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    }
-}
-
 fn millis_until(by: Instant, now: Instant) -> i32 {
     let ms = by.saturating_duration_since(now).as_millis() + 1;
     i32::try_from(ms).unwrap_or(i32::MAX)
-}
-
-/// `recv(2)` with `MSG_DONTWAIT`: what the socket holds now, never waiting for more.
-pub fn recv_nonblocking(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: the pointer and length describe `buf`, which outlives the call; the descriptor
-    // belongs to `stream`, borrowed for the call.
-    let n = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
-}
-
-/// `send(2)` with `MSG_DONTWAIT`: never blocks, whatever the socket's mode, so the reader thread
-/// can keep the same socket blocking for its reads.
-pub fn send_nonblocking(stream: &TcpStream, data: &[u8]) -> io::Result<usize> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    const FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    const FLAGS: libc::c_int = libc::MSG_DONTWAIT;
-    // SAFETY: the pointer and length describe `data`, which outlives the call; the descriptor
-    // belongs to `stream`, borrowed for the call.
-    let n = unsafe { libc::send(stream.as_raw_fd(), data.as_ptr().cast(), data.len(), FLAGS) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }

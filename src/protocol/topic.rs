@@ -1,6 +1,7 @@
-//! Topic Name and Topic Filter rules (§4.7) and Shared Subscription syntax (§4.8.2), as pure
-//! functions the broker calls. The codec itself only rejects wildcards in topic names; filter
-//! syntax is checked by the broker so that it can answer 0x8F per filter in SUBACK.
+//! Topic Name and Topic Filter rules (§4.7), matching a filter against a name, and Shared
+//! Subscription syntax (§4.8.2), as pure functions the broker, the ACL and the retained store
+//! call. The codec itself only rejects wildcards in topic names; filter syntax is checked by the
+//! broker so that it can answer 0x8F per filter in SUBACK.
 
 /// The multi-level wildcard (§4.7.1.2).
 pub const MULTI_LEVEL_WILDCARD: char = '#';
@@ -41,21 +42,43 @@ pub fn valid_topic_filter(s: &str) -> bool {
     true
 }
 
+/// A `$share/` filter that breaks the Shared Subscription syntax (§4.8.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidShare;
+
 /// Splits a Shared Subscription filter `$share/{ShareName}/{filter}` (§4.8.2).
 ///
 /// `None` when `filter` does not start with `$share/` (an ordinary filter); `Some(Ok((group,
-/// filter)))` for a valid one; `Some(Err(()))` when the ShareName is empty or contains `/`, `+` or
-/// `#` (MQTT-4.8.2-1), or no valid Topic Filter follows it (MQTT-4.8.2-2).
-#[allow(clippy::result_unit_err)]
-pub fn parse_shared(filter: &str) -> Option<Result<(&str, &str), ()>> {
+/// filter)))` for a valid one; `Some(Err(InvalidShare))` when the ShareName is empty or contains
+/// `/`, `+` or `#` (MQTT-4.8.2-1), or no valid Topic Filter follows it (MQTT-4.8.2-2).
+pub fn parse_shared(filter: &str) -> Option<Result<(&str, &str), InvalidShare>> {
     let rest = filter.strip_prefix(SHARED_PREFIX)?;
     let Some((group, inner)) = rest.split_once(LEVEL_SEPARATOR) else {
-        return Some(Err(()));
+        return Some(Err(InvalidShare));
     };
     if group.is_empty() || has_wildcard(group) || !valid_topic_filter(inner) {
-        return Some(Err(()));
+        return Some(Err(InvalidShare));
     }
     Some(Ok((group, inner)))
+}
+
+/// Whether a (valid) topic filter matches a (valid) topic name, for one-off checks such as
+/// retained messages at subscribe time and ACLs (§4.7).
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false; // MQTT-4.7.2-1
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -93,11 +116,43 @@ mod tests {
         assert_eq!(parse_shared("$share/g/a/b"), Some(Ok(("g", "a/b"))));
         assert_eq!(parse_shared("$share/g/#"), Some(Ok(("g", "#"))));
         assert_eq!(parse_shared("$share/g//"), Some(Ok(("g", "/"))));
-        assert_eq!(parse_shared("$share//a"), Some(Err(())));
-        assert_eq!(parse_shared("$share/g"), Some(Err(())));
-        assert_eq!(parse_shared("$share/g/"), Some(Err(())));
-        assert_eq!(parse_shared("$share/g+/a"), Some(Err(())));
-        assert_eq!(parse_shared("$share/#/a"), Some(Err(())));
-        assert_eq!(parse_shared("$share/g/a#"), Some(Err(())));
+        assert_eq!(parse_shared("$share//a"), Some(Err(InvalidShare)));
+        assert_eq!(parse_shared("$share/g"), Some(Err(InvalidShare)));
+        assert_eq!(parse_shared("$share/g/"), Some(Err(InvalidShare)));
+        assert_eq!(parse_shared("$share/g+/a"), Some(Err(InvalidShare)));
+        assert_eq!(parse_shared("$share/#/a"), Some(Err(InvalidShare)));
+        assert_eq!(parse_shared("$share/g/a#"), Some(Err(InvalidShare)));
+    }
+
+    #[test]
+    fn mqtt_4_7_1_filter_matching_examples() {
+        assert!(filter_matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1"
+        ));
+        assert!(filter_matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking"
+        ));
+        assert!(filter_matches("sport/#", "sport"));
+        assert!(filter_matches("#", "a/b"));
+        assert!(filter_matches("sport/tennis/+", "sport/tennis/player1"));
+        assert!(!filter_matches(
+            "sport/tennis/+",
+            "sport/tennis/player1/ranking"
+        ));
+        assert!(!filter_matches("sport/+", "sport"));
+        assert!(filter_matches("sport/+", "sport/"));
+        assert!(filter_matches("+/+", "/finance"));
+        assert!(filter_matches("/+", "/finance"));
+        assert!(!filter_matches("+", "/finance"));
+    }
+
+    #[test]
+    fn mqtt_4_7_2_1_leading_wildcards_do_not_match_dollar_topics() {
+        assert!(!filter_matches("#", "$SYS/uptime"));
+        assert!(!filter_matches("+/monitor/Clients", "$SYS/monitor/Clients"));
+        assert!(filter_matches("$SYS/#", "$SYS/monitor/Clients"));
+        assert!(filter_matches("$SYS/monitor/+", "$SYS/monitor/Clients"));
     }
 }

@@ -66,7 +66,7 @@ pub use types::{
 };
 
 use crate::auth::{self, validate_pattern, AclRule, AclSet, Ban, BanKind};
-use crate::broker::message::Message;
+use crate::message::Message;
 use crate::protocol::{QoS, Will};
 use worker::{AdminWrite, Command, History, Worker, Write};
 
@@ -204,16 +204,6 @@ impl DurableTicket {
     /// Non-blocking check.
     pub fn is_committed(&mut self) -> bool {
         matches!(self.wait_timeout(Duration::ZERO), Ok(true))
-    }
-
-    /// The channel that receives the outcome at commit, for `select!`; `None` when already
-    /// durable.
-    pub fn receiver(&self) -> Option<&Receiver<Result<(), String>>> {
-        if self.done {
-            None
-        } else {
-            self.rx.as_ref()
-        }
     }
 }
 

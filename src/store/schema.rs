@@ -8,7 +8,8 @@
 //! Migrations follow cargo's `util/sqlite.rs`: a list of steps, applied in order inside ONE
 //! exclusive transaction that also sets `PRAGMA user_version` to the number of steps applied.
 //! The steps are the `-- migration N:` sections of `schema.sql`. Never remove or edit a released
-//! step; append a new one (a `Migration::Rust` step can transform data).
+//! step; append a new one (a step that must transform data in code adds a variant to
+//! `Migration`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,9 +27,6 @@ const MARKER: &str = "-- migration ";
 pub(crate) enum Migration {
     /// A `-- migration N:` section of `schema.sql`.
     Sql(&'static str),
-    /// A step that needs code (data transformation). None yet.
-    #[allow(dead_code)]
-    Rust(fn(&Connection) -> rusqlite::Result<()>),
 }
 
 /// The steps of `schema.sql`, in order. Panics in tests only if the markers are out of order
@@ -152,7 +150,6 @@ fn migrate_with(
         let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
         let result = match step {
             Migration::Sql(sql) => tx.execute_batch(sql),
-            Migration::Rust(f) => f(&tx),
         };
         result.map_err(|e| match open_error(path, e) {
             StoreError::Open { detail, .. } => StoreError::Migration {

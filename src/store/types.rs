@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::auth::Ban;
-use crate::broker::message::Message;
+use crate::message::Message;
 use crate::protocol::Properties;
 use crate::protocol::{ProtocolVersion, QoS, SubscriptionOptions, Will};
 

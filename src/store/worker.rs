@@ -35,7 +35,7 @@ use super::types::{
 };
 use super::{Shared, StoreOptions, SyncMode};
 use crate::auth::{AclRule, Ban};
-use crate::broker::message::Message;
+use crate::message::Message;
 use crate::protocol::{QoS, Will};
 
 /// A query: runs on the `store` thread with the connection and sends its own answer.

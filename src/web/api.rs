@@ -14,10 +14,8 @@ use serde_json::{json, Map, Value};
 
 use super::http::{Reply, Req};
 use crate::auth::{AclRule, BanKind};
-use crate::broker::message::Message;
-use crate::broker::router::SubEntry;
-use crate::broker::session::Acknowledged;
-use crate::broker::view::{ClientView, QosView};
+use crate::broker::view::{Acknowledged, ClientView, QosView, SubEntry};
+use crate::message::Message;
 use crate::protocol::{QoS, RetainHandling};
 use crate::store::{instant_to_ms, now_ms, BanRow, MessageRow, QueuedMessageRow, StoreError};
 use crate::store::{TopicRow, UserRow};

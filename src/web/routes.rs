@@ -20,11 +20,10 @@ use super::auth::{AdminAuth, PasswordSource, Who, ADMIN_USER};
 use super::http::{Method, Reply, Req};
 use super::metrics::{self, Rates};
 use crate::auth::{AclAccess, AclRule, BanKind};
-use crate::broker::message::Message;
 use crate::broker::server::Server;
 use crate::broker::stats::Stats;
 use crate::broker::view;
-use crate::broker::Routing;
+use crate::message::Message;
 use crate::protocol::topic::valid_topic_name;
 use crate::protocol::{Properties, QoS, ReasonCode};
 
@@ -737,8 +736,7 @@ fn publish(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
         msg.payload.len()
     );
     let mut tickets = Vec::new();
-    let matched =
-        broker.publish_durable(Arc::new(msg), &mut Routing::default(), Some(&mut tickets));
+    let matched = broker.publish_alone(Arc::new(msg), &mut tickets);
     let deadline = Instant::now() + COMMIT_WAIT;
     for mut t in tickets {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -13,8 +13,10 @@ use std::time::Instant;
 
 use crate::broker::connection::{Client, Reader};
 use crate::broker::outbox::Outbox;
+use crate::broker::publish::Routing;
+use crate::broker::registry::OpenRequest;
 use crate::broker::session::{LinkLimits, NEVER_EXPIRES};
-use crate::broker::{sys, Broker, OpenRequest, Routing};
+use crate::broker::{sys, Broker};
 use crate::login::Login;
 use crate::protocol::{
     ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode, MAX_REMAINING_LENGTH,

@@ -8,8 +8,8 @@ use std::time::Instant;
 use super::Flow;
 use crate::broker::connection::Client;
 use crate::broker::error::ConnError;
-use crate::broker::message::Message;
 use crate::broker::sys;
+use crate::message::Message;
 use crate::protocol::{Ack, Packet, Properties, Publish, QoS, ReasonCode};
 
 pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
@@ -140,14 +140,14 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
 
 /// The durability point: a QoS 1/2 message is acknowledged only once every copy the store must
 /// keep is committed. If the database cannot commit (disk full, read-only), the broker keeps
-/// serving from memory: after [`crate::broker::DURABLE_WAIT`] the ack goes out anyway and the
+/// serving from memory: after [`crate::broker::publish::DURABLE_WAIT`] the ack goes out anyway and the
 /// wait is logged.
 fn wait_durable(client: &Client, tickets: Vec<crate::store::DurableTicket>) {
-    if !crate::broker::wait_committed(tickets, &client.client_id) {
+    if !crate::broker::publish::wait_committed(tickets, &client.client_id) {
         log::warn!(
             "client {}: the database did not commit within {:?}; acknowledging from memory",
             client.client_id,
-            crate::broker::DURABLE_WAIT
+            crate::broker::publish::DURABLE_WAIT
         );
     }
 }

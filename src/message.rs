@@ -1,5 +1,9 @@
 //! The application message as it travels through the broker: decoded once from the publisher's
 //! PUBLISH, shared by `Arc` with every subscriber queue, the retained store and the database.
+//!
+//! It sits below `broker`, `store` and `web`, which all carry it, and depends only on the
+//! codec's types. No thread owns it: it is built on the publisher's reader thread (a will on
+//! the ticker or at a session's end, a page publish on `web`) and then only read.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,7 +11,8 @@ use std::time::Instant;
 use crate::protocol::{Properties, Publish, QoS};
 
 /// One application message. Immutable once built; per-subscriber differences (QoS, retain flag,
-/// subscription identifiers, topic alias, remaining expiry) live in [`super::session::Delivery`].
+/// subscription identifiers, topic alias, remaining expiry) live in the broker's
+/// [`Delivery`](crate::broker::session::Delivery).
 #[derive(Debug, Clone)]
 pub struct Message {
     pub topic: String,

@@ -1,0 +1,54 @@
+//! The socket system calls the broker makes beyond what `std::net` offers: a `send(2)` and a
+//! `recv(2)` that never wait, on sockets that stay in blocking mode for their reader thread, and
+//! the `poll(2)` the writer thread waits in. Each call is one syscall on a borrowed descriptor;
+//! no thread of its own (reader threads, write-turn holders and the `writer` thread call it).
+
+use std::io;
+use std::net::TcpStream;
+use std::os::unix::io::{AsRawFd, RawFd};
+
+/// `recv(2)` with `MSG_DONTWAIT`: what the socket holds now, never waiting for more.
+pub fn recv_nonblocking(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe `buf`, which outlives the call; the descriptor
+    // belongs to `stream`, borrowed for the call.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// `send(2)` with `MSG_DONTWAIT`: never blocks, whatever the socket's mode, so the reader thread
+/// can keep the same socket blocking for its reads.
+pub fn send_nonblocking(stream: &TcpStream, data: &[u8]) -> io::Result<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    const FLAGS: libc::c_int = libc::MSG_DONTWAIT;
+    // SAFETY: the pointer and length describe `data`, which outlives the call; the descriptor
+    // belongs to `stream`, borrowed for the call.
+    let n = unsafe { libc::send(stream.as_raw_fd(), data.as_ptr().cast(), data.len(), FLAGS) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// A `pollfd` asking for `events` on `fd`.
+pub fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// `poll(2)` over `fds` for at most `timeout_ms` (-1: no limit): how many have events.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
+    let nfds = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
+    // SAFETY: `fds` is a live, initialised array of `nfds` pollfd structs, borrowed mutably for
+    // the call.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), nfds, timeout_ms) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
