@@ -1,7 +1,7 @@
 //! A set of 16-bit packet identifiers whose size is bounded by the id space, not by a setting:
 //! the inbound QoS 2 ids awaiting PUBREL (§4.3.3). A client that ignores Receive Maximum (most
 //! do; a 3.1.1 client cannot know it) may hold up to 65535 of them, so the set must stay cheap
-//! at that size: a few ids live in a small `Vec`; beyond [`SMALL`] the set becomes a 65536-bit
+//! at that size: a few ids live in a small `Vec`; beyond `SMALL` the set becomes a 65536-bit
 //! bitset (8 KiB), and it frees that bitset once it is empty again.
 
 /// Most ids kept in the `Vec` form (128 bytes); a linear scan of this many is cheaper than

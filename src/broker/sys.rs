@@ -13,7 +13,7 @@ pub const VERSION: &str = concat!("mqtt5-broker ", env!("CARGO_PKG_VERSION"));
 const BRIDGE_NOTIFICATIONS: &str = "$SYS/broker/connection/";
 
 /// Whether a client may publish (or set its will) on `topic`: anything outside `$SYS`, and a
-/// bridge's connection state under [`BRIDGE_NOTIFICATIONS`] — refusing that will would refuse
+/// bridge's connection state under `BRIDGE_NOTIFICATIONS` — refusing that will would refuse
 /// the whole bridge connection. Open to any client, not only those with the bridge bit: a 5.0
 /// Mosquitto bridge sends no bit, and sets the same will.
 pub fn client_may_publish(topic: &str) -> bool {

@@ -666,7 +666,7 @@ pub(crate) fn body_len(
     counter.0
 }
 
-/// Bytes [`write`] appends: the Property Length field and the properties.
+/// Bytes [`write()`] appends: the Property Length field and the properties.
 pub(crate) fn len(p: &Properties, context: PropertyContext) -> usize {
     len_with(p, context, None)
 }
@@ -706,7 +706,7 @@ pub(crate) fn write_body(
     emit(&mut Writer(out), p, context, overrides);
 }
 
-/// Whether [`write`] would write no property at all for `p` in `context`.
+/// Whether [`write()`] would write no property at all for `p` in `context`.
 pub(crate) fn is_empty_in(p: &Properties, context: PropertyContext) -> bool {
     body_len(p, context, None) == 0
 }
