@@ -33,6 +33,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::procfs::rss_kb;
 use common::{api_status, connect_raw, hex, packet, Broker};
 
 const ANON: &str = "--allow-anonymous";
@@ -659,19 +660,6 @@ fn health(b: &Broker, tag: &str) -> Result<(), String> {
         write_r(s, &packet::disconnect_v311())?;
     }
     Ok(())
-}
-
-/// VmRSS of `pid` in kB (0 once it exited).
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|st| {
-            st.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn run_case(b: &Broker, c: &Case, idx: usize) -> Result<(), String> {

@@ -30,6 +30,7 @@ use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::procfs::{fds, rss_kb, thread_names, thread_wakeups, threads};
 use common::{api_status, hex, packet, read_packet_within, Broker};
 
 const ANON: &str = "--allow-anonymous";
@@ -43,46 +44,6 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 // ------------------------------------------------------------------ process figures
-
-fn proc_status_field(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|st| {
-            st.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    proc_status_field(pid, "VmRSS:")
-}
-
-fn threads(pid: u32) -> u64 {
-    proc_status_field(pid, "Threads:")
-}
-
-/// The broker's thread names (`/proc/PID/task/*/comm`), for failure messages.
-fn thread_names(pid: u32) -> String {
-    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
-                .map(|s| s.trim().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names.join(" ")
-}
-
-fn fds(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count() as u64)
-        .unwrap_or(0)
-}
 
 /// The broker's thread count once it is steady (two reads 300 ms apart agree; at most 3 s):
 /// some threads (the HTTP server's pool) start just after the listening lines are logged.
@@ -625,21 +586,6 @@ fn idle_broker_with_clients_connected_uses_almost_no_cpu() {
     health(&b, "after idling");
 }
 
-/// Voluntary context switches (times it went to sleep, so was woken) of the broker's thread
-/// named `name`.
-fn thread_wakeups(pid: u32, name: &str) -> u64 {
-    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
-    let tid: u32 = dir
-        .filter_map(|e| e.ok())
-        .find(|e| {
-            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
-        })
-        .and_then(|e| e.file_name().to_str()?.parse().ok())
-        .unwrap_or_else(|| panic!("no thread named {name}: {}", thread_names(pid)));
-    // /proc/<tid> is the thread's own view of the process files.
-    proc_status_field(tid, "voluntary_ctxt_switches:")
-}
-
 /// Topic history is recorded without waking the `store` thread for every message: 1,000
 /// messages published one at a time, 1 ms apart (each its own history batch), wake it fewer
 /// than 500 times (it collects history on its own every few milliseconds), and all of them are
@@ -935,4 +881,40 @@ fn thousand_clients_connecting_at_once_all_get_connack_and_the_count_returns_to_
 fn tail(log: &str, n: usize) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The process figures the bounds above rely on cannot pass by reading a process that is gone:
+/// a killed broker (reaped) and an exited, not yet reaped child (a zombie, whose
+/// `/proc/PID/status` still exists but has no memory) both make every reader panic.
+#[test]
+fn process_figures_fail_once_the_process_is_gone() {
+    let mut b = Broker::start(&[]);
+    let pid = b.pid();
+    assert!(rss_kb(pid) > 0 && threads(pid) > 0 && fds(pid) > 0);
+    b.kill9();
+    for (what, read) in [
+        ("rss_kb", rss_kb as fn(u32) -> u64),
+        ("threads", threads),
+        ("fds", fds),
+    ] {
+        let r = std::panic::catch_unwind(|| read(pid));
+        assert!(r.is_err(), "{what} of a killed broker returned {r:?}");
+    }
+
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let zpid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{zpid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|t| t.trim_start().starts_with('Z'))
+    }) {
+        assert!(Instant::now() < deadline, "`true` did not exit within 10 s");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let r = std::panic::catch_unwind(|| rss_kb(zpid));
+    child.wait().expect("reap true");
+    assert!(r.is_err(), "rss_kb of a zombie returned {r:?}");
 }

@@ -9,6 +9,7 @@
 mod common;
 
 use common::api_status;
+use common::procfs::rss_kb;
 use common::raw::*;
 use common::rq5;
 use common::{hex, read_packet, send, Broker};
@@ -26,19 +27,6 @@ const TOPIC: &str = "load/t";
 const PAYLOAD: usize = 64;
 /// Upper bound on the broker's resident memory during the run.
 const RSS_LIMIT_KB: u64 = 200 * 1024;
-
-/// VmRSS of `pid` in kB.
-fn rss_kb(pid: u32) -> u64 {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return 0; // exited
-    };
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS line")
-}
 
 /// Samples the broker's RSS every 50 ms until `stop`; returns the peak in kB.
 fn rss_sampler(pid: u32, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::procfs::rss_kb;
 use common::{hex, packet, read_packet_within, Broker};
 use mqtt5_broker::protocol::frame::FrameBuffer;
 use mqtt5_broker::protocol::{
@@ -545,18 +546,6 @@ fn run_case(addr: SocketAddr, seed: u64) -> Option<String> {
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|st| {
-            st.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn connected(addr: SocketAddr, v5: bool, id: &str) -> TcpStream {

@@ -9,6 +9,7 @@
 //!   mismatch panics with expected / received / diff in hex, matching nibbles shown
 //!   as dots, in the manner of Mosquitto's own test suite.
 //! * [`packet`]: a tiny, annotated builder of client packets.
+//! * [`procfs`]: the broker's memory, threads and descriptors, failing when it is gone.
 //! * [`Broker::wait_for_log`] and [`Broker::await_db`] (a query on the broker's database file)
 //!   wait for state with a deadline, for the writes no client can see acknowledged.
 //!
@@ -17,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod flow;
+pub mod procfs;
 pub mod raw;
 pub mod rq5;
 

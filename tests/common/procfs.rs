@@ -1,0 +1,82 @@
+//! The broker process's figures from `/proc` (Linux): resident memory, threads, descriptors.
+//!
+//! Every reader panics when the process is gone (no `/proc/PID`, or a zombie that exited but
+//! was not reaped yet): a bound checked against a process that no longer runs must fail, not
+//! read 0 and pass.
+
+use std::fs;
+
+/// `/proc/PID/status`, or a panic naming why the process cannot be measured.
+fn status(pid: u32) -> String {
+    let st = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("broker process {pid} is gone (/proc/{pid}/status: {e})"));
+    let state = field_text(&st, "State:").unwrap_or("?");
+    assert!(
+        !state.starts_with('Z') && !state.starts_with('X'),
+        "broker process {pid} has exited (state {state})"
+    );
+    st
+}
+
+fn field_text<'a>(status: &'a str, field: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(str::trim)
+}
+
+fn field(pid: u32, name: &str) -> u64 {
+    let st = status(pid);
+    field_text(&st, name)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("broker process {pid}: no {name} in /proc/{pid}/status"))
+}
+
+/// Resident memory (VmRSS) in kB.
+pub fn rss_kb(pid: u32) -> u64 {
+    field(pid, "VmRSS:")
+}
+
+/// Number of threads.
+pub fn threads(pid: u32) -> u64 {
+    field(pid, "Threads:")
+}
+
+/// Number of open descriptors.
+pub fn fds(pid: u32) -> u64 {
+    status(pid);
+    let n = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("broker process {pid}: /proc/{pid}/fd: {e}"))
+        .count() as u64;
+    // A process that exited between the two reads would show no descriptors.
+    status(pid);
+    n
+}
+
+/// The thread names (`/proc/PID/task/*/comm`), sorted, for failure messages.
+pub fn thread_names(pid: u32) -> String {
+    let mut names: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| fs::read_to_string(e.path().join("comm")).ok())
+                .map(|s| s.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names.join(" ")
+}
+
+/// Voluntary context switches (times it went to sleep, so was woken) of the broker's thread
+/// named `name`.
+pub fn thread_wakeups(pid: u32, name: &str) -> u64 {
+    let tid: u32 = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("broker process {pid} is gone (/proc/{pid}/task: {e})"))
+        .filter_map(|e| e.ok())
+        .find(|e| fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == name))
+        .and_then(|e| e.file_name().to_str()?.parse().ok())
+        .unwrap_or_else(|| panic!("no thread named {name}: {}", thread_names(pid)));
+    // /proc/<tid> is the thread's own view of the process files.
+    field(tid, "voluntary_ctxt_switches:")
+}
