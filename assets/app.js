@@ -283,6 +283,9 @@
     const p = pagers.topics;
     const r = await api(`/api/topics?${p.params()}`);
     p.show(r);
+    $('topics-bound').textContent = `Keeping ${fmtNum(r.topics_kept)} topics (at most `
+      + `${fmtNum(r.max_topics)}); ${fmtNum(r.topics_forgotten)} forgotten since start, `
+      + 'least recently seen first.';
     fillTable($('topics-table'), r.items, (t) => el('tr', {},
       el('td', { class: 'mono' }, t.topic),
       el('td', { class: 'num' }, fmtNum(t.message_count)),

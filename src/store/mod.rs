@@ -90,6 +90,9 @@ pub enum SyncMode {
 pub struct StoreOptions {
     /// History messages kept per topic (older ones pruned). Default 100.
     pub history_per_topic: u32,
+    /// Topics the history keeps at most; the least recently seen are forgotten first, with
+    /// their messages. Default 10,000.
+    pub history_max_topics: u64,
     /// History payloads are cut to this many bytes (`payload_len` keeps the real size).
     /// Default 64 KiB.
     pub history_payload_limit: usize,
@@ -115,6 +118,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             history_per_topic: 100,
+            history_max_topics: 10_000,
             history_payload_limit: 64 * 1024,
             sync: SyncMode::Normal,
             flush_interval: Duration::from_millis(100),
@@ -135,6 +139,10 @@ pub(crate) struct Shared {
     shed: AtomicU64,
     failed_commits: AtomicU64,
     pending: AtomicU64,
+    /// Topics in the history, as of the last commit.
+    topics: AtomicU64,
+    /// Topics forgotten since start to keep the history within `history_max_topics`.
+    topics_forgotten: AtomicU64,
     last_error: Mutex<Option<String>>,
     acl: RwLock<Arc<AclSet>>,
     acl_generation: AtomicU64,
@@ -207,6 +215,22 @@ impl DurableTicket {
     }
 }
 
+/// Brings a history that holds more than `max` topics (the setting was lowered since the file
+/// was written) within it at once; returns how many topics it holds.
+fn forget_over_bound(conn: &Connection, max: u64) -> rusqlite::Result<u64> {
+    let topics = queries::topic_count(conn)?;
+    if topics <= max {
+        return Ok(topics);
+    }
+    queries::history_forget(conn, topics - max)?;
+    log::info!(
+        "store: topic history held {topics} topics, above history_max_topics ({max}); the {} \
+         least recently seen were forgotten",
+        topics - max
+    );
+    Ok(max)
+}
+
 /// Opens the database and starts the `store` thread.
 pub struct Store;
 
@@ -235,12 +259,16 @@ impl Store {
             );
         }
         let acl = queries::acl_set(&conn).map_err(|e| error::open_error(&path, e))?;
+        let topics = forget_over_bound(&conn, opts.history_max_topics)
+            .map_err(|e| error::open_error(&path, e))?;
         let shared = Arc::new(Shared {
             commands: AtomicU64::new(0),
             transactions: AtomicU64::new(0),
             shed: AtomicU64::new(0),
             failed_commits: AtomicU64::new(0),
             pending: AtomicU64::new(0),
+            topics: AtomicU64::new(topics),
+            topics_forgotten: AtomicU64::new(0),
             last_error: Mutex::new(None),
             acl: RwLock::new(Arc::new(acl)),
             acl_generation: AtomicU64::new(1),
@@ -606,6 +634,8 @@ impl StoreHandle {
             shed: s.shed.load(Ordering::Relaxed),
             failed_commits: s.failed_commits.load(Ordering::Relaxed),
             pending: s.pending.load(Ordering::Relaxed),
+            history_topics: s.topics.load(Ordering::Relaxed),
+            history_topics_forgotten: s.topics_forgotten.load(Ordering::Relaxed),
             db_bytes: size(&self.inner.path) + size(Path::new(&wal)),
             last_error: s.last_error.lock().clone(),
         }

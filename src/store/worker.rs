@@ -414,6 +414,11 @@ impl Worker {
         let mut refused: Vec<(usize, String)> = Vec::new();
         let payload_limit = self.opts.history_payload_limit;
         let keep = self.opts.history_per_topic;
+        let mut topics = TopicBound {
+            kept: self.shared.topics.load(Ordering::Relaxed),
+            max: self.opts.history_max_topics,
+            forgotten: 0,
+        };
         let result = (|| -> rusqlite::Result<usize> {
             let tx = self
                 .conn
@@ -430,7 +435,7 @@ impl Worker {
                     refused.push((i, why));
                 }
             }
-            dropped += self.hist.apply(&tx, payload_limit, keep)?;
+            dropped += self.hist.apply(&tx, payload_limit, keep, &mut topics)?;
             for (a, _) in &self.admin {
                 match apply_admin(&tx, a) {
                     Err(AdminFailure::Db(e)) if is_transient(&e) => return Err(e),
@@ -448,7 +453,13 @@ impl Worker {
             Ok(dropped)
         })();
         match result {
-            Ok(dropped) => self.committed(admin_results, &refused, dropped),
+            Ok(dropped) => {
+                self.shared.topics.store(topics.kept, Ordering::Relaxed);
+                self.shared
+                    .topics_forgotten
+                    .fetch_add(topics.forgotten, Ordering::Relaxed);
+                self.committed(admin_results, &refused, dropped)
+            }
             Err(e) => self.failed(&e),
         }
         self.run_queries();
@@ -702,12 +713,23 @@ struct HistoryBatch {
     held: usize,
 }
 
+/// The history's count of topics within one transaction, and its bound: the least recently
+/// seen topics beyond `max` are forgotten in the transaction that adds new ones. Published to
+/// [`Shared`] only once that transaction commits.
+struct TopicBound {
+    kept: u64,
+    max: u64,
+    forgotten: u64,
+}
+
 /// A topic's share of one history batch.
 struct TopicBatch {
     recent: VecDeque<Arc<Message>>,
     count: u64,
     first: i64,
     last: i64,
+    /// Arrival order of the topic's newest message in the batch ([`HistoryBatch::messages`]).
+    seq: usize,
 }
 
 /// Held messages that weigh as one command towards `max_batch`: the batch commits early once
@@ -737,6 +759,7 @@ impl HistoryBatch {
                 .entry(msg.topic.clone())
                 .or_insert_with(|| TopicBatch {
                     recent: VecDeque::new(),
+                    seq: 0,
                     count: 0,
                     first: at,
                     last: at,
@@ -745,6 +768,7 @@ impl HistoryBatch {
         b.count += 1;
         b.first = b.first.min(at);
         b.last = b.last.max(at);
+        b.seq = self.messages;
         b.recent.push_back(msg);
         self.held += 1;
         if b.recent.len() > keep.max(1) {
@@ -764,7 +788,13 @@ impl HistoryBatch {
     }
 
     fn clear(&mut self) {
-        self.topics.clear();
+        // A batch of many topics leaves a large table behind: give it back rather than keep it
+        // for the life of the process.
+        if self.topics.capacity() > 1024 {
+            self.topics = HashMap::new();
+        } else {
+            self.topics.clear();
+        }
         self.clients.clear();
         self.messages = 0;
         self.held = 0;
@@ -773,7 +803,13 @@ impl HistoryBatch {
     /// Writes the batch: client records in their order, then per topic its newest messages,
     /// its row in `topics` (once) and the prune (once). Returns how many records were refused;
     /// a transient error aborts the transaction for a retry.
-    fn apply(&self, conn: &Connection, payload_limit: usize, keep: u32) -> rusqlite::Result<usize> {
+    fn apply(
+        &self,
+        conn: &Connection,
+        payload_limit: usize,
+        keep: u32,
+        topics: &mut TopicBound,
+    ) -> rusqlite::Result<usize> {
         let mut dropped = 0;
         let mut refused = |written: rusqlite::Result<()>| -> rusqlite::Result<()> {
             if let Err(e) = written {
@@ -796,13 +832,25 @@ impl HistoryBatch {
                 History::Message(_) | History::Messages(_) => Ok(()),
             })?;
         }
-        for (topic, b) in &self.topics {
+        // In arrival order, so that new topics get rowids in the order they were last seen: the
+        // bound forgets by (last_seen, rowid), and many topics share a millisecond.
+        let mut order: Vec<(&String, &TopicBatch)> = self.topics.iter().collect();
+        order.sort_unstable_by_key(|(_, b)| b.seq);
+        for (topic, b) in order {
             for msg in &b.recent {
                 let fields = fields(msg, msg.qos, msg.retain);
                 refused(queries::history_message(conn, &fields, payload_limit))?;
             }
-            queries::topic_seen(conn, topic, b.count, b.first, b.last)?;
+            if queries::topic_seen(conn, topic, b.count, b.first, b.last)? {
+                topics.kept += 1;
+            }
             queries::history_prune(conn, topic, keep)?;
+        }
+        if topics.kept > topics.max {
+            let excess = topics.kept - topics.max;
+            queries::history_forget(conn, excess)?;
+            topics.kept -= excess;
+            topics.forgotten += excess;
         }
         Ok(dropped)
     }

@@ -242,6 +242,20 @@ pub fn prometheus(server: &Server, web_sessions: usize) -> String {
     );
     metric(
         &mut out,
+        "mqtt5_history_topics",
+        g,
+        "Topics kept in the topic history (at most history_max_topics).",
+        st.history_topics,
+    );
+    metric(
+        &mut out,
+        "mqtt5_history_topics_forgotten_total",
+        c,
+        "Topics forgotten since start, least recently seen first, to stay within history_max_topics.",
+        st.history_topics_forgotten,
+    );
+    metric(
+        &mut out,
         "mqtt5_store_failed_commits_total",
         c,
         "Database commits that failed (and were retried).",

@@ -164,6 +164,8 @@ pub fn status(ctx: &Ctx) -> Value {
         "db_bytes": store.db_bytes,
         "store_pending_writes": store.pending,
         "history_shed": store.shed,
+        "history_topics": store.history_topics,
+        "history_topics_forgotten": store.history_topics_forgotten,
         "version": crate::broker::sys::VERSION,
     })
 }
@@ -302,6 +304,10 @@ fn topics(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
     let total = (!more).then_some(offset + rows.len());
     let mut v = api::list(rows.iter().map(api::topic).collect(), offset, limit, total);
     v["more"] = json!(more);
+    let stats = store.stats();
+    v["topics_kept"] = json!(stats.history_topics);
+    v["topics_forgotten"] = json!(stats.history_topics_forgotten);
+    v["max_topics"] = json!(ctx.server.broker().config.history_max_topics);
     Reply::json(&v)
 }
 
