@@ -17,6 +17,7 @@ use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::Event;
 use std::collections::HashSet;
+use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -315,3 +316,148 @@ fn mqtt_3_4_2_1_puback_does_not_claim_no_matching_subscribers_when_a_subscriber_
 /// (the broker's STALL_GRACE, 2 s, plus a margin); before that only `--max-queued-bytes` bounds
 /// its queue, so a subscriber that is merely scheduled late loses nothing.
 const STALLED_AFTER: Duration = Duration::from_millis(2600);
+
+/// One publish/subscribe round trip through the broker: `sub` (subscribed to `topic` at QoS 0)
+/// receives what `publisher` sends within `deadline`. The time it took.
+fn round_trip(
+    publisher: &std::net::TcpStream,
+    sub: &std::net::TcpStream,
+    topic: &str,
+    n: u64,
+    deadline: Duration,
+) -> Duration {
+    let t = Instant::now();
+    send(publisher, &publish(topic, &n.to_be_bytes(), 0, 0, false, &[]));
+    let pkt = common::read_packet_within(sub, deadline)
+        .unwrap_or_else(|| panic!("round trip {n}: nothing within {deadline:?}"));
+    let p = parse_publish(&pkt, true);
+    assert_eq!(p.payload, n.to_be_bytes(), "round trip {n}");
+    t.elapsed()
+}
+
+/// A client that floods QoS 1 PUBLISH and never reads its PUBACKs is owed ever more bytes:
+/// the broker stops reading it once it is owed 64 KiB (back-pressure, as TCP would), so its
+/// memory stays flat; other clients are served meanwhile; and once the flooder has taken
+/// nothing for the 10 s grace it is disconnected (MQTT 5.0 §4.13: 0x97 Quota exceeded),
+/// counted and logged once, and its socket is let go.
+#[test]
+fn mqtt_4_13_qos1_flooder_that_never_reads_is_held_back_then_disconnected_rss_flat() {
+    /// The issue's figure; the flood also ends at `FLOOD_FOR` or when its socket fails.
+    const MAX_MESSAGES: u64 = 10_000_000;
+    const FLOOD_FOR: Duration = Duration::from_secs(40);
+    /// Growth of the broker's RSS over its idle size allowed during the flood (the broker's
+    /// own buffers, allocator slack and the round trips; the bound on what the flooder is
+    /// owed is 64 KiB). Before the bound the PUBACKs piled up in the outbox: 90 MiB to 1 GiB
+    /// over 10 million messages.
+    const GROWTH_LIMIT_KB: u64 = 24 * 1024;
+    let b = Broker::start(&["--allow-anonymous", "--sys-interval", "0"]);
+    let (sub_s, _) = open(b.mqtt, "watcher", true, &[], None);
+    sub(&sub_s, 1, "rt/t", 0x00);
+    let (pub_s, _) = open(b.mqtt, "other", true, &[], None);
+    round_trip(&pub_s, &sub_s, "rt/t", 0, Duration::from_secs(5));
+    let idle_kb = rss_kb(b.pid());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = rss_sampler(b.pid(), stop.clone());
+
+    // A small receive buffer: the PUBACKs it never reads cannot hide in its kernel.
+    let (flood, _) = open_on(
+        common::connect_raw_rcvbuf(b.mqtt, 4096),
+        "flooder",
+        true,
+        &[],
+        None,
+    );
+    flood
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let flood_reader = flood.try_clone().expect("clone the flooder's socket");
+    let started = Instant::now();
+    let flooder = thread::spawn(move || {
+        // 1,000 QoS 1 PUBLISH (ids 1..=1000, 16-byte payloads), written over and over.
+        let mut burst = Vec::new();
+        for id in 1..=1000u16 {
+            burst.extend(publish("flood/t", &[b'x'; 16], 1, id, false, &[]));
+        }
+        let mut sent = 0u64;
+        let mut at = 0usize;
+        while sent < MAX_MESSAGES && started.elapsed() < FLOOD_FOR {
+            match (&flood).write(&burst[at..]) {
+                Ok(n) => {
+                    at += n;
+                    if at == burst.len() {
+                        at = 0;
+                        sent += 1000;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+
+    // Others are served while the flooder is connected.
+    let mut slowest = Duration::ZERO;
+    let mut trips = 0u64;
+    let gone = "client flooder disconnected from";
+    while !b.log().contains(gone) && started.elapsed() < FLOOD_FOR {
+        trips += 1;
+        let t = round_trip(&pub_s, &sub_s, "rt/t", trips, Duration::from_secs(2));
+        slowest = slowest.max(t);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let disconnected_after = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let peak_kb = sampler.join().unwrap();
+    let status = api_status(b.web);
+    let received = status["messages_received"].as_u64().unwrap_or(0);
+    eprintln!(
+        "flooder disconnected after {disconnected_after:?} (the broker read {received} PUBLISH); \
+         {trips} round trips, slowest {slowest:?}; RSS idle {idle_kb} kB, peak {peak_kb} kB"
+    );
+    let log = b.log();
+    let line = log.lines().find(|l| l.contains(gone)).unwrap_or_else(|| {
+        panic!("the flooder was not disconnected within {FLOOD_FOR:?}")
+    });
+    assert!(
+        line.contains(": not reading (") && line.contains("bytes unsent for 10s)"),
+        "logged reason: {line}"
+    );
+    assert_eq!(log.matches(gone).count(), 1, "logged once");
+    assert_eq!(status["clients_not_reading_disconnected"].as_u64(), Some(1));
+    assert!(
+        peak_kb < idle_kb + GROWTH_LIMIT_KB,
+        "broker RSS grew from {idle_kb} kB to {peak_kb} kB"
+    );
+    // The broker let go of the socket: what it sent (PUBACKs, perhaps the DISCONNECT) ends in
+    // end of file or a reset, and the flood in an error.
+    flood_reader
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let closed_by = Instant::now() + Duration::from_secs(10);
+    let mut sink = vec![0u8; 64 * 1024];
+    let closed = loop {
+        match (&flood_reader).read(&mut sink) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(_) => break true,
+        }
+        if Instant::now() >= closed_by {
+            break false;
+        }
+    };
+    assert!(closed, "the flooder's socket is still open");
+    let sent = flooder.join().expect("flooder thread");
+    eprintln!("flooder wrote {sent} PUBLISH in all (the rest after the close, discarded)");
+    // Still serving after the flooder is gone.
+    round_trip(&pub_s, &sub_s, "rt/t", u64::MAX, Duration::from_secs(2));
+}
