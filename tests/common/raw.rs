@@ -270,7 +270,13 @@ pub fn open(
     props: &[u8],
     will: Option<&Will>,
 ) -> (TcpStream, ConnAck) {
-    open_on(common::connect_raw(addr), client_id, clean_start, props, will)
+    open_on(
+        common::connect_raw(addr),
+        client_id,
+        clean_start,
+        props,
+        will,
+    )
 }
 
 /// [`open`] on a socket already connected (e.g. by [`common::connect_raw_rcvbuf`]).
