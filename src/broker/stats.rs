@@ -17,6 +17,8 @@ pub struct Stats {
     pub clients_total: AtomicU64,
     /// Highest number of clients connected at once.
     pub clients_maximum: AtomicU64,
+    /// Clients disconnected because they took nothing of what they were owed for the grace.
+    pub not_reading_disconnects: AtomicU64,
 }
 
 impl Stats {

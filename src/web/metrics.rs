@@ -158,6 +158,13 @@ pub fn prometheus(server: &Server, web_sessions: usize) -> String {
     );
     metric(
         &mut out,
+        "mqtt5_clients_not_reading_disconnected_total",
+        c,
+        "Clients disconnected because they read nothing of what they were owed for the grace.",
+        Stats::get(&s.not_reading_disconnects),
+    );
+    metric(
+        &mut out,
         "mqtt5_sessions",
         g,
         "Sessions, online and offline.",

@@ -157,6 +157,7 @@ pub fn status(ctx: &Ctx) -> Value {
         "messages_received": Stats::get(&s.messages_received),
         "messages_sent": Stats::get(&s.messages_sent),
         "messages_dropped": s.dropped.load(Ordering::Relaxed),
+        "clients_not_reading_disconnected": Stats::get(&s.not_reading_disconnects),
         "messages_in_per_second": (msgs_in * 10.0).round() / 10.0,
         "messages_out_per_second": (msgs_out * 10.0).round() / 10.0,
         "bytes_received": Stats::get(&s.bytes_received),
