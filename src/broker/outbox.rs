@@ -502,7 +502,7 @@ impl Outbox {
                 Ok(n) => {
                     out.written += n;
                     self.stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
-                    if self.owed.fetch_sub(n, Ordering::SeqCst) - n <= OWED_LOW {
+                    if self.owed.fetch_sub(n, Ordering::SeqCst).saturating_sub(n) <= OWED_LOW {
                         self.drained_to_low();
                     }
                 }

@@ -111,6 +111,34 @@ pub(crate) enum AdminWrite {
 /// What an admin change returns: the new rule id for `AclAdd`, else 0.
 pub(crate) type AdminReply = Sender<Result<i64, StoreError>>;
 
+impl History {
+    /// Bytes this command holds while queued, for the history queue's byte bound
+    /// ([`StoreOptions::history_queue_bytes`]): a message's topic and payload plus its own
+    /// struct and `Arc` header. The store may hold the only reference to a message nobody
+    /// subscribed to, so this is memory the queue alone keeps alive.
+    pub(crate) fn weight(&self) -> usize {
+        fn message(m: &Message) -> usize {
+            m.size() + std::mem::size_of::<Message>() + 2 * std::mem::size_of::<usize>()
+        }
+        match self {
+            History::Message(m) => message(m),
+            History::Messages(batch) => batch
+                .iter()
+                .map(|m| message(m) + std::mem::size_of::<Arc<Message>>())
+                .sum(),
+            History::Connected(_) | History::Disconnected { .. } => 256,
+        }
+    }
+
+    /// Records this command holds (what shedding it loses).
+    pub(crate) fn records(&self) -> u64 {
+        match self {
+            History::Messages(batch) => batch.len() as u64,
+            _ => 1,
+        }
+    }
+}
+
 /// History: shed when the queue is full.
 pub(crate) enum History {
     Message(Arc<Message>),
@@ -366,8 +394,11 @@ impl Worker {
     }
 
     fn take_history(&mut self, h: History) {
+        self.shared
+            .history_queued
+            .fetch_sub(h.weight(), Ordering::Relaxed);
         if self.failing() {
-            self.shared.shed.fetch_add(1, Ordering::Relaxed);
+            self.shared.shed.fetch_add(h.records(), Ordering::Relaxed);
         } else {
             self.hist.push(h, self.opts.history_per_topic as usize);
             self.touch();
