@@ -24,6 +24,9 @@ pub enum ConnError {
     KeepAliveTimeout,
     /// Closed by the broker: takeover, server stop or the control page.
     ClosedByServer,
+    /// A 3.1.1 client's QoS 1/2 message could not be stored (3.1.1 has no failure ack): closed
+    /// without acknowledging it, so that the client sends it again.
+    NotStored(String),
 }
 
 impl ConnError {
@@ -37,7 +40,10 @@ impl ConnError {
     /// The DISCONNECT reason code to send a 5.0 client; `None` when nothing should be sent.
     pub fn reason_code(&self) -> Option<ReasonCode> {
         match self {
-            ConnError::Io(_) | ConnError::Closed | ConnError::ClosedByServer => None,
+            ConnError::Io(_)
+            | ConnError::Closed
+            | ConnError::ClosedByServer
+            | ConnError::NotStored(_) => None,
             ConnError::Decode(e) => Some(e.reason_code()),
             ConnError::Protocol { reason, .. } => Some(*reason),
             ConnError::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
@@ -56,6 +62,10 @@ impl fmt::Display for ConnError {
             }
             ConnError::KeepAliveTimeout => write!(f, "keep alive timeout"),
             ConnError::ClosedByServer => write!(f, "closed by server"),
+            ConnError::NotStored(why) => write!(
+                f,
+                "a QoS 1/2 message could not be stored ({why}); closed without acknowledging it"
+            ),
         }
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::session::{Outgoing, Session};
+use super::session::{Outgoing, Session, StoreOps};
 use super::socket;
 use super::stats::Stats;
 use super::writer::Writer;
@@ -264,8 +264,17 @@ impl Outbox {
     }
 
     /// Writes for up to `rounds` rounds while holding the turn. On `Blocked` or `More` the
-    /// turn has passed to the writer thread, which must then call this again.
+    /// turn has passed to the writer thread, which must then call this again. What the store
+    /// must hear of the messages sent (a QoS 2 message's packet id, a message dropped) is sent
+    /// once the outbox's and the session's locks are released.
     pub(super) fn write_turn(&self, rounds: usize) -> Progress {
+        let mut ops = StoreOps::default();
+        let progress = self.write_rounds(rounds, &mut ops);
+        ops.send();
+        progress
+    }
+
+    fn write_rounds(&self, rounds: usize, ops: &mut StoreOps) -> Progress {
         let mut out = self.out.lock();
         for _ in 0..rounds {
             let (take, closing) = {
@@ -275,7 +284,7 @@ impl Outbox {
                 inner.dirty = false;
                 (take, inner.closing)
             };
-            let more = take && self.take_from_session(&mut out);
+            let more = take && self.take_from_session(&mut out, ops);
             match self.write_some(&mut out) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -349,7 +358,7 @@ impl Outbox {
 
     /// Moves a batch of sendable messages from the session into the buffer, if this outbox is
     /// still the session's connection. True when the session has more it could send now.
-    fn take_from_session(&self, out: &mut Output) -> bool {
+    fn take_from_session(&self, out: &mut Output, ops: &mut StoreOps) -> bool {
         let Some(session) = out.session.upgrade() else {
             return false;
         };
@@ -364,10 +373,11 @@ impl Outbox {
                 return false;
             }
             st.take_sendable(Instant::now(), MAX_BATCH, &mut batch);
+            ops.append(st.take_store_ops());
             st.has_sendable()
         };
         if !batch.is_empty() {
-            self.encode_batch(&session, &mut batch, out);
+            self.encode_batch(&session, &mut batch, out, ops);
         }
         out.batch = batch;
         more
@@ -397,7 +407,13 @@ impl Outbox {
         Ok(true)
     }
 
-    fn encode_batch(&self, session: &Session, batch: &mut Vec<Outgoing>, out: &mut Output) {
+    fn encode_batch(
+        &self,
+        session: &Session,
+        batch: &mut Vec<Outgoing>,
+        out: &mut Output,
+        ops: &mut StoreOps,
+    ) {
         let now = Instant::now();
         let version = self.version;
         let max_packet_size = out.max_packet_size;
@@ -476,6 +492,7 @@ impl Outbox {
             for id in too_large {
                 st.discard_inflight(id);
             }
+            ops.append(st.take_store_ops());
         }
     }
 }

@@ -17,6 +17,9 @@ pub struct Stats {
     pub clients_total: AtomicU64,
     /// Highest number of clients connected at once.
     pub clients_maximum: AtomicU64,
+    /// QoS 1/2 messages not acknowledged as received because the database could not store them
+    /// (PUBACK / PUBREC 0x80, or a 3.1.1 publisher disconnected).
+    pub unstored: AtomicU64,
 }
 
 impl Stats {
