@@ -86,7 +86,13 @@ fn fill(file: &Path) {
 /// 200 persistent sessions subscribed to `d/#` at QoS 1, then offline.
 fn offline_sessions(addr: SocketAddr, n: usize) {
     for i in 0..n {
-        let (s, _) = raw::open(addr, &format!("p{i}"), false, &raw::prop_u32(EXPIRY, 3600), None);
+        let (s, _) = raw::open(
+            addr,
+            &format!("p{i}"),
+            false,
+            &raw::prop_u32(EXPIRY, 3600),
+            None,
+        );
         raw::sub(&s, 1, "d/#", 1);
         send(&s, &packet::disconnect_v5(0));
     }
@@ -95,7 +101,10 @@ fn offline_sessions(addr: SocketAddr, n: usize) {
 /// Publishes QoS 1 and returns the PUBACK reason code, answered within `ANSWER`.
 fn publish_qos1(s: &TcpStream, topic: &str, payload: &[u8], id: u16, retain: bool) -> u8 {
     let started = Instant::now();
-    send(s, &packet::publish(true, topic, payload, 1, Some(id), retain, false));
+    send(
+        s,
+        &packet::publish(true, topic, payload, 1, Some(id), retain, false),
+    );
     let ack = read_packet_within(s, ANSWER).unwrap_or_else(|| {
         panic!("no PUBACK for {topic} #{id} within {ANSWER:?} (the broker is wedged)")
     });
@@ -116,7 +125,10 @@ fn still_serving(b: &Broker, tag: &str) -> serde_json::Value {
     send(&publ, &packet::pingreq());
     let pong = read_packet_within(&publ, ANSWER).expect("PINGRESP while the database fails");
     assert_eq!(pong, packet::pingresp());
-    send(&publ, &packet::publish(true, "q/0", b"zero", 0, None, false, false));
+    send(
+        &publ,
+        &packet::publish(true, "q/0", b"zero", 0, None, false, false),
+    );
     let got = raw::next_publish(&sub, true);
     assert_eq!(got.payload, b"zero");
     // Nobody persistent subscribes to q/#: QoS 1 needs no commit and is acknowledged.
@@ -140,7 +152,10 @@ fn await_status(b: &Broker, what: &str, within: Duration, ok: impl Fn(&serde_jso
         if ok(&s) {
             return;
         }
-        assert!(Instant::now() < deadline, "{what} not seen within {within:?}: {s}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} not seen within {within:?}: {s}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -200,7 +215,9 @@ fn full_disk_with_offline_persistent_sessions_never_wedges_and_loses_no_acknowle
         answered += 1;
     }
     let took = started.elapsed();
-    println!("disk full: {answered} of 100 QoS 1 publishes answered in {took:?}, {refused} with 0x80");
+    println!(
+        "disk full: {answered} of 100 QoS 1 publishes answered in {took:?}, {refused} with 0x80"
+    );
     assert!(refused > 0, "the full disk was never noticed");
     let status = still_serving(&b, "full");
     assert!(
@@ -234,7 +251,13 @@ fn db_max_bytes_reached_answers_at_once_and_keeps_every_acknowledged_retained_me
     let db = dir.path().join("broker.db");
     let mut b = Broker::start_with_db(
         &db,
-        &["--allow-anonymous", "--db-max-bytes", "393216", "--history-per-topic", "0"],
+        &[
+            "--allow-anonymous",
+            "--db-max-bytes",
+            "393216",
+            "--history-per-topic",
+            "0",
+        ],
     );
     let (publ, _) = raw::open(b.mqtt, "publisher", true, &[], None);
     let payload = vec![b'r'; 8 * 1024];
@@ -248,7 +271,10 @@ fn db_max_bytes_reached_answers_at_once_and_keeps_every_acknowledged_retained_me
             other => panic!("PUBACK reason {other:#04x}"),
         }
     }
-    println!("max size: {} retained messages acknowledged, {refused} refused", acked.len());
+    println!(
+        "max size: {} retained messages acknowledged, {refused} refused",
+        acked.len()
+    );
     assert!(refused > 0, "db_max_bytes was never reached");
     assert!(!acked.is_empty());
     let status = still_serving(&b, "max");
@@ -267,5 +293,8 @@ fn db_max_bytes_reached_answers_at_once_and_keeps_every_acknowledged_retained_me
         got.insert(raw::parse_publish(&pkt, true).topic);
     }
     let lost: Vec<&String> = acked.iter().filter(|t| !got.contains(*t)).collect();
-    assert!(lost.is_empty(), "acknowledged retained messages lost: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "acknowledged retained messages lost: {lost:?}"
+    );
 }

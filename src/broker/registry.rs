@@ -108,7 +108,7 @@ impl Broker {
                 st.last_progress = Instant::now();
                 st.username = username;
                 if durable.is_some() {
-                    writes.push(SessionWrite::Save(session_record(client_id, &st)));
+                    writes.push(SessionWrite::Save(Box::new(session_record(client_id, &st))));
                 } else if st.durable.is_some() {
                     writes.push(SessionWrite::Delete);
                     forget_seqs(&mut st);
@@ -136,7 +136,7 @@ impl Broker {
                     st.expiry_interval = expiry_interval;
                     st.username = username;
                     if durable.is_some() {
-                        writes.push(SessionWrite::Save(session_record(client_id, &st)));
+                        writes.push(SessionWrite::Save(Box::new(session_record(client_id, &st))));
                     }
                     st.durable = durable;
                     st.outbox = Some(outbox.clone());
@@ -148,7 +148,7 @@ impl Broker {
         drop(sessions);
         for w in writes {
             match w {
-                SessionWrite::Save(rec) => self.store.save_session(rec),
+                SessionWrite::Save(rec) => self.store.save_session(*rec),
                 SessionWrite::Delete => self.store.delete_session(client_id),
             }
         }
@@ -273,7 +273,7 @@ impl Broker {
 
 /// A change to a session's record, collected under the registry's lock and sent after it.
 enum SessionWrite {
-    Save(SessionRecord),
+    Save(Box<SessionRecord>),
     Delete,
 }
 

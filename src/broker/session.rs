@@ -171,8 +171,14 @@ pub struct Durable {
 /// A change to a kept message, collected under the session's lock.
 #[derive(Debug, Clone, Copy)]
 enum StoreOp {
-    Remove { seq: u64 },
-    State { seq: u64, packet_id: u16, state: MessageState },
+    Remove {
+        seq: u64,
+    },
+    State {
+        seq: u64,
+        packet_id: u16,
+        state: MessageState,
+    },
 }
 
 /// Changes to a session's kept messages, taken out from under its lock
@@ -397,7 +403,7 @@ impl Session {
                 };
             }
         }
-        let d = kept.as_ref().map(Durable::clone);
+        let d = kept;
         let ticket = d.as_ref().map(|d| {
             d.store.persist_message(
                 &d.client_id,

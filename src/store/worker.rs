@@ -1,8 +1,8 @@
 //! The `store` thread: the only owner of the broker's rusqlite `Connection`.
 //!
-//! It waits on two bounded channels — durable commands (sessions, retained, users, ACL, bans,
-//! queries; senders block when it is full) and history commands (messages, topics, clients;
-//! senders shed when it is full) — drains whatever is waiting (up to `max_batch`) and applies it
+//! It waits on two channels — durable commands (sessions, retained, users, ACL, bans, queries;
+//! unbounded, the backlog is bounded where kept and retained messages are sent) and history
+//! commands (messages, topics, clients; bounded, senders shed when it is full) — drains whatever is waiting (up to `max_batch`) and applies it
 //! in ONE `BEGIN IMMEDIATE` transaction (group commit). Durability tickets fire, and answers are
 //! sent, only after that transaction commits; queries run after the commit so they see it.
 //!
@@ -548,7 +548,9 @@ impl Worker {
             );
             self.failed_since = Some(Instant::now());
             self.next_summary = Instant::now() + FAILING_SUMMARY_EVERY;
-            self.shared.failing_since.store(now_ms().max(1), Ordering::Relaxed);
+            self.shared
+                .failing_since
+                .store(now_ms().max(1), Ordering::Relaxed);
         }
         *self.shared.last_error.lock() = Some(detail.clone());
         // Whoever waits for one of these commits is told now; the writes stay for the retry.
