@@ -225,6 +225,24 @@ fn full_disk_with_offline_persistent_sessions_never_wedges_and_loses_no_acknowle
         "the page does not say the database fails: {status}"
     );
     assert!(status["store_error"].is_string(), "{status}");
+    // 3.1.1 has no failure ack: the publisher is disconnected without a PUBACK, so that it
+    // sends the message again.
+    let old = common::connect_raw(b.mqtt);
+    send(&old, &packet::connect_v311("old-publisher", 60, true));
+    assert_eq!(
+        read_packet_within(&old, ANSWER).expect("CONNACK"),
+        packet::connack_v311(false, 0)
+    );
+    send(
+        &old,
+        &packet::publish(false, "d/x", b"v311", 1, Some(1), false, false),
+    );
+    let before_close = common::expect_closed(&old, ANSWER);
+    assert!(
+        before_close.is_empty(),
+        "a 3.1.1 message that could not be stored was answered: {}",
+        common::hex(&before_close)
+    );
     assert!(b.log().matches("store: cannot write the database").count() == 1);
 
     std::fs::remove_file(&filler).expect("free the disk");

@@ -6,8 +6,9 @@
 //! - **durable** — retained messages, sessions, subscriptions, wills, kept QoS 1/2 messages,
 //!   users, ACL rules, bans and queries. Never shed once taken. What waits for the database is
 //!   bounded here: a kept message or a retained message (the writes that carry a payload) sent
-//!   while `max_backlog` writes already wait is not taken — its ticket fails at once with
-//!   [`StoreError::Unavailable`] and [`StoreStats::refused`] counts it. The small writes that
+//!   while `max_backlog` writes already wait waits for room while the database commits (at
+//!   most [`BACKLOG_WAIT`]); while it fails, or after that wait, it is not taken — its ticket
+//!   fails at once with [`StoreError::Unavailable`] and [`StoreStats::refused`] counts it. The small writes that
 //!   keep a session's record in step (its row, subscriptions, will, a kept message's state) are
 //!   always taken: they follow what clients do, and dropping one would corrupt a session.
 //! - **history** — the message/topic history and the client records. Shed when full
@@ -77,6 +78,10 @@ use crate::auth::{self, validate_pattern, AclRule, AclSet, Ban, BanKind};
 use crate::message::Message;
 use crate::protocol::{QoS, Will};
 use worker::{AdminWrite, Command, History, TicketFailure, Worker, Write};
+
+/// The longest a kept or retained message waits for room in a full backlog while the database
+/// is committing (not failing) before it is refused.
+pub const BACKLOG_WAIT: Duration = Duration::from_secs(5);
 
 /// The most rows one control-page query returns.
 pub const MAX_QUERY_ROWS: u32 = 1000;
@@ -397,24 +402,31 @@ impl StoreHandle {
         }
     }
 
-    /// Sends a write that carries a message, unless the backlog is full: then the ticket fails
-    /// at once and the write is not kept (the caller must not acknowledge what needed it).
+    /// Sends a write that carries a message. While the backlog is full it waits for room — a
+    /// database that is merely behind slows the sender (the caller holds no broker lock) — but
+    /// not while the database is failing, nor longer than [`BACKLOG_WAIT`]: then the ticket
+    /// fails at once and the write is not kept (the caller must not acknowledge what needed it).
     fn write_with_ticket(&self, w: Write) -> DurableTicket {
         let (tx, rx) = bounded(1);
-        if self.backlog() >= self.inner.max_backlog {
-            self.inner.shared.refused.fetch_add(1, Ordering::Relaxed);
-            let detail = format!(
-                "{} durable writes already wait for the database ({})",
-                self.backlog(),
-                self.inner
-                    .shared
-                    .last_error
-                    .lock()
-                    .clone()
-                    .unwrap_or_else(|| "it is slow".into())
-            );
-            let _ = tx.send(Err(TicketFailure::Unavailable(detail)));
-            return DurableTicket::pending(rx);
+        let shared = &self.inner.shared;
+        let deadline = std::time::Instant::now() + BACKLOG_WAIT;
+        while self.backlog() >= self.inner.max_backlog {
+            let failing = shared.failing_since.load(Ordering::Relaxed) != 0;
+            if failing || std::time::Instant::now() >= deadline {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                let detail = format!(
+                    "{} durable writes already wait for the database ({})",
+                    self.backlog(),
+                    shared
+                        .last_error
+                        .lock()
+                        .clone()
+                        .unwrap_or_else(|| "it is slow".into())
+                );
+                let _ = tx.send(Err(TicketFailure::Unavailable(detail)));
+                return DurableTicket::pending(rx);
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
         self.inner.shared.queued.fetch_add(1, Ordering::Relaxed);
         let ticket = if self.inner.relaxed {
