@@ -258,6 +258,11 @@ settings! {
     history_max_topics: u64 = 10_000, Number("N"), |v| uint(v, 1, 10_000_000),
         help "Topics the history keeps at most (least recently seen forgotten first), 1..=10000000",
         expected "a whole number from 1 to 10000000";
+    /// largest size of the database file in bytes (0 = no limit); past it, writes fail as on a
+    /// full disk
+    db_max_bytes: u64 = 0, Number("BYTES"), |v| v.parse().ok(),
+        help "Largest size of the database file in bytes (SQLite max_page_count), 0 = no limit; past it writes fail as on a full disk",
+        expected "a whole number of bytes, 0 for no limit";
     /// the control page's admin password; `(stored)`: the one in the database, else one generated
     /// and logged once
     admin_password: Option<String> = None, Secret("PASSWORD"), |v| (!v.is_empty()).then(|| Some(v.to_string())),
@@ -1029,6 +1034,7 @@ mod tests {
             ("sync_window", "250"),
             ("history_per_topic", "0"),
             ("history_max_topics", "2500"),
+            ("db_max_bytes", "0"),
             ("admin_password", "s3cret"),
         ];
         let config = Config {
@@ -1062,6 +1068,7 @@ mod tests {
             sync_window: Duration::from_millis(250),
             history_per_topic: 0,
             history_max_topics: 2500,
+            db_max_bytes: 0,
             admin_password: Some("s3cret".to_string()),
         };
         (values, config)

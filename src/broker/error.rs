@@ -28,6 +28,9 @@ pub enum ConnError {
     /// The client was owed more than the outbox's bound and took nothing of it for the grace
     /// (see [`outbox`](super::outbox)): `unsent` bytes, nothing taken for `idle`.
     NotReading { unsent: usize, idle: Duration },
+    /// A 3.1.1 client's QoS 1/2 message could not be stored (3.1.1 has no failure ack): closed
+    /// without acknowledging it, so that the client sends it again.
+    NotStored(String),
 }
 
 impl ConnError {
@@ -41,7 +44,10 @@ impl ConnError {
     /// The DISCONNECT reason code to send a 5.0 client; `None` when nothing should be sent.
     pub fn reason_code(&self) -> Option<ReasonCode> {
         match self {
-            ConnError::Io(_) | ConnError::Closed | ConnError::ClosedByServer => None,
+            ConnError::Io(_)
+            | ConnError::Closed
+            | ConnError::ClosedByServer
+            | ConnError::NotStored(_) => None,
             ConnError::Decode(e) => Some(e.reason_code()),
             ConnError::Protocol { reason, .. } => Some(*reason),
             ConnError::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
@@ -67,6 +73,10 @@ impl fmt::Display for ConnError {
                 f,
                 "not reading ({unsent} bytes unsent for {}s)",
                 idle.as_secs()
+            ),
+            ConnError::NotStored(why) => write!(
+                f,
+                "a QoS 1/2 message could not be stored ({why}); closed without acknowledging it"
             ),
         }
     }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::session::{Outgoing, Session};
+use super::session::{Outgoing, Session, StoreOps};
 use super::socket;
 use super::stats::Stats;
 use super::writer::Writer;
@@ -371,8 +371,17 @@ impl Outbox {
     }
 
     /// Writes for up to `rounds` rounds while holding the turn. On `Blocked` or `More` the
-    /// turn has passed to the writer thread, which must then call this again.
+    /// turn has passed to the writer thread, which must then call this again. What the store
+    /// must hear of the messages sent (a QoS 2 message's packet id, a message dropped) is sent
+    /// once the outbox's and the session's locks are released.
     pub(super) fn write_turn(&self, rounds: usize) -> Progress {
+        let mut ops = StoreOps::default();
+        let progress = self.write_rounds(rounds, &mut ops);
+        ops.send();
+        progress
+    }
+
+    fn write_rounds(&self, rounds: usize, ops: &mut StoreOps) -> Progress {
         let mut out = self.out.lock();
         for _ in 0..rounds {
             // Bytes of the last batch still unwritten (the socket was full): take nothing more
@@ -388,7 +397,7 @@ impl Outbox {
                 }
                 (take, inner.closing)
             };
-            let more = take && self.take_from_session(&mut out);
+            let more = take && self.take_from_session(&mut out, ops);
             match self.write_some(&mut out) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -466,7 +475,7 @@ impl Outbox {
 
     /// Moves a batch of sendable messages from the session into the buffer, if this outbox is
     /// still the session's connection. True when the session has more it could send now.
-    fn take_from_session(&self, out: &mut Output) -> bool {
+    fn take_from_session(&self, out: &mut Output, ops: &mut StoreOps) -> bool {
         let Some(session) = out.session.upgrade() else {
             return false;
         };
@@ -481,11 +490,12 @@ impl Outbox {
                 return false;
             }
             st.take_sendable(Instant::now(), MAX_BATCH, &mut batch);
+            ops.append(st.take_store_ops());
             st.has_sendable()
         };
         if !batch.is_empty() {
             let before = out.buf.len();
-            self.encode_batch(&session, &mut batch, out);
+            self.encode_batch(&session, &mut batch, out, ops);
             self.owed
                 .fetch_add(out.buf.len() - before, Ordering::SeqCst);
         }
@@ -520,7 +530,13 @@ impl Outbox {
         Ok(true)
     }
 
-    fn encode_batch(&self, session: &Session, batch: &mut Vec<Outgoing>, out: &mut Output) {
+    fn encode_batch(
+        &self,
+        session: &Session,
+        batch: &mut Vec<Outgoing>,
+        out: &mut Output,
+        ops: &mut StoreOps,
+    ) {
         let now = Instant::now();
         let version = self.version;
         let max_packet_size = out.max_packet_size;
@@ -599,6 +615,7 @@ impl Outbox {
             for id in too_large {
                 st.discard_inflight(id);
             }
+            ops.append(st.take_store_ops());
         }
     }
 }

@@ -226,6 +226,9 @@ pub(crate) fn message_persist(
     Ok(())
 }
 
+/// Moves a kept message along its flow; never back from `released` to `inflight` (the write
+/// turn sends `inflight` after releasing its locks, so it may arrive after the PUBREC's
+/// `released`).
 pub(crate) fn message_state(
     conn: &Connection,
     client_id: &str,
@@ -234,7 +237,8 @@ pub(crate) fn message_state(
     state: MessageState,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE session_messages SET packet_id = ?3, state = ?4 WHERE client_id = ?1 AND seq = ?2",
+        "UPDATE session_messages SET packet_id = ?3, state = ?4 WHERE client_id = ?1 AND seq = ?2
+           AND NOT (state = 'released' AND ?4 = 'inflight')",
     )?
     .execute(params![client_id, to_i64(seq), packet_id, state.as_str()])?;
     Ok(())

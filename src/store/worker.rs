@@ -1,8 +1,8 @@
 //! The `store` thread: the only owner of the broker's rusqlite `Connection`.
 //!
-//! It waits on two bounded channels — durable commands (sessions, retained, users, ACL, bans,
-//! queries; senders block when it is full) and history commands (messages, topics, clients;
-//! senders shed when it is full) — drains whatever is waiting (up to `max_batch`) and applies it
+//! It waits on two channels — durable commands (sessions, retained, users, ACL, bans, queries;
+//! unbounded, the backlog is bounded where kept and retained messages are sent) and history
+//! commands (messages, topics, clients; bounded, senders shed when it is full) — drains whatever is waiting (up to `max_batch`) and applies it
 //! in ONE `BEGIN IMMEDIATE` transaction (group commit). Durability tickets fire, and answers are
 //! sent, only after that transaction commits; queries run after the commit so they see it.
 //!
@@ -11,11 +11,14 @@
 //! mode everything waits up to the window.
 //!
 //! When the database cannot be written (disk full, read-only, I/O error, locked past the busy
-//! timeout): the error is logged once, the batch is rolled back, its durable writes stay in
-//! memory (at most `max_backlog`; beyond that the durable channel is not read, so its senders
-//! block) and are retried every `retry_interval`; history is shed (counted); admin changes are
-//! answered with `StoreError::Unavailable`; queries still run. The first successful commit logs
-//! that writes resumed.
+//! timeout): the error is logged once (then a summary every minute, and once when it recovers),
+//! the batch is rolled back, its durable writes stay in memory and are retried every
+//! `retry_interval`; everyone waiting on a ticket or a flush is answered `Unavailable` at once,
+//! and so is every ticket of a write that arrives while it fails (the write is still kept and
+//! retried). History is shed (counted); admin changes are answered with
+//! `StoreError::Unavailable`; queries still run. The channel is always read: the bound on what
+//! waits here is kept where writes are sent (`StoreHandle`, `max_backlog`). The first
+//! successful commit logs that writes resumed.
 //!
 //! Stops on `Command::Shutdown` or when every sender is gone: drains the channels, commits (a
 //! few attempts), checkpoints the WAL, and returns.
@@ -151,8 +154,19 @@ pub(crate) enum History {
     },
 }
 
-/// Signalled after the commit: `Err(why)` when this write was refused (e.g. no saved session).
-pub(crate) type Ticket = Sender<Result<(), String>>;
+/// Why a ticket did not fire as committed.
+#[derive(Debug, Clone)]
+pub(crate) enum TicketFailure {
+    /// The database refused this write for good (e.g. no saved session); the rest committed.
+    Refused(String),
+    /// The database cannot commit now (disk full, read-only, I/O error), or the backlog kept
+    /// for it is full. A write that was taken stays in the backlog and may still commit later;
+    /// the caller must not count on it.
+    Unavailable(String),
+}
+
+/// Signalled after the commit, or as soon as the database is known not to be able to commit.
+pub(crate) type Ticket = Sender<Result<(), TicketFailure>>;
 
 pub(crate) enum Command {
     Write(Write, Option<Ticket>),
@@ -172,6 +186,10 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
 /// ([`StoreOptions::history_capacity`], 4,096 batches) fills only above ~400,000 batches a
 /// second.
 const HISTORY_POLL: Duration = Duration::from_millis(10);
+
+/// How often the log says again that the database still cannot be written (once when it starts
+/// failing, once when it recovers, and this summary in between: never a line per message).
+const FAILING_SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
 /// How often expired retained and kept messages are deleted (`load` skips them anyway).
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
@@ -193,6 +211,8 @@ pub(crate) struct Worker {
     /// Set while the database cannot be written: when to try again.
     retry_at: Option<Instant>,
     failed_since: Option<Instant>,
+    /// While failing: when the log next says so.
+    next_summary: Instant,
     stopping: bool,
     durable_open: bool,
     history_open: bool,
@@ -209,7 +229,7 @@ impl Worker {
         shared: Arc<Shared>,
         opts: StoreOptions,
     ) -> Worker {
-        let max_backlog = opts.queue_capacity.max(1).saturating_mul(4).max(1024);
+        let max_backlog = super::max_backlog(&opts);
         let data_version = read_data_version(&conn).unwrap_or(0);
         Worker {
             conn,
@@ -226,6 +246,7 @@ impl Worker {
             oldest: None,
             retry_at: None,
             failed_since: None,
+            next_summary: Instant::now(),
             stopping: false,
             durable_open: true,
             history_open: true,
@@ -297,7 +318,9 @@ impl Worker {
     /// channel for the next look, at most [`HISTORY_POLL`] later. Only durable commands (acks,
     /// queries, flushes) wake it at once.
     fn wait_one(&mut self, deadline: Instant) {
-        let read_durable = self.durable_open && self.writes.len() < self.max_backlog;
+        // Always read: what may wait here is bounded where it is sent (`StoreHandle`), and
+        // queries must be answered while the database cannot be written.
+        let read_durable = self.durable_open;
         let history_waits = self.oldest.is_some();
         let deadline = if history_waits {
             deadline.min(Instant::now() + HISTORY_POLL)
@@ -333,7 +356,7 @@ impl Worker {
         let cap = self.opts.max_batch.max(1);
         while self.pending() < cap {
             let mut got = false;
-            if self.durable_open && self.writes.len() < self.max_backlog {
+            if self.durable_open {
                 match self.durable.try_recv() {
                     Ok(cmd) => {
                         self.take_durable(cmd);
@@ -367,7 +390,15 @@ impl Worker {
 
     fn take_durable(&mut self, cmd: Command) {
         match cmd {
-            Command::Write(w, ticket) => {
+            Command::Write(w, mut ticket) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                if self.failing() {
+                    // Nothing commits before the next retry: the waiting publisher is told now
+                    // rather than after its timeout. The write itself is kept and retried.
+                    if let Some(t) = ticket.take() {
+                        let _ = t.send(Err(TicketFailure::Unavailable(self.detail())));
+                    }
+                }
                 self.writes.push((w, ticket));
                 self.touch();
             }
@@ -405,14 +436,17 @@ impl Worker {
         }
     }
 
+    fn detail(&self) -> String {
+        self.shared
+            .last_error
+            .lock()
+            .clone()
+            .unwrap_or_else(|| "the database is not writable".into())
+    }
+
     fn unavailable(&self) -> StoreError {
         StoreError::Unavailable {
-            detail: self
-                .shared
-                .last_error
-                .lock()
-                .clone()
-                .unwrap_or_else(|| "the database is not writable".into()),
+            detail: self.detail(),
         }
     }
 
@@ -512,6 +546,7 @@ impl Worker {
                 self.writes.len()
             );
             *self.shared.last_error.lock() = None;
+            self.shared.failing_since.store(0, Ordering::Relaxed);
         }
         self.retry_at = None;
         let mut refused = refused.iter().peekable();
@@ -519,7 +554,7 @@ impl Worker {
             let result = match refused.peek() {
                 Some((j, why)) if *j == i => {
                     refused.next();
-                    Err(why.clone())
+                    Err(TicketFailure::Refused(why.clone()))
                 }
                 _ => Ok(()),
             };
@@ -548,13 +583,27 @@ impl Worker {
         if self.failed_since.is_none() {
             log::error!(
                 "store: cannot write the database ({detail}); keeping up to {} durable writes in \
-                 memory and retrying every {:?}; history is dropped meanwhile",
+                 memory and retrying every {:?}; until it recovers, QoS 1/2 messages that must be \
+                 stored are not acknowledged as received and history is dropped",
                 self.max_backlog,
                 self.opts.retry_interval
             );
             self.failed_since = Some(Instant::now());
+            self.next_summary = Instant::now() + FAILING_SUMMARY_EVERY;
+            self.shared
+                .failing_since
+                .store(now_ms().max(1), Ordering::Relaxed);
         }
-        *self.shared.last_error.lock() = Some(detail);
+        *self.shared.last_error.lock() = Some(detail.clone());
+        // Whoever waits for one of these commits is told now; the writes stay for the retry.
+        for (_, ticket) in &mut self.writes {
+            if let Some(t) = ticket.take() {
+                let _ = t.send(Err(TicketFailure::Unavailable(detail.clone())));
+            }
+        }
+        for done in self.flushes.drain(..) {
+            let _ = done.send(Err(TicketFailure::Unavailable(detail.clone())));
+        }
         self.retry_at = Some(Instant::now() + self.opts.retry_interval);
         self.shared
             .shed
@@ -589,6 +638,20 @@ impl Worker {
 
     fn maintenance(&mut self) {
         self.next_maintenance = Instant::now() + MAINTENANCE_EVERY;
+        if let Some(since) = self.failed_since {
+            if Instant::now() >= self.next_summary {
+                self.next_summary = Instant::now() + FAILING_SUMMARY_EVERY;
+                log::warn!(
+                    "store: the database still cannot be written after {} s ({}); {} durable \
+                     writes waiting, {} refused, {} history records dropped so far",
+                    since.elapsed().as_secs(),
+                    self.detail(),
+                    self.writes.len() as u64 + self.shared.queued.load(Ordering::Relaxed),
+                    self.shared.refused.load(Ordering::Relaxed),
+                    self.shared.shed.load(Ordering::Relaxed)
+                );
+            }
+        }
         // Another process (the admin command line) committed: reload what it may have changed.
         if let Ok(v) = read_data_version(&self.conn) {
             if v != self.data_version {
@@ -608,6 +671,7 @@ impl Worker {
         // Whatever is still queued belongs to the final commit.
         while let Ok(cmd) = self.durable.try_recv() {
             if let Command::Write(w, t) = cmd {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                 self.writes.push((w, t));
             } else {
                 self.take_durable(cmd);

@@ -277,6 +277,27 @@ pub fn prometheus(server: &Server, web_sessions: usize) -> String {
     );
     metric(
         &mut out,
+        "mqtt5_store_failing",
+        g,
+        "1 while the database cannot commit (disk full, max size reached, read-only).",
+        u8::from(st.failing_since_ms.is_some()),
+    );
+    metric(
+        &mut out,
+        "mqtt5_store_refused_writes_total",
+        c,
+        "Kept or retained messages refused because the database backlog was full.",
+        st.refused,
+    );
+    metric(
+        &mut out,
+        "mqtt5_messages_not_stored_total",
+        c,
+        "QoS 1/2 messages not acknowledged as received because the database could not store them.",
+        Stats::get(&s.unstored),
+    );
+    metric(
+        &mut out,
         "mqtt5_web_sessions",
         g,
         "Logged-in control page sessions.",

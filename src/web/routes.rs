@@ -167,6 +167,12 @@ pub fn status(ctx: &Ctx) -> Value {
         "history_shed": store.shed,
         "history_topics": store.history_topics,
         "history_topics_forgotten": store.history_topics_forgotten,
+        // The database cannot commit (disk full, max size, read-only): since when and why.
+        // Null again once a commit succeeds, with the backlog saved.
+        "store_failing_since": store.failing_since_ms,
+        "store_error": store.last_error,
+        "store_refused_writes": store.refused,
+        "messages_not_stored": Stats::get(&s.unstored),
         "version": crate::broker::sys::VERSION,
     })
 }
