@@ -1,4 +1,5 @@
-//! The broker process's figures from `/proc` (Linux): resident memory, threads, descriptors.
+//! The broker process's figures from `/proc` (Linux): resident memory, CPU time, threads,
+//! descriptors.
 //!
 //! Every reader panics when the process is gone (no `/proc/PID`, or a zombie that exited but
 //! was not reaped yet): a bound checked against a process that no longer runs must fail, not
@@ -36,6 +37,32 @@ fn field(pid: u32, name: &str) -> u64 {
 /// Resident memory (VmRSS) in kB.
 pub fn rss_kb(pid: u32) -> u64 {
     field(pid, "VmRSS:")
+}
+
+/// CPU time the process has used (user + system, all its threads), in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    status(pid);
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("broker process {pid} is gone (/proc/{pid}/stat: {e})"));
+    // Fields after the command name, which is in parentheses and may hold spaces: utime and
+    // stime are the 14th and 15th fields of the line, the 12th and 13th after the name.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .unwrap_or_else(|| panic!("broker process {pid}: unreadable /proc/{pid}/stat"));
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|v| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| panic!("/proc/{pid}/stat: {v}"))
+        })
+        .sum();
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    assert!(hz > 0, "sysconf(_SC_CLK_TCK) failed");
+    ticks as f64 / hz as f64
 }
 
 /// Number of threads.
