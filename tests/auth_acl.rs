@@ -1020,6 +1020,56 @@ fn unknown_user_is_refused_no_faster_than_a_wrong_password() {
     );
 }
 
+/// A password stored with older, weaker argon2id parameters (m = 6 MiB, t = 1, as before
+/// OWASP's minimum was adopted) still logs in, and that login replaces the stored hash with
+/// one at the current parameters; after a restart (no remembered password) the new hash
+/// verifies the right password and refuses a wrong one.
+#[test]
+fn a_hash_with_old_parameters_logs_in_and_is_replaced_at_that_login() {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let db = db_with(&[("alice", "alice-pw")], &[]);
+    let params = argon2::Params::new(6 * 1024, 1, 1, None).expect("argon2 parameters");
+    let old = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(b"alice-pw", &SaltString::generate(&mut OsRng))
+        .expect("hash")
+        .to_string();
+    let conn = rusqlite::Connection::open(&db.path).expect("open the database");
+    let n = conn
+        .execute(
+            "UPDATE users SET password_hash = ?1 WHERE name = 'alice'",
+            [&old],
+        )
+        .expect("store the old hash");
+    assert_eq!(n, 1);
+    drop(conn);
+    let current = format!(
+        "SELECT count(*) FROM users WHERE name = 'alice' AND password_hash LIKE \
+         '$argon2id$v=19$m={},t={},p={}$%'",
+        mqtt5_broker::auth::ARGON2_M_COST_KIB,
+        mqtt5_broker::auth::ARGON2_T_COST,
+        mqtt5_broker::auth::ARGON2_P_COST
+    );
+
+    let mut b = Broker::start_with_db(&db.path, &[]);
+    b.await_db("the old hash is stored", &current, 0);
+    let s = login(b.mqtt, V::V5, "c-alice", Some("alice"), Some("alice-pw"));
+    ping(&s, V::V5, "logged in with the old hash");
+    b.await_db("the hash is replaced at that login", &current, 1);
+    drop(s);
+    b.terminate();
+
+    let b = Broker::start_with_db(&db.path, &[]);
+    let s = login(b.mqtt, V::V311, "c-alice", Some("alice"), Some("alice-pw"));
+    ping(&s, V::V311, "logged in with the new hash");
+    expect_refused(
+        b.mqtt,
+        V::V311,
+        &connect_pkt(V::V311, "c-alice-2", Some("alice"), Some("alice-PW")),
+        V::V311.connack_code(0x86),
+        "wrong password against the new hash",
+    );
+}
+
 /// A guesser: 1,000 CONNECTs with wrong passwords from one address, a new client id each
 /// (the per-client-id rate limit never sees two). The address backs off, so the broker hashes
 /// only a handful of them (3 free, then one per wait of 1 s, 2 s, 4 s …) and answers the rest
