@@ -144,6 +144,20 @@ pub fn prometheus(server: &Server, web_sessions: usize) -> String {
     );
     metric(
         &mut out,
+        "mqtt5_pending_connections",
+        g,
+        "Sockets that have not yet sent a whole CONNECT.",
+        b.pending_count(),
+    );
+    metric(
+        &mut out,
+        "mqtt5_pending_closed_total",
+        c,
+        "Sockets closed before their CONNECT to make room for new ones (max_pending_connections, max_pending_per_address).",
+        Stats::get(&s.pending_closed),
+    );
+    metric(
+        &mut out,
         "mqtt5_clients_maximum",
         g,
         "Most clients connected at once since start.",

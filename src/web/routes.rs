@@ -150,6 +150,8 @@ pub fn status(ctx: &Ctx) -> Value {
         "uptime_seconds": b.started.elapsed().as_secs(),
         "running_seconds": running.and(ctx.listener_since).map(|t| t.elapsed().as_secs()),
         "clients_connected": b.connection_count(),
+        "pending_connections": b.pending_count(),
+        "pending_closed": Stats::get(&s.pending_closed),
         "sessions": b.session_count(),
         "subscriptions": b.router.len(),
         // As the Retained tab counts them, without the broker's own `$SYS/` topics.
