@@ -98,8 +98,9 @@ impl Pool {
             .map(|(id, _)| *id)
     }
 
-    /// Makes room for a connection from `ip`: false when there is none to make.
-    fn make_room(&mut self, ip: IpAddr) -> bool {
+    /// Makes room for a connection from `ip`: `None` when there is none to make, else whether
+    /// a connection was closed for it.
+    fn make_room(&mut self, ip: IpAddr) -> Option<bool> {
         let full_ip = self.per_ip.get(&ip).copied().unwrap_or(0) >= MAX_PER_ADDRESS;
         let full = self.entries.len() >= MAX_CONNECTIONS;
         let victim = if full_ip {
@@ -107,16 +108,14 @@ impl Pool {
         } else if full {
             self.oldest_reading(None)
         } else {
-            return true;
+            return Some(false);
         };
-        let Some(id) = victim else {
-            return false;
-        };
+        let id = victim?;
         if let Some(e) = self.entries.get(&id) {
             let _ = e.stream.shutdown(Shutdown::Both);
         }
         self.remove(id);
-        true
+        Some(true)
     }
 }
 
@@ -194,11 +193,15 @@ pub fn accept_loop(listener: TcpListener, shared: Arc<Listener>, work: Sender<Wo
         {
             let mut pool = shared.pool.lock();
             // One close is enough: one of the address's own also frees a place in the pool.
-            if !pool.make_room(peer.ip()) {
-                drop(pool);
-                let _ = stream.shutdown(Shutdown::Both);
-                shared.count_close(peer, true);
-                continue;
+            match pool.make_room(peer.ip()) {
+                Some(false) => {}
+                Some(true) => shared.count_close(peer, false),
+                None => {
+                    drop(pool);
+                    let _ = stream.shutdown(Shutdown::Both);
+                    shared.count_close(peer, true);
+                    continue;
+                }
             }
             *pool.per_ip.entry(peer.ip()).or_insert(0) += 1;
             pool.entries.insert(
