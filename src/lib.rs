@@ -54,8 +54,8 @@
 //! session's state is never held with another's, nor while taking the registry or an outbox
 //! lock (the outbox to wake is cloned out and flagged after the state is released). Taken alone:
 //! the router's `RwLock<TopicTree>`, the retained store's `RwLock`, the store's ACL snapshot
-//! (`RwLock<Arc<AclSet>>`, read only to clone the `Arc`), `connect_times`, `Broker::pending`, the writer's
-//! `handed` and `lingering` lists (as leaves of the chains above), and `Server::running` →
+//! (`RwLock<Arc<AclSet>>`, read only to clone the `Arc`), `connect_times`, `Broker::pending`,
+//! the web listener's connection pool, the writer's `handed` and `lingering` lists (as leaves of the chains above), and `Server::running` →
 //! `Server::last_addr`.
 //!
 //! No lock is held across a blocking socket call. Two are held across a non-blocking `send(2)`:
