@@ -55,8 +55,8 @@
 //! lock (the outbox to wake is cloned out and flagged after the state is released). Taken alone:
 //! the router's `RwLock<TopicTree>`, the retained store's `RwLock`, the store's ACL snapshot
 //! (`RwLock<Arc<AclSet>>`, read only to clone the `Arc`), `connect_times`, `Broker::pending`,
-//! the web listener's connection pool, the writer's `handed` and `lingering` lists (as leaves of the chains above), and `Server::running` →
-//! `Server::last_addr`.
+//! the web listener's connection pool, the writer's `handed` and `lingering` lists (as leaves
+//! of the chains above), and `Server::running` → `Server::last_addr`.
 //!
 //! No lock is held across a blocking socket call. Two are held across a non-blocking `send(2)`:
 //! `Outbox::out`, which only the write-turn holder takes, and `conns` while a close flushes.
