@@ -1628,3 +1628,23 @@ fn http_connections_per_address_are_capped_oldest_closed_first() {
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     assert!(api_status(b.web)["http_closed"].as_u64() >= Some(1));
 }
+
+/// A request whose head never ends is closed 10 s after the connection opened, unanswered
+/// (its thread and descriptor are not held longer), while other requests are answered.
+#[test]
+fn an_unfinished_http_request_is_closed_after_ten_seconds() {
+    let b = Broker::start(ARGS);
+    let mut s = TcpStream::connect_timeout(&b.web, Duration::from_secs(5)).unwrap();
+    let t = Instant::now();
+    write!(s, "GET /api/status HTTP/1.1\r\nHost: x\r\n").unwrap();
+    assert_eq!(request(b.web, "GET", "/api/status", &[], None).status, 200);
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).expect("closed within 20 s");
+    let took = t.elapsed();
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(12),
+        "closed after {took:?}, expected 10 s"
+    );
+}

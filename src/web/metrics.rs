@@ -139,7 +139,7 @@ pub fn prometheus(server: &Server, web_sessions: usize) -> String {
         &mut out,
         "mqtt5_clients_connected",
         g,
-        "Connected sockets.",
+        "Connected clients (CONNECT accepted; see mqtt5_pending_connections for the rest).",
         b.connection_count(),
     );
     metric(
