@@ -154,3 +154,9 @@ CREATE TABLE web_admin (
     password_hash TEXT NOT NULL,
     updated       INTEGER NOT NULL
 );
+
+-- migration 4: topic history forgets its least recently seen topics first
+
+-- The history keeps at most history_max_topics topics (see src/store/worker.rs): this index finds
+-- the least recently seen ones (rowid, the order of first insertion, breaks ties).
+CREATE INDEX topics_last_seen ON topics (last_seen);

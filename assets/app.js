@@ -193,7 +193,13 @@
     $('st-in').textContent = `${s.messages_in_per_second.toFixed(1)}/s`;
     $('st-out').textContent = `${s.messages_out_per_second.toFixed(1)}/s`;
     $('st-dropped').textContent = fmtNum(s.messages_dropped);
-    $('st-db').textContent = fmtBytes(s.db_bytes);
+    if (s.store_failing_since) {
+      $('st-db').textContent = `${fmtBytes(s.db_bytes)} — FAILING since ${new Date(s.store_failing_since).toLocaleTimeString()}: ${s.store_error || 'cannot write'}; ${fmtNum(s.store_pending_writes)} writes waiting, ${fmtNum(s.messages_not_stored)} messages not acknowledged`;
+      $('st-db').className = 'failing';
+    } else {
+      $('st-db').textContent = fmtBytes(s.db_bytes);
+      $('st-db').className = '';
+    }
     $('st-updated').textContent = new Date().toLocaleTimeString();
     $('btn-start').disabled = s.running;
     $('btn-stop').disabled = !s.running;
@@ -283,6 +289,9 @@
     const p = pagers.topics;
     const r = await api(`/api/topics?${p.params()}`);
     p.show(r);
+    $('topics-bound').textContent = `Keeping ${fmtNum(r.topics_kept)} topics (at most `
+      + `${fmtNum(r.max_topics)}); ${fmtNum(r.topics_forgotten)} forgotten since start, `
+      + 'least recently seen first.';
     fillTable($('topics-table'), r.items, (t) => el('tr', {},
       el('td', { class: 'mono' }, t.topic),
       el('td', { class: 'num' }, fmtNum(t.message_count)),

@@ -265,6 +265,15 @@ settings! {
     history_per_topic: u32 = 100, Number("N"), |v| uint(v, 0, 100_000),
         help "History messages kept per topic, 0 = no history recording, at most 100000",
         expected "a whole number from 0 (no history) to 100000";
+    /// topics the history keeps at most; the least recently seen are forgotten first
+    history_max_topics: u64 = 10_000, Number("N"), |v| uint(v, 1, 10_000_000),
+        help "Topics the history keeps at most (least recently seen forgotten first), 1..=10000000",
+        expected "a whole number from 1 to 10000000";
+    /// largest size of the database file in bytes (0 = no limit); past it, writes fail as on a
+    /// full disk
+    db_max_bytes: u64 = 0, Number("BYTES"), |v| v.parse().ok(),
+        help "Largest size of the database file in bytes (SQLite max_page_count), 0 = no limit; past it writes fail as on a full disk",
+        expected "a whole number of bytes, 0 for no limit";
     /// the control page's admin password; `(stored)`: the one in the database, else one generated
     /// and logged once
     admin_password: Option<String> = None, Secret("PASSWORD"), |v| (!v.is_empty()).then(|| Some(v.to_string())),
@@ -1037,6 +1046,8 @@ mod tests {
             ("sync", "relaxed"),
             ("sync_window", "250"),
             ("history_per_topic", "0"),
+            ("history_max_topics", "2500"),
+            ("db_max_bytes", "0"),
             ("admin_password", "s3cret"),
         ];
         let config = Config {
@@ -1071,6 +1082,8 @@ mod tests {
             sync: Sync::Relaxed,
             sync_window: Duration::from_millis(250),
             history_per_topic: 0,
+            history_max_topics: 2500,
+            db_max_bytes: 0,
             admin_password: Some("s3cret".to_string()),
         };
         (values, config)

@@ -60,10 +60,12 @@
 //!
 //! No lock is held across a blocking socket call. Two are held across a non-blocking `send(2)`:
 //! `Outbox::out`, which only the write-turn holder takes, and `conns` while a close flushes.
-//! Store writes that must not be lost go over a bounded channel whose sender waits while it is
-//! full, and some are sent under a session's state or the registry (a persistent session's
-//! record, a kept message): the `store` thread takes no broker lock, so this can slow those
-//! threads but not deadlock them.
+//! No store call is made while any of these locks is held: what the store must hear is
+//! collected under the lock and sent once it is released (a session's kept-message changes in
+//! `broker::session::StoreOps`, the registry's session records, the write turn's changes after
+//! the outbox's locks). A send to the store never blocks anyway (its durable channel is
+//! unbounded; what waits is bounded by refusing kept and retained messages), so a database that
+//! cannot commit slows nothing but the acknowledgements that wait for a commit.
 
 pub mod auth;
 pub mod broker;

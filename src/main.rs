@@ -104,6 +104,8 @@ fn run_admin(config: &Config, cmd: AdminCommand) -> ExitCode {
 fn store_options(config: &Config) -> StoreOptions {
     StoreOptions {
         history_per_topic: config.history_per_topic,
+        history_max_topics: config.history_max_topics,
+        max_bytes: config.db_max_bytes,
         sync: match config.sync {
             config::Sync::Normal => SyncMode::Normal,
             config::Sync::Full => SyncMode::Full,

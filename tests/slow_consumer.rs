@@ -17,6 +17,7 @@ use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::Event;
 use std::collections::HashSet;
+use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -315,3 +316,266 @@ fn mqtt_3_4_2_1_puback_does_not_claim_no_matching_subscribers_when_a_subscriber_
 /// (the broker's STALL_GRACE, 2 s, plus a margin); before that only `--max-queued-bytes` bounds
 /// its queue, so a subscriber that is merely scheduled late loses nothing.
 const STALLED_AFTER: Duration = Duration::from_millis(2600);
+
+/// One publish/subscribe round trip through the broker: `sub` (subscribed to `topic` at QoS 0)
+/// receives what `publisher` sends within `deadline`. The time it took.
+fn round_trip(
+    publisher: &std::net::TcpStream,
+    sub: &std::net::TcpStream,
+    topic: &str,
+    n: u64,
+    deadline: Duration,
+) -> Duration {
+    let t = Instant::now();
+    send(
+        publisher,
+        &publish(topic, &n.to_be_bytes(), 0, 0, false, &[]),
+    );
+    let pkt = common::read_packet_within(sub, deadline)
+        .unwrap_or_else(|| panic!("round trip {n}: nothing within {deadline:?}"));
+    let p = parse_publish(&pkt, true);
+    assert_eq!(p.payload, n.to_be_bytes(), "round trip {n}");
+    t.elapsed()
+}
+
+/// A client that floods QoS 1 PUBLISH and never reads its PUBACKs is owed ever more bytes:
+/// the broker stops reading it once it is owed 64 KiB (back-pressure, as TCP would), so its
+/// memory stays flat; other clients are served meanwhile; and once the flooder has taken
+/// nothing for the 10 s grace it is disconnected (MQTT 5.0 §4.13: 0x97 Quota exceeded),
+/// counted and logged once, and its socket is let go.
+#[test]
+fn mqtt_4_13_qos1_flooder_that_never_reads_is_held_back_then_disconnected_rss_flat() {
+    /// The issue's figure; the flood also ends at `FLOOD_FOR` or when its socket fails.
+    const MAX_MESSAGES: u64 = 10_000_000;
+    const FLOOD_FOR: Duration = Duration::from_secs(40);
+    /// Growth of the broker's RSS over its idle size allowed during the flood (the broker's
+    /// own buffers, allocator slack and the round trips; the bound on what the flooder is
+    /// owed is 64 KiB). Before the bound the PUBACKs piled up in the outbox: 90 MiB to 1 GiB
+    /// over 10 million messages.
+    const GROWTH_LIMIT_KB: u64 = 24 * 1024;
+    let b = Broker::start(&["--allow-anonymous", "--sys-interval", "0"]);
+    let (sub_s, _) = open(b.mqtt, "watcher", true, &[], None);
+    sub(&sub_s, 1, "rt/t", 0x00);
+    let (pub_s, _) = open(b.mqtt, "other", true, &[], None);
+    round_trip(&pub_s, &sub_s, "rt/t", 0, Duration::from_secs(5));
+    let idle_kb = rss_kb(b.pid());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = rss_sampler(b.pid(), stop.clone());
+
+    // A small receive buffer: the PUBACKs it never reads cannot hide in its kernel.
+    let (flood, _) = open_on(
+        common::connect_raw_rcvbuf(b.mqtt, 4096),
+        "flooder",
+        true,
+        &[],
+        None,
+    );
+    flood
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let flood_reader = flood.try_clone().expect("clone the flooder's socket");
+    let started = Instant::now();
+    let flooder = thread::spawn(move || {
+        // 1,000 QoS 1 PUBLISH (ids 1..=1000, 16-byte payloads), written over and over.
+        let mut burst = Vec::new();
+        for id in 1..=1000u16 {
+            burst.extend(publish("flood/t", &[b'x'; 16], 1, id, false, &[]));
+        }
+        let mut sent = 0u64;
+        let mut at = 0usize;
+        while sent < MAX_MESSAGES && started.elapsed() < FLOOD_FOR {
+            match (&flood).write(&burst[at..]) {
+                Ok(n) => {
+                    at += n;
+                    if at == burst.len() {
+                        at = 0;
+                        sent += 1000;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+
+    // Others are served while the flooder is connected.
+    let mut slowest = Duration::ZERO;
+    let mut trips = 0u64;
+    let gone = "client flooder disconnected from";
+    while !b.log().contains(gone) && started.elapsed() < FLOOD_FOR {
+        trips += 1;
+        let t = round_trip(&pub_s, &sub_s, "rt/t", trips, Duration::from_secs(2));
+        slowest = slowest.max(t);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let disconnected_after = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let peak_kb = sampler.join().unwrap();
+    let status = api_status(b.web);
+    let received = status["messages_received"].as_u64().unwrap_or(0);
+    eprintln!(
+        "flooder disconnected after {disconnected_after:?} (the broker read {received} PUBLISH); \
+         {trips} round trips, slowest {slowest:?}; RSS idle {idle_kb} kB, peak {peak_kb} kB"
+    );
+    let log = b.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(gone))
+        .unwrap_or_else(|| panic!("the flooder was not disconnected within {FLOOD_FOR:?}"));
+    assert!(
+        line.contains(": not reading (") && line.contains("bytes unsent for 10s)"),
+        "logged reason: {line}"
+    );
+    assert_eq!(log.matches(gone).count(), 1, "logged once");
+    assert_eq!(status["clients_not_reading_disconnected"].as_u64(), Some(1));
+    assert!(
+        peak_kb < idle_kb + GROWTH_LIMIT_KB,
+        "broker RSS grew from {idle_kb} kB to {peak_kb} kB"
+    );
+    // The broker let go of the socket: what it sent (PUBACKs, perhaps the DISCONNECT) ends in
+    // end of file or a reset, and the flood in an error.
+    flood_reader
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let closed_by = Instant::now() + Duration::from_secs(10);
+    let mut sink = vec![0u8; 64 * 1024];
+    let closed = loop {
+        match (&flood_reader).read(&mut sink) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(_) => break true,
+        }
+        if Instant::now() >= closed_by {
+            break false;
+        }
+    };
+    assert!(closed, "the flooder's socket is still open");
+    let sent = flooder.join().expect("flooder thread");
+    eprintln!("flooder wrote {sent} PUBLISH in all (the rest after the close, discarded)");
+    // Still serving after the flooder is gone.
+    round_trip(&pub_s, &sub_s, "rt/t", u64::MAX, Duration::from_secs(2));
+}
+
+/// A QoS 0 subscriber that reads, but slowly (a 4 KiB receive buffer, `read_rate` bytes a
+/// second), under a publisher as fast as it can: the broker keeps its backlog in the session
+/// queue, where `--max-queued-bytes` (1 MiB here) bounds it and QoS 0 is shed (MQTT 5.0 §4.9
+/// leaves the policy to the server), and takes no new batch into the outbox before the last
+/// one went out — so its memory stays within the queue's bound plus one batch, and the drops
+/// are counted on the page.
+fn qos0_slow_reader_is_bounded_by_max_queued_bytes(read_rate: usize) {
+    const MAX_QUEUED: usize = 1024 * 1024;
+    const PAYLOAD_BYTES: usize = 4000;
+    const PUBLISH_FOR: Duration = Duration::from_secs(20);
+    /// The queue (1 MiB) plus one batch taken from it (at most the queue again) plus 6 MiB for
+    /// what any flood costs the broker whoever subscribes (read buffers, allocator slack:
+    /// 1.4 to 2.5 MiB measured). Before the write turn waited for its last batch, a subscriber
+    /// reading 4 MiB/s grew the broker by 20 MiB in 20 s, a batch per writable event.
+    const GROWTH_LIMIT_KB: u64 = 2 * 1024 + 6 * 1024;
+    let b = Broker::start(&[
+        "--allow-anonymous",
+        "--sys-interval",
+        "0",
+        "--max-queued-bytes",
+        &MAX_QUEUED.to_string(),
+        // The topic history keeps payloads of its own: measured here is the subscriber's cost.
+        "--history-per-topic",
+        "0",
+    ]);
+    let (slow, _) = open_on(
+        common::connect_raw_rcvbuf(b.mqtt, 4096),
+        "slow",
+        true,
+        &[],
+        None,
+    );
+    sub(&slow, 1, "slow/t", 0x00);
+    let idle_kb = rss_kb(b.pid());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = rss_sampler(b.pid(), stop.clone());
+    // The slow reader: `read_rate` bytes a second, in slices of 100 ms.
+    let reading = stop.clone();
+    let reader = thread::spawn(move || {
+        slow.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        let start = Instant::now();
+        let slice = Duration::from_millis(100);
+        let per_slice = (read_rate / 10).max(1);
+        while !reading.load(Ordering::Relaxed) && start.elapsed() < PUBLISH_FOR * 2 {
+            let began = Instant::now();
+            let mut taken = 0;
+            while taken < per_slice && began.elapsed() < slice {
+                let want = (per_slice - taken).min(buf.len());
+                match (&slow).read(&mut buf[..want]) {
+                    Ok(0) => return got,
+                    Ok(n) => taken += n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                        ) => {}
+                    Err(_) => return got,
+                }
+            }
+            got += taken;
+            thread::sleep(slice.saturating_sub(began.elapsed()));
+        }
+        got
+    });
+    let (p, _) = open(b.mqtt, "fast", true, &[], None);
+    let mut burst = Vec::new();
+    for _ in 0..64 {
+        burst.extend(publish("slow/t", &[b'z'; PAYLOAD_BYTES], 0, 0, false, &[]));
+    }
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < PUBLISH_FOR {
+        send(&p, &burst);
+        sent += 64;
+    }
+    send(&p, &common::packet::pingreq());
+    common::expect_bytes(&p, &common::packet::pingresp());
+    stop.store(true, Ordering::Relaxed);
+    let peak_kb = sampler.join().unwrap();
+    let got = reader.join().expect("slow reader thread");
+    let dropped = api_status(b.web)["messages_dropped"].as_u64().unwrap_or(0);
+    eprintln!(
+        "published {sent} × {PAYLOAD_BYTES} B; the slow subscriber read {got} bytes at \
+         {read_rate} B/s; dropped {dropped}; RSS idle {idle_kb} kB, peak {peak_kb} kB"
+    );
+    assert!(got > 0, "the slow subscriber read nothing");
+    assert!(
+        dropped > sent / 2,
+        "the slow subscriber's losses must be counted: {dropped} of {sent}"
+    );
+    assert!(
+        peak_kb < idle_kb + GROWTH_LIMIT_KB,
+        "broker RSS grew from {idle_kb} kB to {peak_kb} kB"
+    );
+}
+
+/// At 1 KiB/s the kernel's send buffer (megabytes on loopback) seldom has room, so the write
+/// turn rarely runs: this one proves the bound rather than the fix (it passed before it too).
+#[test]
+fn mqtt_4_9_qos0_subscriber_reading_1_kib_per_s_costs_at_most_max_queued_bytes_and_a_batch() {
+    qos0_slow_reader_is_bounded_by_max_queued_bytes(1024);
+}
+
+/// Fast enough for the socket to have room several times a second: each time the write turn
+/// used to take another batch while the last was unwritten, moving the backlog out of the
+/// bounded queue into the outbox.
+#[test]
+fn mqtt_4_9_qos0_subscriber_reading_4_mib_per_s_costs_at_most_max_queued_bytes_and_a_batch() {
+    qos0_slow_reader_is_bounded_by_max_queued_bytes(4 * 1024 * 1024);
+}

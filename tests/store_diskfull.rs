@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mqtt5_broker::message::Message;
 use mqtt5_broker::protocol::{Properties, QoS};
-use mqtt5_broker::store::{Store, StoreOptions};
+use mqtt5_broker::store::{Store, StoreError, StoreOptions};
 
 fn msg(topic: &str, size: usize) -> Arc<Message> {
     Arc::new(Message {
@@ -74,11 +74,25 @@ fn a_full_disk_keeps_durable_writes_in_memory_and_resumes_when_space_returns() {
     assert!(store.topics(0, 10).is_ok());
     store.record_message(&msg("h", 10));
 
-    std::fs::remove_file(&filler).unwrap();
+    // Nobody may acknowledge on these: every ticket says the database cannot commit.
     for t in tickets {
-        t.wait().unwrap();
+        assert!(
+            matches!(t.wait(), Err(StoreError::Unavailable { .. })),
+            "a ticket fired as committed on a full disk"
+        );
     }
+    assert!(stats.failing_since_ms.is_some(), "{stats:?}");
+
+    std::fs::remove_file(&filler).unwrap();
+    // The writes were kept: they commit once space returns.
+    let end = Instant::now() + Duration::from_secs(10);
+    while store.stats().pending > 0 {
+        assert!(Instant::now() < end, "the backlog never committed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    store.flush().wait().unwrap();
     let stats = store.stats();
+    assert_eq!(stats.failing_since_ms, None);
     println!("after: {stats:?}");
     assert_eq!(stats.last_error, None);
     assert_eq!(store.load().unwrap().retained.len(), 21);

@@ -10,7 +10,7 @@ use mqtt5_broker::protocol::{
     Properties, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions, Will,
 };
 use mqtt5_broker::store::{
-    MessageState, SessionRecord, Store, StoreOptions, SubscriptionRow, SyncMode,
+    MessageState, SessionRecord, Store, StoreError, StoreOptions, SubscriptionRow, SyncMode,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -125,10 +125,15 @@ fn history_is_shed_under_overload_and_durable_writes_survive_a_stalled_database(
     assert!(stats.shed > 0, "{stats:?}");
     assert!(stats.last_error.is_some(), "{stats:?}");
     assert_eq!(stats.pending, 50, "{stats:?}");
-    // A durable write sent while failing is kept too.
+    // A durable write sent while failing is kept too, but its ticket says at once that it is
+    // not committed: nobody may acknowledge on it.
     let late = store.set_retained("keep/late", Some(&m));
+    assert!(
+        matches!(late.wait(), Err(StoreError::Unavailable { .. })),
+        "a ticket while the database fails must not fire as committed"
+    );
     other.execute_batch("COMMIT").unwrap();
-    late.wait().unwrap();
+    wait_until("the backlog committed", || store.stats().pending == 0);
     store.flush().wait().unwrap();
     let stats = store.stats();
     assert_eq!(stats.last_error, None);
@@ -154,12 +159,20 @@ fn persist_message_ticket_fires_only_after_commit() {
         QoS::AtLeastOnce,
         false,
     );
-    assert!(
-        !ticket.wait_timeout(Duration::from_millis(400)).unwrap(),
-        "no commit while the file is locked"
-    );
+    // While the file is locked the ticket never fires as committed: it either waits or says
+    // at once that the database cannot commit (after the first failed attempt).
+    match ticket.wait_timeout(Duration::from_millis(400)) {
+        Ok(false) | Err(StoreError::Unavailable { .. }) => {}
+        other => panic!("no commit while the file is locked, got {other:?}"),
+    }
     other.execute_batch("COMMIT").unwrap();
-    assert!(ticket.wait_timeout(Duration::from_secs(10)).unwrap());
+    match ticket.wait_timeout(Duration::from_secs(10)) {
+        Ok(true) | Err(StoreError::Unavailable { .. }) => {}
+        other => panic!("ticket after the lock went: {other:?}"),
+    }
+    // The write itself was kept and commits once the lock is gone.
+    wait_until("the kept write committed", || store.stats().pending == 0);
+    store.flush().wait().unwrap();
 
     // Once the ticket fires, another connection sees the row.
     let reader = Connection::open(&path).unwrap();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::conns::disconnect_packet;
 use super::error::ConnError;
 use super::handle::{self, Flow};
-use super::outbox::{Outbox, LINGER};
+use super::outbox::{Outbox, LINGER, NOT_READING_GRACE};
 use super::publish::Routing;
 use super::session::Session;
 use super::stack::StackTrim;
@@ -385,6 +385,23 @@ impl Client {
             }
             // Everything read so far is handled: write it out before waiting again.
             self.flush();
+            if self.outbox.owes_too_much() {
+                // Back-pressure: read nothing more until the client has taken what it is owed.
+                if let Err(stuck) = self.outbox.await_drain(NOT_READING_GRACE) {
+                    self.broker
+                        .stats
+                        .not_reading_disconnects
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ending::Error(ConnError::NotReading {
+                        unsent: stuck.unsent,
+                        idle: stuck.idle,
+                    });
+                }
+                // The client cannot be blamed for silence while it was not being read.
+                if deadline.is_some() {
+                    deadline = Some(Instant::now() + keep_alive);
+                }
+            }
             stack.trim();
             if let Err(e) = reader.fill(deadline, || ConnError::KeepAliveTimeout) {
                 // The client answering our close (FIN after DISCONNECT) is still our close.
@@ -411,7 +428,10 @@ impl Client {
                 return Err(Ending::Error(ConnError::ClosedByServer));
             }
             let mut buffered = reader.buffered_packet();
-            while matches!(buffered, Ok(None)) && chunks < READ_AHEAD_CHUNKS {
+            while matches!(buffered, Ok(None))
+                && chunks < READ_AHEAD_CHUNKS
+                && !self.outbox.owes_too_much()
+            {
                 match reader.read_ready() {
                     Ok(true) => {
                         chunks += 1;

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use crate::protocol::{DecodeError, ReasonCode};
 
@@ -24,6 +25,12 @@ pub enum ConnError {
     KeepAliveTimeout,
     /// Closed by the broker: takeover, server stop or the control page.
     ClosedByServer,
+    /// The client was owed more than the outbox's bound and took nothing of it for the grace
+    /// (see [`outbox`](super::outbox)): `unsent` bytes, nothing taken for `idle`.
+    NotReading { unsent: usize, idle: Duration },
+    /// A 3.1.1 client's QoS 1/2 message could not be stored (3.1.1 has no failure ack): closed
+    /// without acknowledging it, so that the client sends it again.
+    NotStored(String),
 }
 
 impl ConnError {
@@ -37,10 +44,16 @@ impl ConnError {
     /// The DISCONNECT reason code to send a 5.0 client; `None` when nothing should be sent.
     pub fn reason_code(&self) -> Option<ReasonCode> {
         match self {
-            ConnError::Io(_) | ConnError::Closed | ConnError::ClosedByServer => None,
+            ConnError::Io(_)
+            | ConnError::Closed
+            | ConnError::ClosedByServer
+            | ConnError::NotStored(_) => None,
             ConnError::Decode(e) => Some(e.reason_code()),
             ConnError::Protocol { reason, .. } => Some(*reason),
             ConnError::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
+            // "An implementation or administrative imposed limit has been exceeded" (§3.14.2.1):
+            // the bound on what a connection may be owed. Likely never read, but it says why.
+            ConnError::NotReading { .. } => Some(ReasonCode::QuotaExceeded),
         }
     }
 }
@@ -56,6 +69,15 @@ impl fmt::Display for ConnError {
             }
             ConnError::KeepAliveTimeout => write!(f, "keep alive timeout"),
             ConnError::ClosedByServer => write!(f, "closed by server"),
+            ConnError::NotReading { unsent, idle } => write!(
+                f,
+                "not reading ({unsent} bytes unsent for {}s)",
+                idle.as_secs()
+            ),
+            ConnError::NotStored(why) => write!(
+                f,
+                "a QoS 1/2 message could not be stored ({why}); closed without acknowledging it"
+            ),
         }
     }
 }

@@ -14,17 +14,24 @@
 //!
 //! Reader threads defer their flushes to the end of what they read in one chunk ([`Wakes`]),
 //! so a burst of publishes reaches each subscriber in one write.
+//!
+//! What a client is owed but has not taken (control bytes plus the unwritten part of the last
+//! batch) is bounded: above [`OWED_HIGH`] its own reader thread stops reading from it
+//! ([`Outbox::await_drain`]) until the outbox drains below [`OWED_LOW`], as TCP itself would
+//! push back; a client that takes nothing for [`NOT_READING_GRACE`] meanwhile is disconnected.
+//! Only the client's own reader ever waits: publishers still just queue into the bounded
+//! session queue.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
-use super::session::{Outgoing, Session};
+use super::session::{Outgoing, Session, StoreOps};
 use super::socket;
 use super::stats::Stats;
 use super::writer::Writer;
@@ -48,6 +55,35 @@ const CLOSE_GRACE: Duration = Duration::from_millis(500);
 /// read the DISCONNECT that says why (see [`Outbox::close`]).
 pub const LINGER: Duration = Duration::from_secs(1);
 
+/// Bytes owed to a client (control packets plus the unwritten part of a batch) above which its
+/// reader thread stops reading from it. 64 KiB is 16,000 PUBACKs: far more than a client that
+/// reads needs in flight (the kernel's send buffer, itself up to megabytes, comes on top), and
+/// small enough that a thousand clients that do not read cost 64 MiB at most.
+pub const OWED_HIGH: usize = 64 * 1024;
+
+/// The reader thread reads again once what is owed has fallen to this (or the last batch went
+/// out whole): a quarter of [`OWED_HIGH`], so that it does not stop and start at every write.
+const OWED_LOW: usize = 16 * 1024;
+
+/// A client owed more than [`OWED_HIGH`] that takes nothing at all, not a byte from the
+/// kernel's send queue, for this long is disconnected. A client that still sends but has not
+/// read for 10 s is broken or hostile; 10 s outlasts a Wi-Fi roam and the first five TCP
+/// retransmissions (0.2 + 0.4 + … + 3.2 s), and is five times the queue's stall grace.
+pub const NOT_READING_GRACE: Duration = Duration::from_secs(10);
+
+/// How often a reader thread waiting for its outbox to drain looks at it even unwoken: to
+/// notice a close by another thread and a client that takes bytes from the kernel's queue.
+const DRAIN_POLL: Duration = Duration::from_millis(250);
+
+/// Why [`Outbox::await_drain`] gave up on a client.
+#[derive(Debug, Clone, Copy)]
+pub struct NotReading {
+    /// Bytes owed (outbox plus the kernel's send queue) when it gave up.
+    pub unsent: usize,
+    /// How long the client had taken nothing.
+    pub idle: Duration,
+}
+
 /// A write buffer above this is given back to the allocator once written, so that one burst of
 /// large messages does not stay resident for the life of the connection.
 const KEEP_BUFFER: usize = 64 * 1024;
@@ -62,6 +98,16 @@ pub struct Outbox {
     inner: Mutex<Inner>,
     /// The write side, locked only by the holder of the write turn.
     out: Mutex<Output>,
+    /// `Inner::control` plus `Output::buf[written..]`: what the client is owed, read without a
+    /// lock by its reader thread.
+    owed: AtomicUsize,
+    /// The reader thread waits in [`Outbox::await_drain`]: writers then wake it once what is
+    /// owed falls to [`OWED_LOW`]. Read after every write, so that writers need no lock.
+    reader_waits: AtomicBool,
+    /// Set (and `drained` notified) by a writer that brought what is owed down to [`OWED_LOW`]
+    /// while the reader waits. Never locked with `inner` or `out` held by the waiter.
+    drain: Mutex<bool>,
+    drained: Condvar,
 }
 
 /// Who may write now.
@@ -150,6 +196,10 @@ impl Outbox {
                 written: 0,
                 batch: Vec::new(),
             }),
+            owed: AtomicUsize::new(0),
+            reader_waits: AtomicBool::new(false),
+            drain: Mutex::new(false),
+            drained: Condvar::new(),
         }
     }
 
@@ -177,7 +227,61 @@ impl Outbox {
         if inner.closing {
             return;
         }
+        let before = inner.control.len();
         protocol::encode(packet, self.version, &mut inner.control);
+        self.owed
+            .fetch_add(inner.control.len() - before, Ordering::SeqCst);
+    }
+
+    /// True when the client is owed more than [`OWED_HIGH`]: its reader thread should stop
+    /// reading from it ([`Outbox::await_drain`]). One atomic load.
+    pub fn owes_too_much(&self) -> bool {
+        self.owed.load(Ordering::Relaxed) > OWED_HIGH
+    }
+
+    /// Blocks the client's reader thread (which must hold no lock) until what the client is
+    /// owed has drained to [`OWED_LOW`] (or the last batch went out whole), or the connection
+    /// is closing. Gives up with [`NotReading`] when the client took nothing for `grace`: not
+    /// a byte from the outbox nor from the kernel's send queue.
+    pub fn await_drain(&self, grace: Duration) -> Result<(), NotReading> {
+        let mut drained = self.drain.lock();
+        *drained = false;
+        self.reader_waits.store(true, Ordering::SeqCst);
+        let mut last_owed = self.owed.load(Ordering::SeqCst);
+        let mut last_queued = socket::unsent(&self.stream);
+        let mut since = Instant::now();
+        let result = loop {
+            let owed = self.owed.load(Ordering::SeqCst);
+            if *drained || owed <= OWED_LOW || self.is_closing() {
+                break Ok(());
+            }
+            let queued = socket::unsent(&self.stream);
+            if owed < last_owed || queued < last_queued {
+                since = Instant::now();
+            }
+            last_owed = owed;
+            last_queued = queued;
+            let idle = since.elapsed();
+            if idle >= grace {
+                break Err(NotReading {
+                    unsent: owed + queued.unwrap_or(0),
+                    idle,
+                });
+            }
+            self.drained
+                .wait_for(&mut drained, DRAIN_POLL.min(grace - idle));
+        };
+        self.reader_waits.store(false, Ordering::SeqCst);
+        result
+    }
+
+    /// Wakes the reader thread if it waits for the outbox to drain. Called by writers once
+    /// what is owed is down to [`OWED_LOW`]; costs one atomic load when nobody waits.
+    fn drained_to_low(&self) {
+        if self.reader_waits.load(Ordering::SeqCst) {
+            *self.drain.lock() = true;
+            self.drained.notify_all();
+        }
     }
 
     /// Notes that the session may have messages for the client. True when the note is new:
@@ -210,7 +314,10 @@ impl Outbox {
                 return;
             }
             if let Some(packet) = last {
+                let before = inner.control.len();
                 protocol::encode(packet, self.version, &mut inner.control);
+                self.owed
+                    .fetch_add(inner.control.len() - before, Ordering::SeqCst);
             }
             inner.closing = true;
             inner.linger = linger;
@@ -264,18 +371,33 @@ impl Outbox {
     }
 
     /// Writes for up to `rounds` rounds while holding the turn. On `Blocked` or `More` the
-    /// turn has passed to the writer thread, which must then call this again.
+    /// turn has passed to the writer thread, which must then call this again. What the store
+    /// must hear of the messages sent (a QoS 2 message's packet id, a message dropped) is sent
+    /// once the outbox's and the session's locks are released.
     pub(super) fn write_turn(&self, rounds: usize) -> Progress {
+        let mut ops = StoreOps::default();
+        let progress = self.write_rounds(rounds, &mut ops);
+        ops.send();
+        progress
+    }
+
+    fn write_rounds(&self, rounds: usize, ops: &mut StoreOps) -> Progress {
         let mut out = self.out.lock();
         for _ in 0..rounds {
+            // Bytes of the last batch still unwritten (the socket was full): take nothing more
+            // from the session until the client has them, so that its backlog stays in the
+            // session queue, where `max_queued_bytes`, QoS 0 shedding and the stall grace apply.
+            let backlog = out.written < out.buf.len();
             let (take, closing) = {
                 let mut inner = self.inner.lock();
                 out.buf.append(&mut inner.control);
-                let take = inner.dirty && !inner.closing;
-                inner.dirty = false;
+                let take = inner.dirty && !inner.closing && !backlog;
+                if !backlog {
+                    inner.dirty = false;
+                }
                 (take, inner.closing)
             };
-            let more = take && self.take_from_session(&mut out);
+            let more = take && self.take_from_session(&mut out, ops);
             match self.write_some(&mut out) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -340,16 +462,20 @@ impl Outbox {
         }
         out.buf = Vec::new();
         out.written = 0;
-        let mut inner = self.inner.lock();
-        inner.closed = true;
-        inner.closing = true;
-        inner.control = Vec::new();
-        inner.turn = Turn::Free;
+        {
+            let mut inner = self.inner.lock();
+            inner.closed = true;
+            inner.closing = true;
+            inner.control = Vec::new();
+            inner.turn = Turn::Free;
+            self.owed.store(0, Ordering::SeqCst);
+        }
+        self.drained_to_low();
     }
 
     /// Moves a batch of sendable messages from the session into the buffer, if this outbox is
     /// still the session's connection. True when the session has more it could send now.
-    fn take_from_session(&self, out: &mut Output) -> bool {
+    fn take_from_session(&self, out: &mut Output, ops: &mut StoreOps) -> bool {
         let Some(session) = out.session.upgrade() else {
             return false;
         };
@@ -364,10 +490,14 @@ impl Outbox {
                 return false;
             }
             st.take_sendable(Instant::now(), MAX_BATCH, &mut batch);
+            ops.append(st.take_store_ops());
             st.has_sendable()
         };
         if !batch.is_empty() {
-            self.encode_batch(&session, &mut batch, out);
+            let before = out.buf.len();
+            self.encode_batch(&session, &mut batch, out, ops);
+            self.owed
+                .fetch_add(out.buf.len() - before, Ordering::SeqCst);
         }
         out.batch = batch;
         more
@@ -382,6 +512,9 @@ impl Outbox {
                 Ok(n) => {
                     out.written += n;
                     self.stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                    if self.owed.fetch_sub(n, Ordering::SeqCst).saturating_sub(n) <= OWED_LOW {
+                        self.drained_to_low();
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -397,7 +530,13 @@ impl Outbox {
         Ok(true)
     }
 
-    fn encode_batch(&self, session: &Session, batch: &mut Vec<Outgoing>, out: &mut Output) {
+    fn encode_batch(
+        &self,
+        session: &Session,
+        batch: &mut Vec<Outgoing>,
+        out: &mut Output,
+        ops: &mut StoreOps,
+    ) {
         let now = Instant::now();
         let version = self.version;
         let max_packet_size = out.max_packet_size;
@@ -476,6 +615,7 @@ impl Outbox {
             for id in too_large {
                 st.discard_inflight(id);
             }
+            ops.append(st.take_store_ops());
         }
     }
 }

@@ -201,10 +201,10 @@ impl Broker {
             ));
         }
         wakes.flush();
-        if !wait_committed(tickets, &ended.client_id) {
-            log::warn!(
-                "client {}: the database did not commit the shared messages handed to other \
-                 members within {DURABLE_WAIT:?}; they are kept in memory",
+        if let Err(why) = wait_committed(tickets, &ended.client_id) {
+            log::debug!(
+                "client {}: the shared messages handed to other members are kept in memory \
+                 only: {why}",
                 ended.client_id
             );
         }
@@ -232,21 +232,27 @@ impl Broker {
 }
 
 /// The longest anything waits for the database to commit what must survive a crash (a
-/// publisher's acknowledgement, a shared-subscription hand-off).
+/// publisher's acknowledgement, a shared-subscription hand-off). A database known not to be
+/// able to commit (disk full, read-only, its backlog full) answers at once instead.
 pub const DURABLE_WAIT: Duration = Duration::from_secs(5);
 
-/// Waits for `tickets` to commit, at most [`DURABLE_WAIT`] in all; false when the database did
-/// not commit in time (the caller logs that). A write the database refused is logged here,
-/// for `who`.
-pub(crate) fn wait_committed(tickets: Vec<DurableTicket>, who: &str) -> bool {
+/// Waits for `tickets` to commit, at most [`DURABLE_WAIT`] in all. `Err(why)` when a write is
+/// not durable — the database cannot commit now, or did not within the wait — so that what
+/// needed it must not be acknowledged as stored; the write may still commit later. A write the
+/// database refused for good (a kept message for a session deleted meanwhile) never will: it
+/// is logged here, for `who`, and does not hold up the rest.
+pub(crate) fn wait_committed(tickets: Vec<DurableTicket>, who: &str) -> Result<(), String> {
     let deadline = Instant::now() + DURABLE_WAIT;
     for mut ticket in tickets {
         let left = deadline.saturating_duration_since(Instant::now());
         match ticket.wait_timeout(left) {
             Ok(true) => {}
-            Ok(false) => return false,
-            Err(e) => log::warn!("client {who}: message not stored: {e}"),
+            Ok(false) => return Err(format!("not committed within {DURABLE_WAIT:?}")),
+            Err(e @ crate::store::StoreError::Refused(_)) => {
+                log::warn!("client {who}: message not stored: {e}");
+            }
+            Err(e) => return Err(e.to_string()),
         }
     }
-    true
+    Ok(())
 }

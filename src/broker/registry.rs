@@ -2,7 +2,8 @@
 //! resumed, or taking over a live one) by a CONNECT, detached when its connection closes, ended
 //! when it expires, is replaced or has expiry 0 — with a persistent session's record kept in
 //! step in the store. Runs on reader threads, the ticker (expiry), `web` (shutdown) and main.
-//! Locks: `Broker::sessions` → one session's state (see the lock order in `lib.rs`).
+//! Locks: `Broker::sessions` → one session's state (see the lock order in `lib.rs`). Nothing is
+//! sent to the store while either is held: what it must hear is collected and sent after.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,8 +39,11 @@ impl Broker {
         let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         let at = now_ms();
         for s in sessions {
-            let st = s.state.lock();
-            if st.durable.is_some() && st.disconnected_at.is_none() {
+            let live = {
+                let st = s.state.lock();
+                st.durable.is_some() && st.disconnected_at.is_none()
+            };
+            if live {
                 self.store.session_disconnected(&s.client_id, at);
             }
         }
@@ -86,6 +90,8 @@ impl Broker {
         let mut session_present = false;
         let mut to_end = None;
         let username: Option<Arc<str>> = username.map(Arc::from);
+        // The store hears of it once the registry and the session are unlocked, in this order.
+        let mut writes: Vec<SessionWrite> = Vec::new();
         let durable = (expiry_interval > 0).then(|| Durable {
             store: self.store.clone(),
             client_id: client_id.clone(),
@@ -102,9 +108,9 @@ impl Broker {
                 st.last_progress = Instant::now();
                 st.username = username;
                 if durable.is_some() {
-                    self.store.save_session(session_record(client_id, &st));
+                    writes.push(SessionWrite::Save(Box::new(session_record(client_id, &st))));
                 } else if st.durable.is_some() {
-                    self.store.delete_session(client_id);
+                    writes.push(SessionWrite::Delete);
                     forget_seqs(&mut st);
                 }
                 st.durable = durable;
@@ -119,7 +125,7 @@ impl Broker {
                     let mut st = old.state.lock();
                     old_outbox = st.outbox.take().map(|o| (o, st.link.max_packet_size));
                     if st.durable.take().is_some() {
-                        self.store.delete_session(client_id);
+                        writes.push(SessionWrite::Delete);
                     }
                     drop(st);
                     to_end = Some(old);
@@ -130,7 +136,7 @@ impl Broker {
                     st.expiry_interval = expiry_interval;
                     st.username = username;
                     if durable.is_some() {
-                        self.store.save_session(session_record(client_id, &st));
+                        writes.push(SessionWrite::Save(Box::new(session_record(client_id, &st))));
                     }
                     st.durable = durable;
                     st.outbox = Some(outbox.clone());
@@ -140,6 +146,12 @@ impl Broker {
             }
         };
         drop(sessions);
+        for w in writes {
+            match w {
+                SessionWrite::Save(rec) => self.store.save_session(*rec),
+                SessionWrite::Delete => self.store.delete_session(client_id),
+            }
+        }
         // End the replaced session before its connection closes, so that the old reader sees
         // it ended (and publishes its will) rather than taken over by a resume (cancelled).
         if let Some(old) = to_end {
@@ -159,30 +171,34 @@ impl Broker {
     /// Changes the Session Expiry Interval at DISCONNECT (§3.14.2.2.2), keeping the store in
     /// step: a session that stays persistent is saved with the new interval.
     pub fn set_session_expiry(&self, session: &Arc<Session>, expiry_interval: u32) {
-        let mut st = session.state.lock();
-        st.expiry_interval = expiry_interval;
-        if expiry_interval > 0 && st.durable.is_some() {
-            self.store
-                .save_session(session_record(&session.client_id, &st));
+        let record = {
+            let mut st = session.state.lock();
+            st.expiry_interval = expiry_interval;
+            (expiry_interval > 0 && st.durable.is_some())
+                .then(|| session_record(&session.client_id, &st))
+        };
+        if let Some(rec) = record {
+            self.store.save_session(rec);
         }
     }
 
     /// Detaches a closed connection from its session. Returns true when the connection was
     /// still the session's live one (false after a takeover). A session with expiry 0 ends now.
     pub fn close_session_link(&self, session: &Arc<Session>, outbox: &Arc<Outbox>) -> bool {
-        let (current, expiry) = {
+        let (current, expiry, stored) = {
             let mut st = session.state.lock();
             let current = st.outbox.as_ref().is_some_and(|o| Arc::ptr_eq(o, outbox));
             if current {
                 st.outbox = None;
                 st.disconnected_at = Some(Instant::now());
-                if st.expiry_interval > 0 && st.durable.is_some() {
-                    self.store
-                        .session_disconnected(&session.client_id, now_ms());
-                }
             }
-            (current, st.expiry_interval)
+            let stored = current && st.expiry_interval > 0 && st.durable.is_some();
+            (current, st.expiry_interval, stored)
         };
+        if stored {
+            self.store
+                .session_disconnected(&session.client_id, now_ms());
+        }
         if current && expiry == 0 {
             self.end_session(session, false);
         }
@@ -204,15 +220,13 @@ impl Broker {
                 sessions.remove(&session.client_id);
             }
         }
-        let (subs, handoff, will) = {
+        let (subs, handoff, will, stored) = {
             let mut st = session.state.lock();
             if st.ended {
                 return;
             }
             st.ended = true;
-            if st.durable.take().is_some() {
-                self.store.delete_session(&session.client_id);
-            }
+            let stored = st.durable.take().is_some();
             let subs: Vec<String> = st.subscriptions.drain().map(|(f, _)| f).collect();
             let mut handoff: Vec<Delivery> = Vec::new();
             for d in st.pending.drain(..) {
@@ -231,8 +245,11 @@ impl Broker {
             }
             st.pending_bytes = 0;
             st.resend.clear();
-            (subs, handoff, st.delayed_will.take())
+            (subs, handoff, st.delayed_will.take(), stored)
         };
+        if stored {
+            self.store.delete_session(&session.client_id);
+        }
         for full in &subs {
             match crate::protocol::topic::parse_shared(full) {
                 Some(Ok((_, inner))) => {
@@ -252,6 +269,12 @@ impl Broker {
             self.publish(msg, &mut Routing::default());
         }
     }
+}
+
+/// A change to a session's record, collected under the registry's lock and sent after it.
+enum SessionWrite {
+    Save(Box<SessionRecord>),
+    Delete,
 }
 
 /// The store's record of a persistent session: its settings and every subscription. Saving it

@@ -123,10 +123,11 @@ fn restore_session(broker: &Broker, snap: SessionSnapshot, now: Instant, wall: i
             };
             st.restore(delivery, inflight);
         }
+        st.next_seq = st.next_seq.max(next_seq);
+        drop(st);
         for seq in expired {
             broker.store.remove_message(&client_id, seq);
         }
-        st.next_seq = st.next_seq.max(next_seq);
     }
     broker.insert_session(client_id, session);
 }

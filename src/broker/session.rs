@@ -156,12 +156,60 @@ pub struct Session {
 }
 
 /// Where a persistent session keeps its QoS 1/2 messages: the store and the session's key.
-/// Every change of a stored message is sent while the session's lock is held, so the store sees
-/// them in the order they happened.
+/// Nothing is sent to the store while the session's lock is held (a database that cannot
+/// commit must never hold up a broker lock): changes are collected under it ([`StoreOps`]) and
+/// sent once it is released. Order still holds where it matters: a kept message is sent before
+/// it joins the queue (so before anyone can send, acknowledge or forget it), an
+/// acknowledgement's change is sent by the reader before it reads the next packet, and the
+/// store never moves a message back from `released` to `inflight`.
 #[derive(Clone)]
 pub struct Durable {
     pub store: StoreHandle,
     pub client_id: Arc<str>,
+}
+
+/// A change to a kept message, collected under the session's lock.
+#[derive(Debug, Clone, Copy)]
+enum StoreOp {
+    Remove {
+        seq: u64,
+    },
+    State {
+        seq: u64,
+        packet_id: u16,
+        state: MessageState,
+    },
+}
+
+/// Changes to a session's kept messages, taken out from under its lock
+/// ([`SessionState::take_store_ops`]) to be sent once it is released.
+#[must_use = "send the collected store changes once the lock is released"]
+#[derive(Default)]
+pub struct StoreOps {
+    ops: Vec<(Durable, StoreOp)>,
+}
+
+impl StoreOps {
+    /// Adds `more` after what is already collected.
+    pub fn append(&mut self, mut more: StoreOps) {
+        self.ops.append(&mut more.ops);
+    }
+
+    /// Sends the changes, in order. Call with no broker lock held.
+    pub fn send(self) {
+        for (d, op) in self.ops {
+            match op {
+                StoreOp::Remove { seq } => d.store.remove_message(&d.client_id, seq),
+                StoreOp::State {
+                    seq,
+                    packet_id,
+                    state,
+                } => d
+                    .store
+                    .message_state(&d.client_id, seq, Some(packet_id), state),
+            }
+        }
+    }
 }
 
 pub struct SessionState {
@@ -199,6 +247,8 @@ pub struct SessionState {
     pub next_seq: u64,
     /// The last [`RECENT_ACKNOWLEDGED`] acknowledged QoS 1/2 messages, oldest first.
     pub acknowledged: VecDeque<Acknowledged>,
+    /// Changes to kept messages made under the lock, for the store once it is released.
+    store_ops: StoreOps,
 }
 
 /// A message ready to be written to the client.
@@ -239,6 +289,7 @@ impl Session {
                 durable: None,
                 next_seq: 1,
                 acknowledged: VecDeque::new(),
+                store_ops: StoreOps::default(),
             }),
         }
     }
@@ -247,14 +298,17 @@ impl Session {
     /// publishes it, when `outbox` is still the session's connection (a takeover owns the
     /// session's will from then on). Returns whether it was kept.
     pub fn keep_will(&self, outbox: &Arc<Outbox>, will: Option<&Will>) -> bool {
-        let st = self.state.lock();
-        let live = st.outbox.as_ref().is_some_and(|o| Arc::ptr_eq(o, outbox));
-        match (&st.durable, live) {
-            (Some(d), true) => {
+        let durable = {
+            let st = self.state.lock();
+            let live = st.outbox.as_ref().is_some_and(|o| Arc::ptr_eq(o, outbox));
+            st.durable.clone().filter(|_| live)
+        };
+        match durable {
+            Some(d) => {
                 d.store.set_will(&d.client_id, will.cloned());
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
@@ -312,59 +366,108 @@ impl Session {
         wakes: &mut Wakes,
         count_refusal: bool,
     ) -> Result<Option<DurableTicket>, DropReason> {
-        let (outbox, ticket) = {
+        // A QoS 1/2 message for a persistent session is numbered under the lock, sent to the
+        // store with the lock released, and only then queued: so it reaches the store before
+        // anything can send, acknowledge or forget it.
+        let mut kept = None;
+        {
             let mut st = self.state.lock();
             if let Some(acl) = acl {
                 if !acl.can_read(st.username.as_deref(), &self.client_id, &delivery.msg.topic) {
                     return Err(DropReason::NotAuthorized);
                 }
             }
-            let store = match (&st.durable, delivery.qos) {
-                (Some(d), QoS::AtLeastOnce | QoS::ExactlyOnce) => Some(d.clone()),
-                _ => None,
-            };
-            if store.is_some() {
-                delivery.seq = st.next_seq;
+            if let (Some(d), QoS::AtLeastOnce | QoS::ExactlyOnce) = (&st.durable, delivery.qos) {
+                if !st.ended {
+                    kept = Some(d.clone());
+                    delivery.seq = st.next_seq;
+                    st.next_seq += 1;
+                }
             }
-            let (msg, qos, retain, seq) = (
-                delivery.msg.clone(),
+            if kept.is_none() {
+                return match st.admit(delivery, limits) {
+                    Ok(()) => {
+                        let outbox = st.outbox.clone();
+                        drop(st);
+                        if let Some(outbox) = outbox {
+                            wakes.mark(outbox);
+                        }
+                        Ok(None)
+                    }
+                    Err(why) => {
+                        if count_refusal {
+                            st.count_refusal(why);
+                        }
+                        Err(why)
+                    }
+                };
+            }
+        }
+        let d = kept;
+        let ticket = d.as_ref().map(|d| {
+            d.store.persist_message(
+                &d.client_id,
+                delivery.seq,
+                &delivery.msg,
                 delivery.qos,
                 delivery.retain,
-                delivery.seq,
-            );
-            if let Err(why) = st.admit(delivery, limits) {
+            )
+        });
+        let seq = delivery.seq;
+        let (queued, outbox) = {
+            let mut st = self.state.lock();
+            let queued = st.admit(delivery, limits);
+            if let Err(why) = queued {
                 if count_refusal {
                     st.count_refusal(why);
                 }
-                return Err(why);
             }
-            let ticket = store.map(|d| {
-                st.next_seq += 1;
-                d.store
-                    .persist_message(&d.client_id, seq, &msg, qos, retain)
-            });
-            (st.outbox.clone(), ticket)
+            (queued, st.outbox.clone())
         };
-        if let Some(outbox) = outbox {
-            wakes.mark(outbox);
+        match queued {
+            Ok(()) => {
+                if let Some(outbox) = outbox {
+                    wakes.mark(outbox);
+                }
+                Ok(ticket)
+            }
+            Err(why) => {
+                if let Some(d) = d {
+                    d.store.remove_message(&d.client_id, seq);
+                }
+                Err(why)
+            }
         }
-        Ok(ticket)
     }
 }
 
 impl SessionState {
-    /// Tells the store a kept message is done with (acknowledged, dropped or expired).
-    fn forget(&self, seq: u64) {
+    /// Notes for the store that a kept message is done with (acknowledged, dropped or expired).
+    fn forget(&mut self, seq: u64) {
         if let (Some(d), true) = (&self.durable, seq != 0) {
-            d.store.remove_message(&d.client_id, seq);
+            let d = d.clone();
+            self.store_ops.ops.push((d, StoreOp::Remove { seq }));
         }
     }
 
-    fn record_state(&self, seq: u64, packet_id: u16, state: MessageState) {
+    fn record_state(&mut self, seq: u64, packet_id: u16, state: MessageState) {
         if let (Some(d), true) = (&self.durable, seq != 0) {
-            d.store
-                .message_state(&d.client_id, seq, Some(packet_id), state);
+            let d = d.clone();
+            self.store_ops.ops.push((
+                d,
+                StoreOp::State {
+                    seq,
+                    packet_id,
+                    state,
+                },
+            ));
         }
+    }
+
+    /// The store changes collected under the lock: send them ([`StoreOps::send`]) once it is
+    /// released.
+    pub fn take_store_ops(&mut self) -> StoreOps {
+        std::mem::take(&mut self.store_ops)
     }
 
     /// Appends to the queue within the limits: QoS 0 is shed first (§4.9 leaves the policy to us).

@@ -49,6 +49,28 @@ pub fn send_nonblocking(stream: &TcpStream, data: &[u8]) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
+/// Bytes in the socket's send queue the peer has not acknowledged yet (`SIOCOUTQ`); `None`
+/// where that cannot be asked. Lets a reader thread tell a client that takes nothing from one
+/// that reads slowly.
+pub fn unsent(stream: &TcpStream) -> Option<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int through the pointer, which points at `n`
+        // for the call; the descriptor belongs to `stream`, borrowed for the call.
+        let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        if r == 0 {
+            return usize::try_from(n).ok();
+        }
+        None
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = stream;
+        None
+    }
+}
+
 /// A `pollfd` asking for `events` on `fd`.
 pub fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
     libc::pollfd {

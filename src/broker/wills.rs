@@ -22,23 +22,25 @@ impl Broker {
     pub fn expire(&self, now: Instant) {
         let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         for s in sessions {
-            let (expired, will) = {
+            let (expired, will, stored) = {
                 let mut st = s.state.lock();
                 let will = match &st.delayed_will {
                     Some(w) if w.due <= now => st.delayed_will.take(),
                     _ => None,
                 };
-                if let (Some(_), Some(d)) = (&will, &st.durable) {
-                    d.store.set_will(&d.client_id, None);
-                }
+                let stored = st.durable.clone().filter(|_| will.is_some());
                 let expired = st.outbox.is_none()
                     && st.expiry_interval != session::NEVER_EXPIRES
                     && st.disconnected_at.is_some_and(|at| {
                         now.saturating_duration_since(at)
                             >= Duration::from_secs(u64::from(st.expiry_interval))
                     });
-                (expired, will)
+                (expired, will, stored)
             };
+            // With the session unlocked: the database must never hold up the ticker.
+            if let Some(d) = stored {
+                d.store.set_will(&d.client_id, None);
+            }
             if let Some(will) = will {
                 self.publish(Arc::new(will.msg.received_at(now)), &mut Routing::default());
             }

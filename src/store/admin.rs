@@ -122,6 +122,7 @@ pub fn run(
         schema::OpenOptions {
             busy_timeout: ADMIN_BUSY_TIMEOUT,
             full_sync: true,
+            max_bytes: 0,
         },
     )?;
     match change {

@@ -1,10 +1,16 @@
 //! The SQLite store: [`Store::open`] and [`StoreHandle`], the only public surface of `store/`.
 //!
 //! One thread named `store` (`worker.rs`) owns the rusqlite connection. Every other thread holds a
-//! [`StoreHandle`] (Clone + Send + Sync) that sends it commands over two bounded crossbeam
-//! channels:
+//! [`StoreHandle`] (Clone + Send + Sync) that sends it commands over two crossbeam channels.
+//! No send ever blocks, so a thread holding a broker lock can never be held up by the database:
 //! - **durable** — retained messages, sessions, subscriptions, wills, kept QoS 1/2 messages,
-//!   users, ACL rules, bans and queries. Never shed: a full channel blocks the sender.
+//!   users, ACL rules, bans and queries. Never shed once taken. What waits for the database is
+//!   bounded here: a kept message or a retained message (the writes that carry a payload) sent
+//!   while `max_backlog` writes already wait waits for room while the database commits (at
+//!   most [`BACKLOG_WAIT`]); while it fails, or after that wait, it is not taken — its ticket
+//!   fails at once with [`StoreError::Unavailable`] and [`StoreStats::refused`] counts it. The small writes that
+//!   keep a session's record in step (its row, subscriptions, will, a kept message's state) are
+//!   always taken: they follow what clients do, and dropping one would corrupt a session.
 //! - **history** — the message/topic history and the client records. Shed when full
 //!   (`try_send` fails → [`StoreStats::shed`] + 1): the publish path never waits for it.
 //!
@@ -24,9 +30,12 @@
 //! # Failures
 //! `open` refuses a corrupt file, a read-only file, a file locked by another process and one
 //! from a newer schema, with a typed [`StoreError`] — never a silent empty start. While running,
-//! a database that cannot be written (disk full, I/O error) is logged once; durable writes wait
-//! in memory (bounded) and are retried, the broker keeps serving, and writes resume when space
-//! returns.
+//! a database that cannot be written (disk full, `max_bytes` reached, read-only, I/O error) is
+//! logged once, then summarised every minute and logged again when it recovers
+//! ([`StoreStats::failing_since_ms`] says so meanwhile). Durable writes wait in memory (bounded,
+//! see above) and are retried; every ticket is answered `Unavailable` at once (the write is
+//! still kept and may commit later), so nobody waits on a database that cannot commit; the
+//! broker keeps serving; writes resume when space returns.
 //!
 //! # Example
 //! ```no_run
@@ -49,12 +58,12 @@ mod web_admin;
 mod worker;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::{Mutex, RwLock};
 use rusqlite::Connection;
 
@@ -68,7 +77,11 @@ pub use types::{
 use crate::auth::{self, validate_pattern, AclRule, AclSet, Ban, BanKind};
 use crate::message::Message;
 use crate::protocol::{QoS, Will};
-use worker::{AdminWrite, Command, History, Worker, Write};
+use worker::{AdminWrite, Command, History, TicketFailure, Worker, Write};
+
+/// The longest a kept or retained message waits for room in a full backlog while the database
+/// is committing (not failing) before it is refused.
+pub const BACKLOG_WAIT: Duration = Duration::from_secs(5);
 
 /// The most rows one control-page query returns.
 pub const MAX_QUERY_ROWS: u32 = 1000;
@@ -90,6 +103,9 @@ pub enum SyncMode {
 pub struct StoreOptions {
     /// History messages kept per topic (older ones pruned). Default 100.
     pub history_per_topic: u32,
+    /// Topics the history keeps at most; the least recently seen are forgotten first, with
+    /// their messages. Default 10,000.
+    pub history_max_topics: u64,
     /// History payloads are cut to this many bytes (`payload_len` keeps the real size).
     /// Default 64 KiB.
     pub history_payload_limit: usize,
@@ -97,10 +113,16 @@ pub struct StoreOptions {
     /// History alone waits at most this long before a commit; also the commit window of
     /// nothing else. Default 100 ms.
     pub flush_interval: Duration,
-    /// Capacity of the durable channel (senders block when full). Default 4096.
+    /// Sizes the durable backlog: kept and retained messages are refused once four times this
+    /// many durable writes (at least 1024) wait for the database. Default 4096.
     pub queue_capacity: usize,
     /// Capacity of the history channel (senders shed when full). Default 4096.
     pub history_capacity: usize,
+    /// Bytes of messages the history channel may hold (senders shed above it). The channel's
+    /// capacity counts commands, and one command is a reader's whole chunk of publishes: a
+    /// QoS 1 publisher at 250,000 messages a second filled 4,096 of them with 640 MiB.
+    /// Default 8 MiB.
+    pub history_queue_bytes: usize,
     /// Most commands in one transaction. Default 1024.
     pub max_batch: usize,
     /// How long SQLite waits for another process's lock. Default 5 s.
@@ -109,23 +131,35 @@ pub struct StoreOptions {
     pub retry_interval: Duration,
     /// How long a caller waits for an answer (queries, users, ACL). Default 30 s.
     pub reply_timeout: Duration,
+    /// Largest size of the database file (`PRAGMA max_page_count`); 0 = no limit. Writes past
+    /// it fail as on a full disk. Default 0.
+    pub max_bytes: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             history_per_topic: 100,
+            history_max_topics: 10_000,
             history_payload_limit: 64 * 1024,
             sync: SyncMode::Normal,
             flush_interval: Duration::from_millis(100),
             queue_capacity: 4096,
             history_capacity: 4096,
+            history_queue_bytes: 8 * 1024 * 1024,
             max_batch: 1024,
             busy_timeout: Duration::from_secs(5),
             retry_interval: Duration::from_secs(1),
             reply_timeout: Duration::from_secs(30),
+            max_bytes: 0,
         }
     }
+}
+
+/// How many durable writes may wait for the database before kept and retained messages are
+/// refused (see the module docs).
+pub(crate) fn max_backlog(opts: &StoreOptions) -> usize {
+    opts.queue_capacity.max(1).saturating_mul(4).max(1024)
 }
 
 /// State shared between the handles and the `store` thread: counters and the ACL snapshot.
@@ -133,8 +167,22 @@ pub(crate) struct Shared {
     commands: AtomicU64,
     transactions: AtomicU64,
     shed: AtomicU64,
+    /// Weight ([`History::weight`]) of what the history channel holds now.
+    history_queued: AtomicUsize,
+    history_queue_bytes: usize,
     failed_commits: AtomicU64,
+    /// Durable writes the `store` thread holds, uncommitted.
     pending: AtomicU64,
+    /// Topics in the history, as of the last commit.
+    topics: AtomicU64,
+    /// Topics forgotten since start to keep the history within `history_max_topics`.
+    topics_forgotten: AtomicU64,
+    /// Durable writes sent and not yet taken by the `store` thread.
+    queued: AtomicU64,
+    /// Kept and retained messages refused because the backlog was full.
+    refused: AtomicU64,
+    /// Since when (ms since the epoch) the database cannot be written; 0 while it can.
+    failing_since: AtomicI64,
     last_error: Mutex<Option<String>>,
     acl: RwLock<Arc<AclSet>>,
     acl_generation: AtomicU64,
@@ -147,7 +195,7 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 #[must_use = "wait on the ticket, or drop it explicitly if the ack does not depend on it"]
 pub struct DurableTicket {
-    rx: Option<Receiver<Result<(), String>>>,
+    rx: Option<Receiver<Result<(), TicketFailure>>>,
     done: bool,
 }
 
@@ -159,7 +207,7 @@ impl DurableTicket {
         }
     }
 
-    fn pending(rx: Receiver<Result<(), String>>) -> DurableTicket {
+    fn pending(rx: Receiver<Result<(), TicketFailure>>) -> DurableTicket {
         DurableTicket {
             rx: Some(rx),
             done: false,
@@ -168,7 +216,9 @@ impl DurableTicket {
 
     /// Blocks until the write has committed. `Err(Closed)` if the store stopped without
     /// committing it; `Err(Refused)` if the database refused this write (e.g. a kept message
-    /// for a session that was never saved) — the rest of its batch committed.
+    /// for a session that was never saved) — the rest of its batch committed;
+    /// `Err(Unavailable)` as soon as the database is known not to be able to commit it now
+    /// (it may still commit later: nothing may be promised on it).
     pub fn wait(mut self) -> Result<(), StoreError> {
         self.wait_timeout(Duration::MAX).map(|_| ())
     }
@@ -192,9 +242,13 @@ impl DurableTicket {
                 self.done = true;
                 Ok(true)
             }
-            Ok(Err(why)) => {
+            Ok(Err(TicketFailure::Refused(why))) => {
                 self.done = true;
                 Err(StoreError::Refused(why))
+            }
+            Ok(Err(TicketFailure::Unavailable(detail))) => {
+                self.done = true;
+                Err(StoreError::Unavailable { detail })
             }
             Err(RecvTimeoutError::Timeout) => Ok(false),
             Err(RecvTimeoutError::Disconnected) => Err(StoreError::Closed),
@@ -205,6 +259,22 @@ impl DurableTicket {
     pub fn is_committed(&mut self) -> bool {
         matches!(self.wait_timeout(Duration::ZERO), Ok(true))
     }
+}
+
+/// Brings a history that holds more than `max` topics (the setting was lowered since the file
+/// was written) within it at once; returns how many topics it holds.
+fn forget_over_bound(conn: &Connection, max: u64) -> rusqlite::Result<u64> {
+    let topics = queries::topic_count(conn)?;
+    if topics <= max {
+        return Ok(topics);
+    }
+    queries::history_forget(conn, topics - max)?;
+    log::info!(
+        "store: topic history held {topics} topics, above history_max_topics ({max}); the {} \
+         least recently seen were forgotten",
+        topics - max
+    );
+    Ok(max)
 }
 
 /// Opens the database and starts the `store` thread.
@@ -221,6 +291,7 @@ impl Store {
             schema::OpenOptions {
                 busy_timeout: opts.busy_timeout,
                 full_sync: opts.sync == SyncMode::Full,
+                max_bytes: opts.max_bytes,
             },
         )?;
         let repairs = schema::repair_at_start(&mut conn, now_ms())
@@ -235,18 +306,29 @@ impl Store {
             );
         }
         let acl = queries::acl_set(&conn).map_err(|e| error::open_error(&path, e))?;
+        let topics = forget_over_bound(&conn, opts.history_max_topics)
+            .map_err(|e| error::open_error(&path, e))?;
         let shared = Arc::new(Shared {
             commands: AtomicU64::new(0),
             transactions: AtomicU64::new(0),
             shed: AtomicU64::new(0),
+            history_queued: AtomicUsize::new(0),
+            history_queue_bytes: opts.history_queue_bytes.max(1),
             failed_commits: AtomicU64::new(0),
             pending: AtomicU64::new(0),
+            topics: AtomicU64::new(topics),
+            topics_forgotten: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            failing_since: AtomicI64::new(0),
             last_error: Mutex::new(None),
             acl: RwLock::new(Arc::new(acl)),
             acl_generation: AtomicU64::new(1),
             stop: AtomicBool::new(false),
         });
-        let (durable_tx, durable_rx) = bounded(opts.queue_capacity.max(1));
+        // Unbounded so that a send never blocks; `max_backlog` bounds what it holds.
+        let (durable_tx, durable_rx) = unbounded();
+        let max_backlog = max_backlog(&opts) as u64;
         let (history_tx, history_rx) = bounded(opts.history_capacity.max(1));
         let relaxed = matches!(opts.sync, SyncMode::Relaxed { .. });
         let reply_timeout = opts.reply_timeout;
@@ -265,6 +347,7 @@ impl Store {
                 path,
                 relaxed,
                 reply_timeout,
+                max_backlog,
             }),
         })
     }
@@ -278,6 +361,7 @@ struct Inner {
     path: PathBuf,
     relaxed: bool,
     reply_timeout: Duration,
+    max_backlog: u64,
 }
 
 impl Inner {
@@ -343,14 +427,47 @@ impl StoreHandle {
 
     // ------------------------------------------------------------ sending
 
+    /// Durable writes waiting for the database: sent and not taken, and taken and uncommitted.
+    fn backlog(&self) -> u64 {
+        let s = &self.inner.shared;
+        s.queued.load(Ordering::Relaxed) + s.pending.load(Ordering::Relaxed)
+    }
+
     fn write(&self, w: Write) {
+        self.inner.shared.queued.fetch_add(1, Ordering::Relaxed);
         if self.inner.durable.send(Command::Write(w, None)).is_err() {
+            self.inner.shared.queued.fetch_sub(1, Ordering::Relaxed);
             log::debug!("store: write after shutdown ignored");
         }
     }
 
+    /// Sends a write that carries a message. While the backlog is full it waits for room — a
+    /// database that is merely behind slows the sender (the caller holds no broker lock) — but
+    /// not while the database is failing, nor longer than [`BACKLOG_WAIT`]: then the ticket
+    /// fails at once and the write is not kept (the caller must not acknowledge what needed it).
     fn write_with_ticket(&self, w: Write) -> DurableTicket {
         let (tx, rx) = bounded(1);
+        let shared = &self.inner.shared;
+        let deadline = std::time::Instant::now() + BACKLOG_WAIT;
+        while self.backlog() >= self.inner.max_backlog {
+            let failing = shared.failing_since.load(Ordering::Relaxed) != 0;
+            if failing || std::time::Instant::now() >= deadline {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                let detail = format!(
+                    "{} durable writes already wait for the database ({})",
+                    self.backlog(),
+                    shared
+                        .last_error
+                        .lock()
+                        .clone()
+                        .unwrap_or_else(|| "it is slow".into())
+                );
+                let _ = tx.send(Err(TicketFailure::Unavailable(detail)));
+                return DurableTicket::pending(rx);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.inner.shared.queued.fetch_add(1, Ordering::Relaxed);
         let ticket = if self.inner.relaxed {
             DurableTicket::ready()
         } else {
@@ -362,6 +479,7 @@ impl StoreHandle {
             .send(Command::Write(w, Some(tx)))
             .is_err()
         {
+            self.inner.shared.queued.fetch_sub(1, Ordering::Relaxed);
             log::debug!("store: write after shutdown ignored");
             // The sender went with the command: a pending ticket reports Closed.
         }
@@ -369,16 +487,24 @@ impl StoreHandle {
     }
 
     fn history(&self, h: History) {
+        let shared = &self.inner.shared;
+        let weight = h.weight();
+        // Counted before the send, so that the store thread's subtraction never comes first.
+        let queued = shared.history_queued.fetch_add(weight, Ordering::Relaxed);
+        if queued + weight > shared.history_queue_bytes && queued > 0 {
+            shared.history_queued.fetch_sub(weight, Ordering::Relaxed);
+            shared.shed.fetch_add(h.records(), Ordering::Relaxed);
+            return;
+        }
         match self.inner.history.try_send(h) {
             Ok(()) => {}
             Err(TrySendError::Full(h)) => {
-                let records = match &h {
-                    History::Messages(batch) => batch.len() as u64,
-                    _ => 1,
-                };
-                self.inner.shared.shed.fetch_add(records, Ordering::Relaxed);
+                shared.history_queued.fetch_sub(weight, Ordering::Relaxed);
+                shared.shed.fetch_add(h.records(), Ordering::Relaxed);
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Disconnected(_)) => {
+                shared.history_queued.fetch_sub(weight, Ordering::Relaxed);
+            }
         }
     }
 
@@ -605,7 +731,14 @@ impl StoreHandle {
             transactions: s.transactions.load(Ordering::Relaxed),
             shed: s.shed.load(Ordering::Relaxed),
             failed_commits: s.failed_commits.load(Ordering::Relaxed),
-            pending: s.pending.load(Ordering::Relaxed),
+            history_topics: s.topics.load(Ordering::Relaxed),
+            history_topics_forgotten: s.topics_forgotten.load(Ordering::Relaxed),
+            pending: s.pending.load(Ordering::Relaxed) + s.queued.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
+            failing_since_ms: match s.failing_since.load(Ordering::Relaxed) {
+                0 => None,
+                at => Some(at),
+            },
             db_bytes: size(&self.inner.path) + size(Path::new(&wal)),
             last_error: s.last_error.lock().clone(),
         }

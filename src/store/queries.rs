@@ -226,6 +226,9 @@ pub(crate) fn message_persist(
     Ok(())
 }
 
+/// Moves a kept message along its flow; never back from `released` to `inflight` (the write
+/// turn sends `inflight` after releasing its locks, so it may arrive after the PUBREC's
+/// `released`).
 pub(crate) fn message_state(
     conn: &Connection,
     client_id: &str,
@@ -234,7 +237,8 @@ pub(crate) fn message_state(
     state: MessageState,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE session_messages SET packet_id = ?3, state = ?4 WHERE client_id = ?1 AND seq = ?2",
+        "UPDATE session_messages SET packet_id = ?3, state = ?4 WHERE client_id = ?1 AND seq = ?2
+           AND NOT (state = 'released' AND ?4 = 'inflight')",
     )?
     .execute(params![client_id, to_i64(seq), packet_id, state.as_str()])?;
     Ok(())
@@ -274,21 +278,51 @@ pub(crate) fn history_message(
     Ok(())
 }
 
-/// Counts `count` more messages on `topic`, seen between `first` and `last` (ms).
+/// Counts `count` more messages on `topic`, seen between `first` and `last` (ms). True when the
+/// topic is new to the history (so that the store can keep its count of topics without asking).
 pub(crate) fn topic_seen(
     conn: &Connection,
     topic: &str,
     count: u64,
     first: i64,
     last: i64,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO topics (topic, first_seen, last_seen, message_count)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![topic, first, last, to_i64(count)])?;
+    if inserted == 0 {
+        conn.prepare_cached(
+            "UPDATE topics SET last_seen = max(last_seen, ?2), message_count = message_count + ?3
+             WHERE topic = ?1",
+        )?
+        .execute(params![topic, last, to_i64(count)])?;
+    }
+    Ok(inserted > 0)
+}
+
+/// Forgets the `n` least recently seen topics of the history, with their messages.
+pub(crate) fn history_forget(conn: &Connection, n: u64) -> rusqlite::Result<()> {
+    let n = to_i64(n);
     conn.prepare_cached(
-        "INSERT INTO topics (topic, first_seen, last_seen, message_count) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (topic) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen),
-             message_count = message_count + excluded.message_count",
+        "DELETE FROM messages WHERE topic IN (
+             SELECT topic FROM topics ORDER BY last_seen, rowid LIMIT ?1)",
     )?
-    .execute(params![topic, first, last, to_i64(count)])?;
+    .execute(params![n])?;
+    conn.prepare_cached(
+        "DELETE FROM topics WHERE rowid IN (
+             SELECT rowid FROM topics ORDER BY last_seen, rowid LIMIT ?1)",
+    )?
+    .execute(params![n])?;
     Ok(())
+}
+
+/// How many topics the history holds.
+pub(crate) fn topic_count(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT count(*) FROM topics", [], |r| r.get::<_, i64>(0))
+        .map(|n| u64::try_from(n).unwrap_or(0))
 }
 
 /// Keeps only the newest `keep` history messages of `topic`.

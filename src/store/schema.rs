@@ -70,6 +70,9 @@ pub(crate) struct OpenOptions {
     pub busy_timeout: Duration,
     /// `synchronous = FULL` (fsync every commit) instead of NORMAL.
     pub full_sync: bool,
+    /// `PRAGMA max_page_count` from this many bytes; 0 = no limit. Not stored in the file:
+    /// set at every open.
+    pub max_bytes: u64,
 }
 
 /// Opens (creating if needed) and migrates the database. Refuses corrupt, read-only, locked and
@@ -116,7 +119,21 @@ pub(crate) fn open(path: &Path, opts: OpenOptions) -> Result<Connection, StoreEr
     conn.pragma_update(None, "synchronous", sync)
         .map_err(|e| open_error(path, e))?;
     migrate(&mut conn, path)?;
+    if opts.max_bytes > 0 {
+        set_max_bytes(&conn, opts.max_bytes).map_err(|e| open_error(path, e))?;
+    }
     Ok(conn)
+}
+
+/// Caps the file at `max_bytes` (rounded down to whole pages, at least one). SQLite never sets
+/// the cap below the file's current size; writes past it fail with `SQLITE_FULL`, as on a full
+/// disk.
+fn set_max_bytes(conn: &Connection, max_bytes: u64) -> rusqlite::Result<()> {
+    let page_size: u64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    let pages = (max_bytes / page_size.max(1)).max(1);
+    let set: i64 = conn.pragma_update_and_check(None, "max_page_count", pages, |r| r.get(0))?;
+    log::debug!("store: at most {set} pages of {page_size} bytes");
+    Ok(())
 }
 
 /// Applies the missing migration steps in one exclusive transaction.

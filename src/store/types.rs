@@ -284,6 +284,15 @@ pub struct StoreStats {
     pub failed_commits: u64,
     /// Durable writes waiting in memory for the database (non-zero while it is unavailable).
     pub pending: u64,
+    /// Topics in the history (at most `history_max_topics`).
+    pub history_topics: u64,
+    /// Topics forgotten since start, least recently seen first, to stay within that bound.
+    pub history_topics_forgotten: u64,
+    /// Kept and retained messages refused because too many durable writes were waiting (their
+    /// publishers were not acknowledged).
+    pub refused: u64,
+    /// Since when (ms since the Unix epoch) the database cannot be written; `None` while it can.
+    pub failing_since_ms: Option<i64>,
     /// Size of the database file plus its WAL.
     pub db_bytes: u64,
     /// The last error, until the next successful commit.

@@ -1,8 +1,8 @@
 //! The `store` thread: the only owner of the broker's rusqlite `Connection`.
 //!
-//! It waits on two bounded channels — durable commands (sessions, retained, users, ACL, bans,
-//! queries; senders block when it is full) and history commands (messages, topics, clients;
-//! senders shed when it is full) — drains whatever is waiting (up to `max_batch`) and applies it
+//! It waits on two channels — durable commands (sessions, retained, users, ACL, bans, queries;
+//! unbounded, the backlog is bounded where kept and retained messages are sent) and history
+//! commands (messages, topics, clients; bounded, senders shed when it is full) — drains whatever is waiting (up to `max_batch`) and applies it
 //! in ONE `BEGIN IMMEDIATE` transaction (group commit). Durability tickets fire, and answers are
 //! sent, only after that transaction commits; queries run after the commit so they see it.
 //!
@@ -11,11 +11,14 @@
 //! mode everything waits up to the window.
 //!
 //! When the database cannot be written (disk full, read-only, I/O error, locked past the busy
-//! timeout): the error is logged once, the batch is rolled back, its durable writes stay in
-//! memory (at most `max_backlog`; beyond that the durable channel is not read, so its senders
-//! block) and are retried every `retry_interval`; history is shed (counted); admin changes are
-//! answered with `StoreError::Unavailable`; queries still run. The first successful commit logs
-//! that writes resumed.
+//! timeout): the error is logged once (then a summary every minute, and once when it recovers),
+//! the batch is rolled back, its durable writes stay in memory and are retried every
+//! `retry_interval`; everyone waiting on a ticket or a flush is answered `Unavailable` at once,
+//! and so is every ticket of a write that arrives while it fails (the write is still kept and
+//! retried). History is shed (counted); admin changes are answered with
+//! `StoreError::Unavailable`; queries still run. The channel is always read: the bound on what
+//! waits here is kept where writes are sent (`StoreHandle`, `max_backlog`). The first
+//! successful commit logs that writes resumed.
 //!
 //! Stops on `Command::Shutdown` or when every sender is gone: drains the channels, commits (a
 //! few attempts), checkpoints the WAL, and returns.
@@ -111,6 +114,34 @@ pub(crate) enum AdminWrite {
 /// What an admin change returns: the new rule id for `AclAdd`, else 0.
 pub(crate) type AdminReply = Sender<Result<i64, StoreError>>;
 
+impl History {
+    /// Bytes this command holds while queued, for the history queue's byte bound
+    /// ([`StoreOptions::history_queue_bytes`]): a message's topic and payload plus its own
+    /// struct and `Arc` header. The store may hold the only reference to a message nobody
+    /// subscribed to, so this is memory the queue alone keeps alive.
+    pub(crate) fn weight(&self) -> usize {
+        fn message(m: &Message) -> usize {
+            m.size() + std::mem::size_of::<Message>() + 2 * std::mem::size_of::<usize>()
+        }
+        match self {
+            History::Message(m) => message(m),
+            History::Messages(batch) => batch
+                .iter()
+                .map(|m| message(m) + std::mem::size_of::<Arc<Message>>())
+                .sum(),
+            History::Connected(_) | History::Disconnected { .. } => 256,
+        }
+    }
+
+    /// Records this command holds (what shedding it loses).
+    pub(crate) fn records(&self) -> u64 {
+        match self {
+            History::Messages(batch) => batch.len() as u64,
+            _ => 1,
+        }
+    }
+}
+
 /// History: shed when the queue is full.
 pub(crate) enum History {
     Message(Arc<Message>),
@@ -123,8 +154,19 @@ pub(crate) enum History {
     },
 }
 
-/// Signalled after the commit: `Err(why)` when this write was refused (e.g. no saved session).
-pub(crate) type Ticket = Sender<Result<(), String>>;
+/// Why a ticket did not fire as committed.
+#[derive(Debug, Clone)]
+pub(crate) enum TicketFailure {
+    /// The database refused this write for good (e.g. no saved session); the rest committed.
+    Refused(String),
+    /// The database cannot commit now (disk full, read-only, I/O error), or the backlog kept
+    /// for it is full. A write that was taken stays in the backlog and may still commit later;
+    /// the caller must not count on it.
+    Unavailable(String),
+}
+
+/// Signalled after the commit, or as soon as the database is known not to be able to commit.
+pub(crate) type Ticket = Sender<Result<(), TicketFailure>>;
 
 pub(crate) enum Command {
     Write(Write, Option<Ticket>),
@@ -144,6 +186,10 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
 /// ([`StoreOptions::history_capacity`], 4,096 batches) fills only above ~400,000 batches a
 /// second.
 const HISTORY_POLL: Duration = Duration::from_millis(10);
+
+/// How often the log says again that the database still cannot be written (once when it starts
+/// failing, once when it recovers, and this summary in between: never a line per message).
+const FAILING_SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
 /// How often expired retained and kept messages are deleted (`load` skips them anyway).
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
@@ -165,6 +211,8 @@ pub(crate) struct Worker {
     /// Set while the database cannot be written: when to try again.
     retry_at: Option<Instant>,
     failed_since: Option<Instant>,
+    /// While failing: when the log next says so.
+    next_summary: Instant,
     stopping: bool,
     durable_open: bool,
     history_open: bool,
@@ -181,7 +229,7 @@ impl Worker {
         shared: Arc<Shared>,
         opts: StoreOptions,
     ) -> Worker {
-        let max_backlog = opts.queue_capacity.max(1).saturating_mul(4).max(1024);
+        let max_backlog = super::max_backlog(&opts);
         let data_version = read_data_version(&conn).unwrap_or(0);
         Worker {
             conn,
@@ -198,6 +246,7 @@ impl Worker {
             oldest: None,
             retry_at: None,
             failed_since: None,
+            next_summary: Instant::now(),
             stopping: false,
             durable_open: true,
             history_open: true,
@@ -269,7 +318,9 @@ impl Worker {
     /// channel for the next look, at most [`HISTORY_POLL`] later. Only durable commands (acks,
     /// queries, flushes) wake it at once.
     fn wait_one(&mut self, deadline: Instant) {
-        let read_durable = self.durable_open && self.writes.len() < self.max_backlog;
+        // Always read: what may wait here is bounded where it is sent (`StoreHandle`), and
+        // queries must be answered while the database cannot be written.
+        let read_durable = self.durable_open;
         let history_waits = self.oldest.is_some();
         let deadline = if history_waits {
             deadline.min(Instant::now() + HISTORY_POLL)
@@ -305,7 +356,7 @@ impl Worker {
         let cap = self.opts.max_batch.max(1);
         while self.pending() < cap {
             let mut got = false;
-            if self.durable_open && self.writes.len() < self.max_backlog {
+            if self.durable_open {
                 match self.durable.try_recv() {
                     Ok(cmd) => {
                         self.take_durable(cmd);
@@ -339,7 +390,15 @@ impl Worker {
 
     fn take_durable(&mut self, cmd: Command) {
         match cmd {
-            Command::Write(w, ticket) => {
+            Command::Write(w, mut ticket) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                if self.failing() {
+                    // Nothing commits before the next retry: the waiting publisher is told now
+                    // rather than after its timeout. The write itself is kept and retried.
+                    if let Some(t) = ticket.take() {
+                        let _ = t.send(Err(TicketFailure::Unavailable(self.detail())));
+                    }
+                }
                 self.writes.push((w, ticket));
                 self.touch();
             }
@@ -366,22 +425,28 @@ impl Worker {
     }
 
     fn take_history(&mut self, h: History) {
+        self.shared
+            .history_queued
+            .fetch_sub(h.weight(), Ordering::Relaxed);
         if self.failing() {
-            self.shared.shed.fetch_add(1, Ordering::Relaxed);
+            self.shared.shed.fetch_add(h.records(), Ordering::Relaxed);
         } else {
             self.hist.push(h, self.opts.history_per_topic as usize);
             self.touch();
         }
     }
 
+    fn detail(&self) -> String {
+        self.shared
+            .last_error
+            .lock()
+            .clone()
+            .unwrap_or_else(|| "the database is not writable".into())
+    }
+
     fn unavailable(&self) -> StoreError {
         StoreError::Unavailable {
-            detail: self
-                .shared
-                .last_error
-                .lock()
-                .clone()
-                .unwrap_or_else(|| "the database is not writable".into()),
+            detail: self.detail(),
         }
     }
 
@@ -414,6 +479,11 @@ impl Worker {
         let mut refused: Vec<(usize, String)> = Vec::new();
         let payload_limit = self.opts.history_payload_limit;
         let keep = self.opts.history_per_topic;
+        let mut topics = TopicBound {
+            kept: self.shared.topics.load(Ordering::Relaxed),
+            max: self.opts.history_max_topics,
+            forgotten: 0,
+        };
         let result = (|| -> rusqlite::Result<usize> {
             let tx = self
                 .conn
@@ -430,7 +500,7 @@ impl Worker {
                     refused.push((i, why));
                 }
             }
-            dropped += self.hist.apply(&tx, payload_limit, keep)?;
+            dropped += self.hist.apply(&tx, payload_limit, keep, &mut topics)?;
             for (a, _) in &self.admin {
                 match apply_admin(&tx, a) {
                     Err(AdminFailure::Db(e)) if is_transient(&e) => return Err(e),
@@ -448,7 +518,13 @@ impl Worker {
             Ok(dropped)
         })();
         match result {
-            Ok(dropped) => self.committed(admin_results, &refused, dropped),
+            Ok(dropped) => {
+                self.shared.topics.store(topics.kept, Ordering::Relaxed);
+                self.shared
+                    .topics_forgotten
+                    .fetch_add(topics.forgotten, Ordering::Relaxed);
+                self.committed(admin_results, &refused, dropped)
+            }
             Err(e) => self.failed(&e),
         }
         self.run_queries();
@@ -470,6 +546,7 @@ impl Worker {
                 self.writes.len()
             );
             *self.shared.last_error.lock() = None;
+            self.shared.failing_since.store(0, Ordering::Relaxed);
         }
         self.retry_at = None;
         let mut refused = refused.iter().peekable();
@@ -477,7 +554,7 @@ impl Worker {
             let result = match refused.peek() {
                 Some((j, why)) if *j == i => {
                     refused.next();
-                    Err(why.clone())
+                    Err(TicketFailure::Refused(why.clone()))
                 }
                 _ => Ok(()),
             };
@@ -506,13 +583,27 @@ impl Worker {
         if self.failed_since.is_none() {
             log::error!(
                 "store: cannot write the database ({detail}); keeping up to {} durable writes in \
-                 memory and retrying every {:?}; history is dropped meanwhile",
+                 memory and retrying every {:?}; until it recovers, QoS 1/2 messages that must be \
+                 stored are not acknowledged as received and history is dropped",
                 self.max_backlog,
                 self.opts.retry_interval
             );
             self.failed_since = Some(Instant::now());
+            self.next_summary = Instant::now() + FAILING_SUMMARY_EVERY;
+            self.shared
+                .failing_since
+                .store(now_ms().max(1), Ordering::Relaxed);
         }
-        *self.shared.last_error.lock() = Some(detail);
+        *self.shared.last_error.lock() = Some(detail.clone());
+        // Whoever waits for one of these commits is told now; the writes stay for the retry.
+        for (_, ticket) in &mut self.writes {
+            if let Some(t) = ticket.take() {
+                let _ = t.send(Err(TicketFailure::Unavailable(detail.clone())));
+            }
+        }
+        for done in self.flushes.drain(..) {
+            let _ = done.send(Err(TicketFailure::Unavailable(detail.clone())));
+        }
         self.retry_at = Some(Instant::now() + self.opts.retry_interval);
         self.shared
             .shed
@@ -547,6 +638,20 @@ impl Worker {
 
     fn maintenance(&mut self) {
         self.next_maintenance = Instant::now() + MAINTENANCE_EVERY;
+        if let Some(since) = self.failed_since {
+            if Instant::now() >= self.next_summary {
+                self.next_summary = Instant::now() + FAILING_SUMMARY_EVERY;
+                log::warn!(
+                    "store: the database still cannot be written after {} s ({}); {} durable \
+                     writes waiting, {} refused, {} history records dropped so far",
+                    since.elapsed().as_secs(),
+                    self.detail(),
+                    self.writes.len() as u64 + self.shared.queued.load(Ordering::Relaxed),
+                    self.shared.refused.load(Ordering::Relaxed),
+                    self.shared.shed.load(Ordering::Relaxed)
+                );
+            }
+        }
         // Another process (the admin command line) committed: reload what it may have changed.
         if let Ok(v) = read_data_version(&self.conn) {
             if v != self.data_version {
@@ -566,6 +671,7 @@ impl Worker {
         // Whatever is still queued belongs to the final commit.
         while let Ok(cmd) = self.durable.try_recv() {
             if let Command::Write(w, t) = cmd {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                 self.writes.push((w, t));
             } else {
                 self.take_durable(cmd);
@@ -702,12 +808,23 @@ struct HistoryBatch {
     held: usize,
 }
 
+/// The history's count of topics within one transaction, and its bound: the least recently
+/// seen topics beyond `max` are forgotten in the transaction that adds new ones. Published to
+/// [`Shared`] only once that transaction commits.
+struct TopicBound {
+    kept: u64,
+    max: u64,
+    forgotten: u64,
+}
+
 /// A topic's share of one history batch.
 struct TopicBatch {
     recent: VecDeque<Arc<Message>>,
     count: u64,
     first: i64,
     last: i64,
+    /// Arrival order of the topic's newest message in the batch ([`HistoryBatch::messages`]).
+    seq: usize,
 }
 
 /// Held messages that weigh as one command towards `max_batch`: the batch commits early once
@@ -737,6 +854,7 @@ impl HistoryBatch {
                 .entry(msg.topic.clone())
                 .or_insert_with(|| TopicBatch {
                     recent: VecDeque::new(),
+                    seq: 0,
                     count: 0,
                     first: at,
                     last: at,
@@ -745,6 +863,7 @@ impl HistoryBatch {
         b.count += 1;
         b.first = b.first.min(at);
         b.last = b.last.max(at);
+        b.seq = self.messages;
         b.recent.push_back(msg);
         self.held += 1;
         if b.recent.len() > keep.max(1) {
@@ -764,7 +883,13 @@ impl HistoryBatch {
     }
 
     fn clear(&mut self) {
-        self.topics.clear();
+        // A batch of many topics leaves a large table behind: give it back rather than keep it
+        // for the life of the process.
+        if self.topics.capacity() > 1024 {
+            self.topics = HashMap::new();
+        } else {
+            self.topics.clear();
+        }
         self.clients.clear();
         self.messages = 0;
         self.held = 0;
@@ -773,7 +898,13 @@ impl HistoryBatch {
     /// Writes the batch: client records in their order, then per topic its newest messages,
     /// its row in `topics` (once) and the prune (once). Returns how many records were refused;
     /// a transient error aborts the transaction for a retry.
-    fn apply(&self, conn: &Connection, payload_limit: usize, keep: u32) -> rusqlite::Result<usize> {
+    fn apply(
+        &self,
+        conn: &Connection,
+        payload_limit: usize,
+        keep: u32,
+        topics: &mut TopicBound,
+    ) -> rusqlite::Result<usize> {
         let mut dropped = 0;
         let mut refused = |written: rusqlite::Result<()>| -> rusqlite::Result<()> {
             if let Err(e) = written {
@@ -796,13 +927,25 @@ impl HistoryBatch {
                 History::Message(_) | History::Messages(_) => Ok(()),
             })?;
         }
-        for (topic, b) in &self.topics {
+        // In arrival order, so that new topics get rowids in the order they were last seen: the
+        // bound forgets by (last_seen, rowid), and many topics share a millisecond.
+        let mut order: Vec<(&String, &TopicBatch)> = self.topics.iter().collect();
+        order.sort_unstable_by_key(|(_, b)| b.seq);
+        for (topic, b) in order {
             for msg in &b.recent {
                 let fields = fields(msg, msg.qos, msg.retain);
                 refused(queries::history_message(conn, &fields, payload_limit))?;
             }
-            queries::topic_seen(conn, topic, b.count, b.first, b.last)?;
+            if queries::topic_seen(conn, topic, b.count, b.first, b.last)? {
+                topics.kept += 1;
+            }
             queries::history_prune(conn, topic, keep)?;
+        }
+        if topics.kept > topics.max {
+            let excess = topics.kept - topics.max;
+            queries::history_forget(conn, excess)?;
+            topics.kept -= excess;
+            topics.forgotten += excess;
         }
         Ok(dropped)
     }

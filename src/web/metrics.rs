@@ -172,6 +172,13 @@ pub fn prometheus(server: &Server, web_sessions: usize) -> String {
     );
     metric(
         &mut out,
+        "mqtt5_clients_not_reading_disconnected_total",
+        c,
+        "Clients disconnected because they read nothing of what they were owed for the grace.",
+        Stats::get(&s.not_reading_disconnects),
+    );
+    metric(
+        &mut out,
         "mqtt5_sessions",
         g,
         "Sessions, online and offline.",
@@ -256,6 +263,20 @@ pub fn prometheus(server: &Server, web_sessions: usize) -> String {
     );
     metric(
         &mut out,
+        "mqtt5_history_topics",
+        g,
+        "Topics kept in the topic history (at most history_max_topics).",
+        st.history_topics,
+    );
+    metric(
+        &mut out,
+        "mqtt5_history_topics_forgotten_total",
+        c,
+        "Topics forgotten since start, least recently seen first, to stay within history_max_topics.",
+        st.history_topics_forgotten,
+    );
+    metric(
+        &mut out,
         "mqtt5_store_failed_commits_total",
         c,
         "Database commits that failed (and were retried).",
@@ -267,6 +288,27 @@ pub fn prometheus(server: &Server, web_sessions: usize) -> String {
         g,
         "Durable writes waiting in memory for the database.",
         st.pending,
+    );
+    metric(
+        &mut out,
+        "mqtt5_store_failing",
+        g,
+        "1 while the database cannot commit (disk full, max size reached, read-only).",
+        u8::from(st.failing_since_ms.is_some()),
+    );
+    metric(
+        &mut out,
+        "mqtt5_store_refused_writes_total",
+        c,
+        "Kept or retained messages refused because the database backlog was full.",
+        st.refused,
+    );
+    metric(
+        &mut out,
+        "mqtt5_messages_not_stored_total",
+        c,
+        "QoS 1/2 messages not acknowledged as received because the database could not store them.",
+        Stats::get(&s.unstored),
     );
     metric(
         &mut out,

@@ -163,6 +163,7 @@ pub fn status(ctx: &Ctx) -> Value {
         "messages_received": Stats::get(&s.messages_received),
         "messages_sent": Stats::get(&s.messages_sent),
         "messages_dropped": s.dropped.load(Ordering::Relaxed),
+        "clients_not_reading_disconnected": Stats::get(&s.not_reading_disconnects),
         "messages_in_per_second": (msgs_in * 10.0).round() / 10.0,
         "messages_out_per_second": (msgs_out * 10.0).round() / 10.0,
         "bytes_received": Stats::get(&s.bytes_received),
@@ -170,6 +171,14 @@ pub fn status(ctx: &Ctx) -> Value {
         "db_bytes": store.db_bytes,
         "store_pending_writes": store.pending,
         "history_shed": store.shed,
+        "history_topics": store.history_topics,
+        "history_topics_forgotten": store.history_topics_forgotten,
+        // The database cannot commit (disk full, max size, read-only): since when and why.
+        // Null again once a commit succeeds, with the backlog saved.
+        "store_failing_since": store.failing_since_ms,
+        "store_error": store.last_error,
+        "store_refused_writes": store.refused,
+        "messages_not_stored": Stats::get(&s.unstored),
         "version": crate::broker::sys::VERSION,
     })
 }
@@ -308,6 +317,10 @@ fn topics(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
     let total = (!more).then_some(offset + rows.len());
     let mut v = api::list(rows.iter().map(api::topic).collect(), offset, limit, total);
     v["more"] = json!(more);
+    let stats = store.stats();
+    v["topics_kept"] = json!(stats.history_topics);
+    v["topics_forgotten"] = json!(stats.history_topics_forgotten);
+    v["max_topics"] = json!(ctx.server.broker().config.history_max_topics);
     Reply::json(&v)
 }
 

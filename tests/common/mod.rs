@@ -406,6 +406,22 @@ pub fn connect_raw_from(addr: SocketAddr, from: std::net::Ipv4Addr) -> TcpStream
     s
 }
 
+/// Like [`connect_raw`], with the receive buffer set to `rcvbuf` bytes before connecting (the
+/// kernel doubles it and keeps a floor): a client that reads slowly or not at all then holds
+/// little in its kernel, and what it is owed stays on the broker's side.
+pub fn connect_raw_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    sock.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+    sock.connect_timeout(&SockAddr::from(addr), IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
 /// Write all bytes (panics on error).
 pub fn send(stream: &TcpStream, data: &[u8]) {
     let mut s = stream;

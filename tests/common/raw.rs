@@ -270,7 +270,23 @@ pub fn open(
     props: &[u8],
     will: Option<&Will>,
 ) -> (TcpStream, ConnAck) {
-    let s = common::connect_raw(addr);
+    open_on(
+        common::connect_raw(addr),
+        client_id,
+        clean_start,
+        props,
+        will,
+    )
+}
+
+/// [`open`] on a socket already connected (e.g. by [`common::connect_raw_rcvbuf`]).
+pub fn open_on(
+    s: TcpStream,
+    client_id: &str,
+    clean_start: bool,
+    props: &[u8],
+    will: Option<&Will>,
+) -> (TcpStream, ConnAck) {
     send(&s, &connect(client_id, 60, clean_start, props, will));
     let ack = parse_connack(&common::read_packet(&s));
     assert_eq!(ack.1, 0x00, "CONNACK reason for {client_id}");

@@ -2,7 +2,8 @@
 //!
 //! Outbound (we published to the client): PUBACK ends QoS 1; PUBREC → we send PUBREL; PUBCOMP
 //! ends QoS 2, and so does a PUBREC with a failure reason (the client refused the message). Each completion frees a slot in the client's Receive Maximum window, so the outbox
-//! is marked for the flush at the end of the chunk. Inbound (the client published to us): PUBREL → PUBCOMP, ending exactly-once.
+//! is marked for the flush at the end of the chunk. What the store must hear of it is sent
+//! after the session's lock is released and before the next packet is read. Inbound (the client published to us): PUBREL → PUBCOMP, ending exactly-once.
 
 use super::Flow;
 use crate::broker::connection::Client;
@@ -18,11 +19,12 @@ fn ack(packet_id: u16, reason: ReasonCode) -> Ack {
 }
 
 pub fn puback(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
-    let wake = {
+    let (wake, ops) = {
         let mut st = client.session.state.lock();
         st.complete_qos1(a.packet_id);
-        st.has_sendable()
+        (st.has_sendable(), st.take_store_ops())
     };
+    ops.send();
     if wake {
         client.outbox.mark();
     }
@@ -30,7 +32,7 @@ pub fn puback(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
 }
 
 pub fn pubrec(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
-    let (reply, wake) = {
+    let (reply, wake, ops) = {
         let mut st = client.session.state.lock();
         let reply = if a.reason.is_error() {
             // The client refused the message: the exchange ends here and the id is free
@@ -42,8 +44,9 @@ pub fn pubrec(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
         } else {
             Some(ReasonCode::PacketIdentifierNotFound)
         };
-        (reply, st.has_sendable())
+        (reply, st.has_sendable(), st.take_store_ops())
     };
+    ops.send();
     if let Some(reason) = reply {
         let reason = if client.version.is_v5() {
             reason
@@ -74,11 +77,12 @@ pub fn pubrel(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
 }
 
 pub fn pubcomp(client: &mut Client, a: Ack) -> Result<Flow, ConnError> {
-    let wake = {
+    let (wake, ops) = {
         let mut st = client.session.state.lock();
         st.complete_qos2(a.packet_id);
-        st.has_sendable()
+        (st.has_sendable(), st.take_store_ops())
     };
+    ops.send();
     if wake {
         client.outbox.mark();
     }

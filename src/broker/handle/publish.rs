@@ -121,16 +121,18 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
                 &mut client.scratch,
                 Some(&mut tickets),
             );
-            if !tickets.is_empty() {
+            let stored = if tickets.is_empty() {
+                Ok(())
+            } else {
                 // Subscribers need not wait for the database: only the publisher's ack does.
                 let broker = client.broker.clone();
                 client.scratch.flush(&broker);
-                wait_durable(client, tickets);
-            }
-            if matched == 0 {
-                ReasonCode::NoMatchingSubscribers
-            } else {
-                ReasonCode::Success
+                crate::broker::publish::wait_committed(tickets, &client.client_id)
+            };
+            match stored {
+                Ok(()) if matched == 0 => ReasonCode::NoMatchingSubscribers,
+                Ok(()) => ReasonCode::Success,
+                Err(why) => return not_stored(client, qos, packet_id, why),
             }
         }
     };
@@ -138,18 +140,40 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
     Ok(Flow::Continue)
 }
 
-/// The durability point: a QoS 1/2 message is acknowledged only once every copy the store must
-/// keep is committed. If the database cannot commit (disk full, read-only), the broker keeps
-/// serving from memory: after [`crate::broker::publish::DURABLE_WAIT`] the ack goes out anyway and the
-/// wait is logged.
-fn wait_durable(client: &Client, tickets: Vec<crate::store::DurableTicket>) {
-    if !crate::broker::publish::wait_committed(tickets, &client.client_id) {
-        log::warn!(
-            "client {}: the database did not commit within {:?}; acknowledging from memory",
-            client.client_id,
-            crate::broker::publish::DURABLE_WAIT
-        );
+/// The durability point: a QoS 1/2 message is acknowledged as received only once every copy
+/// the store must keep (a persistent subscriber's, a retained one) is committed. When the
+/// database cannot commit it — disk full, read-only, its backlog full, or not within
+/// [`crate::broker::publish::DURABLE_WAIT`] — it is not acknowledged as received: a 5.0 client
+/// gets PUBACK / PUBREC 0x80 (Unspecified error: the message was not accepted, §3.4.2.1; for
+/// QoS 2 this ends the exchange and frees the packet id, §4.3.3), a 3.1.1 client, whose acks
+/// carry no failure, is disconnected without one and sends the message again when it
+/// reconnects. Subscribers online may already have it (QoS 1 allows the duplicate a resend
+/// makes). The store logs the failure once; each refusal is only a debug line.
+fn not_stored(
+    client: &mut Client,
+    qos: QoS,
+    packet_id: u16,
+    why: String,
+) -> Result<Flow, ConnError> {
+    log::debug!(
+        "client {}: QoS {} message not acknowledged as received: {why}",
+        client.client_id,
+        qos as u8
+    );
+    client
+        .broker
+        .stats
+        .unstored
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if qos == QoS::ExactlyOnce {
+        // A resend must be taken as new and stored, not answered from the QoS 2 state.
+        client.session.state.lock().inbound_qos2.remove(packet_id);
     }
+    if !client.version.is_v5() {
+        return Err(ConnError::NotStored(why));
+    }
+    send_ack(client, qos, packet_id, ReasonCode::UnspecifiedError);
+    Ok(Flow::Continue)
 }
 
 /// Topic Alias (§3.3.2.3.4): 0 or above our Topic Alias Maximum is 0x94 (MQTT-3.3.2-8, -9); an

@@ -147,7 +147,7 @@ fn subscribe_one(
         .broker
         .router
         .subscribe(&client.session, share.clone(), inner, entry);
-    {
+    let durable = {
         let mut st = client.session.state.lock();
         if st.ended {
             // Taken over with Clean Start while this packet was in hand: the session is gone,
@@ -166,16 +166,18 @@ fn subscribe_one(
                 subscription_id: sub_id,
             },
         );
-        if let Some(d) = &st.durable {
-            d.store.save_subscription(
-                &d.client_id,
-                SubscriptionRow {
-                    filter: sub.filter.clone(),
-                    options,
-                    subscription_id: sub_id,
-                },
-            );
-        }
+        st.durable.clone()
+    };
+    // Sent with the session's lock released: the database must never hold up a broker lock.
+    if let Some(d) = durable {
+        d.store.save_subscription(
+            &d.client_id,
+            SubscriptionRow {
+                filter: sub.filter.clone(),
+                options,
+                subscription_id: sub_id,
+            },
+        );
     }
     // Retained messages are not sent for shared subscriptions (§4.8.2).
     let send_retained = !is_shared

@@ -16,14 +16,15 @@ pub fn handle(client: &mut Client, u: Unsubscribe) -> Result<Flow, ConnError> {
             Some(Ok((_, inner))) => (Some(Arc::<str>::from(filter.as_str())), inner),
             _ => (None, filter.as_str()),
         };
-        let had = {
+        let (had, durable) = {
             let mut st = client.session.state.lock();
             let had = st.subscriptions.remove(filter).is_some();
-            if let (true, Some(d)) = (had, &st.durable) {
-                d.store.remove_subscription(&d.client_id, filter);
-            }
-            had
+            (had, st.durable.clone().filter(|_| had))
         };
+        // Sent with the session's lock released: the database must never hold up a broker lock.
+        if let Some(d) = durable {
+            d.store.remove_subscription(&d.client_id, filter);
+        }
         let removed = client
             .broker
             .router
