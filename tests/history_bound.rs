@@ -13,9 +13,24 @@ use std::time::{Duration, Instant};
 use common::procfs::rss_kb;
 use common::{api_status, packet, read_packet, send, Broker};
 
+/// Topics the store has taken: kept, forgotten, or shed from its queue (a QoS 0 message per
+/// topic here, so each shed message is one topic never recorded).
+fn topics_taken(b: &Broker) -> u64 {
+    let st = api_status(b.web);
+    ["history_topics", "history_topics_forgotten", "history_shed"]
+        .iter()
+        .map(|f| st[*f].as_u64().unwrap_or(0))
+        .sum()
+}
+
 /// Publishes one QoS 0 message on each of `prefix/0000000` … `prefix/{n-1}`, in order, then
-/// waits for a PINGRESP: the broker has read them all.
-fn publish_distinct_topics(b: &Broker, prefix: &str, n: usize) {
+/// waits for a PINGRESP: the broker has read them all. When `new` (none of them published
+/// before), it also waits after every `STEP` topics until the store has taken them, as a
+/// device publishing one reading at a time would let it: the history's queue is bounded
+/// (bytes), and a publisher faster than the database would have some topics shed unrecorded.
+fn publish_distinct_topics(b: &Broker, prefix: &str, n: usize, new: bool) {
+    const STEP: usize = 5_000;
+    let start = if new { topics_taken(b) } else { 0 };
     let s = TcpStream::connect(b.mqtt).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     send(&s, &packet::connect_v311("topics", 60, true));
@@ -32,12 +47,26 @@ fn publish_distinct_topics(b: &Broker, prefix: &str, n: usize) {
             false,
             false,
         ));
-        if buf.len() > 60_000 {
+        let step_done = (i + 1) % STEP == 0 || i + 1 == n;
+        if buf.len() > 60_000 || step_done {
             w.write_all(&buf).expect("publish");
             buf.clear();
         }
+        if new && step_done {
+            send(&s, &packet::pingreq());
+            assert_eq!(read_packet(&s), packet::pingresp());
+            let want = start + i as u64 + 1;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while topics_taken(b) < want {
+                assert!(
+                    Instant::now() < deadline,
+                    "the store took {} of {want} topics in 30 s",
+                    topics_taken(b)
+                );
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
-    w.write_all(&buf).expect("publish");
     send(&s, &packet::pingreq());
     assert_eq!(read_packet(&s), packet::pingresp());
 }
@@ -76,9 +105,10 @@ fn db_and_wal_bytes(b: &Broker) -> u64 {
 fn three_hundred_thousand_topics_keep_the_newest_ten_thousand_in_bounded_memory_and_disk() {
     let b = Broker::start(&["--allow-anonymous", "--sys-interval", "0"]);
     let base = rss_kb(b.pid());
-    publish_distinct_topics(&b, "dev", 300_000);
+    publish_distinct_topics(&b, "dev", 300_000, true);
     let st = await_status(&b, "history_topics_forgotten", 290_000);
     assert_eq!(st["history_topics"], 10_000, "{st}");
+    assert_eq!(st["history_shed"], 0, "{st}");
     b.await_db(
         "newest topics kept",
         "SELECT count(*) FROM topics WHERE topic >= 'dev/0290000'",
@@ -111,17 +141,17 @@ fn three_hundred_thousand_topics_keep_the_newest_ten_thousand_in_bounded_memory_
 #[test]
 fn least_recently_seen_topics_are_forgotten_first_and_a_lowered_bound_applies_at_start() {
     let mut b = Broker::start(&["--allow-anonymous", "--history-max-topics", "100"]);
-    publish_distinct_topics(&b, "a", 100);
+    publish_distinct_topics(&b, "a", 100, true);
     await_status(&b, "history_topics", 100);
     // a/0000000 is seen again (after the first batch's commit, so in a later millisecond than
     // any of them), then 50 new topics push out the 50 least recently seen.
-    publish_distinct_topics(&b, "a", 1);
+    publish_distinct_topics(&b, "a", 1, false);
     b.await_db(
         "a/0000000 seen twice",
         "SELECT message_count FROM topics WHERE topic = 'a/0000000'",
         2,
     );
-    publish_distinct_topics(&b, "b", 50);
+    publish_distinct_topics(&b, "b", 50, true);
     let st = await_status(&b, "history_topics_forgotten", 50);
     assert_eq!(st["history_topics"], 100, "{st}");
     b.await_db(
