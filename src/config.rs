@@ -138,7 +138,8 @@ settings! {
         show |p| p.display().to_string(),
         help "SQLite database file",
         expected "a file path";
-    /// most sockets at once; the next gets CONNACK 0x97 (5.0) / 0x03 (3.1.1)
+    /// most connected clients (CONNECT accepted) at once; the next gets CONNACK 0x97 (5.0) / 0x03
+    /// (3.1.1)
     max_clients: usize = 20, Number("N"), |v| uint(v, 1, 100_000),
         help "Most connected clients, 1..=100000",
         expected "a whole number from 1 to 100000";
@@ -155,6 +156,16 @@ settings! {
         show |d| d.as_secs().to_string(),
         help "Seconds a new connection has to send CONNECT, 1..=3600",
         expected "a whole number of seconds from 1 to 3600";
+    /// sockets at once that have not yet sent a whole CONNECT (not clients: `max_clients` does not
+    /// count them); a new socket beyond it closes the oldest one that is waiting on its client
+    max_pending_connections: usize = 100, Number("N"), |v| uint(v, 1, 100_000),
+        help "Most sockets that have not yet sent CONNECT, 1..=100000; beyond it the oldest idle one is closed",
+        expected "a whole number from 1 to 100000";
+    /// of those, from one source address; a new socket beyond it closes that address's oldest
+    /// idle one
+    max_pending_per_address: usize = 10, Number("N"), |v| uint(v, 1, 100_000),
+        help "Most sockets from one address that have not yet sent CONNECT, 1..=100000; beyond it that address's oldest idle one is closed",
+        expected "a whole number from 1 to 100000";
     /// largest keep alive in seconds; 5.0 clients asking more get Server Keep Alive
     max_keepalive: u16 = 65535, Number("SECONDS"), |v| uint(v, 0, 65535),
         help "Largest keep-alive granted to clients, 0..=65535 seconds",
@@ -1011,6 +1022,8 @@ mod tests {
             ("allow_anonymous", "true"),
             ("read_chunk_size", "4096"),
             ("connect_timeout", "30"),
+            ("max_pending_connections", "400"),
+            ("max_pending_per_address", "4"),
             ("max_keepalive", "120"),
             ("max_packet_size", "65536"),
             ("max_inflight_messages", "100"),
@@ -1045,6 +1058,8 @@ mod tests {
             allow_anonymous: true,
             read_chunk_size: 4096,
             connect_timeout: Duration::from_secs(30),
+            max_pending_connections: 400,
+            max_pending_per_address: 4,
             max_keepalive: 120,
             max_packet_size: 65536,
             max_inflight_messages: 100,

@@ -16,7 +16,7 @@
 //! - [`auth`]: password hashing, ACL matching and bans.
 //! - [`login`]: what a password login costs: per-address backoff, verification slots, recently
 //!   verified passwords (MQTT and the page).
-//! - [`web`]: the tiny_http thread serving the control page and its JSON.
+//! - [`web`]: the threads serving the control page and its JSON.
 //! - [`config`]: flags, environment and config file → [`config::Config`].
 //!
 //! # Threads and what crosses between them
@@ -28,8 +28,9 @@
 //! | `writer` (one) | outboxes whose socket was full or whose flush ran out of rounds, until they have nothing left; the end of each linger | [`broker::outbox::Outbox`] hand-overs and lingers, `poll(2)` for room | the broker going away |
 //! | `ticker` | nothing | a tick every 250 ms | its channel closed |
 //! | `store` | the rusqlite `Connection` | durable writes, history, queries over crossbeam channels | shutdown after a final commit |
-//! | `web` | the `tiny_http::Server` | HTTP requests | `unblock()` |
-//! | `web-drain` (short-lived, a few at most) | one unauthenticated request with a body | handed over by `web` | body read (bounded) and answered |
+//! | `web-accept` | the web `TcpListener`, the HTTP connection pool (at most 64, 8 per address) | `accept()` | a stop flag, then a connection to itself |
+//! | `web-conn` (one per HTTP connection, short-lived) | reading one request (10 s), writing its answer | the `web-accept` thread | the answer written, or the deadline |
+//! | `web` | the page's state (logins, rates) | requests from `web-conn` threads (bounded channel) | a stop message |
 //!
 //! Only typed values cross threads: decoded packets stay on the reader; messages travel as
 //! `Arc<Message>` into session queues and to the store; counters are atomics. No `TcpStream`
@@ -53,9 +54,9 @@
 //! session's state is never held with another's, nor while taking the registry or an outbox
 //! lock (the outbox to wake is cloned out and flagged after the state is released). Taken alone:
 //! the router's `RwLock<TopicTree>`, the retained store's `RwLock`, the store's ACL snapshot
-//! (`RwLock<Arc<AclSet>>`, read only to clone the `Arc`), `connect_times`, the writer's
-//! `handed` and `lingering` lists (as leaves of the chains above), and `Server::running` →
-//! `Server::last_addr`.
+//! (`RwLock<Arc<AclSet>>`, read only to clone the `Arc`), `connect_times`, `Broker::pending`,
+//! the web listener's connection pool, the writer's `handed` and `lingering` lists (as leaves
+//! of the chains above), and `Server::running` → `Server::last_addr`.
 //!
 //! No lock is held across a blocking socket call. Two are held across a non-blocking `send(2)`:
 //! `Outbox::out`, which only the write-turn holder takes, and `conns` while a close flushes.

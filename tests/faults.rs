@@ -24,13 +24,12 @@ mod common;
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::procfs::{fds, rss_kb, thread_names, thread_wakeups, threads};
+use common::procfs::{ensure_nofile, fds, rss_kb, thread_names, thread_wakeups, threads};
 use common::{api_status, hex, packet, read_packet_within, Broker};
 
 const ANON: &str = "--allow-anonymous";
@@ -723,36 +722,6 @@ fn quiet_connections_keep_at_most_three_stack_pages_each() {
 
 // ------------------------------------------------------------------ 1,000 clients at once
 
-/// The soft RLIMIT_NOFILE of this process, raised to at least `want` (up to the hard limit) via
-/// `prlimit --pid <own pid>`. Returns the soft limit in force.
-fn ensure_nofile(want: u64) -> u64 {
-    let read = || -> (u64, u64) {
-        let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-        let line = limits
-            .lines()
-            .find(|l| l.starts_with("Max open files"))
-            .unwrap_or("");
-        let nums: Vec<u64> = line
-            .split_whitespace()
-            .filter_map(|w| w.parse().ok())
-            .collect();
-        (
-            nums.first().copied().unwrap_or(0),
-            nums.get(1).copied().unwrap_or(u64::MAX),
-        )
-    };
-    let (soft, hard) = read();
-    if soft >= want {
-        return soft;
-    }
-    let _ = Command::new("prlimit")
-        .arg("--pid")
-        .arg(std::process::id().to_string())
-        .arg(format!("--nofile={hard}:{hard}"))
-        .status();
-    read().0
-}
-
 /// 1,000 clients (half 5.0, half 3.1.1) connect at once, released together by a barrier: every
 /// one gets CONNACK Success within 30 s; meanwhile and afterwards a fresh client works;
 /// `clients_connected` reads 1,000; when they all close it returns to 0 and the broker's threads
@@ -772,7 +741,17 @@ fn thousand_clients_connecting_at_once_all_get_connack_and_the_count_returns_to_
         );
         return;
     }
-    let b = Broker::start(&[ANON, "--max-clients", "1100"]);
+    // All from 127.0.0.1 at once: raised as for 1,000 devices behind one address, else the
+    // per-address pending bound closes those that connected and had not yet sent CONNECT.
+    let b = Broker::start(&[
+        ANON,
+        "--max-clients",
+        "1100",
+        "--max-pending-connections",
+        "1100",
+        "--max-pending-per-address",
+        "1100",
+    ]);
     let pid = b.pid();
     health(&b, "before");
     let base_threads = steady_threads(pid);

@@ -225,32 +225,32 @@ pub struct Client {
     /// subscription it makes gets No Local and Retain As Published, as Mosquitto gives them, so
     /// its own messages are not sent back (no loop) and retained ones stay retained downstream.
     pub bridge: bool,
+    /// Its place among `max_clients`, given back when the client ends.
+    pub slot: super::ClientSlot,
 }
 
-/// Keeps the accepted-connection count exact however the thread ends (a Mosquitto bug class).
-struct ActiveGuard {
+/// Keeps the connection table and the pending pool exact however the thread ends (a Mosquitto
+/// bug class); the client's `max_clients` place is its [`ClientSlot`](super::ClientSlot).
+struct ConnGuard {
     broker: Arc<Broker>,
     conn_id: u64,
 }
 
-impl Drop for ActiveGuard {
+impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.broker.unregister_conn(self.conn_id);
-        self.broker
-            .active_connections
-            .fetch_sub(1, Ordering::AcqRel);
+        self.broker.leave_pending(self.conn_id);
     }
 }
 
-/// The reader thread's body for one accepted socket. The caller has already counted it in
-/// `active_connections`.
-pub fn run(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, conn_id: u64) {
-    let _guard = ActiveGuard {
+/// The reader thread's body for one accepted socket. The caller has already admitted it to
+/// the pending pool.
+pub fn run(broker: Arc<Broker>, stream: Arc<TcpStream>, peer: SocketAddr, conn_id: u64) {
+    let _guard = ConnGuard {
         broker: broker.clone(),
         conn_id,
     };
     let _ = stream.set_nodelay(true);
-    let stream = Arc::new(stream);
     broker.register_conn(conn_id, stream.clone(), peer);
     let cfg = broker.config.clone();
     let mut reader = Reader::new(stream, cfg.read_chunk_size, cfg.max_packet_size);
@@ -276,7 +276,10 @@ fn open(
 ) -> Option<Client> {
     let cfg = &broker.config;
     let deadline = Instant::now() + cfg.connect_timeout;
-    let connect = match reader.next_packet(Some(deadline), || ConnError::ClosedByServer) {
+    let first = first_packet(broker, reader, deadline, conn_id);
+    // Whatever came, the socket is no longer waiting for a CONNECT.
+    broker.leave_pending(conn_id);
+    let connect = match first {
         Ok((Packet::Connect(c), size)) => {
             broker
                 .stats
@@ -311,6 +314,25 @@ fn open(
         }
     };
     handle::connect::accept(broker, reader, *connect, peer, conn_id)
+}
+
+/// The first packet, read within `deadline`, telling the pending pool while the thread waits
+/// for the client (only then may the socket be closed to make room for another).
+fn first_packet(
+    broker: &Broker,
+    reader: &mut Reader,
+    deadline: Instant,
+    conn_id: u64,
+) -> Result<(Packet, usize), ConnError> {
+    loop {
+        if let Some(p) = reader.buffered_packet()? {
+            return Ok(p);
+        }
+        broker.pending_waiting(conn_id, true);
+        let filled = reader.fill(Some(deadline), || ConnError::ClosedByServer);
+        broker.pending_waiting(conn_id, false);
+        filled?;
+    }
 }
 
 /// A CONNECT that failed to decode: answer with CONNACK when the version is known (MQTT-3.1.4-1,

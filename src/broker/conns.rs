@@ -92,8 +92,14 @@ impl Broker {
         }
     }
 
+    /// Connected clients: connections whose CONNECT was accepted (pending sockets are not
+    /// clients, see [`pending`](super::pending)).
     pub fn connection_count(&self) -> usize {
-        self.conns.lock().len()
+        self.conns
+            .lock()
+            .values()
+            .filter(|c| c.outbox.is_some())
+            .count()
     }
 }
 

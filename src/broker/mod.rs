@@ -14,6 +14,7 @@ pub mod error;
 pub mod handle;
 pub mod outbox;
 pub mod packet_ids;
+pub mod pending;
 pub mod publish;
 mod rate_limit;
 pub mod registry;
@@ -33,7 +34,7 @@ pub mod wills;
 pub mod writer;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -58,8 +59,11 @@ pub struct Broker {
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     /// The connection table ([`conns`]).
     conns: Mutex<HashMap<u64, LiveConn>>,
-    /// Sockets accepted and not yet closed: the number `max_clients` limits.
+    /// Connections whose CONNECT was accepted and that have not ended: the number
+    /// `max_clients` limits (see [`ClientSlot`]).
     pub active_connections: AtomicUsize,
+    /// Sockets that have not yet sent a whole CONNECT ([`pending`]).
+    pending: Mutex<pending::Pending>,
     next_conn_id: AtomicU64,
     pub started: Instant,
     /// The database thread's handle: history, client records, retained messages and
@@ -89,6 +93,7 @@ impl Broker {
             sessions: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
             active_connections: AtomicUsize::new(0),
+            pending: Mutex::new(pending::Pending::default()),
             next_conn_id: AtomicU64::new(1),
             started: Instant::now(),
             store,
@@ -107,11 +112,38 @@ impl Broker {
         acl.has_rules().then_some(acl)
     }
 
+    /// Takes one of the `max_clients` places, for a connection whose CONNECT is being
+    /// accepted; `None` when all are taken. The place is given back when the slot is dropped.
+    pub fn take_client_slot(self: &Arc<Self>) -> Option<ClientSlot> {
+        let taken = self.active_connections.fetch_add(1, Ordering::AcqRel);
+        if taken >= self.config.max_clients {
+            self.active_connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ClientSlot {
+            broker: self.clone(),
+        })
+    }
+
     pub fn queue_limits(&self) -> QueueLimits {
         QueueLimits {
             max_messages: self.config.max_queued_messages,
             max_bytes: self.config.max_queued_bytes,
             queue_qos0_offline: self.config.queue_qos0_messages,
         }
+    }
+}
+
+/// One of the `max_clients` places, held by a connected client's reader thread from its
+/// accepted CONNECT to its end, however the thread ends.
+pub struct ClientSlot {
+    broker: Arc<Broker>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.broker
+            .active_connections
+            .fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -1,5 +1,10 @@
 //! The MQTT listener: a blocking `std::net::TcpListener` on the `acceptor` thread, one
-//! `client-<id>` thread per accepted socket, at most `max_clients` at once.
+//! `client-<id>` thread per accepted socket. A socket enters the pending pool ([`pending`]),
+//! bounded by `max_pending_connections` and `max_pending_per_address`, until its CONNECT
+//! arrives; only an accepted CONNECT takes one of the `max_clients` places (its refusal over
+//! the limit is answered on the socket's own thread, see `handle::connect`).
+//!
+//! [`pending`]: super::pending
 //!
 //! The control page can stop and start the listener while the process runs. Stop closes the
 //! listener (woken from `accept()` by a connection to itself), then disconnects every client with
@@ -8,25 +13,19 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::connection::{self, Reader};
-use super::error::ConnError;
-use super::handle::connect::connack_refusal;
+use super::connection;
 use super::Broker;
-use crate::protocol::{Packet, ReasonCode};
+use crate::protocol::ReasonCode;
 
 /// Stack of a reader thread: decoding and routing are shallow.
 const READER_STACK: usize = 256 * 1024;
-/// How many over-limit connections may be answered at once; beyond that they are just closed.
-const MAX_REJECTING: usize = 16;
-/// How long an over-limit connection has to send its CONNECT before it is closed unanswered.
-const REJECT_WAIT: Duration = Duration::from_secs(2);
 
 struct Running {
     addr: SocketAddr,
@@ -39,7 +38,6 @@ pub struct Server {
     running: Mutex<Option<Running>>,
     /// The address bound last time, so that a restart with port 0 keeps its port.
     last_addr: Mutex<Option<SocketAddr>>,
-    rejecting: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -48,7 +46,6 @@ impl Server {
             broker,
             running: Mutex::new(None),
             last_addr: Mutex::new(None),
-            rejecting: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -74,11 +71,10 @@ impl Server {
         *self.last_addr.lock() = Some(addr);
         let stop = Arc::new(AtomicBool::new(false));
         let broker = self.broker.clone();
-        let rejecting = self.rejecting.clone();
         let flag = stop.clone();
         let thread = thread::Builder::new()
             .name("acceptor".into())
-            .spawn(move || accept_loop(listener, broker, flag, rejecting))?;
+            .spawn(move || accept_loop(listener, broker, flag))?;
         log::info!("MQTT listening on {addr}");
         *running = Some(Running { addr, stop, thread });
         Ok(addr)
@@ -106,7 +102,8 @@ impl Server {
         }
         self.broker.disconnect_all(ReasonCode::ServerShuttingDown);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.broker.active_connections.load(Ordering::Acquire) > 0
+        while (self.broker.active_connections.load(Ordering::Acquire) > 0
+            || self.broker.pending_count() > 0)
             && Instant::now() < deadline
         {
             thread::sleep(Duration::from_millis(10));
@@ -115,12 +112,7 @@ impl Server {
     }
 }
 
-fn accept_loop(
-    listener: TcpListener,
-    broker: Arc<Broker>,
-    stop: Arc<AtomicBool>,
-    rejecting: Arc<AtomicUsize>,
-) {
+fn accept_loop(listener: TcpListener, broker: Arc<Broker>, stop: Arc<AtomicBool>) {
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -137,13 +129,10 @@ fn accept_loop(
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
-        let active = broker.active_connections.fetch_add(1, Ordering::AcqRel);
-        if active >= broker.config.max_clients {
-            broker.active_connections.fetch_sub(1, Ordering::AcqRel);
-            reject(stream, peer, &rejecting, broker.config.max_clients);
-            continue;
-        }
+        let stream = Arc::new(stream);
         let conn_id = broker.next_conn_id();
+        // Admitted before its thread starts, so that the thread's leaving always follows.
+        broker.admit_pending(conn_id, stream.clone(), peer);
         let b = broker.clone();
         let spawned = thread::Builder::new()
             .name(format!("client-{conn_id}"))
@@ -159,48 +148,8 @@ fn accept_loop(
                 }
             });
         if let Err(e) = spawned {
-            broker.active_connections.fetch_sub(1, Ordering::AcqRel);
+            broker.leave_pending(conn_id);
             log::error!("cannot start a thread for {peer}: {e}");
         }
-    }
-}
-
-/// Answers a connection over `max_clients` with CONNACK 0x97 Quota exceeded (5.0) or 0x03 Server
-/// unavailable (3.1.1) once its CONNECT arrives, then closes it.
-fn reject(stream: TcpStream, peer: SocketAddr, rejecting: &Arc<AtomicUsize>, max: usize) {
-    if rejecting.fetch_add(1, Ordering::AcqRel) >= MAX_REJECTING {
-        rejecting.fetch_sub(1, Ordering::AcqRel);
-        log::warn!(
-            "connection from {peer} closed: max_clients ({max}) reached; \
-             --max-clients raises it"
-        );
-        return;
-    }
-    let counter = rejecting.clone();
-    let spawned = thread::Builder::new()
-        .name("reject".into())
-        .stack_size(READER_STACK)
-        .spawn(move || {
-            let mut reader = Reader::new(Arc::new(stream), 512, 64 * 1024);
-            let deadline = Instant::now() + REJECT_WAIT;
-            match reader.next_packet(Some(deadline), || ConnError::ClosedByServer) {
-                Ok((Packet::Connect(c), _)) => {
-                    log::warn!(
-                        "client {:?} from {peer} (MQTT {}) refused: max_clients ({max}) \
-                         reached; --max-clients raises it",
-                        c.client_id,
-                        c.protocol.name()
-                    );
-                    reader.write_and_close(
-                        Some(&connack_refusal(ReasonCode::QuotaExceeded)),
-                        c.protocol,
-                    );
-                }
-                _ => reader.write_and_close(None, crate::protocol::ProtocolVersion::V5),
-            }
-            counter.fetch_sub(1, Ordering::AcqRel);
-        });
-    if spawned.is_err() {
-        rejecting.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -22,6 +22,20 @@ pub fn recv_nonblocking(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize>
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
+/// `recv(2)` with `MSG_PEEK | MSG_DONTWAIT`: what the socket holds now, left for its reader.
+pub fn peek_nonblocking(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: as in `recv_nonblocking`.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
 /// `send(2)` with `MSG_DONTWAIT`: never blocks, whatever the socket's mode, so the reader thread
 /// can keep the same socket blocking for its reads.
 pub fn send_nonblocking(stream: &TcpStream, data: &[u8]) -> io::Result<usize> {

@@ -17,6 +17,8 @@ pub struct Stats {
     pub clients_total: AtomicU64,
     /// Highest number of clients connected at once.
     pub clients_maximum: AtomicU64,
+    /// Sockets closed before their CONNECT to make room in the pending pool.
+    pub pending_closed: AtomicU64,
     /// Clients disconnected because they took nothing of what they were owed for the grace.
     pub not_reading_disconnects: AtomicU64,
     /// QoS 1/2 messages not acknowledged as received because the database could not store them

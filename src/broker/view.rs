@@ -44,7 +44,7 @@ pub struct ClientView {
     pub dropped: u64,
 }
 
-/// Every connected socket, in connection order, with its session's details.
+/// Every connected client, in connection order, with its session's details.
 pub fn clients(broker: &Broker) -> Vec<ClientView> {
     struct Conn {
         conn_id: u64,
@@ -59,8 +59,9 @@ pub fn clients(broker: &Broker) -> Vec<ClientView> {
         .conns
         .lock()
         .iter()
-        // A connection the server is closing (lingering for the client to read why) is gone.
-        .filter(|(_, c)| !c.outbox.as_ref().is_some_and(|o| o.is_closing()))
+        // Only clients: a socket still before its CONNECT is not one, and a connection the
+        // server is closing (lingering for the client to read why) is gone.
+        .filter(|(_, c)| c.outbox.as_ref().is_some_and(|o| !o.is_closing()))
         .map(|(id, c)| Conn {
             conn_id: *id,
             client_id: c.client_id.clone(),

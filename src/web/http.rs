@@ -1,14 +1,11 @@
 //! The web thread's own request and response types, so that handlers are plain functions from
-//! [`Req`] to [`Reply`] that tests can call without a socket, and no tiny_http type leaves
-//! `web/`: reading a tiny_http request (body bounded by [`MAX_BODY`]), query-string decoding,
-//! and writing a [`Reply`] back with the security headers every response carries.
+//! [`Req`] to [`Reply`] that tests can call without a socket: parsing a request head,
+//! query-string decoding, and encoding a [`Reply`] with the security headers every response
+//! carries. Pure: the sockets are [`conn`](super::conn)'s.
 
-use std::io::Read;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
-use tiny_http::{Header, Request, Response, StatusCode};
 
 /// The largest request body read; a larger one is answered 413 unread.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -33,8 +30,10 @@ pub struct Req {
     pub body: Vec<u8>,
     /// The peer's address (for the failed-login slowdown).
     pub peer: Option<IpAddr>,
-    /// The body is at most [`PREREAD_BODY`] bytes (or absent): reading it cannot stall.
+    /// The body is at most [`PREREAD_BODY`] bytes (or absent): it came with the head.
     pub small_body: bool,
+    /// A HEAD request (handled as GET, answered without the body).
+    pub head_only: bool,
 }
 
 impl Req {
@@ -49,6 +48,7 @@ impl Req {
             body: Vec::new(),
             peer: None,
             small_body: true,
+            head_only: false,
         }
     }
 
@@ -196,101 +196,71 @@ impl Reply {
     }
 }
 
-/// Bodies up to this size are read by tiny_http's connection thread before the request reaches
-/// us; larger ones (and chunked ones) are read on the `web` thread, so they are read only for a
-/// request that has already been authenticated (a stalled upload cannot hold the thread for an
-/// unknown client).
+/// Bodies up to this size are read with the request head; larger ones only when the handler
+/// asks for them, i.e. once the request is authenticated (see [`conn`](super::conn)).
 pub const PREREAD_BODY: usize = 1024;
 
-/// The request line and headers of a tiny_http request as a [`Req`] with an empty body; see
-/// [`read_body`].
-pub fn read_head(request: &Request) -> Req {
-    let method = match request.method() {
-        tiny_http::Method::Get | tiny_http::Method::Head => Method::Get,
-        tiny_http::Method::Post => Method::Post,
-        _ => Method::Other,
+/// Parses a request head (request line and headers, up to and including the blank line) from
+/// `peer` into a [`Req`] with an empty body, and its Content-Length; `Err` is the 4xx to send.
+pub fn parse_head(head: &[u8], peer: IpAddr) -> Result<(Req, usize), Reply> {
+    let bad = || Reply::error(400, "malformed request");
+    let text = std::str::from_utf8(head).map_err(|_| bad())?;
+    let mut lines = text.split("\r\n");
+    let mut parts = lines.next().ok_or_else(bad)?.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
     };
-    let (path, query) = split_url(request.url());
-    let headers: Vec<(String, String)> = request
-        .headers()
-        .iter()
-        .map(|h| {
-            (
-                h.field.as_str().as_str().to_ascii_lowercase(),
-                h.value.as_str().to_owned(),
-            )
-        })
-        .collect();
-    let chunked = headers.iter().any(|(n, _)| n == "transfer-encoding");
-    let small_body = !chunked && request.body_length().is_none_or(|n| n <= PREREAD_BODY);
-    Req {
-        method,
+    if !version.starts_with("HTTP/1.") {
+        return Err(Reply::error(505, "HTTP/1.x only"));
+    }
+    let mut headers = Vec::new();
+    for line in lines.take_while(|l| !l.is_empty()) {
+        // Folded lines are obsolete (RFC 9112 §5.2) and a way to smuggle headers: refused.
+        let (name, value) = line.split_once(':').ok_or_else(bad)?;
+        if name.is_empty() || name.contains([' ', '\t']) {
+            return Err(bad());
+        }
+        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    if headers.iter().any(|(n, _)| n == "transfer-encoding") {
+        return Err(Reply::error(411, "send the body with a Content-Length"));
+    }
+    let mut lengths = headers.iter().filter(|(n, _)| n == "content-length");
+    let length = match (lengths.next(), lengths.next()) {
+        (None, _) => 0,
+        (Some((_, v)), None) => v.parse::<usize>().map_err(|_| bad())?,
+        (Some(_), Some(_)) => return Err(bad()),
+    };
+    let (path, query) = split_url(target);
+    let req = Req {
+        method: match method {
+            "GET" | "HEAD" => Method::Get,
+            "POST" => Method::Post,
+            _ => Method::Other,
+        },
         path,
         query,
         headers,
         body: Vec::new(),
-        peer: request.remote_addr().map(|a| a.ip()),
-        small_body,
-    }
+        peer: Some(peer),
+        small_body: length <= PREREAD_BODY,
+        head_only: method == "HEAD",
+    };
+    Ok((req, length))
 }
 
-/// Reads the body (at most [`MAX_BODY`]); `Err` is the 413/400 reply to send instead.
-pub fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
-    if request.body_length().is_some_and(|n| n > MAX_BODY) {
-        return Err(Reply::error(413, "request body too large"));
-    }
-    let mut body = Vec::new();
-    let limit = u64::try_from(MAX_BODY + 1).unwrap_or(u64::MAX);
-    if request
-        .as_reader()
-        .take(limit)
-        .read_to_end(&mut body)
-        .is_err()
-    {
-        return Err(Reply::error(400, "cannot read the request body"));
-    }
-    if body.len() > MAX_BODY {
-        return Err(Reply::error(413, "request body too large"));
-    }
-    Ok(body)
-}
-
-/// Threads answering a request whose body was left unread (see [`respond_detached`]).
-static DETACHED: AtomicUsize = AtomicUsize::new(0);
-/// Most of them at once.
-const MAX_DETACHED: usize = 64;
-
-/// Sends `reply` from a short-lived thread named `web-drain`, for a request whose body was not
-/// (fully) read: tiny_http reads the rest of the body when the request is dropped, which for a
-/// client that announced a body and stalls would be forever. That thread waits instead of the
-/// `web` thread. Beyond `MAX_DETACHED` such requests at once, the request is abandoned
-/// without an answer (its connection stays with the stalled client until it goes away).
-pub fn respond_detached(request: Request, reply: Reply) {
-    if DETACHED.fetch_add(1, Ordering::AcqRel) >= MAX_DETACHED {
-        DETACHED.fetch_sub(1, Ordering::AcqRel);
-        log::warn!("web: too many stalled uploads; abandoning one without an answer");
-        std::mem::forget(request);
-        return;
-    }
-    let spawned = std::thread::Builder::new()
-        .name("web-drain".into())
-        .spawn(move || {
-            respond(request, reply);
-            DETACHED.fetch_sub(1, Ordering::AcqRel);
-        });
-    if spawned.is_err() {
-        DETACHED.fetch_sub(1, Ordering::AcqRel);
-        log::warn!("web: cannot start a thread to answer a stalled upload");
-    }
-}
-
-/// Sends `reply`, adding the headers every response carries: no caching of data, no sniffing,
-/// no framing, and a Content-Security-Policy that allows only our own files (no inline script,
-/// so injected markup could not run even if it reached the page).
-pub fn respond(request: Request, reply: Reply) {
-    let mut response = Response::from_data(reply.body).with_status_code(StatusCode(reply.status));
+/// `reply` as HTTP/1.1 bytes, with the headers every response carries: no caching of data, no
+/// sniffing, no framing, and a Content-Security-Policy that allows only our own files (no
+/// inline script, so injected markup could not run even if it reached the page). Every
+/// connection carries one request: `Connection: close`. `head_only` (a HEAD request): the
+/// headers without the body.
+pub fn encode(reply: Reply, head_only: bool) -> Vec<u8> {
     let mut headers: Vec<(String, String)> = vec![
         ("Content-Type".into(), reply.content_type.into()),
+        ("Content-Length".into(), reply.body.len().to_string()),
+        ("Connection".into(), "close".into()),
         ("X-Content-Type-Options".into(), "nosniff".into()),
         ("X-Frame-Options".into(), "DENY".into()),
         ("Referrer-Policy".into(), "no-referrer".into()),
@@ -305,12 +275,43 @@ pub fn respond(request: Request, reply: Reply) {
         headers.push(("Cache-Control".into(), "no-store".into()));
     }
     headers.extend(reply.headers);
+    let mut out = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
     for (name, value) in headers {
-        if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            response = response.with_header(h);
+        // A header value never carries a line break (it would split the response).
+        if !name.contains(['\r', '\n']) && !value.contains(['\r', '\n']) {
+            out.push_str(&format!("{name}: {value}\r\n"));
         }
     }
-    let _ = request.respond(response);
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    if !head_only {
+        bytes.extend_from_slice(&reply.body);
+    }
+    bytes
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
 }
 
 #[cfg(test)]

@@ -139,8 +139,22 @@ pub fn prometheus(server: &Server, web_sessions: usize) -> String {
         &mut out,
         "mqtt5_clients_connected",
         g,
-        "Connected sockets.",
+        "Connected clients (CONNECT accepted; see mqtt5_pending_connections for the rest).",
         b.connection_count(),
+    );
+    metric(
+        &mut out,
+        "mqtt5_pending_connections",
+        g,
+        "Sockets that have not yet sent a whole CONNECT.",
+        b.pending_count(),
+    );
+    metric(
+        &mut out,
+        "mqtt5_pending_closed_total",
+        c,
+        "Sockets closed before their CONNECT to make room for new ones (max_pending_connections, max_pending_per_address).",
+        Stats::get(&s.pending_closed),
     );
     metric(
         &mut out,

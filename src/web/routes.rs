@@ -37,6 +37,8 @@ pub struct Ctx {
     pub rates: Rates,
     /// When the MQTT listener last started (`None` while stopped).
     pub listener_since: Option<Instant>,
+    /// The HTTP connections' bounds and counts.
+    pub http: Arc<super::conn::Listener>,
 }
 
 type Handler = fn(&mut Ctx, &Req, &Who) -> Reply;
@@ -150,6 +152,10 @@ pub fn status(ctx: &Ctx) -> Value {
         "uptime_seconds": b.started.elapsed().as_secs(),
         "running_seconds": running.and(ctx.listener_since).map(|t| t.elapsed().as_secs()),
         "clients_connected": b.connection_count(),
+        "pending_connections": b.pending_count(),
+        "pending_closed": Stats::get(&s.pending_closed),
+        "http_connections": ctx.http.open(),
+        "http_closed": ctx.http.closed.load(Ordering::Relaxed),
         "sessions": b.session_count(),
         "subscriptions": b.router.len(),
         // As the Retained tab counts them, without the broker's own `$SYS/` topics.

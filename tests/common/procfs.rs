@@ -107,3 +107,33 @@ pub fn thread_wakeups(pid: u32, name: &str) -> u64 {
     // /proc/<tid> is the thread's own view of the process files.
     field(tid, "voluntary_ctxt_switches:")
 }
+
+/// The soft RLIMIT_NOFILE of this process, raised to at least `want` (up to the hard limit) via
+/// `prlimit --pid <own pid>`. Returns the soft limit in force.
+pub fn ensure_nofile(want: u64) -> u64 {
+    let read = || -> (u64, u64) {
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap_or("");
+        let nums: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (
+            nums.first().copied().unwrap_or(0),
+            nums.get(1).copied().unwrap_or(u64::MAX),
+        )
+    };
+    let (soft, hard) = read();
+    if soft >= want {
+        return soft;
+    }
+    let _ = std::process::Command::new("prlimit")
+        .arg("--pid")
+        .arg(std::process::id().to_string())
+        .arg(format!("--nofile={hard}:{hard}"))
+        .status();
+    read().0
+}

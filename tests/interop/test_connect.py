@@ -73,3 +73,33 @@ def test_v311_empty_client_id_with_clean_session_accepted_3_1_3_1(clients):
     r.send(PINGREQ)
     first, rest = r.read_packet()
     assert (first, rest) == (0xD0, b"")
+
+
+@pytest.mark.parametrize("version", [pytest.param("5", id="v5"), pytest.param("311", id="v311")])
+def test_mosquitto_pub_connects_past_200_idle_sockets_issue_12(broker, version):
+    """200 TCP connections from 20 loopback addresses that never send CONNECT (more than
+    max_clients, 20, and than max_pending_connections, 100): mosquitto_pub still connects
+    and publishes at once, since idle sockets are not clients and the oldest make room."""
+    import socket
+    import subprocess
+
+    idle = []
+    try:
+        for i in range(200):
+            s = socket.socket()
+            s.bind((f"127.0.12.{1 + i // 10}", 0))
+            s.settimeout(5)
+            s.connect(broker.addr)
+            idle.append(s)
+        t = time.monotonic()
+        r = subprocess.run(
+            ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-V", version,
+             "-i", f"pub-{version}", "-t", "issue12/idle", "-m", "x", "-q", "1"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+        took = time.monotonic() - t
+        assert r.returncode == 0, f"mosquitto_pub: {r.returncode} {r.stderr}"
+        assert took < 2, f"mosquitto_pub took {took:.2f}s"
+    finally:
+        for s in idle:
+            s.close()

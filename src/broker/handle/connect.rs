@@ -8,6 +8,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -190,6 +191,11 @@ pub fn accept(
 ) -> Option<Client> {
     let version = c.protocol;
     reader.version = Some(version);
+    // Full already: refused before any password is verified for it.
+    if broker.active_connections.load(Ordering::Acquire) >= broker.config.max_clients {
+        refuse_max_clients(broker, reader, &c, peer);
+        return None;
+    }
     if let Err((reason, why)) = check(broker, &c, peer) {
         log::info!(
             "client {:?} from {peer} (MQTT {}) refused: {why} ({reason:?})",
@@ -199,6 +205,12 @@ pub fn accept(
         reader.write_and_close(Some(&connack_refusal(reason)), version);
         return None;
     }
+    // Taken only now, so that a CONNECT being checked (a password being verified) holds no
+    // place; another may have taken the last one meanwhile.
+    let Some(slot) = broker.take_client_slot() else {
+        refuse_max_clients(broker, reader, &c, peer);
+        return None;
+    };
     let cfg = broker.config.clone();
     let mut props = Properties::default();
     let client_id: Arc<str> = if c.client_id.is_empty() {
@@ -314,7 +326,24 @@ pub fn accept(
         scratch: Routing::deferred(),
         username: c.username,
         bridge: c.bridge,
+        slot,
     })
+}
+
+/// Refuses a CONNECT over `max_clients`: CONNACK 0x97 Quota exceeded (5.0), which encodes as
+/// 0x03 Server unavailable for 3.1.1, then the close (MQTT-3.2.2-7).
+fn refuse_max_clients(broker: &Broker, reader: &mut Reader, c: &Connect, peer: SocketAddr) {
+    log::warn!(
+        "client {:?} from {peer} (MQTT {}) refused: max_clients ({}) reached; --max-clients \
+         raises it",
+        c.client_id,
+        c.protocol.name(),
+        broker.config.max_clients
+    );
+    reader.write_and_close(
+        Some(&connack_refusal(ReasonCode::QuotaExceeded)),
+        c.protocol,
+    );
 }
 
 /// The keep alive we enforce: the client's, lowered to `max_keepalive` for 5.0 clients, which

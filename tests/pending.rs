@@ -1,0 +1,293 @@
+//! Sockets that have not sent CONNECT are not clients (issue #12, part 1): they never take a
+//! `max_clients` place, and their own pool (`max_pending_connections`, `max_pending_per_address`)
+//! makes room for a new socket by closing the oldest idle one, so that idle sockets held open,
+//! by accident or on purpose, cannot lock real clients out. Real broker binary, raw sockets
+//! from many 127.x.y.z source addresses.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::procfs::{ensure_nofile, fds, threads};
+use common::*;
+
+const ANON: &str = "--allow-anonymous";
+
+/// Whether the peer has closed `s` (EOF or reset), without waiting.
+fn closed_by_peer(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).expect("nonblocking");
+    let mut b = [0u8; 1];
+    let closed = match s.peek(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    s.set_nonblocking(false).expect("blocking");
+    closed
+}
+
+/// Polls `cond` every 20 ms until it holds or `within` passes; whether it held.
+fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn status_u64(b: &Broker, field: &str) -> u64 {
+    api_status(b.web)[field].as_u64().unwrap_or(0)
+}
+
+/// Sends a CONNECT from `from` and returns the socket and the CONNACK's bytes, read within 5 s.
+fn connect_from(b: &Broker, from: Ipv4Addr, connect: &[u8]) -> (TcpStream, Vec<u8>) {
+    let s = connect_raw_from(b.mqtt, from);
+    send(&s, connect);
+    let ack = read_packet_within(&s, Duration::from_secs(5)).unwrap_or_default();
+    (s, ack)
+}
+
+/// Holds `per_address` idle sockets (never a byte sent) from each of `addrs`, reopening each
+/// one the broker closes, until `stop`; counts the reopenings.
+struct IdleFlood {
+    stop: Arc<AtomicBool>,
+    opened: Arc<AtomicUsize>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl IdleFlood {
+    fn start(mqtt: SocketAddr, addrs: Vec<Ipv4Addr>, per_address: usize) -> IdleFlood {
+        let stop = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(AtomicUsize::new(0));
+        let (flag, count) = (stop.clone(), opened.clone());
+        let thread = thread::spawn(move || {
+            let mut held: Vec<(Ipv4Addr, TcpStream)> = Vec::new();
+            for &a in &addrs {
+                for _ in 0..per_address {
+                    held.push((a, connect_raw_from(mqtt, a)));
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // Bounded: the test stops it long before; 60 s is only a backstop.
+            let end = Instant::now() + Duration::from_secs(60);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < end {
+                for slot in held.iter_mut() {
+                    if closed_by_peer(&slot.1) {
+                        slot.1 = connect_raw_from(mqtt, slot.0);
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+        IdleFlood {
+            stop,
+            opened,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for IdleFlood {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// 200 idle sockets from 20 loopback addresses, held open and reopened as the broker closes
+/// them: a real client from another address still connects within 1 s and gets CONNACK 0
+/// (5.0 and 3.1.1), since idle sockets take no `max_clients` place (20 by default) and a full
+/// pending pool closes its oldest idle socket to make room.
+#[test]
+fn mqtt_3_1_4_idle_sockets_held_and_renewed_do_not_lock_out_a_real_client() {
+    assert!(ensure_nofile(1000) >= 1000, "RLIMIT_NOFILE below 1000");
+    let b = Broker::start(&[ANON]);
+    let pid = b.pid();
+    let (base_threads, base_fds) = (threads(pid), fds(pid));
+    let addrs: Vec<Ipv4Addr> = (1..=20).map(|i| Ipv4Addr::new(127, 0, 1, i)).collect();
+    let flood = IdleFlood::start(b.mqtt, addrs, 10);
+    // The broker has taken the idle sockets in (a reader thread each, up to its bounds), and
+    // the flood is renewing what the broker closes (200 reopened: a full round).
+    let opened = || flood.opened.load(Ordering::Relaxed);
+    assert!(
+        wait_until(Duration::from_secs(10), || opened() >= 400
+            && threads(pid) >= base_threads + 20),
+        "the idle sockets were not taken in, or not renewed: {} opened",
+        opened()
+    );
+    // The broker's figures under the flood: the pool stays at its bound (100) but for readers
+    // that have not yet started to wait; threads and descriptors follow, plus those of closed
+    // sockets whose threads are ending.
+    let (mut most_pending, mut flood_threads, mut flood_fds) = (0, 0, 0);
+    for _ in 0..10 {
+        most_pending = most_pending.max(status_u64(&b, "pending_connections"));
+        flood_threads = flood_threads.max(threads(pid));
+        flood_fds = flood_fds.max(fds(pid));
+        thread::sleep(Duration::from_millis(20));
+    }
+    for (i, connect) in [
+        packet::connect_v5("real-5", 30, true),
+        packet::connect_v311("real-311", 30, true),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let t = Instant::now();
+        let (s, ack) = connect_from(&b, Ipv4Addr::new(127, 0, 2, 1 + i as u8), connect);
+        let took = t.elapsed();
+        eprintln!(
+            "real client {i} under 200 idle sockets: CONNACK {} in {took:?}",
+            hex(&ack)
+        );
+        assert!(
+            ack.len() >= 4 && ack[0] == 0x20 && ack[3] == 0x00,
+            "CONNACK {} under the idle flood",
+            hex(&ack)
+        );
+        assert!(took < Duration::from_secs(1), "CONNACK after {took:?}");
+        send(&s, &packet::pingreq());
+        expect_bytes(&s, &packet::pingresp());
+    }
+    let reopened = flood.opened.load(Ordering::Relaxed) - 200;
+    drop(flood);
+    let status = api_status(b.web);
+    eprintln!(
+        "broker under the flood: at most {most_pending} pending, {flood_threads} threads (from \
+         {base_threads}), {flood_fds} fds (from {base_fds}); {reopened} idle sockets reopened; \
+         status pending_closed {}",
+        status["pending_closed"]
+    );
+    assert!(
+        status["pending_closed"].as_u64().unwrap_or(0) > 0,
+        "the pool was full, yet no idle socket was closed: {status}"
+    );
+    assert!(
+        most_pending <= 100 + 20,
+        "{most_pending} pending sockets, bound 100"
+    );
+    // Measured 148–196 above the base with 1,400–1,650 reopenings a second: the closed ones
+    // hold theirs until their threads end. A loose bound: it catches a pool that is not bounded.
+    assert!(
+        flood_fds <= base_fds + 4 * 100,
+        "{flood_fds} descriptors under the flood (from {base_fds})"
+    );
+}
+
+/// `--max-pending-per-address 3`: a fourth idle socket from one address closes that address's
+/// oldest idle socket; the others, and an idle socket from another address, stay open; the
+/// close is logged once with the setting that raises the bound, and counted.
+#[test]
+fn max_pending_per_address_closes_that_address_oldest_idle_socket() {
+    let b = Broker::start(&[ANON, "--max-pending-per-address", "3"]);
+    let a = Ipv4Addr::new(127, 0, 3, 1);
+    let other = connect_raw_from(b.mqtt, Ipv4Addr::new(127, 0, 3, 2));
+    let first: Vec<TcpStream> = (0..3).map(|_| connect_raw_from(b.mqtt, a)).collect();
+    assert!(
+        wait_until(Duration::from_secs(5), || status_u64(
+            &b,
+            "pending_connections"
+        ) == 4),
+        "four pending sockets: {}",
+        api_status(b.web)
+    );
+    let fourth = connect_raw_from(b.mqtt, a);
+    assert!(
+        wait_until(Duration::from_secs(3), || closed_by_peer(&first[0])),
+        "the oldest idle socket of {a} is still open"
+    );
+    for (i, s) in [&first[1], &first[2], &fourth, &other].iter().enumerate() {
+        assert!(!closed_by_peer(s), "socket {i} was closed too");
+    }
+    assert_eq!(status_u64(&b, "pending_connections"), 4);
+    assert_eq!(status_u64(&b, "pending_closed"), 1);
+    assert!(
+        b.wait_for_log(
+            "closed 1 connection(s) that sent no CONNECT to make room for new ones \
+             (max_pending_per_address 3 reached, latest from 127.0.3.1); \
+             --max-pending-per-address raises it",
+            Duration::from_secs(3)
+        ),
+        "{}",
+        b.log()
+    );
+    // A socket that does send its CONNECT is a client like any other.
+    send(&fourth, &packet::connect_v5("late", 30, true));
+    let ack = read_packet_within(&fourth, Duration::from_secs(5)).unwrap_or_default();
+    assert_eq!(ack.get(3), Some(&0x00), "CONNACK {}", hex(&ack));
+}
+
+/// `--max-clients 2` with 30 idle sockets open: the idle sockets take no place, two clients
+/// are admitted, and the third connected client is refused with CONNACK 0x97 Quota exceeded
+/// (5.0) / `20 02 00 03` Server unavailable (3.1.1), with the usual log line (MQTT-3.2.2-7).
+#[test]
+fn mqtt_3_2_2_7_max_clients_counts_connected_clients_not_idle_sockets() {
+    let b = Broker::start(&[ANON, "--max-clients", "2"]);
+    let idle: Vec<TcpStream> = (0..30)
+        .map(|i| connect_raw_from(b.mqtt, Ipv4Addr::new(127, 0, 4, 1 + i / 10)))
+        .collect();
+    // The broker accepts in order: the idle sockets are in before the clients below.
+    let (_a, ack) = connect_from(
+        &b,
+        Ipv4Addr::new(127, 0, 5, 1),
+        &packet::connect_v5("a", 30, true),
+    );
+    assert_eq!(
+        ack.get(3),
+        Some(&0x00),
+        "first client: CONNACK {}",
+        hex(&ack)
+    );
+    let (_c, ack) = connect_from(
+        &b,
+        Ipv4Addr::new(127, 0, 5, 1),
+        &packet::connect_v311("b", 30, true),
+    );
+    assert_eq!(ack, packet::connack_v311(false, 0), "second client");
+    let (s, ack) = connect_from(
+        &b,
+        Ipv4Addr::new(127, 0, 5, 2),
+        &packet::connect_v5("over", 30, true),
+    );
+    assert_eq!(
+        ack.get(3),
+        Some(&0x97),
+        "third 5.0 client: CONNACK {}",
+        hex(&ack)
+    );
+    expect_closed(&s, Duration::from_secs(3));
+    let (s, ack) = connect_from(
+        &b,
+        Ipv4Addr::new(127, 0, 5, 2),
+        &packet::connect_v311("over-311", 30, true),
+    );
+    assert_eq!(ack, vec![0x20, 0x02, 0x00, 0x03], "third 3.1.1 client");
+    expect_closed(&s, Duration::from_secs(3));
+    assert!(b.wait_for_log("client \"over\" from 127.0.5.2:", Duration::from_secs(3)));
+    let line = b
+        .log()
+        .lines()
+        .find(|l| l.contains("client \"over\" from"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        line.contains("(MQTT 5.0) refused: max_clients (2) reached; --max-clients raises it"),
+        "{line}"
+    );
+    assert!(
+        idle.iter().all(|s| !closed_by_peer(s)),
+        "an idle socket was closed"
+    );
+    assert_eq!(status_u64(&b, "clients_connected"), 2);
+}
