@@ -200,29 +200,34 @@ impl Reply {
 /// asks for them, i.e. once the request is authenticated (see [`conn`](super::conn)).
 pub const PREREAD_BODY: usize = 1024;
 
+/// Most headers one request may carry (a browser sends about 15).
+const MAX_HEADERS: usize = 64;
+
 /// Parses a request head (request line and headers, up to and including the blank line) from
 /// `peer` into a [`Req`] with an empty body, and its Content-Length; `Err` is the 4xx to send.
 pub fn parse_head(head: &[u8], peer: IpAddr) -> Result<(Req, usize), Reply> {
     let bad = || Reply::error(400, "malformed request");
-    let text = std::str::from_utf8(head).map_err(|_| bad())?;
-    let mut lines = text.split("\r\n");
-    let mut parts = lines.next().ok_or_else(bad)?.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut slots);
+    // httparse (hyper's parser) rather than our own: request-line and header syntax, token
+    // characters and line endings as RFC 9112 has them; obsolete line folding (a way to
+    // smuggle headers) is an error for requests.
+    match parsed.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(bad()),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Reply::error(431, "too many request headers"))
+        }
+        Err(httparse::Error::Version) => return Err(Reply::error(505, "HTTP/1.x only")),
+        Err(_) => return Err(bad()),
+    }
+    let (Some(method), Some(target)) = (parsed.method, parsed.path) else {
         return Err(bad());
     };
-    if !version.starts_with("HTTP/1.") {
-        return Err(Reply::error(505, "HTTP/1.x only"));
-    }
-    let mut headers = Vec::new();
-    for line in lines.take_while(|l| !l.is_empty()) {
-        // Folded lines are obsolete (RFC 9112 §5.2) and a way to smuggle headers: refused.
-        let (name, value) = line.split_once(':').ok_or_else(bad)?;
-        if name.is_empty() || name.contains([' ', '\t']) {
-            return Err(bad());
-        }
-        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+    let mut headers = Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let value = std::str::from_utf8(h.value).map_err(|_| bad())?;
+        headers.push((h.name.to_ascii_lowercase(), value.trim().to_owned()));
     }
     if headers.iter().any(|(n, _)| n == "transfer-encoding") {
         return Err(Reply::error(411, "send the body with a Content-Length"));
@@ -333,6 +338,62 @@ mod tests {
         );
         assert_eq!(form_decode("%E2%9C%93"), "✓");
         assert_eq!(form_decode("%FF"), "\u{FFFD}");
+    }
+
+    fn head(text: &str) -> Result<(Req, usize), u16> {
+        let peer = IpAddr::from([127, 0, 0, 1]);
+        parse_head(text.as_bytes(), peer).map_err(|r| r.status)
+    }
+
+    #[test]
+    fn request_heads_parse_and_bad_ones_get_their_4xx_or_505() {
+        let (req, len) =
+            head("POST /api/publish?topic=a%2Fb HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n")
+                .expect("a good head");
+        assert_eq!(
+            (req.method, req.path.as_str(), len),
+            (Method::Post, "/api/publish", 12)
+        );
+        assert_eq!(req.param("topic"), Some("a/b"));
+        assert_eq!(req.header("host"), Some("x"));
+        assert!(head("HEAD / HTTP/1.0\r\n\r\n").expect("HEAD").0.head_only);
+        for (what, text, status) in [
+            (
+                "folded header",
+                "GET / HTTP/1.1\r\nX-A: 1\r\n  folded\r\n\r\n",
+                400,
+            ),
+            (
+                "space before colon",
+                "GET / HTTP/1.1\r\nX-A : 1\r\n\r\n",
+                400,
+            ),
+            ("no version", "GET /\r\n\r\n", 400),
+            ("HTTP/2", "GET / HTTP/2.0\r\n\r\n", 505),
+            (
+                "chunked",
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                411,
+            ),
+            (
+                "two lengths",
+                "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                400,
+            ),
+            (
+                "bad length",
+                "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+                400,
+            ),
+            ("cut short", "GET / HTTP/1.1\r\nHost: x\r\n", 400),
+        ] {
+            assert_eq!(head(text).err(), Some(status), "{what}");
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(
+            head(&format!("GET / HTTP/1.1\r\n{many}\r\n")).err(),
+            Some(431)
+        );
     }
 
     #[test]
