@@ -291,3 +291,75 @@ fn mqtt_3_2_2_7_max_clients_counts_connected_clients_not_idle_sockets() {
     );
     assert_eq!(status_u64(&b, "clients_connected"), 2);
 }
+
+/// A socket stays in the pending pool while its CONNECT is being checked: 40 CONNECTs with a
+/// password, sent at once from one address, each need an argon2 verification (at most one per
+/// core at a time, ~40 ms each), so the pool holds that address's `max_pending_per_address`
+/// (10) busy sockets and closes the new ones unanswered instead of letting them wait in
+/// threads of their own. A guesser thus holds at most 10 reader threads; a client from
+/// another address is answered meanwhile.
+#[test]
+fn connects_being_checked_hold_their_pending_place_so_one_address_holds_at_most_ten() {
+    const SOCKETS: usize = 40;
+    const PER_ADDRESS: u64 = 10;
+    let b = Broker::start(&["--sys-interval", "0"]);
+    let pid = b.pid();
+    let base = threads(pid);
+    let from = Ipv4Addr::new(127, 0, 7, 1);
+    let sockets: Vec<TcpStream> = (0..SOCKETS)
+        .map(|i| {
+            let mut body = packet::utf8("MQTT");
+            body.extend([4, 0xC2, 0, 60]); // 3.1.1, user name + password + clean session
+            body.extend(packet::utf8(&format!("guess-{i}")));
+            body.extend(packet::utf8("nobody"));
+            body.extend(packet::utf8(&format!("pw-{i}")));
+            let s = connect_raw_from(b.mqtt, from);
+            send(&s, &packet::fixed(0x10, &body));
+            s
+        })
+        .collect();
+    let mut peak = threads(pid);
+    let stop = Instant::now() + Duration::from_secs(30);
+    let mut answered = 0;
+    let mut unanswered = 0;
+    for s in &sockets {
+        peak = peak.max(threads(pid));
+        assert!(Instant::now() < stop, "40 CONNECTs not answered in 30 s");
+        match read_packet_within(s, Duration::from_secs(10)) {
+            Some(ack) if !ack.is_empty() => {
+                // 0x04 bad user name or password; 0x03 when the address must wait or the
+                // verification slots stayed busy.
+                assert!(
+                    ack == [0x20, 2, 0, 4] || ack == [0x20, 2, 0, 3],
+                    "CONNACK {}",
+                    hex(&ack)
+                );
+                answered += 1;
+            }
+            _ => {
+                assert!(closed_by_peer(s), "neither answered nor closed");
+                unanswered += 1;
+            }
+        }
+    }
+    // Meanwhile and after, another address is served.
+    let (_s, ack) = connect_from(
+        &b,
+        Ipv4Addr::new(127, 0, 7, 2),
+        &packet::connect_v311("other", 60, true),
+    );
+    eprintln!(
+        "{answered} answered, {unanswered} closed unanswered; threads {base} at start, peak {peak}"
+    );
+    assert_eq!(
+        ack,
+        [0x20, 2, 0, 5],
+        "anonymous refused 0x05 at once from another address"
+    );
+    assert!(unanswered > 0, "the per-address bound was never reached");
+    assert!(
+        peak <= base + PER_ADDRESS,
+        "threads peaked at {peak}, {base} at start: more than {PER_ADDRESS} for one address"
+    );
+    assert!(status_u64(&b, "pending_closed") >= unanswered as u64);
+}

@@ -276,10 +276,12 @@ fn open(
 ) -> Option<Client> {
     let cfg = &broker.config;
     let deadline = Instant::now() + cfg.connect_timeout;
-    let first = first_packet(broker, reader, deadline, conn_id);
-    // Whatever came, the socket is no longer waiting for a CONNECT.
-    broker.leave_pending(conn_id);
-    let connect = match first {
+    // The socket stays in the pending pool (not closable, as it is not waiting for its
+    // client) until its CONNECT is accepted, so that sockets whose CONNECT is being checked
+    // (a password verified) or refused (the refusal's linger) are bounded per address too: a
+    // guesser holds at most `max_pending_per_address` threads. A refused socket leaves it when
+    // its thread ends.
+    let connect = match first_packet(broker, reader, deadline, conn_id) {
         Ok((Packet::Connect(c), size)) => {
             broker
                 .stats
@@ -313,7 +315,9 @@ fn open(
             return None;
         }
     };
-    handle::connect::accept(broker, reader, *connect, peer, conn_id)
+    let client = handle::connect::accept(broker, reader, *connect, peer, conn_id)?;
+    broker.leave_pending(conn_id);
+    Some(client)
 }
 
 /// The first packet, read within `deadline`, telling the pending pool while the thread waits

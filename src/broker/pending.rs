@@ -4,9 +4,12 @@
 //! in all and `max_pending_per_address` per source address. The `acceptor` thread admits a
 //! socket here; when the pool, or the new socket's address, is at its bound, the oldest pending
 //! socket that is waiting on its client (of that address, else of the pool) is shut down, so a
-//! new client always gets through and idle sockets cannot lock real clients out. The socket's
-//! reader thread marks when it waits for the client and leaves the pool once its CONNECT is
-//! decoded (or it ends). Closes are counted and logged at most once per [`LOG_EVERY`].
+//! new client always gets through and idle sockets cannot lock real clients out; when none at
+//! the bound is idle (all are being read, checked or refused), the new socket is closed
+//! instead, so the bounds always hold. The socket's reader thread marks when it waits for the
+//! client and leaves the pool once its CONNECT is accepted (or the thread ends): a CONNECT
+//! whose password is being verified, or whose refusal lingers, still holds its place. Closes
+//! are counted and logged at most once per [`LOG_EVERY`].
 //!
 //! Its lock (`Broker::pending`) is a leaf: nothing else is taken while it is held.
 
@@ -74,43 +77,54 @@ fn has_unread(stream: &TcpStream) -> bool {
 impl Broker {
     /// Admits a freshly accepted socket to the pending pool, first closing the oldest idle
     /// pending socket of its address when that address is at `max_pending_per_address`, or else
-    /// of the whole pool when the pool is at `max_pending_connections`. When every pending
-    /// socket at the bound has bytes waiting (the broker is behind, not its clients), none is
-    /// closed and the pool is over its bound until the readers catch up.
-    pub fn admit_pending(&self, conn_id: u64, stream: Arc<TcpStream>, peer: SocketAddr) {
+    /// of the whole pool when the pool is at `max_pending_connections`. When no socket at the
+    /// bound is idle (each is being read, or its CONNECT checked or refused), the new socket is
+    /// refused instead: `false`, and the caller closes it. The bounds are never exceeded.
+    pub fn admit_pending(&self, conn_id: u64, stream: Arc<TcpStream>, peer: SocketAddr) -> bool {
         let cfg = &self.config;
         let ip = peer.ip();
         let mut pool = self.pending.lock();
-        let victim = if pool.per_ip.get(&ip).copied().unwrap_or(0) >= cfg.max_pending_per_address {
-            pool.oldest_idle(Some(ip))
-                .map(|id| (id, "max_pending_per_address", cfg.max_pending_per_address))
+        let address_full =
+            pool.per_ip.get(&ip).copied().unwrap_or(0) >= cfg.max_pending_per_address;
+        let bound = if address_full {
+            Some((
+                "max_pending_per_address",
+                cfg.max_pending_per_address,
+                Some(ip),
+            ))
+        } else if pool.entries.len() >= cfg.max_pending_connections {
+            Some(("max_pending_connections", cfg.max_pending_connections, None))
         } else {
             None
         };
-        let victim = victim.or_else(|| {
-            (pool.entries.len() >= cfg.max_pending_connections)
-                .then(|| pool.oldest_idle(None))
-                .flatten()
-                .map(|id| (id, "max_pending_connections", cfg.max_pending_connections))
-        });
-        if let Some((id, setting, bound)) = victim {
-            if let Some(old) = pool.remove(id) {
-                // Wakes its reader thread, which ends as for a client that went away.
-                let _ = old.stream.shutdown(Shutdown::Both);
-                self.stats.pending_closed.fetch_add(1, Ordering::Relaxed);
-                pool.unlogged += 1;
-                let now = Instant::now();
-                if pool.last_log.is_none_or(|t| now - t >= LOG_EVERY) {
-                    log::warn!(
-                        "closed {} connection(s) that sent no CONNECT to make room for new ones \
-                         ({setting} {bound} reached, latest from {}); --{} raises it",
-                        pool.unlogged,
-                        old.ip,
-                        setting.replace('_', "-")
-                    );
-                    pool.unlogged = 0;
-                    pool.last_log = Some(now);
+        if let Some((setting, bound, of)) = bound {
+            // A socket of this address makes room within its address; the pool's own bound
+            // then still holds, as the pool shrinks by one for the one it gains.
+            let victim = pool.oldest_idle(of).and_then(|id| pool.remove(id));
+            let closed_ip = match &victim {
+                Some(old) => {
+                    // Wakes its reader thread, which ends as for a client that went away.
+                    let _ = old.stream.shutdown(Shutdown::Both);
+                    old.ip
                 }
+                None => ip,
+            };
+            self.stats.pending_closed.fetch_add(1, Ordering::Relaxed);
+            pool.unlogged += 1;
+            let now = Instant::now();
+            if pool.last_log.is_none_or(|t| now - t >= LOG_EVERY) {
+                log::warn!(
+                    "closed {} connection(s) that sent no CONNECT to make room for new ones \
+                     ({setting} {bound} reached, latest from {closed_ip}); --{} raises it",
+                    pool.unlogged,
+                    setting.replace('_', "-")
+                );
+                pool.unlogged = 0;
+                pool.last_log = Some(now);
+            }
+            if victim.is_none() {
+                // Every socket at the bound is busy: the new one is the one closed.
+                return false;
             }
         }
         *pool.per_ip.entry(ip).or_insert(0) += 1;
@@ -122,6 +136,7 @@ impl Broker {
                 waiting_since: None,
             },
         );
+        true
     }
 
     /// The reader thread of a pending socket starts (`true`) or stops (`false`) waiting for

@@ -132,7 +132,10 @@ fn accept_loop(listener: TcpListener, broker: Arc<Broker>, stop: Arc<AtomicBool>
         let stream = Arc::new(stream);
         let conn_id = broker.next_conn_id();
         // Admitted before its thread starts, so that the thread's leaving always follows.
-        broker.admit_pending(conn_id, stream.clone(), peer);
+        if !broker.admit_pending(conn_id, stream.clone(), peer) {
+            // Closed (dropped) unread: the pending pool is full of sockets being served.
+            continue;
+        }
         let b = broker.clone();
         let spawned = thread::Builder::new()
             .name(format!("client-{conn_id}"))
