@@ -133,6 +133,21 @@ fn request(
     }
 }
 
+/// Logs in as admin with the password: the whole `Set-Cookie` header of the answer, and its
+/// JSON body.
+fn log_in(b: &Broker) -> (String, Value) {
+    let r = request(
+        b.web,
+        "POST",
+        "/api/login",
+        &[("Content-Type", "application/json".into())],
+        Some(&json!({ "password": ADMIN_PW }).to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let cookie = r.header("Set-Cookie").expect("Set-Cookie").to_string();
+    (cookie, r.json())
+}
+
 fn get(b: &Broker, path: &str) -> Resp {
     request(b.web, "GET", path, &[admin()], None)
 }
@@ -412,15 +427,7 @@ fn wrong_passwords_are_refused_then_slowed_down() {
 #[test]
 fn session_cookie_and_csrf_token() {
     let b = Broker::start(ARGS);
-    let r = request(
-        b.web,
-        "POST",
-        "/api/login",
-        &[("Content-Type", "application/json".into())],
-        Some(&json!({ "password": ADMIN_PW }).to_string()),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let cookie = r.header("Set-Cookie").expect("Set-Cookie");
+    let (cookie, answer) = log_in(&b);
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(attr), "{cookie}");
     }
@@ -429,7 +436,7 @@ fn session_cookie_and_csrf_token() {
         pair.starts_with("mqtt5_session=") && pair.len() > 60,
         "{pair}"
     );
-    let csrf = r.json()["csrf_token"].as_str().unwrap().to_string();
+    let csrf = answer["csrf_token"].as_str().unwrap().to_string();
     assert!(csrf.len() >= 32);
 
     let with_cookie = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
@@ -1503,15 +1510,7 @@ fn five_hundred_slow_http_connections_block_neither_mqtt_nor_a_logged_in_user() 
     use std::net::Ipv4Addr;
     assert!(ensure_nofile(2000) >= 2000, "RLIMIT_NOFILE below 2000");
     let b = Broker::start(ARGS);
-    let r = request(
-        b.web,
-        "POST",
-        "/api/login",
-        &[("Content-Type", "application/json".into())],
-        Some(&json!({ "password": ADMIN_PW }).to_string()),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let cookie = r.header("Set-Cookie").expect("Set-Cookie");
+    let (cookie, _) = log_in(&b);
     let pair = cookie.split(';').next().unwrap().to_string();
     let (pid, base_threads, base_fds) = (b.pid(), threads(b.pid()), fds(b.pid()));
 
