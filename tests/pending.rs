@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::procfs::{ensure_nofile, fds, threads};
+use common::procfs::{ensure_nofile, fds, threads, threads_named};
 use common::*;
 
 const ANON: &str = "--allow-anonymous";
@@ -296,15 +296,18 @@ fn mqtt_3_2_2_7_max_clients_counts_connected_clients_not_idle_sockets() {
 /// password, sent at once from one address, each need an argon2 verification (at most one per
 /// core at a time, ~40 ms each), so the pool holds that address's `max_pending_per_address`
 /// (10) busy sockets and closes the new ones unanswered instead of letting them wait in
-/// threads of their own. A guesser thus holds at most 10 reader threads; a client from
-/// another address is answered meanwhile.
+/// threads of their own. A guesser thus holds at most 10 pending places; a client from
+/// another address is answered meanwhile. A reader thread leaves the pool as its last step and
+/// the kernel reaps it a moment later, so the count of `client-` threads may briefly show a
+/// few threads that have already given up their place: the pool's own count is the exact
+/// bound, the thread count a loose one.
 #[test]
 fn connects_being_checked_hold_their_pending_place_so_one_address_holds_at_most_ten() {
     const SOCKETS: usize = 40;
     const PER_ADDRESS: u64 = 10;
     let b = Broker::start(&["--sys-interval", "0"]);
     let pid = b.pid();
-    let base = threads(pid);
+    let base = threads_named(pid, "client-");
     let from = Ipv4Addr::new(127, 0, 7, 1);
     let sockets: Vec<TcpStream> = (0..SOCKETS)
         .map(|i| {
@@ -318,12 +321,14 @@ fn connects_being_checked_hold_their_pending_place_so_one_address_holds_at_most_
             s
         })
         .collect();
-    let mut peak = threads(pid);
+    let mut peak = threads_named(pid, "client-");
+    let mut most_pending = 0;
     let stop = Instant::now() + Duration::from_secs(30);
     let mut answered = 0;
     let mut unanswered = 0;
     for s in &sockets {
-        peak = peak.max(threads(pid));
+        peak = peak.max(threads_named(pid, "client-"));
+        most_pending = most_pending.max(status_u64(&b, "pending_connections"));
         assert!(Instant::now() < stop, "40 CONNECTs not answered in 30 s");
         match read_packet_within(s, Duration::from_secs(10)) {
             Some(ack) if !ack.is_empty() => {
@@ -349,7 +354,8 @@ fn connects_being_checked_hold_their_pending_place_so_one_address_holds_at_most_
         &packet::connect_v311("other", 60, true),
     );
     eprintln!(
-        "{answered} answered, {unanswered} closed unanswered; threads {base} at start, peak {peak}"
+        "{answered} answered, {unanswered} closed unanswered; at most {most_pending} pending; \
+         reader threads {base} at start, peak {peak}"
     );
     assert_eq!(
         ack,
@@ -358,8 +364,15 @@ fn connects_being_checked_hold_their_pending_place_so_one_address_holds_at_most_
     );
     assert!(unanswered > 0, "the per-address bound was never reached");
     assert!(
-        peak <= base + PER_ADDRESS,
-        "threads peaked at {peak}, {base} at start: more than {PER_ADDRESS} for one address"
+        most_pending <= PER_ADDRESS,
+        "{most_pending} pending sockets from one address: more than {PER_ADDRESS}"
+    );
+    // A few more: threads that left the pool and are returning (a loaded machine may preempt
+    // them there); an unbounded pool would show all 40.
+    assert!(
+        peak <= base + PER_ADDRESS + 4,
+        "reader threads peaked at {peak}, {base} at start: more than {PER_ADDRESS} for one \
+         address and four ending"
     );
     assert!(status_u64(&b, "pending_closed") >= unanswered as u64);
 }

@@ -137,3 +137,18 @@ pub fn ensure_nofile(want: u64) -> u64 {
         .status();
     read().0
 }
+
+/// Number of threads whose name (`/proc/PID/task/TID/comm`) starts with `prefix`, such as the
+/// reader threads `client-<id>`; threads that end while they are listed are not counted.
+pub fn threads_named(pid: u32, prefix: &str) -> u64 {
+    status(pid);
+    let tasks = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("broker process {pid}: /proc/{pid}/task: {e}"));
+    let n = tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| fs::read_to_string(t.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count() as u64;
+    status(pid);
+    n
+}
