@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use mqtt5_broker::broker::server::Server;
 use mqtt5_broker::broker::ticker::Ticker;
+use mqtt5_broker::broker::tls::TlsContext;
 use mqtt5_broker::broker::writer::WriterThread;
 use mqtt5_broker::broker::Broker;
 use mqtt5_broker::config::{self, AclAction, Command, Config, UserAction};
@@ -121,6 +122,15 @@ fn run_broker(config: Config) -> ExitCode {
     for (name, value) in config.summary() {
         log::debug!("setting {name} = {value}");
     }
+    // Certificate and key read and checked before anything starts: a bad file is a bad
+    // setting (one line, exit code 2).
+    let tls = match TlsContext::from_config(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mqtt5-broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<()>(1);
     if let Err(e) = ctrlc::set_handler(move || {
         let _ = signal_tx.try_send(());
@@ -152,7 +162,7 @@ fn run_broker(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let server = Server::new(broker.clone());
+    let server = Server::with_tls(broker.clone(), tls);
     if let Err(e) = server.start() {
         eprintln!(
             "mqtt5-broker: cannot listen for MQTT on {}: {e}",
