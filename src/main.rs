@@ -16,7 +16,12 @@ use mqtt5_broker::web;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // rustls warns about what peers do (OpenSSL clients send an IP address as SNI, which the
+    // RFC forbids: a WARN per mosquitto_pub); the broker logs each failed handshake itself.
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,rustls=error"),
+    )
+    .init();
     let (command, config) = match config::load_command() {
         Ok(c) => c,
         Err(e) => {
