@@ -133,6 +133,37 @@ settings! {
     web_listen: SocketAddr = SocketAddr::new(ANY_IPV4, 8082), Number("ADDR:PORT"), parse_addr,
         help "Control page (HTTP) listen address",
         expected ADDR_EXPECTED;
+    /// MQTT over TLS address (`off`: none); needs `certfile` and `keyfile`. One TLS listener for
+    /// now
+    tls_listen: Option<SocketAddr> = None, Number("ADDR:PORT"), parse_optional_addr,
+        show |a| a.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        help "MQTT over TLS listen address (off: none); needs --certfile and --keyfile",
+        expected "an IP address and port such as 0.0.0.0:8883 (port 0 picks a free port), just a port, or off";
+    /// PEM file: the TLS listener's certificate chain, the server's first
+    certfile: Option<PathBuf> = None, Plain("FILE"), parse_optional_path,
+        show show_optional_path,
+        help "PEM certificate chain of the TLS listener (server certificate first)",
+        expected "a file path, or none";
+    /// PEM file: the private key of `certfile`'s certificate
+    keyfile: Option<PathBuf> = None, Plain("FILE"), parse_optional_path,
+        show show_optional_path,
+        help "PEM private key of --certfile's certificate",
+        expected "a file path";
+    /// PEM file of CA certificates: TLS clients may present a certificate signed by one (checked);
+    /// none: client certificates are not asked for
+    cafile: Option<PathBuf> = None, Plain("FILE"), parse_optional_path,
+        show show_optional_path,
+        help "PEM CA certificates that client certificates are verified against",
+        expected "a file path";
+    /// TLS clients must present a certificate valid under `cafile` (else the handshake fails)
+    require_certificate: bool = false, Bool("BOOL"), parse_bool,
+        help "Refuse TLS clients without a certificate valid under --cafile",
+        expected BOOL_EXPECTED;
+    /// a TLS client's certificate CN is its username (ACL `%u`), no password asked; a client
+    /// without a certificate gets CONNACK 0x87 / 0x05
+    use_identity_as_username: bool = false, Bool("BOOL"), parse_bool,
+        help "Use the TLS client certificate's CN as the username (needs --cafile); clients without one are refused",
+        expected BOOL_EXPECTED;
     /// SQLite file
     db: PathBuf = PathBuf::from("mqtt5-broker.db"), Path("FILE"), |v| (!v.is_empty()).then(|| PathBuf::from(v)),
         show |p| p.display().to_string(),
@@ -779,6 +810,27 @@ fn parse_addr(v: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ANY_IPV4, port))
 }
 
+/// [`parse_addr`], or `off` / `none` for no address.
+fn parse_optional_addr(v: &str) -> Option<Option<SocketAddr>> {
+    if v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("none") {
+        return Some(None);
+    }
+    parse_addr(v).map(Some)
+}
+
+/// A path, or `none` for no file (a file really named `none` needs `./none`).
+fn parse_optional_path(v: &str) -> Option<Option<PathBuf>> {
+    if v.eq_ignore_ascii_case("none") {
+        return Some(None);
+    }
+    (!v.is_empty()).then(|| Some(PathBuf::from(v)))
+}
+
+fn show_optional_path(p: &Option<PathBuf>) -> String {
+    p.as_ref()
+        .map_or_else(|| "none".to_string(), |p| p.display().to_string())
+}
+
 /// Mosquitto's `listener PORT [ADDR]` arguments.
 fn parse_listener(v: &str) -> Option<SocketAddr> {
     let mut parts = v.split_whitespace();
@@ -936,6 +988,34 @@ fn check_conflicts(config: &Config) -> Result<(), ConfigError> {
             "listen ({mqtt}) and web_listen ({web}) use the same port: give them different ports"
         )));
     }
+    if let Some(tls) = config.tls_listen {
+        for (name, other) in [("listen", mqtt), ("web_listen", web)] {
+            let overlapping =
+                tls.ip() == other.ip() || tls.ip().is_unspecified() || other.ip().is_unspecified();
+            if tls.port() != 0 && tls.port() == other.port() && overlapping {
+                return Err(ConfigError::Conflict(format!(
+                    "tls_listen ({tls}) and {name} ({other}) use the same port: give them different ports"
+                )));
+            }
+        }
+        if config.certfile.is_none() || config.keyfile.is_none() {
+            return Err(ConfigError::Conflict(format!(
+                "tls_listen ({tls}) needs both certfile and keyfile (PEM files)"
+            )));
+        }
+    }
+    if config.cafile.is_none() {
+        for (name, on) in [
+            ("require_certificate", config.require_certificate),
+            ("use_identity_as_username", config.use_identity_as_username),
+        ] {
+            if on {
+                return Err(ConfigError::Conflict(format!(
+                    "{name} needs cafile (the CA certificates client certificates are checked against)"
+                )));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -1017,6 +1097,12 @@ mod tests {
         let values = vec![
             ("listen", "127.0.0.1:11883"),
             ("web_listen", "[::1]:18082"),
+            ("tls_listen", "127.0.0.1:18883"),
+            ("certfile", "/etc/mqtt5/server.pem"),
+            ("keyfile", "/etc/mqtt5/server.key"),
+            ("cafile", "/etc/mqtt5/ca.pem"),
+            ("require_certificate", "true"),
+            ("use_identity_as_username", "true"),
             ("db", "/var/lib/mqtt5/broker.db"),
             ("max_clients", "500"),
             ("allow_anonymous", "true"),
@@ -1053,6 +1139,12 @@ mod tests {
         let config = Config {
             listen: "127.0.0.1:11883".parse().unwrap(),
             web_listen: "[::1]:18082".parse().unwrap(),
+            tls_listen: Some("127.0.0.1:18883".parse().unwrap()),
+            certfile: Some(PathBuf::from("/etc/mqtt5/server.pem")),
+            keyfile: Some(PathBuf::from("/etc/mqtt5/server.key")),
+            cafile: Some(PathBuf::from("/etc/mqtt5/ca.pem")),
+            require_certificate: true,
+            use_identity_as_username: true,
             db: PathBuf::from("/var/lib/mqtt5/broker.db"),
             max_clients: 500,
             allow_anonymous: true,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use mqtt5_broker::broker::server::Server;
 use mqtt5_broker::broker::ticker::Ticker;
+use mqtt5_broker::broker::tls::TlsContext;
 use mqtt5_broker::broker::writer::WriterThread;
 use mqtt5_broker::broker::Broker;
 use mqtt5_broker::config::{self, AclAction, Command, Config, UserAction};
@@ -15,7 +16,12 @@ use mqtt5_broker::web;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // rustls warns about what peers do (OpenSSL clients send an IP address as SNI, which the
+    // RFC forbids: a WARN per mosquitto_pub); the broker logs each failed handshake itself.
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,rustls=error"),
+    )
+    .init();
     let (command, config) = match config::load_command() {
         Ok(c) => c,
         Err(e) => {
@@ -121,6 +127,15 @@ fn run_broker(config: Config) -> ExitCode {
     for (name, value) in config.summary() {
         log::debug!("setting {name} = {value}");
     }
+    // Certificate and key read and checked before anything starts: a bad file is a bad
+    // setting (one line, exit code 2).
+    let tls = match TlsContext::from_config(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mqtt5-broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<()>(1);
     if let Err(e) = ctrlc::set_handler(move || {
         let _ = signal_tx.try_send(());
@@ -152,7 +167,7 @@ fn run_broker(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let server = Server::new(broker.clone());
+    let server = Server::with_tls(broker.clone(), tls);
     if let Err(e) = server.start() {
         eprintln!(
             "mqtt5-broker: cannot listen for MQTT on {}: {e}",

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use super::conns::disconnect_packet;
 use super::error::ConnError;
 use super::handle::{self, Flow};
 use super::outbox::{Outbox, LINGER, NOT_READING_GRACE};
+use super::pipe::Pipe;
 use super::publish::Routing;
 use super::session::Session;
 use super::stack::StackTrim;
@@ -27,7 +28,11 @@ use crate::protocol::{self, Packet, ProtocolVersion, ReasonCode, Will};
 /// Reads packets from the socket within a deadline.
 pub struct Reader {
     /// Shared with the outbox and the connection table: one descriptor per socket.
-    stream: Arc<TcpStream>,
+    pipe: Arc<Pipe>,
+    /// Until the connection has an outbox (the TLS handshake, CONNECT), the reader sends the
+    /// TLS records its reads produce itself, waiting for room within its deadline; after, a
+    /// flush of the outbox does (see [`Outbox::flush`]).
+    pub(crate) own_writes: bool,
     frames: FrameBuffer,
     chunk: Vec<u8>,
     pub version: Option<ProtocolVersion>,
@@ -41,14 +46,19 @@ pub struct Reader {
 /// Chunks a reader thread reads and handles without waiting before it flushes what they queued.
 const READ_AHEAD_CHUNKS: usize = 16;
 
+/// How long a write made by a reader thread itself (a CONNECT's refusal, TLS handshake
+/// records) may wait for room in the socket.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How much a read may overshoot its deadline before the socket timeout is set again: saves a
 /// syscall per read while keeping keep-alive closes on time.
 const TIMEOUT_SLACK: Duration = Duration::from_millis(200);
 
 impl Reader {
-    pub fn new(stream: Arc<TcpStream>, chunk_size: usize, max_packet_size: u32) -> Reader {
+    pub fn new(pipe: Arc<Pipe>, chunk_size: usize, max_packet_size: u32) -> Reader {
         Reader {
-            stream,
+            pipe,
+            own_writes: true,
             frames: FrameBuffer::new(),
             chunk: vec![0; chunk_size.max(1)],
             version: None,
@@ -75,11 +85,11 @@ impl Reader {
         if self.drained {
             return Ok(false);
         }
-        match super::socket::recv_nonblocking(&self.stream, &mut self.chunk) {
+        match self.pipe.read_into(&mut self.chunk, &mut self.frames, true) {
             Ok(0) => Err(ConnError::Closed),
             Ok(n) => {
-                self.frames.extend(&self.chunk[..n]);
                 self.drained = n < self.chunk.len();
+                self.send_own_records(None, || ConnError::ClosedByServer)?;
                 Ok(true)
             }
             Err(e)
@@ -126,19 +136,21 @@ impl Reader {
                 if overshoot {
                     // A zero timeout means "none" to the OS; never ask for less than 1 ms.
                     let t = left.max(Duration::from_millis(1));
-                    self.stream.set_read_timeout(Some(t))?;
+                    self.pipe.tcp().set_read_timeout(Some(t))?;
                     self.timeout = Some(t);
                 }
             } else if self.timeout.is_some() {
-                self.stream.set_read_timeout(None)?;
+                self.pipe.tcp().set_read_timeout(None)?;
                 self.timeout = None;
             }
-            match (&*self.stream).read(&mut self.chunk) {
+            match self
+                .pipe
+                .read_into(&mut self.chunk, &mut self.frames, false)
+            {
                 Ok(0) => return Err(ConnError::Closed),
                 Ok(n) => {
-                    self.frames.extend(&self.chunk[..n]);
                     self.drained = n < self.chunk.len();
-                    return Ok(());
+                    return self.send_own_records(deadline, timeout_error);
                 }
                 Err(e)
                     if matches!(
@@ -152,21 +164,49 @@ impl Reader {
         }
     }
 
+    /// TLS, before the connection has an outbox: sends the records the last read produced
+    /// (handshake messages, an alert), waiting for room until `deadline` (or 5 s). Nothing
+    /// to do for plain TCP, or once the outbox sends them.
+    fn send_own_records(
+        &mut self,
+        deadline: Option<Instant>,
+        timeout_error: fn() -> ConnError,
+    ) -> Result<(), ConnError> {
+        if !self.own_writes || !self.pipe.is_tls() {
+            return Ok(());
+        }
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + WRITE_TIMEOUT);
+        match self.pipe.flush_until(deadline) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(timeout_error()),
+            Err(e) => Err(ConnError::Io(e)),
+        }
+    }
+
     /// Writes directly: only for refusing a CONNECT, which has no outbox. A refusal the client
     /// should read (a CONNACK) is followed by a linger, as after any close by the server.
     pub fn write_and_close(&mut self, packet: Option<&Packet>, version: ProtocolVersion) {
         let Some(packet) = packet else {
-            let _ = self.stream.shutdown(Shutdown::Both);
+            self.pipe.shutdown(Shutdown::Both);
             return;
         };
         let mut buf = Vec::new();
         protocol::encode(packet, version, &mut buf);
-        let _ = self.stream.set_write_timeout(Some(Duration::from_secs(5)));
-        if (&*self.stream).write_all(&buf).is_ok() {
-            let _ = self.stream.shutdown(Shutdown::Write);
+        let written = match &*self.pipe {
+            Pipe::Plain(stream) => {
+                let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+                (&*stream).write_all(&buf).is_ok()
+            }
+            Pipe::Tls(_) => self
+                .pipe
+                .write_all_until(&buf, Instant::now() + WRITE_TIMEOUT)
+                .is_ok(),
+        };
+        if written {
+            self.pipe.shutdown(Shutdown::Write);
             self.linger(Instant::now() + LINGER);
         }
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.pipe.shutdown(Shutdown::Both);
     }
 
     /// After the server's last packet and its FIN: reads and discards until the client closes
@@ -180,11 +220,12 @@ impl Reader {
                 return;
             }
             let left = (until - now).max(Duration::from_millis(1));
-            if self.stream.set_read_timeout(Some(left)).is_err() {
+            if self.pipe.tcp().set_read_timeout(Some(left)).is_err() {
                 return;
             }
             self.timeout = Some(left);
-            match (&*self.stream).read(&mut self.chunk) {
+            // The raw socket, also for TLS: what arrives now is discarded unread.
+            match self.pipe.tcp().read(&mut self.chunk) {
                 Ok(0) => return,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -194,8 +235,8 @@ impl Reader {
         }
     }
 
-    pub fn stream(&self) -> &Arc<TcpStream> {
-        &self.stream
+    pub fn pipe(&self) -> &Arc<Pipe> {
+        &self.pipe
     }
 }
 
@@ -245,15 +286,15 @@ impl Drop for ConnGuard {
 
 /// The reader thread's body for one accepted socket. The caller has already admitted it to
 /// the pending pool.
-pub fn run(broker: Arc<Broker>, stream: Arc<TcpStream>, peer: SocketAddr, conn_id: u64) {
+pub fn run(broker: Arc<Broker>, pipe: Arc<Pipe>, peer: SocketAddr, conn_id: u64) {
     let _guard = ConnGuard {
         broker: broker.clone(),
         conn_id,
     };
-    let _ = stream.set_nodelay(true);
-    broker.register_conn(conn_id, stream.clone(), peer);
+    let _ = pipe.tcp().set_nodelay(true);
+    broker.register_conn(conn_id, pipe.clone(), peer);
     let cfg = broker.config.clone();
-    let mut reader = Reader::new(stream, cfg.read_chunk_size, cfg.max_packet_size);
+    let mut reader = Reader::new(pipe, cfg.read_chunk_size, cfg.max_packet_size);
     let Some(mut client) = open(&broker, &mut reader, peer, conn_id) else {
         return;
     };
@@ -261,7 +302,7 @@ pub fn run(broker: Arc<Broker>, stream: Arc<TcpStream>, peer: SocketAddr, conn_i
     if client.finish(result) {
         reader.linger(Instant::now() + LINGER);
     }
-    let _ = reader.stream().shutdown(Shutdown::Both);
+    reader.pipe().shutdown(Shutdown::Both);
 }
 
 /// Reads and answers the CONNECT (§3.1): the connected client, or `None` when refused. Not
@@ -308,6 +349,14 @@ fn open(
                 cfg.connect_timeout
             );
             reader.write_and_close(None, ProtocolVersion::V5);
+            return None;
+        }
+        Err(ConnError::Io(e))
+            if reader.pipe().is_tls() && e.kind() == io::ErrorKind::InvalidData =>
+        {
+            // A failed handshake (wrong CA, no or untrusted client certificate, plaintext on
+            // the TLS port): rustls has sent its alert.
+            log::info!("TLS connection from {peer} closed: {e}");
             return None;
         }
         Err(e) => {

@@ -4,18 +4,19 @@
 //! a server stop close through it. Its lock (`Broker::conns`) comes first in the lock order: a
 //! close made under it takes the outbox's locks and may write the DISCONNECT (see `lib.rs`).
 
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::outbox::Outbox;
+use super::pipe::Pipe;
 use super::Broker;
 use crate::protocol::{encoded_len, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
 
 /// A connection the broker can reach to disconnect it (server stop, takeover, the web page).
 pub(super) struct LiveConn {
-    pub(super) stream: Arc<TcpStream>,
+    pub(super) stream: Arc<Pipe>,
     pub(super) outbox: Option<Arc<Outbox>>,
     pub(super) client_id: Option<Arc<str>>,
     /// The keep alive in force (after any Server Keep Alive), once CONNECT is accepted.
@@ -33,7 +34,7 @@ impl Broker {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn register_conn(&self, conn_id: u64, stream: Arc<TcpStream>, peer: SocketAddr) {
+    pub fn register_conn(&self, conn_id: u64, stream: Arc<Pipe>, peer: SocketAddr) {
         self.conns.lock().insert(
             conn_id,
             LiveConn {
@@ -139,7 +140,7 @@ fn close_live(c: &LiveConn, reason: ReasonCode) {
             outbox.close(last.as_ref());
         }
         None => {
-            let _ = c.stream.shutdown(Shutdown::Both);
+            c.stream.shutdown(Shutdown::Both);
         }
     }
 }

@@ -24,13 +24,14 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::pipe::{Pipe, TlsPipe};
 use super::session::{Outgoing, Session, StoreOps};
 use super::socket;
 use super::stats::Stats;
@@ -92,7 +93,8 @@ pub struct Outbox {
     /// Identifies the connection, for logs and for telling a stale outbox from the live one.
     pub conn_id: u64,
     pub version: ProtocolVersion,
-    stream: Arc<TcpStream>,
+    /// The connection's bytes (plain or TLS), shared with its reader and the connection table.
+    pipe: Arc<Pipe>,
     stats: Arc<Stats>,
     writer: Arc<Writer>,
     inner: Mutex<Inner>,
@@ -146,6 +148,9 @@ struct Output {
     /// Encoded bytes; `buf[written..]` is what the socket has not taken yet.
     buf: Vec<u8>,
     written: usize,
+    /// TLS only: `buf[written..written + sealed]` is sealed into records the pipe holds but
+    /// the socket has not taken whole yet; counted as written once they are all sent.
+    sealed: usize,
     batch: Vec<Outgoing>,
 }
 
@@ -164,14 +169,14 @@ impl Outbox {
     pub fn new(
         conn_id: u64,
         version: ProtocolVersion,
-        stream: Arc<TcpStream>,
+        pipe: Arc<Pipe>,
         stats: Arc<Stats>,
         writer: Arc<Writer>,
     ) -> Outbox {
         Outbox {
             conn_id,
             version,
-            stream,
+            pipe,
             stats,
             writer,
             inner: Mutex::new(Inner {
@@ -194,6 +199,7 @@ impl Outbox {
                 max_packet_size: protocol::MAX_REMAINING_LENGTH,
                 buf: Vec::new(),
                 written: 0,
+                sealed: 0,
                 batch: Vec::new(),
             }),
             owed: AtomicUsize::new(0),
@@ -248,14 +254,14 @@ impl Outbox {
         *drained = false;
         self.reader_waits.store(true, Ordering::SeqCst);
         let mut last_owed = self.owed.load(Ordering::SeqCst);
-        let mut last_queued = socket::unsent(&self.stream);
+        let mut last_queued = socket::unsent(self.pipe.tcp());
         let mut since = Instant::now();
         let result = loop {
             let owed = self.owed.load(Ordering::SeqCst);
             if *drained || owed <= OWED_LOW || self.is_closing() {
                 break Ok(());
             }
-            let queued = socket::unsent(&self.stream);
+            let queued = socket::unsent(self.pipe.tcp());
             if owed < last_owed || queued < last_queued {
                 since = Instant::now();
             }
@@ -345,9 +351,12 @@ impl Outbox {
     /// Writes whatever is waiting, on this thread, unless another holds the write turn (it
     /// will see the news) or the connection is closed.
     pub fn flush(self: &Arc<Self>) {
+        // TLS records its reader made (a handshake or KeyUpdate answer) still waiting for room.
+        // Asked before `inner` is taken, which is never held with another lock.
+        let records = self.pipe.has_unsent();
         {
             let mut inner = self.inner.lock();
-            let idle = !inner.dirty && inner.control.is_empty() && !inner.closing;
+            let idle = !inner.dirty && inner.control.is_empty() && !inner.closing && !records;
             if inner.turn != Turn::Free || inner.closed || idle {
                 return;
             }
@@ -444,8 +453,8 @@ impl Outbox {
         self.inner.lock().close_by
     }
 
-    pub(super) fn stream(&self) -> &TcpStream {
-        &self.stream
+    pub(super) fn pipe(&self) -> &Pipe {
+        &self.pipe
     }
 
     /// Shuts the socket down for good; the reader thread sees end of file and ends. With
@@ -454,14 +463,17 @@ impl Outbox {
     /// the reader has not finished draining it by then.
     fn shut(&self, out: &mut Output, linger: bool) {
         if linger {
-            let _ = self.stream.shutdown(Shutdown::Write);
+            // TLS: close_notify before our FIN, as the last record.
+            self.pipe.close_notify();
+            self.pipe.shutdown(Shutdown::Write);
             self.writer
-                .linger(Arc::downgrade(&self.stream), Instant::now() + LINGER);
+                .linger(Arc::downgrade(&self.pipe), Instant::now() + LINGER);
         } else {
-            let _ = self.stream.shutdown(Shutdown::Both);
+            self.pipe.shutdown(Shutdown::Both);
         }
         out.buf = Vec::new();
         out.written = 0;
+        out.sealed = 0;
         {
             let mut inner = self.inner.lock();
             inner.closed = true;
@@ -506,28 +518,65 @@ impl Outbox {
     /// Sends `buf[written..]` without blocking. `Ok(true)`: all of it went; `Ok(false)`: the
     /// socket is full and the rest is still in `buf`.
     fn write_some(&self, out: &mut Output) -> io::Result<bool> {
+        let stream = match &*self.pipe {
+            Pipe::Plain(stream) => stream,
+            Pipe::Tls(tls) => return self.write_some_tls(tls, out),
+        };
         while out.written < out.buf.len() {
-            match socket::send_nonblocking(&self.stream, &out.buf[out.written..]) {
+            match socket::send_nonblocking(stream, &out.buf[out.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     out.written += n;
-                    self.stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
-                    if self.owed.fetch_sub(n, Ordering::SeqCst).saturating_sub(n) <= OWED_LOW {
-                        self.drained_to_low();
-                    }
+                    self.taken(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+        Self::written_all(out);
+        Ok(true)
+    }
+
+    /// [`Outbox::write_some`] over TLS: first the records still waiting in the pipe, then
+    /// the next [`SEAL_CHUNK`](super::pipe::SEAL_CHUNK) of `buf` sealed and sent, and so on.
+    /// Plaintext counts as taken (no longer owed) once all its records are in the kernel, so
+    /// back-pressure sees what the client really has not taken.
+    fn write_some_tls(&self, tls: &TlsPipe, out: &mut Output) -> io::Result<bool> {
+        loop {
+            if !tls.flush_nonblocking()? {
+                return Ok(false);
+            }
+            if out.sealed > 0 {
+                out.written += out.sealed;
+                self.taken(std::mem::take(&mut out.sealed));
+            }
+            if out.written >= out.buf.len() {
+                break;
+            }
+            out.sealed = tls.seal(&out.buf[out.written..])?;
+        }
+        Self::written_all(out);
+        Ok(true)
+    }
+
+    /// `n` bytes of what is owed went out (for TLS: their plaintext).
+    #[inline]
+    fn taken(&self, n: usize) {
+        self.stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+        if self.owed.fetch_sub(n, Ordering::SeqCst).saturating_sub(n) <= OWED_LOW {
+            self.drained_to_low();
+        }
+    }
+
+    #[inline]
+    fn written_all(out: &mut Output) {
         out.written = 0;
         if out.buf.capacity() > KEEP_BUFFER {
             out.buf = Vec::new();
         } else {
             out.buf.clear();
         }
-        Ok(true)
     }
 
     fn encode_batch(

@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::pipe::Pipe;
 use super::Broker;
 
 /// At most one log line about closed pending sockets per this long (a flood closes thousands).
@@ -26,7 +27,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 struct Entry {
     ip: IpAddr,
-    stream: Arc<TcpStream>,
+    stream: Arc<Pipe>,
     /// Since when the reader thread has been waiting for bytes from the client; `None` while it
     /// has not started yet or is handling what it read (the broker, not the client, is behind).
     waiting_since: Option<Instant>,
@@ -62,7 +63,7 @@ impl Pending {
         self.entries
             .iter()
             .filter(|(_, e)| ip.is_none_or(|ip| e.ip == ip))
-            .filter(|(_, e)| e.waiting_since.is_some() && !has_unread(&e.stream))
+            .filter(|(_, e)| e.waiting_since.is_some() && !has_unread(e.stream.tcp()))
             .map(|(id, _)| *id)
             .next()
     }
@@ -80,7 +81,7 @@ impl Broker {
     /// of the whole pool when the pool is at `max_pending_connections`. When no socket at the
     /// bound is idle (each is being read, or its CONNECT checked or refused), the new socket is
     /// refused instead: `false`, and the caller closes it. The bounds are never exceeded.
-    pub fn admit_pending(&self, conn_id: u64, stream: Arc<TcpStream>, peer: SocketAddr) -> bool {
+    pub fn admit_pending(&self, conn_id: u64, stream: Arc<Pipe>, peer: SocketAddr) -> bool {
         let cfg = &self.config;
         let ip = peer.ip();
         let mut pool = self.pending.lock();
@@ -104,7 +105,7 @@ impl Broker {
             let closed_ip = match &victim {
                 Some(old) => {
                     // Wakes its reader thread, which ends as for a client that went away.
-                    let _ = old.stream.shutdown(Shutdown::Both);
+                    old.stream.shutdown(Shutdown::Both);
                     old.ip
                 }
                 None => ip,

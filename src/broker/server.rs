@@ -1,5 +1,8 @@
-//! The MQTT listener: a blocking `std::net::TcpListener` on the `acceptor` thread, one
-//! `client-<id>` thread per accepted socket. A socket enters the pending pool ([`pending`]),
+//! The MQTT listeners: a blocking `std::net::TcpListener` on the `acceptor` thread (plain TCP)
+//! and, with `tls_listen`, another on the `acceptor-tls` thread (MQTT over TLS: each socket gets
+//! a rustls `ServerConnection` in its [`Pipe`]; the handshake happens on the socket's own
+//! thread, as it reads, within `connect_timeout`); one `client-<id>` thread per accepted
+//! socket, whichever listener took it. One TLS listener for now. A socket enters the pending pool ([`pending`]),
 //! bounded by `max_pending_connections` and `max_pending_per_address`, until its CONNECT
 //! arrives; only an accepted CONNECT takes one of the `max_clients` places (its refusal over
 //! the limit is answered on the socket's own thread, see `handle::connect`).
@@ -21,6 +24,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::connection;
+use super::pipe::Pipe;
+use super::tls::TlsContext;
 use super::Broker;
 use crate::protocol::ReasonCode;
 
@@ -31,22 +36,41 @@ struct Running {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
+    /// The TLS listener's address and acceptor thread, when there is one.
+    tls: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 pub struct Server {
     broker: Arc<Broker>,
+    /// The TLS listener's setup (`tls_listen`), made once at start.
+    tls: Option<Arc<TlsContext>>,
     running: Mutex<Option<Running>>,
-    /// The address bound last time, so that a restart with port 0 keeps its port.
-    last_addr: Mutex<Option<SocketAddr>>,
+    /// The addresses bound last time (plain, TLS), so that a restart with port 0 keeps them.
+    last_addr: Mutex<(Option<SocketAddr>, Option<SocketAddr>)>,
 }
 
 impl Server {
+    /// The plain listener only.
     pub fn new(broker: Arc<Broker>) -> Arc<Server> {
+        Self::with_tls(broker, None)
+    }
+
+    /// The plain listener and, with `tls`, the TLS listener.
+    pub fn with_tls(broker: Arc<Broker>, tls: Option<Arc<TlsContext>>) -> Arc<Server> {
         Arc::new(Server {
             broker,
+            tls,
             running: Mutex::new(None),
-            last_addr: Mutex::new(None),
+            last_addr: Mutex::new((None, None)),
         })
+    }
+
+    /// The TLS listener's bound address while running.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.running
+            .lock()
+            .as_ref()
+            .and_then(|r| r.tls.as_ref().map(|(a, _)| *a))
     }
 
     pub fn broker(&self) -> &Arc<Broker> {
@@ -58,25 +82,61 @@ impl Server {
         self.running.lock().as_ref().map(|r| r.addr)
     }
 
-    /// Binds the listener and starts accepting; a no-op when already running. Logs
-    /// `MQTT listening on ADDR:PORT` with the port actually bound.
+    /// Binds the listeners and starts accepting; a no-op when already running. Logs
+    /// `MQTT listening on ADDR:PORT` with the port actually bound, and for the TLS listener
+    /// `MQTT listening on ADDR:PORT (tls)`.
     pub fn start(&self) -> io::Result<SocketAddr> {
         let mut running = self.running.lock();
         if let Some(r) = running.as_ref() {
             return Ok(r.addr);
         }
-        let want = (*self.last_addr.lock()).unwrap_or(self.broker.config.listen);
-        let listener = TcpListener::bind(want)?;
+        let (last_plain, last_tls) = *self.last_addr.lock();
+        let listener = TcpListener::bind(last_plain.unwrap_or(self.broker.config.listen))?;
         let addr = listener.local_addr()?;
-        *self.last_addr.lock() = Some(addr);
+        let tls_listener = match &self.tls {
+            Some(ctx) => {
+                let l = TcpListener::bind(last_tls.unwrap_or(ctx.listen)).map_err(|e| {
+                    io::Error::new(e.kind(), format!("TLS listener on {}: {e}", ctx.listen))
+                })?;
+                let a = l.local_addr()?;
+                Some((l, a, ctx.clone()))
+            }
+            None => None,
+        };
+        *self.last_addr.lock() = (Some(addr), tls_listener.as_ref().map(|(_, a, _)| *a));
         let stop = Arc::new(AtomicBool::new(false));
         let broker = self.broker.clone();
         let flag = stop.clone();
         let thread = thread::Builder::new()
             .name("acceptor".into())
-            .spawn(move || accept_loop(listener, broker, flag))?;
+            .spawn(move || accept_loop(listener, broker, flag, None))?;
         log::info!("MQTT listening on {addr}");
-        *running = Some(Running { addr, stop, thread });
+        let tls = match tls_listener {
+            Some((l, a, ctx)) => {
+                let broker = self.broker.clone();
+                let flag = stop.clone();
+                let spawned = thread::Builder::new()
+                    .name("acceptor-tls".into())
+                    .spawn(move || accept_loop(l, broker, flag, Some(ctx)));
+                match spawned {
+                    Ok(t) => {
+                        log::info!("MQTT listening on {a} (tls)");
+                        Some((a, t))
+                    }
+                    Err(e) => {
+                        stop_acceptor(&stop, addr, thread);
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
+        *running = Some(Running {
+            addr,
+            stop,
+            thread,
+            tls,
+        });
         Ok(addr)
     }
 
@@ -85,20 +145,9 @@ impl Server {
         let Some(r) = self.running.lock().take() else {
             return;
         };
-        r.stop.store(true, Ordering::SeqCst);
-        // Wake accept(): connect to ourselves (the listener may be bound to 0.0.0.0).
-        let wake = match r.addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => {
-                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), r.addr.port())
-            }
-            IpAddr::V6(ip) if ip.is_unspecified() => {
-                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), r.addr.port())
-            }
-            _ => r.addr,
-        };
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-        if r.thread.join().is_err() {
-            log::error!("acceptor thread panicked");
+        stop_acceptor(&r.stop, r.addr, r.thread);
+        if let Some((addr, thread)) = r.tls {
+            stop_acceptor(&r.stop, addr, thread);
         }
         self.broker.disconnect_all(ReasonCode::ServerShuttingDown);
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -112,7 +161,33 @@ impl Server {
     }
 }
 
-fn accept_loop(listener: TcpListener, broker: Arc<Broker>, stop: Arc<AtomicBool>) {
+/// Stops the acceptor thread listening on `addr`: sets `stop`, wakes its `accept()` by a
+/// connection to itself (the listener may be bound to 0.0.0.0), and joins it.
+fn stop_acceptor(stop: &AtomicBool, addr: SocketAddr, thread: JoinHandle<()>) {
+    stop.store(true, Ordering::SeqCst);
+    let wake = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    };
+    let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+    if thread.join().is_err() {
+        log::error!("acceptor thread panicked");
+    }
+}
+
+/// Accepts sockets until `stop`; with `tls`, each is a TLS connection (its handshake runs on
+/// its own thread, as it reads).
+fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    stop: Arc<AtomicBool>,
+    tls: Option<Arc<TlsContext>>,
+) {
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -129,7 +204,17 @@ fn accept_loop(listener: TcpListener, broker: Arc<Broker>, stop: Arc<AtomicBool>
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
-        let stream = Arc::new(stream);
+        let pipe = match &tls {
+            None => Pipe::plain(stream),
+            Some(ctx) => match rustls::ServerConnection::new(ctx.config.clone()) {
+                Ok(conn) => Pipe::tls(stream, conn),
+                Err(e) => {
+                    log::error!("TLS connection from {peer} dropped: {e}");
+                    continue;
+                }
+            },
+        };
+        let stream = Arc::new(pipe);
         let conn_id = broker.next_conn_id();
         // Admitted before its thread starts, so that the thread's leaving always follows.
         if !broker.admit_pending(conn_id, stream.clone(), peer) {

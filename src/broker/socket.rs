@@ -39,13 +39,19 @@ pub fn peek_nonblocking(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize>
 /// `send(2)` with `MSG_DONTWAIT`: never blocks, whatever the socket's mode, so the reader thread
 /// can keep the same socket blocking for its reads.
 pub fn send_nonblocking(stream: &TcpStream, data: &[u8]) -> io::Result<usize> {
+    send_fd(stream.as_raw_fd(), data)
+}
+
+/// [`send_nonblocking`] on a descriptor borrowed from a socket the caller keeps alive (a TLS
+/// pipe's state sends on the socket beside it).
+pub fn send_fd(fd: RawFd, data: &[u8]) -> io::Result<usize> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     const FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     const FLAGS: libc::c_int = libc::MSG_DONTWAIT;
     // SAFETY: the pointer and length describe `data`, which outlives the call; the descriptor
-    // belongs to `stream`, borrowed for the call.
-    let n = unsafe { libc::send(stream.as_raw_fd(), data.as_ptr().cast(), data.len(), FLAGS) };
+    // belongs to a socket the caller keeps open for the call.
+    let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), FLAGS) };
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 

@@ -10,7 +10,6 @@
 //! reader thread still waiting in a read).
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +20,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::outbox::{Outbox, Progress};
+use super::pipe::Pipe;
 use super::socket;
 
 /// Rounds the writer thread spends on one outbox before serving the others.
@@ -32,7 +32,7 @@ pub struct Writer {
     /// Sockets whose write side the server shut, with when to shut the read side too. Weak: a
     /// socket whose reader and outbox are gone is already closed. One entry per connection the
     /// server closed in the last [`LINGER`](super::outbox::LINGER), so bounded by the close rate.
-    lingering: Mutex<Vec<(Instant, Weak<TcpStream>)>>,
+    lingering: Mutex<Vec<(Instant, Weak<Pipe>)>>,
     /// Written to (one byte) to wake the thread from `poll`.
     wake: UnixStream,
     stop: AtomicBool,
@@ -89,7 +89,7 @@ impl Writer {
     }
 
     /// Shuts `stream` (both ways) at `until`, unless it is closed by then.
-    pub fn linger(&self, stream: Weak<TcpStream>, until: Instant) {
+    pub fn linger(&self, stream: Weak<Pipe>, until: Instant) {
         self.lingering.lock().push((until, stream));
         self.nudge();
     }
@@ -102,7 +102,7 @@ impl Writer {
                 return stream.strong_count() > 0;
             }
             if let Some(stream) = stream.upgrade() {
-                let _ = stream.shutdown(std::net::Shutdown::Both);
+                stream.shutdown(std::net::Shutdown::Both);
             }
             false
         });
@@ -133,7 +133,7 @@ fn run(writer: &Writer, mut wake_rx: UnixStream) {
         fds.extend(
             waiting
                 .iter()
-                .map(|o| socket::pollfd(o.stream().as_raw_fd(), libc::POLLOUT)),
+                .map(|o| socket::pollfd(o.pipe().raw_fd(), libc::POLLOUT)),
         );
         let now = Instant::now();
         let next_linger = writer.end_lingers(now);

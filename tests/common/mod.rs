@@ -44,6 +44,9 @@ pub struct Broker {
     pub mqtt: SocketAddr,
     /// The web listener (from the `web page on http://…/` log line).
     pub web: SocketAddr,
+    /// The MQTT-over-TLS listener, when started with `--tls-listen` (from the
+    /// `MQTT listening on ADDR (tls)` line).
+    pub tls: Option<SocketAddr>,
     child: Child,
     dir: tempfile::TempDir,
     db: PathBuf,
@@ -82,6 +85,7 @@ impl Broker {
         let mut b = Broker {
             mqtt: "127.0.0.1:0".parse().unwrap(),
             web: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
             child,
             dir,
             db,
@@ -100,12 +104,26 @@ impl Broker {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let text = self.log()[self.log_start..].to_string();
-            let mqtt = last_addr_after(&text, "MQTT listening on ");
+            let plain: String = text
+                .lines()
+                .filter(|l| !l.ends_with("(tls)"))
+                .flat_map(|l| [l, "\n"])
+                .collect();
+            let mqtt = last_addr_after(&plain, "MQTT listening on ");
             let web = last_addr_after(&text, "web page on http://");
+            let want_tls = self.args.iter().any(|a| a == "--tls-listen");
+            let tls = text
+                .lines()
+                .rev()
+                .find(|l| l.ends_with("(tls)"))
+                .and_then(|l| last_addr_after(l, "MQTT listening on "));
             if let (Some(m), Some(w)) = (mqtt, web) {
-                self.mqtt = m;
-                self.web = w;
-                return;
+                if !want_tls || tls.is_some() {
+                    self.mqtt = m;
+                    self.web = w;
+                    self.tls = tls;
+                    return;
+                }
             }
             if let Ok(Some(st)) = self.child.try_wait() {
                 self.status = Some(st);

@@ -34,8 +34,14 @@ pub fn connack_refusal(reason: ReasonCode) -> Packet {
 }
 
 /// Why a CONNECT is refused, checked before any session is touched, so a refused client never
-/// disturbs the live session of the same client id.
-fn check(broker: &Broker, c: &Connect, peer: SocketAddr) -> Result<(), (ReasonCode, &'static str)> {
+/// disturbs the live session of the same client id. `identified`: the username is the TLS
+/// client certificate's CN (`use_identity_as_username`), so no password is checked.
+fn check(
+    broker: &Broker,
+    c: &Connect,
+    peer: SocketAddr,
+    identified: bool,
+) -> Result<(), (ReasonCode, &'static str)> {
     let cfg = &broker.config;
     if c.client_id.len() > cfg.max_client_id_len {
         return Err((ReasonCode::ClientIdentifierNotValid, "client id too long"));
@@ -97,6 +103,8 @@ fn check(broker: &Broker, c: &Connect, peer: SocketAddr) -> Result<(), (ReasonCo
         ));
     }
     match &c.username {
+        // The certificate, verified against `cafile` during the handshake, is the credential.
+        Some(_) if identified => {}
         // With anonymous access on and no account at all, a username is only a label.
         Some(_) if cfg.allow_anonymous && acl.user_count() == 0 => {}
         Some(name) => login(broker, &acl, peer, name, c.password.as_deref())?,
@@ -185,18 +193,39 @@ fn assigned_client_id() -> String {
 pub fn accept(
     broker: &Arc<Broker>,
     reader: &mut Reader,
-    c: Connect,
+    mut c: Connect,
     peer: SocketAddr,
     conn_id: u64,
 ) -> Option<Client> {
     let version = c.protocol;
     reader.version = Some(version);
+    // `use_identity_as_username` (TLS only, as in Mosquitto): the certificate's CN replaces
+    // whatever username and password the CONNECT carries; no usable certificate, no entry:
+    // CONNACK 0x87 Not authorized (5.0, §3.2.2.2), 0x05 Not authorized (3.1.1, §3.2.2.3).
+    let identified = broker.config.use_identity_as_username && reader.pipe().is_tls();
+    if identified {
+        match reader.pipe().peer_common_name() {
+            Some(cn) => {
+                c.username = Some(cn);
+                c.password = None;
+            }
+            None => {
+                log::info!(
+                    "client {:?} from {peer} (MQTT {}) refused: no client certificate with a CN (use_identity_as_username)",
+                    c.client_id,
+                    version.name()
+                );
+                reader.write_and_close(Some(&connack_refusal(ReasonCode::NotAuthorized)), version);
+                return None;
+            }
+        }
+    }
     // Full already: refused before any password is verified for it.
     if broker.active_connections.load(Ordering::Acquire) >= broker.config.max_clients {
         refuse_max_clients(broker, reader, &c, peer);
         return None;
     }
-    if let Err((reason, why)) = check(broker, &c, peer) {
+    if let Err((reason, why)) = check(broker, &c, peer, identified) {
         log::info!(
             "client {:?} from {peer} (MQTT {}) refused: {why} ({reason:?})",
             c.client_id,
@@ -260,7 +289,7 @@ pub fn accept(
     let outbox = Arc::new(Outbox::new(
         conn_id,
         version,
-        reader.stream().clone(),
+        reader.pipe().clone(),
         broker.stats.clone(),
         broker.writer.clone(),
     ));
@@ -292,6 +321,8 @@ pub fn accept(
         c.bridge,
     );
     broker.stats.client_connected();
+    // From now on the outbox sends whatever the pipe holds (TLS records the reader made).
+    reader.own_writes = false;
     // CONNACK, then whatever a resumed session held: only now that the connection is in the
     // table, where the control page (ban, delete, disconnect) finds it.
     outbox.open();
