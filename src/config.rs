@@ -547,6 +547,32 @@ pub enum Command {
     },
     /// List the bans
     Bans,
+    /// TLS certificates for MQTT over TLS and HTTPS on the page
+    Tls {
+        #[command(subcommand)]
+        action: TlsAction,
+    },
+}
+
+/// `mqtt5-broker tls ...`
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum TlsAction {
+    /// Make a local CA and a server certificate for this host's names and addresses: ca.crt,
+    /// ca.key, server.crt, server.key (existing files are kept unless --force)
+    Init {
+        /// Directory for the files [default: tls/ beside the database]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Another DNS name for the server certificate (repeatable)
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+        /// Another IP address for the server certificate (repeatable)
+        #[arg(long = "ip", value_name = "IP")]
+        ips: Vec<IpAddr>,
+        /// Replace existing files (and so the CA: clients then need the new ca.crt)
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `mqtt5-broker user ...`

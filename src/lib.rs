@@ -18,6 +18,7 @@
 //!   verified passwords (MQTT and the page).
 //! - [`web`]: the threads serving the control page and its JSON.
 //! - [`config`]: flags, environment and config file → [`config::Config`].
+//! - [`tls_init`]: `mqtt5-broker tls init`, the local CA and server certificate (no broker runs).
 //!
 //! # Threads and what crosses between them
 //! | thread | owns | receives | stops by |
@@ -74,4 +75,5 @@ pub mod login;
 pub mod message;
 pub mod protocol;
 pub mod store;
+pub mod tls_init;
 pub mod web;
