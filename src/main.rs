@@ -152,6 +152,14 @@ fn run_broker(config: Config) -> ExitCode {
     for (name, value) in config.summary() {
         log::debug!("setting {name} = {value}");
     }
+    // The page's certificate and key before anything starts: a bad file is a bad setting.
+    let web_tls = match web::tls::load(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mqtt5-broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<()>(1);
     if let Err(e) = ctrlc::set_handler(move || {
         let _ = signal_tx.try_send(());
@@ -201,7 +209,7 @@ fn run_broker(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut web = match web::Web::start(server.clone()) {
+    let mut web = match web::Web::start(server.clone(), web_tls) {
         Ok(w) => w,
         Err(e) => {
             eprintln!(
