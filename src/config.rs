@@ -139,22 +139,23 @@ settings! {
         show |a| a.map_or_else(|| "off".to_string(), |a| a.to_string()),
         help "MQTT over TLS listen address (off: none); needs --certfile and --keyfile",
         expected "an IP address and port such as 0.0.0.0:8883 (port 0 picks a free port), just a port, or off";
-    /// PEM file: the TLS listener's certificate chain, the server's first
-    certfile: Option<PathBuf> = None, Plain("FILE"), parse_optional_path,
-        show show_optional_path,
-        help "PEM certificate chain of the TLS listener (server certificate first)",
-        expected "a file path, or none";
-    /// PEM file: the private key of `certfile`'s certificate
-    keyfile: Option<PathBuf> = None, Plain("FILE"), parse_optional_path,
-        show show_optional_path,
-        help "PEM private key of --certfile's certificate",
-        expected "a file path";
+    /// PEM file: the TLS listener's certificate chain, the server's first (also usable by the
+    /// page, see `web_tls_from_mqtt`); `none` = unset
+    certfile: Option<PathBuf> = None, Plain("FILE"), parse_file,
+        show show_file,
+        help "PEM certificate chain of the MQTT TLS listener (server certificate first; also usable by the page), or none",
+        expected FILE_EXPECTED;
+    /// PEM file: the private key of `certfile`'s certificate (PKCS#8, PKCS#1 or SEC1)
+    keyfile: Option<PathBuf> = None, Plain("FILE"), parse_file,
+        show show_file,
+        help "PEM private key of --certfile's certificate, or none",
+        expected FILE_EXPECTED;
     /// PEM file of CA certificates: TLS clients may present a certificate signed by one (checked);
     /// none: client certificates are not asked for
-    cafile: Option<PathBuf> = None, Plain("FILE"), parse_optional_path,
-        show show_optional_path,
-        help "PEM CA certificates that client certificates are verified against",
-        expected "a file path";
+    cafile: Option<PathBuf> = None, Plain("FILE"), parse_file,
+        show show_file,
+        help "PEM CA certificates that client certificates are verified against, or none",
+        expected FILE_EXPECTED;
     /// TLS clients must present a certificate valid under `cafile` (else the handshake fails)
     require_certificate: bool = false, Bool("BOOL"), parse_bool,
         help "Refuse TLS clients without a certificate valid under --cafile",
@@ -311,6 +312,39 @@ settings! {
         show |p| if p.is_some() { "(set)" } else { "(stored)" }.to_string(),
         help "Control page admin password (else the stored one, else one generated and logged once)",
         expected "a non-empty password";
+    /// HTTPS for the page: its PEM certificate chain (with `web_keyfile`; both or neither); the
+    /// page is then served over HTTPS only
+    web_certfile: Option<PathBuf> = None, Plain("FILE"), parse_file,
+        show show_file,
+        help "Serve the page over HTTPS only, with this PEM certificate chain (needs --web-keyfile), or none",
+        expected FILE_EXPECTED;
+    /// the private key of `web_certfile`
+    web_keyfile: Option<PathBuf> = None, Plain("FILE"), parse_file,
+        show show_file,
+        help "PEM private key of --web-certfile, or none",
+        expected FILE_EXPECTED;
+    /// HTTPS for the page with `certfile` / `keyfile` (instead of `web_certfile` / `web_keyfile`)
+    web_tls_from_mqtt: bool = false, Bool("BOOL"), parse_bool,
+        help "Serve the page over HTTPS only, with --certfile and --keyfile",
+        expected BOOL_EXPECTED;
+}
+
+const FILE_EXPECTED: &str = "a file path, or none";
+
+/// A file setting: a path, or `none` for unset (`./none` is a file named so).
+fn parse_file(v: &str) -> Option<Option<PathBuf>> {
+    if v.is_empty() {
+        None
+    } else if v.eq_ignore_ascii_case("none") {
+        Some(None)
+    } else {
+        Some(Some(PathBuf::from(v)))
+    }
+}
+
+fn show_file(p: &Option<PathBuf>) -> String {
+    p.as_ref()
+        .map_or_else(|| "none".to_string(), |p| p.display().to_string())
 }
 
 /// How a setting's flag takes its value on the command line (kept as it was when each flag
@@ -578,6 +612,32 @@ pub enum Command {
     },
     /// List the bans
     Bans,
+    /// TLS certificates for MQTT over TLS and HTTPS on the page
+    Tls {
+        #[command(subcommand)]
+        action: TlsAction,
+    },
+}
+
+/// `mqtt5-broker tls ...`
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum TlsAction {
+    /// Make a local CA and a server certificate for this host's names and addresses: ca.crt,
+    /// ca.key, server.crt, server.key (existing files are kept unless --force)
+    Init {
+        /// Directory for the files [default: tls/ beside the database]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Another DNS name for the server certificate (repeatable)
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+        /// Another IP address for the server certificate (repeatable)
+        #[arg(long = "ip", value_name = "IP")]
+        ips: Vec<IpAddr>,
+        /// Replace existing files (and so the CA: clients then need the new ca.crt)
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `mqtt5-broker user ...`
@@ -819,18 +879,6 @@ fn parse_optional_addr(v: &str) -> Option<Option<SocketAddr>> {
 }
 
 /// A path, or `none` for no file (a file really named `none` needs `./none`).
-fn parse_optional_path(v: &str) -> Option<Option<PathBuf>> {
-    if v.eq_ignore_ascii_case("none") {
-        return Some(None);
-    }
-    (!v.is_empty()).then(|| Some(PathBuf::from(v)))
-}
-
-fn show_optional_path(p: &Option<PathBuf>) -> String {
-    p.as_ref()
-        .map_or_else(|| "none".to_string(), |p| p.display().to_string())
-}
-
 /// Mosquitto's `listener PORT [ADDR]` arguments.
 fn parse_listener(v: &str) -> Option<SocketAddr> {
     let mut parts = v.split_whitespace();
@@ -980,6 +1028,27 @@ fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
 
 /// Rejects settings that cannot work together.
 fn check_conflicts(config: &Config) -> Result<(), ConfigError> {
+    if config.web_certfile.is_some() != config.web_keyfile.is_some() {
+        return Err(ConfigError::Conflict(
+            "web_certfile and web_keyfile go together: give both (HTTPS for the page) or neither"
+                .to_string(),
+        ));
+    }
+    if config.web_tls_from_mqtt {
+        if config.web_certfile.is_some() {
+            return Err(ConfigError::Conflict(
+                "web_tls_from_mqtt and web_certfile / web_keyfile both choose the page's \
+                 certificate: give one or the other"
+                    .to_string(),
+            ));
+        }
+        if config.certfile.is_none() || config.keyfile.is_none() {
+            return Err(ConfigError::Conflict(
+                "web_tls_from_mqtt needs certfile and keyfile (the MQTT TLS certificate and key)"
+                    .to_string(),
+            ));
+        }
+    }
     let (mqtt, web) = (config.listen, config.web_listen);
     let overlapping =
         mqtt.ip() == web.ip() || mqtt.ip().is_unspecified() || web.ip().is_unspecified();
@@ -1135,6 +1204,10 @@ mod tests {
             ("history_max_topics", "2500"),
             ("db_max_bytes", "0"),
             ("admin_password", "s3cret"),
+            ("web_certfile", "/etc/mqtt5/web.crt"),
+            ("web_keyfile", "/etc/mqtt5/web key.pem"),
+            // Not true: it conflicts with web_certfile (tested on its own).
+            ("web_tls_from_mqtt", "false"),
         ];
         let config = Config {
             listen: "127.0.0.1:11883".parse().unwrap(),
@@ -1177,6 +1250,9 @@ mod tests {
             history_max_topics: 2500,
             db_max_bytes: 0,
             admin_password: Some("s3cret".to_string()),
+            web_certfile: Some(PathBuf::from("/etc/mqtt5/web.crt")),
+            web_keyfile: Some(PathBuf::from("/etc/mqtt5/web key.pem")),
+            web_tls_from_mqtt: false,
         };
         (values, config)
     }
@@ -1357,6 +1433,7 @@ mod tests {
             ("sys_interval", &["abc", "-1", "86401"]),
             ("max_topic_levels", &["abc", "0", "65536"]),
             ("max_client_id_len", &["abc", "22", "65536"]),
+            ("web_tls_from_mqtt", &["nope"]),
         ];
         for (name, bad_values) in cases {
             for bad in *bad_values {
@@ -1502,6 +1579,61 @@ mod tests {
             "127.0.0.2:9000",
         ])
         .unwrap();
+    }
+
+    #[test]
+    fn web_https_settings_go_together() {
+        let c = from_flags(&["--web-certfile", "c.pem", "--web-keyfile", "k.pem"]).unwrap();
+        assert_eq!(c.web_certfile, Some(PathBuf::from("c.pem")));
+        assert_eq!(c.web_keyfile, Some(PathBuf::from("k.pem")));
+        for alone in [
+            &["--web-certfile", "c.pem"][..],
+            &["--web-keyfile", "k.pem"][..],
+        ] {
+            let e = from_flags(alone).unwrap_err();
+            assert!(matches!(e, ConfigError::Conflict(_)), "{e:?}");
+            assert!(e.to_string().contains("go together"), "{e}");
+        }
+        let c = from_file("certfile s.crt\nkeyfile s.key\nweb_tls_from_mqtt true\n").unwrap();
+        assert!(c.web_tls_from_mqtt && c.certfile == Some(PathBuf::from("s.crt")));
+        let c = from_env(&[
+            ("MQTT5_BROKER_CERTFILE", "s.crt"),
+            ("MQTT5_BROKER_KEYFILE", "s.key"),
+            ("MQTT5_BROKER_WEB_TLS_FROM_MQTT", "yes"),
+        ])
+        .unwrap();
+        assert!(c.web_tls_from_mqtt);
+        let e = from_flags(&["--web-tls-from-mqtt"]).unwrap_err();
+        assert!(e.to_string().contains("needs certfile and keyfile"), "{e}");
+        let e = from_flags(&[
+            "--web-tls-from-mqtt",
+            "--certfile",
+            "s.crt",
+            "--keyfile",
+            "s.key",
+            "--web-certfile",
+            "c.pem",
+            "--web-keyfile",
+            "k.pem",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("one or the other"), "{e}");
+        // `none` unsets a file set by a lower source.
+        let c = load_from(
+            args(&["--web-certfile", "none", "--web-keyfile", "NONE"]),
+            &env_of(&[
+                ("MQTT5_BROKER_WEB_CERTFILE", "c.pem"),
+                ("MQTT5_BROKER_WEB_KEYFILE", "k.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((c.web_certfile, c.web_keyfile), (None, None));
+        assert_eq!(
+            from_flags(&["--certfile", "./none", "--keyfile", "k"])
+                .unwrap()
+                .certfile,
+            Some(PathBuf::from("./none"))
+        );
     }
 
     #[test]

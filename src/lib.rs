@@ -18,6 +18,9 @@
 //!   verified passwords (MQTT and the page).
 //! - [`web`]: the threads serving the control page and its JSON.
 //! - [`config`]: flags, environment and config file → [`config::Config`].
+//! - [`certs`]: the PEM files of the TLS settings read into rustls types (MQTT over TLS and
+//!   HTTPS share it).
+//! - [`tls_init`]: `mqtt5-broker tls init`, the local CA and server certificate (no broker runs).
 //!
 //! # Threads and what crosses between them
 //! | thread | owns | receives | stops by |
@@ -30,7 +33,7 @@
 //! | `ticker` | nothing | a tick every 250 ms | its channel closed |
 //! | `store` | the rusqlite `Connection` | durable writes, history, queries over crossbeam channels | shutdown after a final commit |
 //! | `web-accept` | the web `TcpListener`, the HTTP connection pool (at most 64, 8 per address) | `accept()` | a stop flag, then a connection to itself |
-//! | `web-conn` (one per HTTP connection, short-lived) | reading one request (10 s), writing its answer | the `web-accept` thread | the answer written, or the deadline |
+//! | `web-conn` (one per HTTP connection, short-lived) | the TLS handshake with HTTPS and reading one request (10 s for both), writing its answer | the `web-accept` thread | the answer written, or the deadline |
 //! | `web` | the page's state (logins, rates) | requests from `web-conn` threads (bounded channel) | a stop message |
 //!
 //! Only typed values cross threads: decoded packets stay on the reader; messages travel as
@@ -76,9 +79,11 @@
 
 pub mod auth;
 pub mod broker;
+pub mod certs;
 pub mod config;
 pub mod login;
 pub mod message;
 pub mod protocol;
 pub mod store;
+pub mod tls_init;
 pub mod web;

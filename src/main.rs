@@ -1,5 +1,6 @@
 //! `mqtt5-broker`: parse the configuration; either run an admin command on the database
-//! (`user`, `acl`, `ban`, `unban`, `bans`) and exit, or open the store, start the MQTT listener,
+//! (`user`, `acl`, `ban`, `unban`, `bans`) or make TLS certificates (`tls init`) and exit, or
+//! open the store, start the MQTT listener,
 //! the ticker and the web page, then wait for Ctrl-C or SIGTERM and stop everything in order.
 
 use std::process::ExitCode;
@@ -9,9 +10,10 @@ use mqtt5_broker::broker::ticker::Ticker;
 use mqtt5_broker::broker::tls::TlsContext;
 use mqtt5_broker::broker::writer::WriterThread;
 use mqtt5_broker::broker::Broker;
-use mqtt5_broker::config::{self, AclAction, Command, Config, UserAction};
+use mqtt5_broker::config::{self, AclAction, Command, Config, TlsAction, UserAction};
 use mqtt5_broker::store::admin::{self, AdminCommand};
 use mqtt5_broker::store::{Store, StoreOptions, SyncMode};
+use mqtt5_broker::tls_init;
 use mqtt5_broker::web;
 
 fn main() -> ExitCode {
@@ -29,9 +31,38 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match admin_command(command) {
-        Some(cmd) => run_admin(&config, cmd),
-        None => run_broker(config),
+    match command {
+        Command::Tls { action } => run_tls(&config, action),
+        command => match admin_command(command) {
+            Some(cmd) => run_admin(&config, cmd),
+            None => run_broker(config),
+        },
+    }
+}
+
+/// `tls init`: the files, then what to do with them; no database is opened.
+fn run_tls(config: &Config, action: TlsAction) -> ExitCode {
+    let TlsAction::Init {
+        dir,
+        names,
+        ips,
+        force,
+    } = action;
+    let opts = tls_init::InitOptions {
+        dir: dir.unwrap_or_else(|| tls_init::default_dir(&config.db)),
+        names,
+        ips,
+        force,
+    };
+    match tls_init::init(&opts) {
+        Ok(made) => {
+            println!("{}", tls_init::report(&made));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mqtt5-broker: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -62,10 +93,10 @@ fn limit_malloc_arenas() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
 
-/// The admin command a subcommand stands for; `None` for `run`.
+/// The admin command a subcommand stands for; `None` for `run` (`tls` is dispatched before).
 fn admin_command(command: Command) -> Option<AdminCommand> {
     Some(match command {
-        Command::Run => return None,
+        Command::Run | Command::Tls { .. } => return None,
         Command::User { action } => match action {
             UserAction::Add { name } => AdminCommand::UserAdd { name },
             UserAction::Del { name } => AdminCommand::UserDel { name },
@@ -127,9 +158,16 @@ fn run_broker(config: Config) -> ExitCode {
     for (name, value) in config.summary() {
         log::debug!("setting {name} = {value}");
     }
-    // Certificate and key read and checked before anything starts: a bad file is a bad
+    // Certificates and keys read and checked before anything starts: a bad file is a bad
     // setting (one line, exit code 2).
     let tls = match TlsContext::from_config(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mqtt5-broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let web_tls = match web::tls::load(&config) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("mqtt5-broker: {e}");
@@ -185,7 +223,7 @@ fn run_broker(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut web = match web::Web::start(server.clone()) {
+    let mut web = match web::Web::start(server.clone(), web_tls) {
         Ok(w) => w,
         Err(e) => {
             eprintln!(

@@ -4,8 +4,8 @@
 //! every TLS connection (each gets its own `ServerConnection` from it, see
 //! [`pipe`](super::pipe)). Owns no thread and no lock.
 //!
-//! rustls with the `ring` provider (see Cargo.toml: no cmake needed, a Raspberry Pi builds it);
-//! TLS 1.3 and 1.2 only. Client certificates are verified against `cafile` by rustls's
+//! rustls on [`certs::provider`] (`ring`: no cmake needed, a Raspberry Pi builds it); TLS 1.3
+//! and 1.2 only; the PEM files are read by [`crate::certs`]. Client certificates are verified against `cafile` by rustls's
 //! `WebPkiClientVerifier` (chain, validity period, the client-auth key usage); a client without
 //! one is let in unless `require_certificate`. rustls does not parse certificate subjects, so
 //! [`subject_common_name`] reads the CN from the DER itself (after rustls verified the
@@ -15,11 +15,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
+use crate::certs;
 use crate::config::Config;
 
 /// What the TLS listener hands each new connection.
@@ -42,17 +41,7 @@ impl TlsContext {
         let (Some(certfile), Some(keyfile)) = (&cfg.certfile, &cfg.keyfile) else {
             return Err("tls_listen needs certfile and keyfile".into());
         };
-        // Deprecated in rustls 0.23.48 only because ring has no post-quantum key exchange
-        // (clients then agree on X25519); chosen on purpose: it builds without cmake.
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let certs = read_certs(certfile, "certfile")?;
-        let key = PrivateKeyDer::from_pem_file(keyfile).map_err(|e| {
-            format!(
-                "keyfile '{}': no usable private key: {e}",
-                keyfile.display()
-            )
-        })?;
+        let provider = certs::provider();
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| format!("TLS setup: {e}"))?;
@@ -63,13 +52,7 @@ impl TlsContext {
             }
             None => builder.with_no_client_auth(),
         };
-        let config = builder.with_single_cert(certs, key).map_err(|e| {
-            format!(
-                "certfile '{}' and keyfile '{}' cannot be used together: {e}",
-                certfile.display(),
-                keyfile.display()
-            )
-        })?;
+        let config = certs::with_cert(builder, (certfile, "certfile"), (keyfile, "keyfile"))?;
         Ok(Some(Arc::new(TlsContext {
             listen,
             config: Arc::new(config),
@@ -78,26 +61,13 @@ impl TlsContext {
     }
 }
 
-/// Every certificate in the PEM file at `path` (at least one).
-fn read_certs(path: &Path, setting: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let what = |e: &dyn std::fmt::Display| format!("{setting} '{}': {e}", path.display());
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| what(&e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| what(&e))?;
-    if certs.is_empty() {
-        return Err(what(&"no certificate in it (PEM expected)"));
-    }
-    Ok(certs)
-}
-
 fn client_verifier(
     cafile: &Path,
     require: bool,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
     let mut roots = RootCertStore::empty();
-    for cert in read_certs(cafile, "cafile")? {
+    for cert in certs::read_chain(cafile, "cafile")? {
         roots
             .add(cert)
             .map_err(|e| format!("cafile '{}': {e}", cafile.display()))?;

@@ -6,7 +6,8 @@
 //!   start (20 characters from the OS random source, the kernel CSPRNG behind /dev/urandom),
 //!   stored hashed and printed once: `admin password (generated, shown once): …`.
 //! - **Sessions**: `POST /api/login` sets the cookie `mqtt5_session` (256-bit random token,
-//!   `HttpOnly; SameSite=Strict; Path=/`), valid for 8 h without use and 24 h at most. Each
+//!   `HttpOnly; SameSite=Strict; Path=/`, and `Secure` when served over HTTPS), valid for 8 h
+//!   without use and 24 h at most. Each
 //!   session has its own random CSRF token, which every state-changing (POST) call made with
 //!   the cookie must carry in `X-CSRF-Token`.
 //! - **HTTP Basic** with user `admin` for scripts: no CSRF token needed (a browser never sends
@@ -289,8 +290,9 @@ impl AdminAuth {
             req.peer.map_or_else(|| "?".to_string(), |p| p.to_string())
         );
         let cookie = format!(
-            "{COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-            SESSION_MAX.as_secs()
+            "{COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            SESSION_MAX.as_secs(),
+            secure_attr(req)
         );
         Ok(Reply::json(&json!({
             "user": ADMIN_USER,
@@ -300,13 +302,16 @@ impl AdminAuth {
     }
 
     /// Ends the session `token` (no-op for Basic).
-    pub fn logout(&mut self, who: &Who) -> Reply {
+    pub fn logout(&mut self, req: &Req, who: &Who) -> Reply {
         if let Who::Session(t) = who {
             self.sessions.remove(t);
         }
         Reply::json(&json!({ "ok": true })).with_header(
             "Set-Cookie",
-            format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+            format!(
+                "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+                secure_attr(req)
+            ),
         )
     }
 
@@ -463,6 +468,16 @@ impl AdminAuth {
         self.basic_cache.clear();
         log::info!("web: admin password changed");
         Ok(())
+    }
+}
+
+/// `; Secure` for a request that came over HTTPS: the browser then never sends the cookie in
+/// clear.
+fn secure_attr(req: &Req) -> &'static str {
+    if req.secure {
+        "; Secure"
+    } else {
+        ""
     }
 }
 
@@ -643,10 +658,31 @@ mod tests {
             let mut q = req(Method::Get);
             q.headers.push(("cookie".into(), c));
             let w = a.authenticate(&q, now).unwrap();
-            a.logout(&w);
+            let out = a.logout(&q, &w);
+            assert!(!out.headers[0].1.contains("Secure"));
             (q, w)
         };
         assert_eq!(a.authenticate(&who.0, now).unwrap_err().status, 401);
+    }
+
+    #[test]
+    fn the_cookie_is_secure_over_https() {
+        let mut a = auth();
+        let now = Instant::now();
+        let mut r = req(Method::Post);
+        r.secure = true;
+        let ok = a.login(&r, "pw-123", now).unwrap();
+        let cookie = &ok.headers[0].1;
+        assert!(
+            cookie.ends_with("; Secure") && cookie.contains("HttpOnly"),
+            "{cookie}"
+        );
+        let token = cookie.split(';').next().unwrap().to_owned();
+        let mut q = req(Method::Get);
+        q.secure = true;
+        q.headers.push(("cookie".into(), token));
+        let w = a.authenticate(&q, now).unwrap();
+        assert!(a.logout(&q, &w).headers[0].1.ends_with("; Secure"));
     }
 
     #[test]

@@ -12,6 +12,13 @@
 //! the body (within the same deadline, at most [`http::MAX_BODY`]) and hands the request over
 //! again. A stalled upload therefore holds only its own thread, and only until the deadline.
 //!
+//! With HTTPS (`web_certfile`, or `web_tls_from_mqtt`; see [`super::tls`]) the listener serves
+//! only TLS: the `web-conn` thread does the handshake itself, in blocking reads and writes on
+//! its socket, within the same [`REQUEST_TIMEOUT`] as the request (every socket read and write
+//! waits at most until the deadline, however the handshake splits them), and a handshaking
+//! socket counts in the pool as a connection still sending its request. Plain HTTP sent to it
+//! gets a TLS alert and the close, never a page.
+//!
 //! (tiny_http, used before, has no read timeout, no bound on its connection threads and no view
 //! of a connection before its thread reads it, so none of this could be bounded around it.)
 
@@ -25,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender};
 use parking_lot::Mutex;
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use super::http::{self, Reply, Req};
 
@@ -169,8 +177,13 @@ impl Listener {
     }
 }
 
-/// The `web-accept` thread's loop.
-pub fn accept_loop(listener: TcpListener, shared: Arc<Listener>, work: Sender<Work>) {
+/// The `web-accept` thread's loop. `tls`: serve HTTPS only, with this configuration.
+pub fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Listener>,
+    work: Sender<Work>,
+    tls: Option<Arc<ServerConfig>>,
+) {
     let mut next_id = 0u64;
     for conn in listener.incoming() {
         if shared.stop.load(Ordering::SeqCst) {
@@ -213,12 +226,12 @@ pub fn accept_loop(listener: TcpListener, shared: Arc<Listener>, work: Sender<Wo
                 },
             );
         }
-        let (s, w) = (shared.clone(), work.clone());
+        let (s, w, tls) = (shared.clone(), work.clone(), tls.clone());
         let spawned = thread::Builder::new()
             .name("web-conn".into())
             .stack_size(CONN_STACK)
             .spawn(move || {
-                serve_one(&stream, peer, &w, &s, id);
+                serve_one(stream, tls, peer, &w, &s, id);
                 s.pool.lock().remove(id);
             });
         if spawned.is_err() {
@@ -228,29 +241,143 @@ pub fn accept_loop(listener: TcpListener, shared: Arc<Listener>, work: Sender<Wo
     }
 }
 
+/// How long one socket call may wait.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// Until this instant, whatever the number of calls (the request, the handshake, the
+    /// linger): a client trickling bytes cannot outlast it.
+    Until(Instant),
+    /// This long for each call (writing the answer: a client that keeps reading is served).
+    EachCall(Duration),
+}
+
+/// A connection's socket, shared with the pool (which may shut it down to make room), whose
+/// every read and write waits at most as its [`Limit`] says.
+struct Sock {
+    tcp: Arc<TcpStream>,
+    limit: Limit,
+}
+
+impl Sock {
+    fn wait(&self) -> io::Result<Duration> {
+        let wait = match self.limit {
+            Limit::Until(deadline) => deadline.saturating_duration_since(Instant::now()),
+            Limit::EachCall(d) => d,
+        };
+        if wait.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+        }
+        Ok(wait)
+    }
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.tcp.set_read_timeout(Some(self.wait()?))?;
+        (&*self.tcp).read(buf)
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.set_write_timeout(Some(self.wait()?))?;
+        (&*self.tcp).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The bytes of one HTTP connection: plain, or TLS over the same socket.
+enum Stream {
+    Plain(Sock),
+    Tls(Box<StreamOwned<ServerConnection, Sock>>),
+}
+
+impl Stream {
+    fn sock(&mut self) -> &mut Sock {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &mut t.sock,
+        }
+    }
+
+    fn set_limit(&mut self, limit: Limit) {
+        self.sock().limit = limit;
+    }
+
+    fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
 /// Reads one request, has it answered, writes the answer and closes.
 fn serve_one(
-    stream: &TcpStream,
+    tcp: Arc<TcpStream>,
+    tls: Option<Arc<ServerConfig>>,
     peer: SocketAddr,
     work: &Sender<Work>,
     shared: &Listener,
     id: u64,
 ) {
     let deadline = Instant::now() + REQUEST_TIMEOUT;
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let sock = Sock {
+        tcp: tcp.clone(),
+        limit: Limit::Until(deadline),
+    };
+    let mut stream = match tls {
+        None => Stream::Plain(sock),
+        Some(config) => match ServerConnection::new(config) {
+            Ok(conn) => Stream::Tls(Box::new(StreamOwned::new(conn, sock))),
+            Err(e) => {
+                log::warn!("web: cannot start TLS for {peer}: {e}");
+                let _ = tcp.shutdown(Shutdown::Both);
+                return;
+            }
+        },
+    };
     let mut buf = Vec::with_capacity(1024);
-    let head_end = match read_head(stream, &mut buf, deadline) {
+    // With TLS, the handshake happens in the first read.
+    let head_end = match read_head(&mut stream, &mut buf, peer) {
         Ok(Some(n)) => n,
         Ok(None) => {
-            // Closed, timed out or shut to make room: nothing to answer.
+            // Closed, timed out, shut to make room, or a failed handshake: nothing to answer.
+            let _ = tcp.shutdown(Shutdown::Both);
             return;
         }
-        Err(reply) => return finish(stream, reply, false),
+        Err(reply) => return finish(&mut stream, reply, false),
     };
     let (mut req, length) = match http::parse_head(&buf[..head_end], peer.ip()) {
         Ok(parsed) => parsed,
-        Err(reply) => return finish(stream, reply, false),
+        Err(reply) => return finish(&mut stream, reply, false),
     };
+    req.secure = stream.is_tls();
     if let Some(e) = shared.pool.lock().entries.get_mut(&id) {
         e.reading = false;
     }
@@ -258,12 +385,12 @@ fn serve_one(
     let mut body_bytes = buf.split_off(head_end);
     if length > http::MAX_BODY {
         let reply = Reply::error(413, "request body too large");
-        return finish(stream, reply, head_only);
+        return finish(&mut stream, reply, head_only);
     }
     req.small_body = length <= http::PREREAD_BODY;
     let mut body = None;
     if req.small_body {
-        match read_body(stream, &mut body_bytes, length, deadline) {
+        match read_body(&mut stream, &mut body_bytes, length, peer) {
             Ok(()) => body = Some(body_bytes.clone()),
             Err(()) => return,
         }
@@ -280,10 +407,10 @@ fn serve_one(
             return;
         }
         match rx.recv() {
-            Ok(Answer::Reply(reply)) => return finish(stream, reply, head_only),
+            Ok(Answer::Reply(reply)) => return finish(&mut stream, reply, head_only),
             Ok(Answer::NeedBody) if !asked => {
                 asked = true;
-                match read_body(stream, &mut body_bytes, length, deadline) {
+                match read_body(&mut stream, &mut body_bytes, length, peer) {
                     Ok(()) => body = Some(std::mem::take(&mut body_bytes)),
                     Err(()) => return,
                 }
@@ -295,11 +422,11 @@ fn serve_one(
 }
 
 /// Reads until the blank line ending the head: its length (the end of `\r\n\r\n`), `None` when
-/// the client closed or took longer than `deadline`, or the 4xx to answer.
+/// the client closed, failed the handshake or missed the deadline, or the 4xx to answer.
 fn read_head(
-    stream: &TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
-    deadline: Instant,
+    peer: SocketAddr,
 ) -> Result<Option<usize>, Reply> {
     let mut chunk = [0u8; 2048];
     let mut searched = 0;
@@ -311,7 +438,7 @@ fn read_head(
         if buf.len() > MAX_HEAD {
             return Err(Reply::error(431, "request head too large"));
         }
-        match read_some(stream, &mut chunk, deadline) {
+        match read_some(stream, &mut chunk, peer) {
             Some(n) => buf.extend_from_slice(&chunk[..n]),
             None => return Ok(None),
         }
@@ -319,47 +446,57 @@ fn read_head(
 }
 
 /// Reads until `body` holds `length` bytes (any excess is dropped); `Err` when the client
-/// closed or took longer than `deadline`.
+/// closed or missed the deadline.
 fn read_body(
-    stream: &TcpStream,
+    stream: &mut Stream,
     body: &mut Vec<u8>,
     length: usize,
-    deadline: Instant,
+    peer: SocketAddr,
 ) -> Result<(), ()> {
     let mut chunk = [0u8; 4096];
     while body.len() < length {
-        let n = read_some(stream, &mut chunk, deadline).ok_or(())?;
+        let n = read_some(stream, &mut chunk, peer).ok_or(())?;
         body.extend_from_slice(&chunk[..n]);
     }
     body.truncate(length);
     Ok(())
 }
 
-/// One read within `deadline`: the bytes read, or `None` at EOF, error or the deadline.
-fn read_some(stream: &TcpStream, chunk: &mut [u8], deadline: Instant) -> Option<usize> {
+/// One read within the stream's limit: the bytes read, or `None` at EOF, error or the deadline.
+fn read_some(stream: &mut Stream, chunk: &mut [u8], peer: SocketAddr) -> Option<usize> {
     loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        stream
-            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .ok()?;
-        match (&*stream).read(chunk) {
+        match stream.read(chunk) {
             Ok(0) => return None,
             Ok(n) => return Some(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
+            Err(e) => {
+                if stream.is_tls() && e.kind() == io::ErrorKind::InvalidData {
+                    log::debug!("web: TLS with {peer} failed: {e}");
+                }
+                return None;
+            }
         }
     }
 }
 
-/// Writes the answer, then closes: our side first, then the rest after reading and discarding
-/// what the client still sends (an unread body) for at most [`LINGER`].
-fn finish(stream: &TcpStream, reply: Reply, head_only: bool) {
+/// Writes the answer (each write may wait [`WRITE_TIMEOUT`]), then closes: our side first
+/// (after TLS's close_notify), then the rest after reading and discarding what the client still
+/// sends (an unread body) for at most [`LINGER`].
+fn finish(stream: &mut Stream, reply: Reply, head_only: bool) {
     let bytes = http::encode(reply, head_only);
-    if (&*stream).write_all(&bytes).is_ok() {
-        let _ = stream.shutdown(Shutdown::Write);
-        let until = Instant::now() + LINGER;
-        let mut sink = [0u8; 4096];
-        while read_some(stream, &mut sink, until).is_some() {}
+    stream.set_limit(Limit::EachCall(WRITE_TIMEOUT));
+    let mut written = stream.write_all(&bytes).and_then(|()| stream.flush());
+    if let (Ok(()), Stream::Tls(t)) = (&written, &mut *stream) {
+        t.conn.send_close_notify();
+        written = t.flush();
     }
-    let _ = stream.shutdown(Shutdown::Both);
+    let sock = stream.sock();
+    if written.is_ok() {
+        let _ = sock.tcp.shutdown(Shutdown::Write);
+        sock.limit = Limit::Until(Instant::now() + LINGER);
+        // Raw bytes: after close_notify nothing more of the client's is read as TLS.
+        let mut sink = [0u8; 4096];
+        while matches!(sock.read(&mut sink), Ok(n) if n > 0) {}
+    }
+    let _ = sock.tcp.shutdown(Shutdown::Both);
 }

@@ -34,6 +34,8 @@ pub struct Req {
     pub small_body: bool,
     /// A HEAD request (handled as GET, answered without the body).
     pub head_only: bool,
+    /// It came over HTTPS (the session cookie is then `Secure`).
+    pub secure: bool,
 }
 
 impl Req {
@@ -49,6 +51,7 @@ impl Req {
             peer: None,
             small_body: true,
             head_only: false,
+            secure: false,
         }
     }
 
@@ -252,6 +255,7 @@ pub fn parse_head(head: &[u8], peer: IpAddr) -> Result<(Req, usize), Reply> {
         peer: Some(peer),
         small_body: length <= PREREAD_BODY,
         head_only: method == "HEAD",
+        secure: false,
     };
     Ok((req, length))
 }

@@ -15,6 +15,7 @@
 //! - [`api`]: the JSON shapes (stable names, see the README)
 //! - [`auth`]: the admin login: sessions, CSRF, HTTP Basic, slowing down wrong passwords
 //! - [`metrics`]: rates and the Prometheus text at `/metrics`
+//! - [`tls`]: HTTPS: the page's certificate and key, read at start
 //!
 //! Stops by [`Web::stop`]: a flag and a connection to itself end the accept loop, then a stop
 //! message ends the `web` thread.
@@ -25,6 +26,7 @@ pub mod conn;
 pub mod http;
 pub mod metrics;
 pub mod routes;
+pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
@@ -51,8 +53,12 @@ pub struct Web {
 
 impl Web {
     /// Sets up the admin password (see [`auth`]), binds `web_listen` and starts the threads.
-    /// Logs `web page on http://ADDR:PORT/`.
-    pub fn start(server: Arc<Server>) -> std::io::Result<Web> {
+    /// With `tls` (from [`tls::load`]) the page is served over HTTPS only. Logs
+    /// `web page on http://ADDR:PORT/` (or `https://`).
+    pub fn start(
+        server: Arc<Server>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<Web> {
         let broker = server.broker().clone();
         let auth = AdminAuth::setup(broker.config.admin_password.as_deref(), &broker.store)
             .map_err(std::io::Error::other)?;
@@ -73,10 +79,11 @@ impl Web {
             .name("web".into())
             .spawn(move || serve(&jobs, &mut ctx))?;
         let (l, w) = (listener.clone(), work.clone());
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let acceptor = thread::Builder::new()
             .name("web-accept".into())
-            .spawn(move || conn::accept_loop(tcp, l, w))?;
-        log::info!("web page on http://{addr}/");
+            .spawn(move || conn::accept_loop(tcp, l, w, tls))?;
+        log::info!("web page on {scheme}://{addr}/");
         Ok(Web {
             listener,
             work,

@@ -213,8 +213,8 @@ fn session(ctx: &mut Ctx, _req: &Req, who: &Who) -> Reply {
     }))
 }
 
-fn logout(ctx: &mut Ctx, _req: &Req, who: &Who) -> Reply {
-    ctx.auth.logout(who)
+fn logout(ctx: &mut Ctx, req: &Req, who: &Who) -> Reply {
+    ctx.auth.logout(req, who)
 }
 
 fn admin_password(ctx: &mut Ctx, req: &Req, who: &Who) -> Reply {

@@ -2,7 +2,7 @@
 //!
 //! * [`Broker`] starts the real `mqtt5-broker` binary on 127.0.0.1 with OS-chosen
 //!   ports and a database in a fresh temporary directory, waits (≤ 10 s) for its
-//!   `MQTT listening on ADDR` and `web page on http://ADDR/` log lines, collects
+//!   `MQTT listening on ADDR` and `web page on http://ADDR/` (or `https://`) log lines, collects
 //!   everything it prints, and kills only its own child, by PID, when dropped.
 //! * Raw-socket helpers ([`connect_raw`], [`send`], [`recv_exact`], [`read_packet`],
 //!   [`expect_bytes`], [`expect_closed`]) for byte-level protocol tests; a byte
@@ -42,7 +42,7 @@ pub const DB_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Broker {
     /// The MQTT listener (from the `MQTT listening on` log line).
     pub mqtt: SocketAddr,
-    /// The web listener (from the `web page on http://…/` log line).
+    /// The web listener (from the `web page on http://…/` or `https://…/` log line).
     pub web: SocketAddr,
     /// The MQTT-over-TLS listener, when started with `--tls-listen` (from the
     /// `MQTT listening on ADDR (tls)` line).
@@ -110,7 +110,8 @@ impl Broker {
                 .flat_map(|l| [l, "\n"])
                 .collect();
             let mqtt = last_addr_after(&plain, "MQTT listening on ");
-            let web = last_addr_after(&text, "web page on http://");
+            let web = last_addr_after(&text, "web page on http://")
+                .or_else(|| last_addr_after(&text, "web page on https://"));
             let want_tls = self.args.iter().any(|a| a == "--tls-listen");
             let tls = text
                 .lines()
