@@ -73,3 +73,59 @@ fn pem_error(e: &pem::Error) -> String {
         other => format!("not a PEM file ({other})"),
     }
 }
+
+/// A TLS server's configuration that SIGHUP can replace while connections run: each new
+/// handshake takes the current one ([`LiveConfig::get`]); connections already open keep the
+/// `Arc` they started with, so a renewal drops nothing. A reload that fails (a file half
+/// written, a key not matching) keeps the previous configuration.
+pub struct LiveConfig {
+    /// Names the server in the reload log lines: `TLS listener`, `web page (HTTPS)`.
+    what: &'static str,
+    /// The files it is built from, for the log line: `certfile '/etc/...'`.
+    files: String,
+    build: Box<dyn Fn() -> Result<ServerConfig, String> + Send + Sync>,
+    current: parking_lot::RwLock<Arc<ServerConfig>>,
+}
+
+impl LiveConfig {
+    /// Builds the first configuration with `build` (its error is the caller's start-up error)
+    /// and keeps `build` for reloads.
+    pub fn new(
+        what: &'static str,
+        files: String,
+        build: impl Fn() -> Result<ServerConfig, String> + Send + Sync + 'static,
+    ) -> Result<LiveConfig, String> {
+        let first = build()?;
+        Ok(LiveConfig {
+            what,
+            files,
+            build: Box::new(build),
+            current: parking_lot::RwLock::new(Arc::new(first)),
+        })
+    }
+
+    /// The configuration a new connection uses.
+    pub fn get(&self) -> Arc<ServerConfig> {
+        self.current.read().clone()
+    }
+
+    /// Re-reads the files. Logs one line either way: `TLS listener: certificate reloaded from
+    /// certfile '…', keyfile '…'` or `TLS listener: certificate not reloaded, still using the
+    /// previous one: <why>`.
+    pub fn reload(&self) -> Result<(), String> {
+        match (self.build)() {
+            Ok(config) => {
+                *self.current.write() = Arc::new(config);
+                log::info!("{}: certificate reloaded from {}", self.what, self.files);
+                Ok(())
+            }
+            Err(e) => {
+                log::warn!(
+                    "{}: certificate not reloaded, still using the previous one: {e}",
+                    self.what
+                );
+                Err(e)
+            }
+        }
+    }
+}

@@ -26,6 +26,7 @@
 //! | thread | owns | receives | stops by |
 //! |---|---|---|---|
 //! | main | config, the other threads' handles | a signal over a crossbeam channel | SIGINT / SIGTERM |
+//! | `sighup` (with TLS or HTTPS; in `main.rs`) | nothing (SIGHUP is blocked in every other thread) | `sigwait` for SIGHUP: re-reads the certificates ([`certs::LiveConfig`]) | the process ending |
 //! | `acceptor` | the `TcpListener` | sockets from `accept()` | stop flag + a connection to itself |
 //! | `acceptor-tls` (with `tls_listen`) | the TLS listener's `TcpListener`; gives each socket a rustls `ServerConnection` (the handshake runs on the socket's own thread) | sockets from `accept()` | the same stop flag + a connection to itself |
 //! | `client-<id>` (one per socket) | reading the socket, framing buffer, inbound topic aliases; writing to its own and to subscribers' sockets while it holds their outbox's write turn | bytes | socket closed or shut down |
@@ -58,7 +59,7 @@
 //! session's state is never held with another's, nor while taking the registry or an outbox
 //! lock (the outbox to wake is cloned out and flagged after the state is released). Taken alone:
 //! the router's `RwLock<TopicTree>`, the retained store's `RwLock`, the store's ACL snapshot
-//! (`RwLock<Arc<AclSet>>`, read only to clone the `Arc`), `connect_times`, `Broker::pending`,
+//! (`RwLock<Arc<AclSet>>`, read only to clone the `Arc`), `connect_times`, `Broker::pending`, the current TLS `ServerConfig` of the MQTT listener and of the page (`certs::LiveConfig`, read only to clone the `Arc`),
 //! the web listener's connection pool, the writer's `handed` and `lingering` lists (as leaves
 //! of the chains above), `Server::running` → `Server::last_addr`, and a TLS connection's
 //! `TlsPipe::state` (its rustls state and unsent records), a leaf taken under `Outbox::out`

@@ -1,7 +1,8 @@
 //! `mqtt5-broker`: parse the configuration; either run an admin command on the database
 //! (`user`, `acl`, `ban`, `unban`, `bans`) or make TLS certificates (`tls init`) and exit, or
 //! open the store, start the MQTT listener,
-//! the ticker and the web page, then wait for Ctrl-C or SIGTERM and stop everything in order.
+//! the ticker and the web page, then wait for Ctrl-C or SIGTERM and stop everything in order;
+//! SIGHUP re-reads the TLS certificates (`hangup`).
 
 use std::process::ExitCode;
 
@@ -158,6 +159,14 @@ fn run_broker(config: Config) -> ExitCode {
     for (name, value) in config.summary() {
         log::debug!("setting {name} = {value}");
     }
+    // Before any thread exists, so that every thread inherits the mask (see `hangup`).
+    let hangup = match hangup::block() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("mqtt5-broker: cannot block SIGHUP: {e}");
+            return ExitCode::from(1);
+        }
+    };
     // Certificates and keys read and checked before anything starts: a bad file is a bad
     // setting (one line, exit code 2).
     let tls = match TlsContext::from_config(&config) {
@@ -205,7 +214,7 @@ fn run_broker(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let server = Server::with_tls(broker.clone(), tls);
+    let server = Server::with_tls(broker.clone(), tls.clone());
     if let Err(e) = server.start() {
         eprintln!(
             "mqtt5-broker: cannot listen for MQTT on {}: {e}",
@@ -223,7 +232,7 @@ fn run_broker(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut web = match web::Web::start(server.clone(), web_tls) {
+    let mut web = match web::Web::start(server.clone(), web_tls.clone()) {
         Ok(w) => w,
         Err(e) => {
             eprintln!(
@@ -237,6 +246,21 @@ fn run_broker(config: Config) -> ExitCode {
         }
     };
 
+    if tls.is_some() || web_tls.is_some() {
+        let (tls, web_tls) = (tls.clone(), web_tls.clone());
+        let spawned = hangup.on_signal(move || {
+            if let Some(t) = &tls {
+                let _ = t.reload();
+            }
+            if let Some(w) = &web_tls {
+                let _ = w.reload();
+            }
+        });
+        if let Err(e) = spawned {
+            log::error!("cannot start the sighup thread: certificates will not reload: {e}");
+        }
+    }
+
     let _ = signal_rx.recv();
     log::info!("shutting down");
     web.stop();
@@ -247,4 +271,54 @@ fn run_broker(config: Config) -> ExitCode {
     store.shutdown();
     log::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// SIGHUP: re-read the certificates. Not with `ctrlc` (it handles SIGINT and SIGTERM only) nor a
+/// new crate: SIGHUP is blocked in every thread (the mask is set before the first thread starts
+/// and inherited) and the `sighup` thread takes it with `sigwait(3)`, so the reload runs as
+/// ordinary code on an ordinary thread — no async-signal-safety rules, no self-pipe — with only
+/// `libc`, already a dependency, for the two calls. A SIGHUP arriving while a reload runs is
+/// kept pending by the kernel and taken next (several collapse into one).
+mod hangup {
+    use std::io;
+    use std::mem::MaybeUninit;
+    use std::thread;
+
+    /// SIGHUP blocked in the calling thread (and so in every thread it starts from now on).
+    pub struct Blocked(libc::sigset_t);
+
+    pub fn block() -> io::Result<Blocked> {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises the set it is given; sigaddset and pthread_sigmask
+        // read an initialised set; SIGHUP is a valid signal number.
+        unsafe {
+            libc::sigemptyset(set.as_mut_ptr());
+            libc::sigaddset(set.as_mut_ptr(), libc::SIGHUP);
+            let set = set.assume_init();
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            Ok(Blocked(set))
+        }
+    }
+
+    impl Blocked {
+        /// Starts the `sighup` thread: `action` for each SIGHUP, for the life of the process.
+        pub fn on_signal(self, action: impl Fn() + Send + 'static) -> io::Result<()> {
+            thread::Builder::new()
+                .name("sighup".into())
+                .spawn(move || loop {
+                    let mut sig: libc::c_int = 0;
+                    // SAFETY: the set is initialised (see `block`) and `sig` is a valid out pointer.
+                    let rc = unsafe { libc::sigwait(&self.0, &mut sig) };
+                    if rc != 0 {
+                        log::error!("sigwait failed: {}", io::Error::from_raw_os_error(rc));
+                        return;
+                    }
+                    action();
+                })?;
+            Ok(())
+        }
+    }
 }

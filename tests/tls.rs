@@ -616,3 +616,170 @@ fn bad_tls_settings_are_one_line_and_exit_code_2() {
         assert!(!String::from_utf8_lossy(&out.stdout).contains("MQTT listening"));
     }
 }
+
+/// `kill -HUP` to the broker.
+fn sighup(b: &Broker) {
+    let pid = libc::pid_t::try_from(b.pid()).unwrap();
+    // SAFETY: kill(2) with our own child's PID and a valid signal.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+}
+
+/// `curl` of the page's status over HTTPS trusting `ca`: did the handshake and request succeed.
+fn page_trusts(web: SocketAddr, ca: &Path) -> bool {
+    let url = format!("https://127.0.0.1:{}/api/status", web.port());
+    Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "--cacert",
+            s(ca),
+        ])
+        .arg(&url)
+        .stderr(Stdio::null())
+        .status()
+        .expect("curl (scripts/test installs it)")
+        .success()
+}
+
+/// Issue 14, certificate reload: the server certificate and key are replaced by ones from a
+/// new CA and the broker gets SIGHUP. It logs `TLS listener: certificate reloaded …` and
+/// `web page (HTTPS): certificate reloaded …`; a new mosquitto client trusting the new CA
+/// connects and one trusting the old CA fails; the page (web_tls_from_mqtt) likewise; a
+/// rumqttc connection opened before the reload keeps publishing and receiving. Then a broken
+/// certificate file and SIGHUP: one line `… certificate not reloaded, still using the previous
+/// one: …` per server, and new clients still get the last good certificate.
+#[test]
+fn sighup_reloads_certificates_for_new_clients_and_keeps_open_connections() {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+    let pki = pki();
+    let b = tls_broker(&pki, &["--allow-anonymous", "--web-tls-from-mqtt"]);
+    let addr = tls_addr(&b);
+    assert!(page_trusts(b.web, &pki.ca), "{}", b.log());
+
+    // The connection that must survive: subscribed before the reload.
+    let mut opts = MqttOptions::new("old-conn", "127.0.0.1", addr.port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_transport(Transport::Tls(TlsConfiguration::Simple {
+        ca: std::fs::read(&pki.ca).unwrap(),
+        alpn: None,
+        client_auth: None,
+    }));
+    let (old, mut old_conn) = Client::new(opts, 10);
+    old.subscribe("reload/to-old", QoS::AtLeastOnce).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let events = thread::spawn(move || {
+        for event in old_conn.iter() {
+            match event {
+                Ok(Event::Incoming(p @ (Packet::SubAck(_) | Packet::Publish(_)))) => {
+                    if tx.send(p).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Packet::Disconnect);
+                    eprintln!("old connection: {e}");
+                    return;
+                }
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("SUBACK");
+    assert!(matches!(first, Packet::SubAck(_)), "{first:?}");
+
+    let new_root = ca("renewed CA");
+    let (sc, sk) = leaf(
+        &new_root,
+        "localhost",
+        &["localhost", "127.0.0.1"],
+        true,
+        false,
+    );
+    let new_ca = pki.ca.with_file_name("new-ca.pem");
+    std::fs::write(&new_ca, new_root.cert.pem()).unwrap();
+    std::fs::write(&pki.server_cert, sc).unwrap();
+    std::fs::write(&pki.server_key, sk).unwrap();
+    sighup(&b);
+    assert!(
+        b.wait_for_log(
+            "TLS listener: certificate reloaded from certfile",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        b.log()
+    );
+    assert!(b.wait_for_log(
+        "web page (HTTPS): certificate reloaded from certfile",
+        Duration::from_secs(10)
+    ));
+
+    // New clients: the new certificate only.
+    let out = receive(addr, "mqttv5", "reload/none", &["--cafile", s(&pki.ca)]);
+    assert!(
+        !out.status.success(),
+        "old CA still trusted: {}",
+        text(&out)
+    );
+    assert!(
+        !page_trusts(b.web, &pki.ca),
+        "page still has the old certificate"
+    );
+    assert!(page_trusts(b.web, &new_ca), "{}", b.log());
+
+    // The old connection publishes to a new client and receives from one.
+    old.publish("reload/from-old", QoS::AtLeastOnce, true, "still here")
+        .unwrap();
+    let out = receive(addr, "mqttv5", "reload/from-old", &["--cafile", s(&new_ca)]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "still here",
+        "{}\n{}",
+        text(&out),
+        b.log()
+    );
+    let out = publish(
+        addr,
+        "mqttv311",
+        "reload/to-old",
+        "hello old",
+        &["--cafile", s(&new_ca)],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    match rx.recv_timeout(Duration::from_secs(10)).expect("publish") {
+        Packet::Publish(p) => assert_eq!(&p.payload[..], b"hello old"),
+        other => panic!("old connection got {other:?}"),
+    }
+
+    // A broken file: the last good certificate stays, and the log says so once per server.
+    std::fs::write(&pki.server_cert, "not a certificate\n").unwrap();
+    sighup(&b);
+    assert!(
+        b.wait_for_log(
+            "TLS listener: certificate not reloaded, still using the previous one: cannot read certfile",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        b.log()
+    );
+    assert!(b.wait_for_log(
+        "web page (HTTPS): certificate not reloaded, still using the previous one: cannot read certfile",
+        Duration::from_secs(10)
+    ));
+    let out = publish(
+        addr,
+        "mqttv5",
+        "reload/after-bad",
+        "ok",
+        &["--cafile", s(&new_ca)],
+    );
+    assert!(out.status.success(), "{}\n{}", text(&out), b.log());
+    assert!(page_trusts(b.web, &new_ca));
+    assert!(b.exit_status().is_none(), "broker exited: {}", b.log());
+
+    let _ = old.disconnect();
+    drop(rx);
+    let _ = events.join();
+}

@@ -206,7 +206,7 @@ fn accept_loop(
         };
         let pipe = match &tls {
             None => Pipe::plain(stream),
-            Some(ctx) => match rustls::ServerConnection::new(ctx.config.clone()) {
+            Some(ctx) => match rustls::ServerConnection::new(ctx.server_config()) {
                 Ok(conn) => Pipe::tls(stream, conn),
                 Err(e) => {
                     log::error!("TLS connection from {peer} dropped: {e}");

@@ -1,8 +1,10 @@
 //! The MQTT-over-TLS listener's settings made usable: the certificate chain and key
 //! (`certfile`, `keyfile`), the client-certificate policy (`cafile`, `require_certificate`)
-//! and `use_identity_as_username`, turned once at start into a rustls `ServerConfig` shared by
+//! and `use_identity_as_username`, turned at start into a rustls `ServerConfig` shared by
 //! every TLS connection (each gets its own `ServerConnection` from it, see
-//! [`pipe`](super::pipe)). Owns no thread and no lock.
+//! [`pipe`](super::pipe)). SIGHUP re-reads the three files ([`TlsContext::reload`]): new
+//! handshakes take the new configuration, open connections keep theirs. Owns no thread; the
+//! current configuration sits behind a short leaf lock ([`certs::LiveConfig`]).
 //!
 //! rustls on [`certs::provider`] (`ring`: no cmake needed, a Raspberry Pi builds it); TLS 1.3
 //! and 1.2 only; the PEM files are read by [`crate::certs`]. Client certificates are verified against `cafile` by rustls's
@@ -25,7 +27,8 @@ use crate::config::Config;
 pub struct TlsContext {
     /// `tls_listen`.
     pub listen: std::net::SocketAddr,
-    pub config: Arc<ServerConfig>,
+    /// certfile, keyfile and cafile as last read.
+    config: certs::LiveConfig,
     /// `use_identity_as_username`: the client certificate's CN is the username, and a client
     /// without one is refused (CONNACK 0x87 / 0x05).
     pub identity_as_username: bool,
@@ -38,27 +41,58 @@ impl TlsContext {
         let Some(listen) = cfg.tls_listen else {
             return Ok(None);
         };
-        let (Some(certfile), Some(keyfile)) = (&cfg.certfile, &cfg.keyfile) else {
+        let (Some(certfile), Some(keyfile)) = (cfg.certfile.clone(), cfg.keyfile.clone()) else {
             return Err("tls_listen needs certfile and keyfile".into());
         };
-        let provider = certs::provider();
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| format!("TLS setup: {e}"))?;
-        let builder = match &cfg.cafile {
-            Some(cafile) => {
-                let verifier = client_verifier(cafile, cfg.require_certificate, &provider)?;
-                builder.with_client_cert_verifier(verifier)
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let config = certs::with_cert(builder, (certfile, "certfile"), (keyfile, "keyfile"))?;
+        let mut files = format!(
+            "certfile '{}', keyfile '{}'",
+            certfile.display(),
+            keyfile.display()
+        );
+        if let Some(ca) = &cfg.cafile {
+            files.push_str(&format!(", cafile '{}'", ca.display()));
+        }
+        let (cafile, require) = (cfg.cafile.clone(), cfg.require_certificate);
+        let config = certs::LiveConfig::new("TLS listener", files, move || {
+            server_config(&certfile, &keyfile, cafile.as_deref(), require)
+        })?;
         Ok(Some(Arc::new(TlsContext {
             listen,
-            config: Arc::new(config),
+            config,
             identity_as_username: cfg.use_identity_as_username,
         })))
     }
+
+    /// The rustls configuration a new TLS connection uses (the latest that loaded).
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.config.get()
+    }
+
+    /// Re-reads certfile, keyfile and cafile (SIGHUP); on an error the previous configuration
+    /// stays. Logs one line either way (see [`certs::LiveConfig::reload`]).
+    pub fn reload(&self) -> Result<(), String> {
+        self.config.reload()
+    }
+}
+
+fn server_config(
+    certfile: &Path,
+    keyfile: &Path,
+    cafile: Option<&Path>,
+    require_certificate: bool,
+) -> Result<ServerConfig, String> {
+    let provider = certs::provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let builder = match cafile {
+        Some(cafile) => {
+            let verifier = client_verifier(cafile, require_certificate, &provider)?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    certs::with_cert(builder, (certfile, "certfile"), (keyfile, "keyfile"))
 }
 
 fn client_verifier(

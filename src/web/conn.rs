@@ -177,12 +177,13 @@ impl Listener {
     }
 }
 
-/// The `web-accept` thread's loop. `tls`: serve HTTPS only, with this configuration.
+/// The `web-accept` thread's loop. `tls`: serve HTTPS only, each connection with the
+/// configuration current when it was accepted.
 pub fn accept_loop(
     listener: TcpListener,
     shared: Arc<Listener>,
     work: Sender<Work>,
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<Arc<crate::certs::LiveConfig>>,
 ) {
     let mut next_id = 0u64;
     for conn in listener.incoming() {
@@ -226,7 +227,7 @@ pub fn accept_loop(
                 },
             );
         }
-        let (s, w, tls) = (shared.clone(), work.clone(), tls.clone());
+        let (s, w, tls) = (shared.clone(), work.clone(), tls.as_ref().map(|t| t.get()));
         let spawned = thread::Builder::new()
             .name("web-conn".into())
             .stack_size(CONN_STACK)

@@ -57,7 +57,7 @@ impl Web {
     /// `web page on http://ADDR:PORT/` (or `https://`).
     pub fn start(
         server: Arc<Server>,
-        tls: Option<Arc<rustls::ServerConfig>>,
+        tls: Option<Arc<crate::certs::LiveConfig>>,
     ) -> std::io::Result<Web> {
         let broker = server.broker().clone();
         let auth = AdminAuth::setup(broker.config.admin_password.as_deref(), &broker.store)

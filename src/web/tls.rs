@@ -1,6 +1,7 @@
 //! HTTPS for the control page: which certificate and key the page uses (`web_certfile` /
-//! `web_keyfile`, or `certfile` / `keyfile` with `web_tls_from_mqtt`), read once at start into
-//! a rustls [`ServerConfig`]. Checked before anything else starts, so an unreadable file or a
+//! `web_keyfile`, or `certfile` / `keyfile` with `web_tls_from_mqtt`), read at start into
+//! a rustls [`ServerConfig`] and again on SIGHUP ([`certs::LiveConfig`]: new connections take
+//! the new one, a bad file keeps the old one). Checked before anything else starts, so an unreadable file or a
 //! key that is not the certificate's stops the broker with one line (`main` exits 2).
 //!
 //! rustls on [`certs::provider`] (TLS 1.2 and 1.3, its safe defaults), ALPN `http/1.1`:
@@ -16,7 +17,7 @@ use crate::config::Config;
 
 /// The page's TLS configuration: `None` for plain HTTP. Errors are one line naming the setting
 /// and the file.
-pub fn load(config: &Config) -> Result<Option<Arc<ServerConfig>>, String> {
+pub fn load(config: &Config) -> Result<Option<Arc<certs::LiveConfig>>, String> {
     let (cert, key, names) = match (&config.web_certfile, &config.web_keyfile) {
         (Some(c), Some(k)) => (c, k, ("web_certfile", "web_keyfile")),
         _ if config.web_tls_from_mqtt => match (&config.certfile, &config.keyfile) {
@@ -25,7 +26,18 @@ pub fn load(config: &Config) -> Result<Option<Arc<ServerConfig>>, String> {
         },
         _ => return Ok(None),
     };
-    server_config(cert, key, names).map(|c| Some(Arc::new(c)))
+    let files = format!(
+        "{} '{}', {} '{}'",
+        names.0,
+        cert.display(),
+        names.1,
+        key.display()
+    );
+    let (cert, key) = (cert.clone(), key.clone());
+    let live = certs::LiveConfig::new("web page (HTTPS)", files, move || {
+        server_config(&cert, &key, names)
+    })?;
+    Ok(Some(Arc::new(live)))
 }
 
 /// A server configuration from a PEM certificate chain and its key; `names` are the settings
