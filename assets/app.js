@@ -343,6 +343,8 @@
       el('td', { class: 'mono' }, c.client_id || el('span', { class: 'tag' }, c.state)),
       el('td', {}, c.username === null ? '–' : c.username),
       el('td', { class: 'mono' }, c.address),
+      el('td', { class: 'transport' }, c.transport,
+        c.certificate_cn !== null && ' ', c.certificate_cn !== null && el('span', { class: 'tag', title: 'client certificate subject' }, `CN=${c.certificate_cn}`)),
       el('td', {}, c.protocol || '–', c.bridge && ' ', c.bridge && el('span', { class: 'tag' }, 'bridge')),
       el('td', { class: 'num' }, c.keep_alive === null ? '–' : `${c.keep_alive} s`),
       el('td', {}, fmtTime(c.connected_since)),

@@ -783,3 +783,122 @@ fn sighup_reloads_certificates_for_new_clients_and_keeps_open_connections() {
     drop(rx);
     let _ = events.join();
 }
+
+/// A GET on the page with the admin password (`--admin-password tls-admin`), by curl.
+fn admin_get(web: SocketAddr, path: &str) -> String {
+    let url = format!("http://127.0.0.1:{}{path}", web.port());
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-u", "admin:tls-admin"])
+        .arg(&url)
+        .output()
+        .expect("curl (scripts/test installs it)");
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 14, the page and the API show each client's transport, and the certificate subject
+/// for certificate clients: a raw TCP client, a rumqttc TLS client with the `sensor-1`
+/// certificate and one without are listed in `/api/clients` as tcp / tls (CN sensor-1) / tls;
+/// `/metrics` counts `mqtt5_clients_connected_by_transport{transport="tls"} 2` and tcp 1, and
+/// `$SYS/broker/clients/connected/tls` says 2.
+#[test]
+fn api_metrics_and_sys_show_each_clients_transport_and_certificate_cn() {
+    use rumqttc::{Client, MqttOptions, TlsConfiguration, Transport};
+    let pki = pki();
+    let b = tls_broker(
+        &pki,
+        &[
+            "--allow-anonymous",
+            "--cafile",
+            s(&pki.ca),
+            "--admin-password",
+            "tls-admin",
+            "--sys-interval",
+            "1",
+        ],
+    );
+    let addr = tls_addr(&b);
+    let tcp = connect_raw(b.mqtt);
+    send(&tcp, &packet::connect_v5("plain-client", 60, true));
+    assert_eq!(common::read_packet(&tcp)[0], 0x20, "CONNACK");
+
+    let mut threads = Vec::new();
+    let mut clients = Vec::new();
+    for (id, auth) in [
+        ("cert-client", Some((&pki.client_cert, &pki.client_key))),
+        ("tls-client", None),
+    ] {
+        let mut opts = MqttOptions::new(id, "127.0.0.1", addr.port());
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_transport(Transport::Tls(TlsConfiguration::Simple {
+            ca: std::fs::read(&pki.ca).unwrap(),
+            alpn: None,
+            client_auth: auth.map(|(c, k)| (std::fs::read(c).unwrap(), std::fs::read(k).unwrap())),
+        }));
+        let (client, mut conn) = Client::new(opts, 10);
+        threads.push(thread::spawn(move || {
+            for event in conn.iter() {
+                if event.is_err() {
+                    return;
+                }
+            }
+        }));
+        clients.push(client);
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let items = loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&admin_get(b.web, "/api/clients")).expect("clients JSON");
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        if items.iter().filter(|c| c["state"] == "connected").count() == 3 {
+            break items;
+        }
+        assert!(Instant::now() < deadline, "clients: {v}\n{}", b.log());
+        thread::sleep(Duration::from_millis(50));
+    };
+    let by_id = |id: &str| {
+        items
+            .iter()
+            .find(|c| c["client_id"] == id)
+            .unwrap_or_else(|| panic!("{id} not listed: {items:?}"))
+            .clone()
+    };
+    let plain = by_id("plain-client");
+    assert_eq!(plain["transport"], "tcp");
+    assert!(plain["certificate_cn"].is_null());
+    let cert = by_id("cert-client");
+    assert_eq!(cert["transport"], "tls");
+    assert_eq!(cert["certificate_cn"], "sensor-1");
+    let tls = by_id("tls-client");
+    assert_eq!(tls["transport"], "tls");
+    assert!(tls["certificate_cn"].is_null());
+
+    let metrics = admin_get(b.web, "/metrics");
+    for line in [
+        "mqtt5_clients_connected_by_transport{transport=\"tcp\"} 1",
+        "mqtt5_clients_connected_by_transport{transport=\"tls\"} 2",
+        "mqtt5_clients_connected 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line}:\n{metrics}");
+    }
+
+    // $SYS, read over TCP: the reader itself is a second tcp client, the tls count stays 2.
+    let mut last = String::new();
+    for _ in 0..20 {
+        let out = receive(b.mqtt, "mqttv5", "$SYS/broker/clients/connected/tls", &[]);
+        last = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if last == "2" {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(last, "2", "{}", b.log());
+
+    for c in &clients {
+        let _ = c.disconnect();
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}

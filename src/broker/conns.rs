@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::outbox::Outbox;
-use super::pipe::Pipe;
+use super::pipe::{Pipe, TRANSPORTS};
 use super::Broker;
 use crate::protocol::{encoded_len, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
 
@@ -101,6 +101,19 @@ impl Broker {
             .values()
             .filter(|c| c.outbox.is_some())
             .count()
+    }
+
+    /// Connected clients per transport (`tcp`, `tls`, …: every one of [`TRANSPORTS`], 0 when
+    /// none), counted as [`Broker::connection_count`] counts them.
+    pub fn connection_count_by_transport(&self) -> Vec<(&'static str, usize)> {
+        let mut counts: Vec<(&'static str, usize)> = TRANSPORTS.iter().map(|&t| (t, 0)).collect();
+        for c in self.conns.lock().values().filter(|c| c.outbox.is_some()) {
+            let name = c.stream.transport_name();
+            if let Some(slot) = counts.iter_mut().find(|(t, _)| *t == name) {
+                slot.1 += 1;
+            }
+        }
+        counts
     }
 }
 

@@ -42,6 +42,10 @@ use crate::protocol::frame::FrameBuffer;
 /// Most plaintext the outbox seals in one go (four full TLS records).
 pub const SEAL_CHUNK: usize = 64 * 1024;
 
+/// Every [`Pipe::transport_name`], in the order `/metrics` and `$SYS` list them (each listed,
+/// with 0 when no client uses it).
+pub const TRANSPORTS: &[&str] = &["tcp", "tls"];
+
 /// A connection's bytes: plain TCP, or TLS over it.
 pub enum Pipe {
     Plain(TcpStream),
@@ -104,6 +108,15 @@ impl Pipe {
 
     pub fn is_tls(&self) -> bool {
         matches!(self, Pipe::Tls(_))
+    }
+
+    /// The transport's name on the page, in the API and in per-listener counts: one of
+    /// [`TRANSPORTS`].
+    pub fn transport_name(&self) -> &'static str {
+        match self {
+            Pipe::Plain(_) => "tcp",
+            Pipe::Tls(_) => "tls",
+        }
     }
 
     /// Reads once from the socket into `chunk` — waiting for bytes unless `nonblocking` — and

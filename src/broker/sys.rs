@@ -72,9 +72,22 @@ pub fn snapshot(broker: &Broker) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// `$SYS/broker/clients/connected/<transport>` for every transport (`tcp`, `tls`, …), as
+/// `$SYS/broker/clients/connected` counts: the per-listener figures.
+pub fn per_transport(broker: &Broker) -> Vec<(String, String)> {
+    broker
+        .connection_count_by_transport()
+        .into_iter()
+        .map(|(t, n)| (format!("$SYS/broker/clients/connected/{t}"), n.to_string()))
+        .collect()
+}
+
 pub fn publish(broker: &Broker) {
     for (topic, value) in snapshot(broker) {
         broker.publish_internal(topic, value.into_bytes(), true);
+    }
+    for (topic, value) in per_transport(broker) {
+        broker.publish_internal(&topic, value.into_bytes(), true);
     }
 }
 

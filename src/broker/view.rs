@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::pipe::Pipe;
 use super::session::{Inflight, Session};
 use super::Broker;
 use crate::protocol::{ProtocolVersion, QoS};
@@ -27,6 +28,10 @@ pub struct ClientView {
     pub client_id: String,
     pub username: Option<String>,
     pub peer: SocketAddr,
+    /// `tcp`, `tls`, … ([`Pipe::transport_name`](super::pipe::Pipe::transport_name)).
+    pub transport: &'static str,
+    /// The subject CN of the client's certificate (TLS with a client certificate).
+    pub certificate_cn: Option<String>,
     /// `None` while the socket has not completed CONNECT.
     pub protocol: Option<ProtocolVersion>,
     /// Seconds, as in force after any Server Keep Alive; `None` before CONNECT.
@@ -50,6 +55,7 @@ pub fn clients(broker: &Broker) -> Vec<ClientView> {
         conn_id: u64,
         client_id: Option<Arc<str>>,
         peer: SocketAddr,
+        pipe: Arc<Pipe>,
         protocol: Option<ProtocolVersion>,
         keep_alive: Option<u16>,
         bridge: bool,
@@ -66,6 +72,7 @@ pub fn clients(broker: &Broker) -> Vec<ClientView> {
             conn_id: *id,
             client_id: c.client_id.clone(),
             peer: c.peer,
+            pipe: c.stream.clone(),
             protocol: c.outbox.as_ref().map(|o| o.version),
             keep_alive: c.keep_alive,
             bridge: c.bridge,
@@ -93,6 +100,9 @@ pub fn clients(broker: &Broker) -> Vec<ClientView> {
                 client_id: c.client_id.as_deref().unwrap_or_default().to_owned(),
                 username: None,
                 peer: c.peer,
+                transport: c.pipe.transport_name(),
+                // After the table's lock is released: it takes the TLS state's.
+                certificate_cn: c.pipe.peer_common_name(),
                 protocol: c.protocol,
                 keep_alive: c.keep_alive,
                 bridge: c.bridge,

@@ -261,6 +261,8 @@ pub fn client(c: &ClientView) -> Value {
         "client_id": c.client_id,
         "username": c.username,
         "address": c.peer.to_string(),
+        "transport": c.transport,
+        "certificate_cn": c.certificate_cn,
         "protocol": c.protocol.map(|p| p.name()),
         "keep_alive": c.keep_alive,
         "bridge": c.bridge,

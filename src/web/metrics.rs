@@ -142,6 +142,15 @@ pub fn prometheus(server: &Server, web_sessions: usize) -> String {
         "Connected clients (CONNECT accepted; see mqtt5_pending_connections for the rest).",
         b.connection_count(),
     );
+    let name = "mqtt5_clients_connected_by_transport";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Connected clients per listener transport (tcp, tls, ...); they sum to mqtt5_clients_connected."
+    );
+    let _ = writeln!(out, "# TYPE {name} {g}");
+    for (transport, n) in b.connection_count_by_transport() {
+        let _ = writeln!(out, "{name}{{transport=\"{transport}\"}} {n}");
+    }
     metric(
         &mut out,
         "mqtt5_pending_connections",
