@@ -4,7 +4,11 @@
 //! (plaintext on the TLS port, a handshake that never starts). Every certificate is made here
 //! with rcgen, in a temporary directory: a CA, a server certificate for 127.0.0.1 and
 //! localhost, a client certificate (CN `sensor-1`), one signed by another CA (untrusted), an
-//! expired one, and a second CA the clients may wrongly trust.
+//! expired one, and a second CA the clients may wrongly trust. Also: certificate reload on
+//! SIGHUP (a new CA's certificate for new clients, open connections kept, a bad file kept
+//! out), each client's transport and certificate CN in the API, `/metrics` and `$SYS`, and the
+//! bounded issue's hostile clients (idle sockets and stalled handshakes, a slowloris CONNECT,
+//! a QoS 1 flooder that never reads) on the TLS listener.
 
 mod common;
 
@@ -901,4 +905,231 @@ fn api_metrics_and_sys_show_each_clients_transport_and_certificate_cn() {
     for t in threads {
         let _ = t.join();
     }
+}
+
+/// A TLS client (rustls, trusting `ca`) with its handshake done.
+fn tls_client(
+    addr: SocketAddr,
+    ca: &Path,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    tls_client_over(connect_raw(addr), ca)
+}
+
+/// [`tls_client`] over a socket already connected.
+fn tls_client_over(
+    mut sock: std::net::TcpStream,
+    ca: &Path,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).expect("TLS handshake");
+    }
+    rustls::StreamOwned::new(conn, sock)
+}
+
+/// The bounded issue's slowloris, over TLS: a client that completes its handshake, then sends
+/// its CONNECT a byte every 300 ms, is closed at `connect_timeout` (2 s) without a CONNACK
+/// (MQTT-3.1.4: the server may close a network connection that sends no CONNECT in time).
+#[test]
+fn mqtt_3_1_4_slowloris_connect_over_tls_is_closed_at_connect_timeout() {
+    use std::io::Write;
+    let pki = pki();
+    let b = tls_broker(&pki, &["--allow-anonymous", "--connect-timeout", "2"]);
+    let mut tls = tls_client(tls_addr(&b), &pki.ca);
+    let started = Instant::now();
+    let connect = packet::connect_v5("slow-tls", 30, true);
+    let mut closed_at = None;
+    for byte in connect.iter().cycle().take(40) {
+        // Each byte its own TLS record: the plaintext trickles in as a slowloris's would.
+        if tls.write_all(&[*byte]).and_then(|()| tls.flush()).is_err() {
+            closed_at = Some(started.elapsed());
+            break;
+        }
+        thread::sleep(Duration::from_millis(300));
+        // What the broker sent (an alert, a close): read without waiting.
+        tls.sock
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        match tls.read(&mut buf) {
+            Ok(0) => {
+                closed_at = Some(started.elapsed());
+                break;
+            }
+            Ok(_) => panic!("the broker answered a CONNECT it never got whole"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                closed_at = Some(started.elapsed());
+                break;
+            }
+        }
+    }
+    let closed_at = closed_at.expect("the slowloris over TLS was never closed");
+    assert!(
+        closed_at >= Duration::from_millis(1500) && closed_at < Duration::from_secs(5),
+        "closed after {closed_at:?}, connect_timeout 2 s"
+    );
+    assert!(b.exit_status().is_none());
+}
+
+/// The bounded issue's idle-socket test, on the TLS port: 60 idle sockets and 30 stalled
+/// handshakes (half a ClientHello) from 9 loopback addresses, with `max_pending_connections
+/// 40`, then as many again in their place: they are pending sockets, the pool stays bounded,
+/// and a real TLS client (mosquitto_pub with `--cafile`, from 127.0.0.1) still connects.
+#[test]
+fn mqtt_3_1_4_idle_sockets_and_stalled_handshakes_on_the_tls_port_do_not_lock_out_a_tls_client() {
+    let pki = pki();
+    let b = tls_broker(
+        &pki,
+        &["--allow-anonymous", "--max-pending-connections", "40"],
+    );
+    let addr = tls_addr(&b);
+    let mut held = Vec::new();
+    // A ClientHello record header announcing 512 bytes, and only 20 of them.
+    let mut half_hello = vec![
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    half_hello.extend_from_slice(&[7u8; 9]);
+    for round in 0..2 {
+        for i in 0..90u8 {
+            let from = std::net::Ipv4Addr::new(127, 0, 3 + round, 1 + i / 10);
+            let s = common::connect_raw_from(addr, from);
+            if i >= 60 {
+                send(&s, &half_hello);
+            }
+            held.push(s);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut most = 0;
+    while Instant::now() < deadline {
+        let pending = common::api_status(b.web)["pending_connections"]
+            .as_u64()
+            .unwrap_or(0);
+        most = most.max(pending);
+        if pending >= 30 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let t = Instant::now();
+    let out = publish(addr, "mqttv5", "held/real", "in", &["--cafile", s(&pki.ca)]);
+    assert!(out.status.success(), "{}\n{}", text(&out), b.log());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    let status = common::api_status(b.web);
+    assert!(most <= 40 + 10, "{most} pending, bound 40");
+    assert!(
+        status["pending_closed"].as_u64().unwrap_or(0) > 0,
+        "the pool was full, yet nothing was closed: {status}"
+    );
+    drop(held);
+}
+
+/// The bounded issue's never-reading flooder, over TLS: a client (4 KiB receive buffer) that
+/// publishes QoS 1 as fast as TLS lets it and never reads its PUBACKs is disconnected once,
+/// logged `client tls-flooder disconnected from …: not reading (… bytes unsent for 10s)`, and
+/// the broker's RSS stays within 24 MiB of what it was (MQTT-4.13: the server may close a
+/// connection that does not let it send).
+#[test]
+fn mqtt_4_13_tls_qos1_flooder_that_never_reads_is_disconnected_rss_bounded() {
+    use common::procfs::rss_kb;
+    use std::io::{ErrorKind, Write};
+    const FLOOD_FOR: Duration = Duration::from_secs(40);
+    const GROWTH_LIMIT_KB: u64 = 24 * 1024;
+    let pki = pki();
+    let b = tls_broker(&pki, &["--allow-anonymous"]);
+    let idle_kb = rss_kb(b.pid());
+    let sock = common::connect_raw_rcvbuf(tls_addr(&b), 4096);
+    let mut tls = tls_client_over(sock, &pki.ca);
+    tls.write_all(&packet::connect_v5("tls-flooder", 0, true))
+        .unwrap();
+    tls.flush().unwrap();
+    let mut ack = [0u8; 64];
+    let n = tls.read(&mut ack).expect("CONNACK");
+    assert!(
+        n >= 4 && ack[0] == 0x20 && ack[3] == 0,
+        "CONNACK {:?}",
+        &ack[..n]
+    );
+
+    let (mut conn, mut sock) = (tls.conn, tls.sock);
+    sock.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut burst = Vec::new();
+    for id in 1..=1000u16 {
+        burst.extend(packet::publish(
+            true,
+            "flood/t",
+            &[b'x'; 16],
+            1,
+            Some(id),
+            false,
+            false,
+        ));
+    }
+    let gone = "client tls-flooder disconnected from";
+    let started = Instant::now();
+    let (mut at, mut peak_kb, mut sent_bytes) = (0usize, idle_kb, 0u64);
+    let mut rounds = 0u64;
+    // Only writes: rustls seals, write_tls sends; nothing ever reads the socket.
+    'flood: while started.elapsed() < FLOOD_FOR && !b.log().contains(gone) {
+        rounds += 1;
+        if rounds.is_multiple_of(16) {
+            peak_kb = peak_kb.max(rss_kb(b.pid()));
+        }
+        let n = conn.writer().write(&burst[at..]).unwrap_or(0);
+        at = (at + n) % burst.len();
+        sent_bytes += n as u64;
+        while conn.wants_write() {
+            match conn.write_tls(&mut sock) {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(_) => break 'flood,
+            }
+        }
+    }
+    // The broker has let go: wait for its line (the socket may have failed first).
+    assert!(
+        b.wait_for_log(gone, Duration::from_secs(15)),
+        "the TLS flooder was not disconnected (sealed {sent_bytes} bytes)\n{}",
+        b.log()
+    );
+    peak_kb = peak_kb.max(rss_kb(b.pid()));
+    let log = b.log();
+    let line = log.lines().find(|l| l.contains(gone)).unwrap_or_default();
+    eprintln!(
+        "TLS flooder disconnected after {:?}: RSS idle {idle_kb} kB, peak {peak_kb} kB",
+        started.elapsed()
+    );
+    assert!(
+        line.contains(": not reading (") && line.contains("bytes unsent for 10s)"),
+        "logged reason: {line}"
+    );
+    assert_eq!(log.matches(gone).count(), 1, "logged once");
+    assert_eq!(
+        common::api_status(b.web)["clients_not_reading_disconnected"].as_u64(),
+        Some(1)
+    );
+    assert!(
+        peak_kb < idle_kb + GROWTH_LIMIT_KB,
+        "broker RSS grew from {idle_kb} kB to {peak_kb} kB"
+    );
 }
