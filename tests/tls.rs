@@ -952,7 +952,8 @@ fn mqtt_3_1_4_slowloris_connect_over_tls_is_closed_at_connect_timeout() {
     let started = Instant::now();
     let connect = packet::connect_v5("slow-tls", 30, true);
     let mut closed_at = None;
-    for byte in connect.iter().cycle().take(40) {
+    // All but its last byte (≈ 6.6 s at this pace): the CONNECT is never whole.
+    for byte in &connect[..connect.len() - 1] {
         // Each byte its own TLS record: the plaintext trickles in as a slowloris's would.
         if tls.write_all(&[*byte]).and_then(|()| tls.flush()).is_err() {
             closed_at = Some(started.elapsed());
@@ -969,7 +970,7 @@ fn mqtt_3_1_4_slowloris_connect_over_tls_is_closed_at_connect_timeout() {
                 closed_at = Some(started.elapsed());
                 break;
             }
-            Ok(_) => panic!("the broker answered a CONNECT it never got whole"),
+            Ok(n) => panic!("the broker sent {n} bytes of plaintext to a CONNECT not yet whole"),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(_) => {
