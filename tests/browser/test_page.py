@@ -249,9 +249,10 @@ def test_control_page_end_to_end(broker, browser):
         # ---- Connected Clients: the client and its subscription with options
         page.tab("clients")
         row = page.find_row("clients", "clients-table", lambda r: r[0] == "kitchen-display", "the client")
-        assert row[3] == "5.0", row
+        assert row[3] == "tcp", row  # the Transport column
+        assert row[4] == "5.0", row
         assert row[2].startswith("127.0.0.1:"), row
-        assert "home/#" in row[6] and "QoS 1" in row[6] and "no local" in row[6], row
+        assert "home/#" in row[7] and "QoS 1" in row[7] and "no local" in row[7], row
         page.shot("3-connected-clients")
 
         # ---- Subscribed Clients: the filter with its subscriber
