@@ -28,9 +28,10 @@
 //! line, `setting = value` also accepted; blank lines and lines starting
 //! with `#` are ignored; the value is the rest of the line (so paths may
 //! contain spaces; there are no inline comments). Setting names are the
-//! snake_case field names of [`Config`]. Mosquitto's `listener PORT [ADDR]`
-//! is accepted as another spelling of `listen`. A setting may appear once
-//! per file. Relative paths are relative to the working directory.
+//! snake_case field names of [`Config`]. Mosquitto's listener blocks are
+//! accepted: `listener PORT [ADDR]`, then `protocol` and the TLS keys of that
+//! listener (see `apply_file`). A setting may appear once per file (a TLS
+//! key once per value). Relative paths are relative to the working directory.
 //!
 //! Booleans accept `true/false`, `yes/no`, `on/off`, `1/0` (any case).
 //! `persistent_client_expiration` takes Mosquitto's `<n>h|d|w|m|y`
@@ -954,15 +955,55 @@ fn printable(value: &str) -> String {
     out
 }
 
+/// Settings that Mosquitto's config file gives per listener: after a `listener` line they
+/// belong to that listener's block. Here they are shared by every TLS listener, so a file may
+/// repeat one in several blocks only with the same value.
+const LISTENER_KEYS: [&str; 5] = [
+    "certfile",
+    "keyfile",
+    "cafile",
+    "require_certificate",
+    "use_identity_as_username",
+];
+
+/// A Mosquitto `listener PORT [ADDR]` block being read: which of our listen settings it sets
+/// is known only at its end (`protocol websockets`, a `certfile` in the block).
+struct ListenerBlock {
+    line: usize,
+    addr: SocketAddr,
+    websockets: bool,
+    protocol_line: Option<usize>,
+    tls: bool,
+}
+
+impl ListenerBlock {
+    /// `listen`, `tls_listen`, `ws_listen` or `wss_listen`.
+    fn setting(&self) -> &'static str {
+        match (self.websockets, self.tls) {
+            (false, false) => "listen",
+            (false, true) => "tls_listen",
+            (true, false) => "ws_listen",
+            (true, true) => "wss_listen",
+        }
+    }
+}
+
 /// Reads the config file at `path` and applies its settings to `config`.
+///
+/// Mosquitto's listener blocks are understood: `listener PORT [ADDR]`, then `protocol
+/// mqtt|websockets` and the TLS keys of [`LISTENER_KEYS`] for that listener. A block with a
+/// `certfile` is a TLS listener; the block sets `listen`, `tls_listen`, `ws_listen` or
+/// `wss_listen` (one listener of each kind).
 fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
         path: path.to_path_buf(),
         source,
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    // Line where each setting was first seen (`listener` counts as `listen`).
-    let mut seen: Vec<(&str, usize)> = Vec::new();
+    // Line and value where each setting was first seen (a listener block counts as the
+    // setting it sets).
+    let mut seen: Vec<(&str, usize, String)> = Vec::new();
+    let mut block: Option<ListenerBlock> = None;
 
     for (index, raw) in text.lines().enumerate() {
         let line_no = index + 1;
@@ -981,49 +1022,123 @@ fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
             line: line_no,
             message,
         };
+        let origin = Origin::File {
+            path: path.to_path_buf(),
+            line: line_no,
+        };
+        if value.is_empty() {
+            return Err(syntax(format!("setting '{name}' has no value")));
+        }
 
-        // `listener` is Mosquitto's spelling of `listen`, with its own syntax.
-        let (setting, entry) = match name {
-            "listener" => ("listen", None),
+        match name {
+            "listener" => {
+                if let Some(done) = block.take() {
+                    end_listener_block(config, path, done, &mut seen)?;
+                }
+                let addr = parse_listener(value)
+                    .ok_or_else(|| invalid("listener", LISTENER_EXPECTED, value, origin))?;
+                block = Some(ListenerBlock {
+                    line: line_no,
+                    addr,
+                    websockets: false,
+                    protocol_line: None,
+                    tls: false,
+                });
+                continue;
+            }
+            "protocol" => {
+                let Some(b) = block.as_mut() else {
+                    return Err(syntax(
+                        "'protocol' belongs to a listener: put it after a 'listener PORT' line"
+                            .to_string(),
+                    ));
+                };
+                if let Some(first) = b.protocol_line {
+                    return Err(syntax(format!(
+                        "setting 'protocol' repeats 'protocol' from line {first}"
+                    )));
+                }
+                b.websockets = match value.to_ascii_lowercase().as_str() {
+                    "mqtt" => false,
+                    "websockets" => true,
+                    _ => return Err(invalid("protocol", "mqtt or websockets", value, origin)),
+                };
+                b.protocol_line = Some(line_no);
+                continue;
+            }
             "config" => {
                 return Err(syntax(
                     "'config' cannot be set inside a config file".to_string(),
                 ))
             }
-            other => match SETTINGS.iter().find(|s| s.name == other) {
-                Some(known) => (known.name, Some(known)),
-                None => {
-                    return Err(ConfigError::UnknownSetting {
-                        path: path.to_path_buf(),
-                        line: line_no,
-                        setting: name.to_string(),
-                    })
-                }
-            },
-        };
-        if value.is_empty() {
-            return Err(syntax(format!("setting '{name}' has no value")));
+            _ => {}
         }
-        if let Some((_, first)) = seen.iter().find(|(s, _)| *s == setting) {
+        let Some(entry) = SETTINGS.iter().find(|s| s.name == name) else {
+            return Err(ConfigError::UnknownSetting {
+                path: path.to_path_buf(),
+                line: line_no,
+                setting: name.to_string(),
+            });
+        };
+        let in_block = LISTENER_KEYS.contains(&entry.name);
+        if let (true, Some(b)) = (in_block, block.as_mut()) {
+            b.tls |= entry.name == "certfile";
+        }
+        if let Some((_, first, before)) = seen.iter().find(|(s, _, _)| *s == entry.name) {
+            if in_block && before == value {
+                continue;
+            }
+            let why = if in_block {
+                " (every TLS listener shares one certificate and client policy: give the same \
+                 value in each listener block)"
+            } else {
+                ""
+            };
             return Err(syntax(format!(
-                "setting '{name}' repeats '{setting}' from line {first}"
+                "setting '{name}' repeats '{}' from line {first}{why}",
+                entry.name
             )));
         }
-        seen.push((setting, line_no));
-
-        let origin = Origin::File {
-            path: path.to_path_buf(),
-            line: line_no,
-        };
-        match entry {
-            Some(entry) => entry.apply(config, value, origin)?,
-            None => {
-                config.listen = parse_listener(value)
-                    .ok_or_else(|| invalid("listener", LISTENER_EXPECTED, value, origin))?
-            }
-        }
+        seen.push((entry.name, line_no, value.to_string()));
+        entry.apply(config, value, origin)?;
+    }
+    if let Some(done) = block.take() {
+        end_listener_block(config, path, done, &mut seen)?;
     }
     Ok(())
+}
+
+/// Applies a finished listener block's address to the setting it stands for.
+fn end_listener_block(
+    config: &mut Config,
+    path: &Path,
+    block: ListenerBlock,
+    seen: &mut Vec<(&'static str, usize, String)>,
+) -> Result<(), ConfigError> {
+    let setting = block.setting();
+    let syntax = |message: String| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        line: block.line,
+        message,
+    };
+    if let Some((_, first, _)) = seen.iter().find(|(s, _, _)| *s == setting) {
+        return Err(syntax(format!(
+            "setting 'listener' repeats '{setting}' from line {first} (one listener of each \
+             kind: plain, TLS, websockets, websockets over TLS)"
+        )));
+    }
+    let Some(entry) = SETTINGS.iter().find(|s| s.name == setting) else {
+        return Err(syntax(format!(
+            "this listener needs '{setting}', which this build does not have"
+        )));
+    };
+    let value = block.addr.to_string();
+    seen.push((setting, block.line, value.clone()));
+    let origin = Origin::File {
+        path: path.to_path_buf(),
+        line: block.line,
+    };
+    entry.apply(config, &value, origin)
 }
 
 /// Rejects settings that cannot work together.
@@ -1554,6 +1669,63 @@ mod tests {
             let text = message(from_file(&format!("listener {bad}\n")));
             assert!(text.contains(&format!("'{bad}' for listener")), "{text}");
         }
+    }
+
+    /// A Mosquitto config with listener blocks: the block with a `certfile` is the TLS
+    /// listener, its keys are the (shared) TLS settings.
+    #[test]
+    fn mosquitto_listener_blocks_set_the_plain_and_tls_listeners() {
+        let c = from_file(
+            "allow_anonymous false\n\
+             listener 1883\n\
+             protocol mqtt\n\
+             listener 8883 127.0.0.1\n\
+             certfile /etc/mqtt5/server.crt\n\
+             keyfile /etc/mqtt5/server.key\n\
+             cafile /etc/mqtt5/ca.crt\n\
+             require_certificate true\n\
+             use_identity_as_username true\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:1883".parse().unwrap());
+        assert_eq!(c.tls_listen, Some("127.0.0.1:8883".parse().unwrap()));
+        assert_eq!(c.certfile, Some(PathBuf::from("/etc/mqtt5/server.crt")));
+        assert_eq!(c.keyfile, Some(PathBuf::from("/etc/mqtt5/server.key")));
+        assert_eq!(c.cafile, Some(PathBuf::from("/etc/mqtt5/ca.crt")));
+        assert!(c.require_certificate && c.use_identity_as_username);
+        // The TLS block first, the plain one after it: the same.
+        let c =
+            from_file("listener 8883\ncertfile /a.crt\nkeyfile /a.key\nlistener 1884\n").unwrap();
+        assert_eq!(c.tls_listen, Some("0.0.0.0:8883".parse().unwrap()));
+        assert_eq!(c.listen, "0.0.0.0:1884".parse().unwrap());
+    }
+
+    #[test]
+    fn listener_blocks_share_one_certificate_and_one_listener_of_each_kind() {
+        let tls = "certfile /a.crt\nkeyfile /a.key\n";
+        let text = message(from_file(&format!(
+            "listener 8883\n{tls}listener 8884\n{tls}"
+        )));
+        assert!(
+            text.contains("line 4") && text.contains("repeats 'tls_listen' from line 1"),
+            "{text}"
+        );
+        let text = message(from_file(&format!(
+            "listener 8883\n{tls}listener 9001\nprotocol websockets\ncertfile /b.crt\n"
+        )));
+        assert!(
+            text.contains("line 6") && text.contains("shares one certificate"),
+            "{text}"
+        );
+        let text = message(from_file("protocol websockets\nlistener 9001\n"));
+        assert!(
+            text.contains("line 1") && text.contains("after a 'listener PORT'"),
+            "{text}"
+        );
+        let text = message(from_file("listener 9001\nprotocol http\n"));
+        assert!(text.contains("'http' for protocol"), "{text}");
+        let text = message(from_file("listener 9001\nprotocol mqtt\nprotocol mqtt\n"));
+        assert!(text.contains("line 3"), "{text}");
     }
 
     #[test]

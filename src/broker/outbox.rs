@@ -17,7 +17,7 @@
 //!
 //! What a client is owed but has not taken (control bytes plus the unwritten part of the last
 //! batch) is bounded: above [`OWED_HIGH`] its own reader thread stops reading from it
-//! ([`Outbox::await_drain`]) until the outbox drains below [`OWED_LOW`], as TCP itself would
+//! ([`Outbox::await_drain`]) until the outbox drains below `OWED_LOW`, as TCP itself would
 //! push back; a client that takes nothing for [`NOT_READING_GRACE`] meanwhile is disconnected.
 //! Only the client's own reader ever waits: publishers still just queue into the bounded
 //! session queue.
@@ -246,7 +246,7 @@ impl Outbox {
     }
 
     /// Blocks the client's reader thread (which must hold no lock) until what the client is
-    /// owed has drained to [`OWED_LOW`] (or the last batch went out whole), or the connection
+    /// owed has drained to `OWED_LOW` (or the last batch went out whole), or the connection
     /// is closing. Gives up with [`NotReading`] when the client took nothing for `grace`: not
     /// a byte from the outbox nor from the kernel's send queue.
     pub fn await_drain(&self, grace: Duration) -> Result<(), NotReading> {
