@@ -618,6 +618,12 @@ pub enum Command {
         #[command(subcommand)]
         action: TlsAction,
     },
+    /// Copy the database to FILE, consistently, while the broker runs (SQLite's online backup);
+    /// FILE must not exist
+    Backup {
+        /// The new file
+        file: PathBuf,
+    },
 }
 
 /// `mqtt5-broker tls ...`
@@ -700,7 +706,7 @@ fn cli() -> clap::Command {
     // After the subcommands, which bring [`Command`]'s doc comment as about text.
     Command::augment_subcommands(clap::Command::new("mqtt5-broker"))
         .bin_name("mqtt5-broker")
-        .version(env!("CARGO_PKG_VERSION"))
+        .version(crate::version())
         .about("An MQTT 5.0 / 3.1.1 broker for LAN hosts, with SQLite storage and a control page")
         .long_about(None)
         .after_help(AFTER_HELP)

@@ -77,6 +77,16 @@
 //! unbounded; what waits is bounded by refusing kept and retained messages), so a database that
 //! cannot commit slows nothing but the acknowledgements that wait for a commit.
 
+/// `--version`'s text: the release and the database schema it writes (a backup or a database
+/// from a newer schema is refused by an older build).
+pub fn version() -> String {
+    format!(
+        "{} (database schema {})",
+        env!("CARGO_PKG_VERSION"),
+        store::schema::latest_version()
+    )
+}
+
 pub mod auth;
 pub mod broker;
 pub mod certs;

@@ -1,5 +1,6 @@
 //! `mqtt5-broker`: parse the configuration; either run an admin command on the database
-//! (`user`, `acl`, `ban`, `unban`, `bans`) or make TLS certificates (`tls init`) and exit, or
+//! (`user`, `acl`, `ban`, `unban`, `bans`, `backup`) or make TLS certificates (`tls init`) and
+//! exit, or
 //! open the store, start the MQTT listener,
 //! the ticker and the web page, then wait for Ctrl-C or SIGTERM and stop everything in order.
 
@@ -12,6 +13,7 @@ use mqtt5_broker::broker::writer::WriterThread;
 use mqtt5_broker::broker::Broker;
 use mqtt5_broker::config::{self, AclAction, Command, Config, TlsAction, UserAction};
 use mqtt5_broker::store::admin::{self, AdminCommand};
+use mqtt5_broker::store::backup;
 use mqtt5_broker::store::{Store, StoreOptions, SyncMode};
 use mqtt5_broker::tls_init;
 use mqtt5_broker::web;
@@ -33,10 +35,25 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Tls { action } => run_tls(&config, action),
+        Command::Backup { file } => run_backup(&config, &file),
         command => match admin_command(command) {
             Some(cmd) => run_admin(&config, cmd),
             None => run_broker(config),
         },
+    }
+}
+
+/// `backup FILE`: a consistent copy of the database, whether or not a broker runs on it.
+fn run_backup(config: &Config, file: &std::path::Path) -> ExitCode {
+    match backup::backup(&config.db, file) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mqtt5-broker: backup of {}: {e}", config.db.display());
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -93,10 +110,11 @@ fn limit_malloc_arenas() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
 
-/// The admin command a subcommand stands for; `None` for `run` (`tls` is dispatched before).
+/// The admin command a subcommand stands for; `None` for `run` (`tls` and `backup` are
+/// dispatched before).
 fn admin_command(command: Command) -> Option<AdminCommand> {
     Some(match command {
-        Command::Run | Command::Tls { .. } => return None,
+        Command::Run | Command::Tls { .. } | Command::Backup { .. } => return None,
         Command::User { action } => match action {
             UserAction::Add { name } => AdminCommand::UserAdd { name },
             UserAction::Del { name } => AdminCommand::UserDel { name },

@@ -22,10 +22,8 @@ mod common;
 use common::flow::{body_start, read_varint, u16_at};
 use common::*;
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -97,56 +95,15 @@ macro_rules! both_versions {
 /// Runs `mqtt5-broker --db DB ARGS...` with `stdin` (the password for `user add|passwd`),
 /// waits (bounded) and returns stdout; panics with everything it printed when it fails.
 fn admin(db: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mqtt5-broker"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the admin command");
-    if let Some(text) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(text.as_bytes()).unwrap();
-        // dropped here: EOF after the line
-    }
-    let deadline = Instant::now() + ADMIN_TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for the admin command") {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill(); // our own child, by its handle
-            let _ = child.wait();
-            panic!("admin command {args:?} did not finish within {ADMIN_TIMEOUT:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let mut out = String::new();
-    let mut err = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let out = common::run_admin(db, args, stdin, ADMIN_TIMEOUT);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        status.success(),
-        "admin command {args:?} failed with {status}\nstdout: {out}\nstderr: {err}"
+        out.status.success(),
+        "admin command {args:?} failed with {}\nstdout: {text}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
-    out
+    text
 }
 
 fn user_add(db: &Path, name: &str, password: &str) {

@@ -901,3 +901,49 @@ pub fn api_status(web: std::net::SocketAddr) -> serde_json::Value {
     let body = text.split("\r\n\r\n").nth(1).expect("HTTP body");
     serde_json::from_str(body).unwrap_or_else(|e| panic!("bad JSON {e}: {body}"))
 }
+
+/// Runs `mqtt5-broker --db DB ARGS...` (an admin subcommand such as `user add` or `backup`)
+/// with `stdin` when given (the password), and returns what it printed; killed (our own
+/// child, by its handle) and a panic when it does not finish within `limit`.
+pub fn run_admin(
+    db: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    limit: Duration,
+) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mqtt5-broker"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the admin command");
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .expect("write the admin command's stdin");
+        // Dropped here: EOF after the text.
+    }
+    let deadline = Instant::now() + limit;
+    while child
+        .try_wait()
+        .expect("wait for the admin command")
+        .is_none()
+    {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("admin command {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+        .wait_with_output()
+        .expect("read the admin command's output")
+}
