@@ -20,12 +20,7 @@ use mqtt5_broker::web;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    // rustls warns about what peers do (OpenSSL clients send an IP address as SNI, which the
-    // RFC forbids: a WARN per mosquitto_pub); the broker logs each failed handshake itself.
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,rustls=error"),
-    )
-    .init();
+    init_logging();
     let (command, config) = match config::load_command() {
         Ok(c) => c,
         Err(e) => {
@@ -41,6 +36,56 @@ fn main() -> ExitCode {
             None => run_broker(config),
         },
     }
+}
+
+/// The log: `[TIME LEVEL module] message` on stderr, coloured only on a terminal (env_logger's
+/// default). Under systemd, when stderr is the journal (`JOURNAL_STREAM` names stderr's device
+/// and inode), each line is `<N>LEVEL module: message` instead: the journal stamps the time
+/// itself and takes the syslog priority `<N>` from the prefix (sd-daemon(3)), so `journalctl
+/// -p warning` works.
+fn init_logging() {
+    use std::io::Write as _;
+    // rustls warns about what peers do (OpenSSL clients send an IP address as SNI, which the
+    // RFC forbids: a WARN per mosquitto_pub); the broker logs each failed handshake itself.
+    let mut builder = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,rustls=error"),
+    );
+    if stderr_is_the_journal() {
+        builder.format(|buf, record| {
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(
+                buf,
+                "<{priority}>{} {}: {}",
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        });
+    }
+    builder.init();
+}
+
+/// Whether stderr is the stream systemd connected to the journal: `JOURNAL_STREAM` is
+/// `DEVICE:INODE` of that stream, and a child whose stderr was redirected inherits the
+/// variable but not the stream.
+fn stderr_is_the_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // stat(2) through /proc follows the descriptor to the pipe or socket itself.
+    std::fs::metadata("/proc/self/fd/2").is_ok_and(|m| m.dev() == dev && m.ino() == ino)
 }
 
 /// `backup FILE`: a consistent copy of the database, whether or not a broker runs on it.
