@@ -947,3 +947,16 @@ pub fn run_admin(
         .wait_with_output()
         .expect("read the admin command's output")
 }
+
+/// Whether the peer has closed `s` (EOF or reset), without waiting.
+pub fn closed_by_peer(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).expect("nonblocking");
+    let mut b = [0u8; 1];
+    let closed = match s.peek(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    s.set_nonblocking(false).expect("blocking");
+    closed
+}
