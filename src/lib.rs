@@ -88,6 +88,7 @@ pub fn version() -> String {
 }
 
 pub mod auth;
+pub mod bridge;
 pub mod broker;
 pub mod certs;
 pub mod config;
