@@ -30,8 +30,9 @@
 //! contain spaces; there are no inline comments). Setting names are the
 //! snake_case field names of [`Config`]. Mosquitto's listener blocks are
 //! accepted: `listener PORT [ADDR]`, then `protocol` and the TLS keys of that
-//! listener (see `apply_file`). A setting may appear once per file (a TLS
-//! key once per value). Relative paths are relative to the working directory.
+//! listener (see `apply_file`), and Mosquitto's bridges: `connection NAME`,
+//! then that bridge's keys ([`crate::bridge::config`]). A setting may appear
+//! once per file (a TLS key once per value). Relative paths are relative to the working directory.
 //!
 //! Booleans accept `true/false`, `yes/no`, `on/off`, `1/0` (any case).
 //! `persistent_client_expiration` takes Mosquitto's `<n>h|d|w|m|y`
@@ -44,6 +45,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::auth::{AclAccess, BanKind};
+use crate::bridge::{self, config::BridgeBlock, config::BridgeConfig};
 use clap::{value_parser, Arg, ArgMatches, FromArgMatches, Subcommand};
 
 /// Prefix of every environment variable this module reads.
@@ -87,11 +89,14 @@ macro_rules! settings {
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub struct Config {
             $($(#[doc = $doc])+ pub $field: $ty,)+
+            /// The bridges: Mosquitto's `connection NAME` blocks of the config file, in order
+            /// (only the file gives them).
+            pub bridges: Vec<BridgeConfig>,
         }
 
         impl Default for Config {
             fn default() -> Self {
-                Config { $($field: $default,)+ }
+                Config { $($field: $default,)+ bridges: Vec::new() }
             }
         }
 
@@ -1010,6 +1015,7 @@ fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
     // setting it sets).
     let mut seen: Vec<(&str, usize, String)> = Vec::new();
     let mut block: Option<ListenerBlock> = None;
+    let mut bridge: Option<BridgeBlock> = None;
 
     for (index, raw) in text.lines().enumerate() {
         let line_no = index + 1;
@@ -1077,7 +1083,28 @@ fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
                     "'config' cannot be set inside a config file".to_string(),
                 ))
             }
+            "connection" => {
+                if let Some(done) = bridge.take() {
+                    end_bridge_block(config, path, done)?;
+                }
+                bridge = Some(BridgeBlock::new(value, line_no).map_err(syntax)?);
+                continue;
+            }
             _ => {}
+        }
+        if let Some(key) = bridge::config::KEYS.iter().find(|k| **k == name) {
+            let Some(b) = bridge.as_mut() else {
+                return Err(syntax(format!(
+                    "'{name}' belongs to a bridge: put it after a 'connection NAME' line"
+                )));
+            };
+            b.apply(key, value, line_no).map_err(syntax)?;
+            continue;
+        }
+        if bridge::config::UNSUPPORTED_KEYS.contains(&name) {
+            return Err(syntax(format!(
+                "bridge setting '{name}' is not supported by this build (see README, Bridges)"
+            )));
         }
         let Some(entry) = SETTINGS.iter().find(|s| s.name == name) else {
             return Err(ConfigError::UnknownSetting {
@@ -1111,6 +1138,38 @@ fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
     if let Some(done) = block.take() {
         end_listener_block(config, path, done, &mut seen)?;
     }
+    if let Some(done) = bridge.take() {
+        end_bridge_block(config, path, done)?;
+    }
+    Ok(())
+}
+
+/// Checks a finished `connection` block and adds its bridge (names are unique).
+fn end_bridge_block(
+    config: &mut Config,
+    path: &Path,
+    block: BridgeBlock,
+) -> Result<(), ConfigError> {
+    let syntax = |line: usize, message: String| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    if let Some(first) = config.bridges.iter().find(|b| b.name == block.name()) {
+        let name = block.name().to_string();
+        let line = block.finish().map(|b| b.line).unwrap_or_else(|(l, _)| l);
+        return Err(syntax(
+            line,
+            format!(
+                "bridge '{name}' repeats the connection from line {}",
+                first.line
+            ),
+        ));
+    }
+    let bridge = block
+        .finish()
+        .map_err(|(line, message)| syntax(line, message))?;
+    config.bridges.push(bridge);
     Ok(())
 }
 
@@ -1374,6 +1433,7 @@ mod tests {
             web_certfile: Some(PathBuf::from("/etc/mqtt5/web.crt")),
             web_keyfile: Some(PathBuf::from("/etc/mqtt5/web key.pem")),
             web_tls_from_mqtt: false,
+            bridges: Vec::new(),
         };
         (values, config)
     }
@@ -1732,6 +1792,78 @@ mod tests {
         assert!(text.contains("'http' for protocol"), "{text}");
         let text = message(from_file("listener 9001\nprotocol mqtt\nprotocol mqtt\n"));
         assert!(text.contains("line 3"), "{text}");
+    }
+
+    /// Mosquitto's bridge blocks: keys belong to the last `connection` line, global settings
+    /// may sit between them, each block is checked when it ends.
+    #[test]
+    fn mosquitto_connection_blocks_are_bridges() {
+        let c = from_file(
+            "max_clients 5\n\
+             connection garage\n\
+             address 10.0.0.2:1884 10.0.0.3\n\
+             topic sensors/# out 1\n\
+             topic cmd/# in 2 house/ garage/\n\
+             bridge_protocol_version mqttv50\n\
+             allow_anonymous true\n\
+             connection cloud\n\
+             address = cloud.example\n\
+             topic \"\" both 1 up/x down/y\n",
+        )
+        .unwrap();
+        assert_eq!(c.max_clients, 5);
+        assert!(c.allow_anonymous);
+        let names: Vec<_> = c
+            .bridges
+            .iter()
+            .map(|b| (b.name.as_str(), b.line))
+            .collect();
+        assert_eq!(names, vec![("garage", 2), ("cloud", 8)]);
+        assert_eq!(c.bridges[0].addresses.len(), 2);
+        assert_eq!(c.bridges[0].topics.len(), 2);
+        assert_eq!(
+            c.bridges[0].protocol,
+            crate::bridge::config::BridgeProtocol::V5
+        );
+        assert_eq!(c.bridges[1].topics[0].local_filter(), "up/x");
+    }
+
+    #[test]
+    fn bridge_errors_name_file_and_line() {
+        let cases = [
+            ("address h\n", "line 1", "belongs to a bridge"),
+            (
+                "connection a\naddress h\ntopic t\nround_robin true\n",
+                "line 4",
+                "'round_robin' is not supported",
+            ),
+            (
+                "connection a\naddress h\ntopic t\nlocal_username u\n",
+                "line 4",
+                "not supported",
+            ),
+            (
+                "connection a\naddress h\ntopic t in 7\n",
+                "line 3",
+                "QoS is 0, 1 or 2",
+            ),
+            ("connection a\naddress h\n", "line 1", "no 'topic'"),
+            (
+                "connection a\naddress h\ntopic t\nconnection a\naddress g\ntopic t\n",
+                "line 4",
+                "repeats the connection from line 1",
+            ),
+            ("connection a/b\n", "line 1", "invalid bridge name"),
+            (
+                "connection a\naddress h\ntopic t\nbridge_capath /etc/ssl\n",
+                "line 4",
+                "not supported",
+            ),
+        ];
+        for (text, line, why) in cases {
+            let e = message(from_file(text));
+            assert!(e.contains(line) && e.contains(why), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //!   verified passwords (MQTT and the page).
 //! - [`web`]: the threads serving the control page and its JSON.
 //! - [`config`]: flags, environment and config file → [`config::Config`].
+//! - [`bridge`]: bridges to other brokers; so far their settings (Mosquitto's `connection`
+//!   blocks, read by [`config`]) and their TLS client configuration — no thread runs them yet.
 //! - [`certs`]: the PEM files of the TLS settings read into rustls types (MQTT over TLS and
 //!   HTTPS share it).
 //! - [`tls_init`]: `mqtt5-broker tls init`, the local CA and server certificate (no broker runs).
@@ -88,6 +90,7 @@ pub fn version() -> String {
 }
 
 pub mod auth;
+pub mod bridge;
 pub mod broker;
 pub mod certs;
 pub mod config;

@@ -237,6 +237,22 @@ fn run_broker(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for bridge in &config.bridges {
+        if let Err(e) = mqtt5_broker::bridge::tls::client_config(bridge) {
+            eprintln!("mqtt5-broker: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    // Bridge settings are read and checked, but the links are not built yet: a broker that
+    // started with them would silently forward nothing.
+    if let Some(bridge) = config.bridges.first() {
+        eprintln!(
+            "mqtt5-broker: bridge '{}' (config file line {}): this build reads bridge settings \
+             but does not run bridges yet",
+            bridge.name, bridge.line
+        );
+        return ExitCode::from(2);
+    }
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<()>(1);
     if let Err(e) = ctrlc::set_handler(move || {
         let _ = signal_tx.try_send(());
