@@ -639,7 +639,10 @@ mod tests {
             check_stored_hash(MOSQ_PBKDF2),
             Ok(HashKind::MosquittoPbkdf2Sha512)
         );
-        assert_eq!(check_stored_hash(MOSQ_SHA512), Ok(HashKind::MosquittoSha512));
+        assert_eq!(
+            check_stored_hash(MOSQ_SHA512),
+            Ok(HashKind::MosquittoSha512)
+        );
         let ours = hash_password("x").unwrap();
         assert_eq!(check_stored_hash(&ours), Ok(HashKind::Argon2id));
     }

@@ -91,6 +91,7 @@ pub mod auth;
 pub mod broker;
 pub mod certs;
 pub mod config;
+pub mod import;
 pub mod login;
 pub mod message;
 pub mod protocol;

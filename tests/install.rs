@@ -77,7 +77,10 @@ fn staged_install_writes_a_verified_hardened_unit_and_uninstall_keeps_the_data()
     // The config file it wrote is one the installed binary reads (its paths moved into the
     // temporary tree by flags, which win over the file).
     let conf_text = std::fs::read_to_string(&conf).unwrap();
-    assert!(conf_text.contains("db /var/lib/mqtt5-broker/broker.db"), "{conf_text}");
+    assert!(
+        conf_text.contains("db /var/lib/mqtt5-broker/broker.db"),
+        "{conf_text}"
+    );
     let db = data.join("broker.db");
     let out = common::run_admin(
         &db,
@@ -93,7 +96,9 @@ fn staged_install_writes_a_verified_hardened_unit_and_uninstall_keeps_the_data()
     let out = install(&root, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("kept "), "{}", text(&out));
-    assert!(std::fs::read_to_string(&conf).unwrap().contains("max_clients 50"));
+    assert!(std::fs::read_to_string(&conf)
+        .unwrap()
+        .contains("max_clients 50"));
 
     // Uninstall: the binary and the unit go; the data and the edited config stay.
     let out = install(&root, &["--uninstall"]);
