@@ -624,3 +624,96 @@ fn write_new(out: &Path, text: &str) -> Result<(), ImportError> {
             source,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(text: &str) -> (Plan, Option<PathBuf>, Option<PathBuf>) {
+        let mut plan = Plan::default();
+        let (p, a) = parse_conf(Path::new("/etc/mosquitto/mosquitto.conf"), text, &mut plan);
+        (plan, p, a)
+    }
+
+    fn skipped_lines(plan: &Plan) -> Vec<usize> {
+        plan.skipped.iter().map(|(at, _)| at.line).collect()
+    }
+
+    #[test]
+    fn listener_blocks_one_of_each_kind_and_shared_tls_keys() {
+        let (plan, passwd, acl) = conf(
+            "listener 1883\n\
+             listener 8883\ncertfile a.crt\nkeyfile /k/a.key\n\
+             listener 1884 127.0.0.1\n\
+             listener 8884\ncertfile b.crt\nkeyfile /k/a.key\n\
+             listener 9001\nprotocol websockets\n\
+             password_file pw\nacl_file /etc/mosquitto/acl\n",
+        );
+        assert_eq!(
+            plan.settings,
+            [
+                "listener 1883",
+                "listener 8883",
+                "certfile /etc/mosquitto/a.crt",
+                "keyfile /k/a.key"
+            ]
+        );
+        assert_eq!(skipped_lines(&plan), [5, 6, 9], "{:?}", plan.skipped);
+        assert_eq!(passwd, Some(PathBuf::from("/etc/mosquitto/pw")));
+        assert_eq!(acl, Some(PathBuf::from("/etc/mosquitto/acl")));
+    }
+
+    #[test]
+    fn shared_settings_are_renamed_checked_and_reported() {
+        let (plan, _, _) = conf(
+            "port 1885\nmax_connections -1\nmax_keepalive 70000\nmax_inflight_messages 0\n\
+             persistent_client_expiration 2w\nsys_interval 30\nsys_interval 40\n\
+             persistence true\nmax_packet_size 0\nlog_dest syslog\nfoo bar\n",
+        );
+        assert_eq!(
+            plan.settings,
+            [
+                "max_clients 100000",
+                "max_inflight_messages 65535",
+                "persistent_client_expiration 2w",
+                "sys_interval 30",
+                "listener 1885"
+            ]
+        );
+        assert_eq!(
+            skipped_lines(&plan),
+            [3, 7, 8, 9, 10, 11],
+            "{:?}",
+            plan.skipped
+        );
+    }
+
+    #[test]
+    fn no_listener_means_localhost_as_in_mosquitto_2() {
+        let (plan, _, _) = conf("allow_anonymous true\n");
+        assert_eq!(
+            plan.settings,
+            ["allow_anonymous true", "listen 127.0.0.1:1883"]
+        );
+    }
+
+    #[test]
+    fn acl_lines_map_to_rules() {
+        let mut plan = Plan::default();
+        parse_acl(
+            Path::new("acl"),
+            "topic read anon/#\nuser alice\ntopic alice/#\ntopic deny alice/x\n\
+             topic read my/%u\npattern write c/%c/#\nuser\ntopic x\n",
+            &mut plan,
+        );
+        assert_eq!(
+            plan.rules,
+            [
+                AclRule::allow(Some("alice"), "alice/#", AclAccess::ReadWrite),
+                AclRule::deny(Some("alice"), "alice/x", AclAccess::ReadWrite),
+                AclRule::allow(None, "c/%c/#", AclAccess::Write),
+            ]
+        );
+        assert_eq!(skipped_lines(&plan), [1, 5, 7, 8], "{:?}", plan.skipped);
+    }
+}

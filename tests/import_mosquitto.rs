@@ -470,3 +470,45 @@ fn imported_acl_delivers_and_refuses_like_mosquitto() {
     }
     assert!(!mismatch, "outcomes differ:\n{table}");
 }
+
+/// A `$7$` hash costs far less to check than argon2id, so the per-address backoff must still
+/// stand in front of it: after 3 wrong passwords (`login::FREE_FAILURES`) the next attempt from
+/// that address, even with the right password, is not checked (CONNACK 0x9F) until the wait
+/// of 1 s is over; then the right password logs in.
+#[test]
+fn wrong_passwords_against_a_mosquitto_hash_are_throttled_like_argon2id() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let passwd = passwd_file(dir.path());
+    let out = import(&db, &["--passwd", passwd.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let b = Broker::start_with_db(&db, &[]);
+    for i in 0..3 {
+        assert_eq!(
+            connack(
+                b.mqtt,
+                &format!("guess-{i}"),
+                "alice",
+                &format!("guess-{i}")
+            ),
+            ConnectReturnCode::BadUserNamePassword
+        );
+    }
+    assert_eq!(
+        connack(b.mqtt, "right-too-soon", "alice", "alice-pw"),
+        ConnectReturnCode::ConnectionRateExceeded,
+        "the 4th attempt within the wait is not checked"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    loop {
+        n += 1;
+        match connack(b.mqtt, &format!("right-{n}"), "alice", "alice-pw") {
+            ConnectReturnCode::Success => break,
+            ConnectReturnCode::ConnectionRateExceeded if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => panic!("after the wait: {other:?}"),
+        }
+    }
+}
