@@ -20,8 +20,10 @@
 //! followed by the salt; `-H sha512`, Mosquitto 1.6's default), salt and hash in padded base64.
 //! They are stored as they are and verified here natively ([`verify_password`]), with a constant
 //! time comparison; [`needs_rehash`] is true for them, so the user's next successful login
-//! replaces them with argon2id. They are much cheaper to check than argon2id, but they go
-//! through the same login throttles ([`crate::login::Logins`]) as any other hash.
+//! replaces them with argon2id. They are much cheaper to check than argon2id, so a check also
+//! verifies the dummy argon2id hash used for unknown users (a wrong password for an imported
+//! account is not refused faster than an unknown name), and they go through the same login
+//! throttles ([`crate::login::Logins`]) as any other hash.
 //!
 //! # ACL semantics (Mosquitto's `acl_file`, made explicit)
 //! - **No rule at all** → every client may publish and subscribe to everything (like Mosquitto
@@ -233,8 +235,17 @@ fn verify_mosquitto(password: &str, stored: &str) -> bool {
 /// never matches. The key comparison is constant time.
 pub fn verify_password(password: &str, hash: &str) -> bool {
     if hash.starts_with("$7$") || hash.starts_with("$6$") {
-        return verify_mosquitto(password, hash);
+        let ok = verify_mosquitto(password, hash);
+        // A Mosquitto hash takes well under a millisecond, an unknown user costs an argon2id
+        // check of the dummy hash: without this one too, a fast refusal would tell that the
+        // account exists. Paid until the account's first login replaces its hash.
+        let _ = verify_argon2id(password, dummy_hash());
+        return ok;
     }
+    verify_argon2id(password, hash)
+}
+
+fn verify_argon2id(password: &str, hash: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(hash) else {
         return false;
     };

@@ -1,6 +1,6 @@
 //! `mqtt5-broker`: parse the configuration; either run an admin command on the database
-//! (`user`, `acl`, `ban`, `unban`, `bans`, `backup`) or make TLS certificates (`tls init`) and
-//! exit, or
+//! (`user`, `acl`, `ban`, `unban`, `bans`, `backup`, `import mosquitto`) or make TLS
+//! certificates (`tls init`) and exit, or
 //! open the store, start the MQTT listener,
 //! the ticker and the web page, then wait for Ctrl-C or SIGTERM and stop everything in order.
 

@@ -512,3 +512,42 @@ fn wrong_passwords_against_a_mosquitto_hash_are_throttled_like_argon2id() {
         }
     }
 }
+
+/// A wrong password for an imported account (a `$7$` hash checks in well under a millisecond)
+/// is not refused much faster than an unknown user name (an argon2id check of a dummy hash):
+/// otherwise the refusal time would tell which accounts exist. Logins of another user in
+/// between clear the address's wrong-password count, so no attempt is throttled.
+#[test]
+fn a_wrong_password_for_an_imported_account_takes_as_long_as_an_unknown_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let passwd = passwd_file(dir.path());
+    let out = import(&db, &["--passwd", passwd.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let b = Broker::start_with_db(&db, &[]);
+    let (mut wrong, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..9 {
+        let t = Instant::now();
+        let code = connack(b.mqtt, &format!("w{i}"), "alice", &format!("no-{i}"));
+        wrong.push(t.elapsed());
+        assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+        let t = Instant::now();
+        let code = connack(b.mqtt, &format!("u{i}"), "nobody", &format!("no-{i}"));
+        unknown.push(t.elapsed());
+        assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+        // carol logs in (argon2id after her first login): clears the count.
+        assert_eq!(
+            connack(b.mqtt, &format!("c{i}"), "carol", "carol-pw"),
+            ConnectReturnCode::Success
+        );
+    }
+    wrong.sort();
+    unknown.sort();
+    let (w, u) = (wrong[4], unknown[4]);
+    eprintln!("median refusal: imported account {w:?}, unknown user {u:?}");
+    assert!(
+        w * 4 >= u,
+        "a wrong password for a $7$ account is refused in {w:?} (median), an unknown user in \
+         {u:?}: account names can be probed by timing"
+    );
+}
