@@ -629,6 +629,71 @@ pub enum Command {
         /// The new file
         file: PathBuf,
     },
+    /// Carry accounts, access rules and settings over from another broker
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
+}
+
+/// `mqtt5-broker import ...`
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum ImportFrom {
+    /// Read a mosquitto.conf (and the password_file and acl_file it names), or just a password
+    /// file and/or an ACL file: accounts and rules go into the database (--db), settings into a
+    /// new config file written at --config (printed when --config is not given; an existing
+    /// file is never replaced). Prints what was carried over and, line by line, what was not
+    Mosquitto {
+        /// mosquitto.conf to read (relative paths in it are taken from its directory)
+        #[arg(long, value_name = "FILE", required_unless_present_any = ["passwd", "acl"])]
+        conf: Option<PathBuf>,
+        /// A mosquitto_passwd file (instead of, or overriding, the conf's password_file)
+        #[arg(long, value_name = "FILE")]
+        passwd: Option<PathBuf>,
+        /// A Mosquitto acl_file (instead of, or overriding, the conf's acl_file)
+        #[arg(long, value_name = "FILE")]
+        acl: Option<PathBuf>,
+        /// Read and report everything, change nothing (no database, no config file)
+        #[arg(long)]
+        dry_run: bool,
+        /// Where our config file goes: the global --config (not read by this command)
+        #[arg(skip)]
+        config_out: Option<PathBuf>,
+    },
+}
+
+/// Checks one line of our config file (`listener` / `protocol` or a setting) as `apply_file`
+/// would, without applying it: `import mosquitto` uses it to report a value this broker would
+/// refuse at its line in the Mosquitto file.
+pub fn check_file_setting(name: &str, value: &str) -> Result<(), String> {
+    match name {
+        "listener" => parse_listener(value)
+            .map(|_| ())
+            .ok_or_else(|| format!("expected {LISTENER_EXPECTED}")),
+        "protocol" => match value.to_ascii_lowercase().as_str() {
+            "mqtt" | "websockets" => Ok(()),
+            _ => Err("expected mqtt or websockets".into()),
+        },
+        _ => {
+            let entry = SETTINGS
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| format!("this build has no setting {name}"))?;
+            let mut scratch = Config::default();
+            entry
+                .apply(&mut scratch, value, Origin::Flag(entry.flag()))
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Parses a config file as the broker would at start (defaults, then the file only): how
+/// `import mosquitto` proves the file it writes is one this broker accepts.
+pub fn check_file(path: &Path) -> Result<Config, ConfigError> {
+    let mut config = Config::default();
+    apply_file(&mut config, path)?;
+    check_conflicts(&config)?;
+    Ok(config)
 }
 
 /// `mqtt5-broker tls ...`
@@ -719,6 +784,14 @@ fn cli() -> clap::Command {
         .args(SETTINGS.iter().map(Setting::arg))
 }
 
+/// The config file named by `--config`, else by `MQTT5_BROKER_CONFIG`.
+fn config_file(matches: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    matches
+        .get_one::<PathBuf>("config")
+        .cloned()
+        .or_else(|| env_value(env, CONFIG_ENV).map(PathBuf::from))
+}
+
 /// Merges defaults < config file < environment (read through `env`) < the
 /// flags in `matches` into a validated [`Config`].
 fn resolve(
@@ -727,11 +800,7 @@ fn resolve(
 ) -> Result<Config, ConfigError> {
     let mut config = Config::default();
 
-    let file = matches
-        .get_one::<PathBuf>("config")
-        .cloned()
-        .or_else(|| env_value(env, CONFIG_ENV).map(PathBuf::from));
-    if let Some(path) = file {
+    if let Some(path) = config_file(matches, env) {
         apply_file(&mut config, &path)?;
     }
 
@@ -769,10 +838,25 @@ where
     T: Into<OsString> + Clone,
 {
     let matches = cli().try_get_matches_from(args).map_err(clap_error)?;
-    let command = match matches.subcommand_name() {
+    let mut command = match matches.subcommand_name() {
         Some(_) => Command::from_arg_matches(&matches).map_err(clap_error)?,
         None => Command::Run,
     };
+    if let Command::Import {
+        from: ImportFrom::Mosquitto { config_out, .. },
+    } = &mut command
+    {
+        // For `import` the config file is the output: it is written, not read. Only the
+        // database path matters.
+        *config_out = config_file(&matches, env);
+        let mut config = Config::default();
+        if let Some(db) = matches.get_one::<PathBuf>("db") {
+            config.db = db.clone();
+        } else if let Some(db) = env_value(env, "MQTT5_BROKER_DB") {
+            config.db = PathBuf::from(db);
+        }
+        return Ok((command, config));
+    }
     Ok((command, resolve(&matches, env)?))
 }
 

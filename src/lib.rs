@@ -94,6 +94,7 @@ pub mod bridge;
 pub mod broker;
 pub mod certs;
 pub mod config;
+pub mod import;
 pub mod login;
 pub mod message;
 pub mod protocol;

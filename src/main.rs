@@ -1,6 +1,6 @@
 //! `mqtt5-broker`: parse the configuration; either run an admin command on the database
-//! (`user`, `acl`, `ban`, `unban`, `bans`, `backup`) or make TLS certificates (`tls init`) and
-//! exit, or
+//! (`user`, `acl`, `ban`, `unban`, `bans`, `backup`, `import mosquitto`) or make TLS
+//! certificates (`tls init`) and exit, or
 //! open the store, start the MQTT listener,
 //! the ticker and the web page, then wait for Ctrl-C or SIGTERM and stop everything in order.
 
@@ -31,6 +31,7 @@ fn main() -> ExitCode {
     match command {
         Command::Tls { action } => run_tls(&config, action),
         Command::Backup { file } => run_backup(&config, &file),
+        Command::Import { from } => run_import(&config, from),
         command => match admin_command(command) {
             Some(cmd) => run_admin(&config, cmd),
             None => run_broker(config),
@@ -102,6 +103,35 @@ fn run_backup(config: &Config, file: &std::path::Path) -> ExitCode {
     }
 }
 
+/// `import mosquitto`: the report on stdout; a fatal error stores nothing.
+fn run_import(config: &Config, from: config::ImportFrom) -> ExitCode {
+    let config::ImportFrom::Mosquitto {
+        conf,
+        passwd,
+        acl,
+        dry_run,
+        config_out,
+    } = from;
+    let opts = mqtt5_broker::import::Options {
+        conf,
+        passwd,
+        acl,
+        dry_run,
+        config_out,
+        db: config.db.clone(),
+    };
+    match mqtt5_broker::import::run(&opts) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mqtt5-broker: import: {e}; nothing was imported");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// `tls init`: the files, then what to do with them; no database is opened.
 fn run_tls(config: &Config, action: TlsAction) -> ExitCode {
     let TlsAction::Init {
@@ -159,7 +189,9 @@ fn limit_malloc_arenas() {}
 /// dispatched before).
 fn admin_command(command: Command) -> Option<AdminCommand> {
     Some(match command {
-        Command::Run | Command::Tls { .. } | Command::Backup { .. } => return None,
+        Command::Run | Command::Tls { .. } | Command::Backup { .. } | Command::Import { .. } => {
+            return None
+        }
         Command::User { action } => match action {
             UserAction::Add { name } => AdminCommand::UserAdd { name },
             UserAction::Del { name } => AdminCommand::UserDel { name },
