@@ -139,6 +139,17 @@ settings! {
         show |a| a.map_or_else(|| "off".to_string(), |a| a.to_string()),
         help "MQTT over TLS listen address (off: none); needs --certfile and --keyfile",
         expected "an IP address and port such as 0.0.0.0:8883 (port 0 picks a free port), just a port, or off";
+    /// MQTT over WebSockets address (`off`: none): subprotocol `mqtt` on path `/mqtt` or `/`
+    ws_listen: Option<SocketAddr> = None, Number("ADDR:PORT"), parse_optional_addr,
+        show |a| a.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        help "MQTT over WebSockets listen address (off: none); path /mqtt or /, subprotocol mqtt",
+        expected "an IP address and port such as 0.0.0.0:8080 (port 0 picks a free port), just a port, or off";
+    /// MQTT over secure WebSockets address (`off`: none); uses the TLS listener's certificate
+    /// settings (`certfile`, `keyfile`, `cafile`, `require_certificate`)
+    wss_listen: Option<SocketAddr> = None, Number("ADDR:PORT"), parse_optional_addr,
+        show |a| a.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        help "MQTT over secure WebSockets (wss) listen address (off: none); needs --certfile and --keyfile, like --tls-listen",
+        expected "an IP address and port such as 0.0.0.0:8081 (port 0 picks a free port), just a port, or off";
     /// PEM file: the TLS listener's certificate chain, the server's first (also usable by the
     /// page, see `web_tls_from_mqtt`); `none` = unset
     certfile: Option<PathBuf> = None, Plain("FILE"), parse_file,
@@ -1056,6 +1067,44 @@ fn check_conflicts(config: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::Conflict(format!(
             "listen ({mqtt}) and web_listen ({web}) use the same port: give them different ports"
         )));
+    }
+    let extra = [
+        ("tls_listen", config.tls_listen),
+        ("ws_listen", config.ws_listen),
+        ("wss_listen", config.wss_listen),
+    ];
+    for (i, (name, addr)) in extra.iter().enumerate() {
+        let Some(addr) = addr else { continue };
+        for (other_name, other) in extra[i + 1..].iter().copied() {
+            let Some(other) = other else { continue };
+            let overlapping = addr.ip() == other.ip()
+                || addr.ip().is_unspecified()
+                || other.ip().is_unspecified();
+            if addr.port() != 0 && addr.port() == other.port() && overlapping {
+                return Err(ConfigError::Conflict(format!(
+                    "{name} ({addr}) and {other_name} ({other}) use the same port: give them different ports"
+                )));
+            }
+        }
+        if *name == "tls_listen" {
+            continue;
+        }
+        for (other_name, other) in [("listen", mqtt), ("web_listen", web)] {
+            let overlapping =
+                addr.ip() == other.ip() || addr.ip().is_unspecified() || other.ip().is_unspecified();
+            if addr.port() != 0 && addr.port() == other.port() && overlapping {
+                return Err(ConfigError::Conflict(format!(
+                    "{name} ({addr}) and {other_name} ({other}) use the same port: give them different ports"
+                )));
+            }
+        }
+    }
+    if let Some(wss) = config.wss_listen {
+        if config.certfile.is_none() || config.keyfile.is_none() {
+            return Err(ConfigError::Conflict(format!(
+                "wss_listen ({wss}) needs both certfile and keyfile (PEM files)"
+            )));
+        }
     }
     if let Some(tls) = config.tls_listen {
         for (name, other) in [("listen", mqtt), ("web_listen", web)] {

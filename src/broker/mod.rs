@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod packet_ids;
 pub mod pending;
 pub mod pipe;
+pub mod ws;
 pub mod publish;
 mod rate_limit;
 pub mod registry;
