@@ -1090,8 +1090,9 @@ fn check_conflicts(config: &Config) -> Result<(), ConfigError> {
             continue;
         }
         for (other_name, other) in [("listen", mqtt), ("web_listen", web)] {
-            let overlapping =
-                addr.ip() == other.ip() || addr.ip().is_unspecified() || other.ip().is_unspecified();
+            let overlapping = addr.ip() == other.ip()
+                || addr.ip().is_unspecified()
+                || other.ip().is_unspecified();
             if addr.port() != 0 && addr.port() == other.port() && overlapping {
                 return Err(ConfigError::Conflict(format!(
                     "{name} ({addr}) and {other_name} ({other}) use the same port: give them different ports"

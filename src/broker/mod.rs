@@ -16,7 +16,6 @@ pub mod outbox;
 pub mod packet_ids;
 pub mod pending;
 pub mod pipe;
-pub mod ws;
 pub mod publish;
 mod rate_limit;
 pub mod registry;
@@ -35,6 +34,7 @@ pub mod topic_tree;
 pub mod view;
 pub mod wills;
 pub mod writer;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

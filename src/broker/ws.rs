@@ -140,7 +140,8 @@ impl WsPipe {
         let mut pos = 0;
         let result = loop {
             if rd.data_left > 0 {
-                let take = (rd.raw.len() - pos).min(usize::try_from(rd.data_left).unwrap_or(usize::MAX));
+                let take =
+                    (rd.raw.len() - pos).min(usize::try_from(rd.data_left).unwrap_or(usize::MAX));
                 if take == 0 {
                     break Ok(true);
                 }
@@ -204,7 +205,9 @@ impl WsPipe {
                     }
                     pos = end;
                     match control {
-                        Control::Ping => self.send_frame(OpCode::Control(Control::Pong), &payload)?,
+                        Control::Ping => {
+                            self.send_frame(OpCode::Control(Control::Pong), &payload)?
+                        }
                         Control::Pong => {}
                         Control::Close => {
                             // Echo the client's status (RFC 6455 §5.5.1), or say "normal".
@@ -267,10 +270,16 @@ impl WsPipe {
             return Err(self.refuse("400 Bad Request", "not a WebSocket upgrade"));
         }
         if !tokens("sec-websocket-version").iter().any(|t| t == "13") {
-            return Err(self.refuse("426 Upgrade Required\r\nSec-WebSocket-Version: 13", "version"));
+            return Err(self.refuse(
+                "426 Upgrade Required\r\nSec-WebSocket-Version: 13",
+                "version",
+            ));
         }
         if !tokens("sec-websocket-protocol").iter().any(|t| t == "mqtt") {
-            return Err(self.refuse("400 Bad Request", "Sec-WebSocket-Protocol does not offer mqtt"));
+            return Err(self.refuse(
+                "400 Bad Request",
+                "Sec-WebSocket-Protocol does not offer mqtt",
+            ));
         }
         let accept = tungstenite::handshake::derive_accept_key(key[0].trim().as_bytes());
         let answer = format!(
@@ -288,7 +297,8 @@ impl WsPipe {
     fn refuse(&self, status: &str, why: &str) -> io::Error {
         let mut st = self.state.lock();
         st.out.extend_from_slice(
-            format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+            format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+                .as_bytes(),
         );
         st.closed = true;
         let _ = self.pump(&mut st);
