@@ -92,10 +92,9 @@ impl Raw {
                 self.buf.drain(..i + 4);
                 return head;
             }
-            if Instant::now() >= deadline || !self.fill(Duration::from_millis(200)) {
-                if Instant::now() >= deadline || self.buf.is_empty() {
-                    return String::from_utf8_lossy(&self.buf).to_string();
-                }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !self.fill(left) {
+                return String::from_utf8_lossy(&self.buf).to_string();
             }
         }
     }

@@ -56,6 +56,9 @@ impl Transport {
     }
 }
 
+/// The plain listener's address and the others', as bound last time.
+type BoundBefore = (Option<SocketAddr>, Vec<(Transport, SocketAddr)>);
+
 struct Running {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -71,7 +74,7 @@ pub struct Server {
     running: Mutex<Option<Running>>,
     /// The addresses bound last time (plain, then the others), so that a restart with port 0
     /// keeps them.
-    last_addr: Mutex<(Option<SocketAddr>, Vec<(Transport, SocketAddr)>)>,
+    last_addr: Mutex<BoundBefore>,
 }
 
 impl Server {
