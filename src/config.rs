@@ -145,6 +145,17 @@ settings! {
         show |a| a.map_or_else(|| "off".to_string(), |a| a.to_string()),
         help "MQTT over TLS listen address (off: none); needs --certfile and --keyfile",
         expected "an IP address and port such as 0.0.0.0:8883 (port 0 picks a free port), just a port, or off";
+    /// MQTT over WebSockets address (`off`: none): subprotocol `mqtt` on path `/mqtt` or `/`
+    ws_listen: Option<SocketAddr> = None, Number("ADDR:PORT"), parse_optional_addr,
+        show |a| a.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        help "MQTT over WebSockets listen address (off: none); path /mqtt or /, subprotocol mqtt",
+        expected "an IP address and port such as 0.0.0.0:8080 (port 0 picks a free port), just a port, or off";
+    /// MQTT over secure WebSockets address (`off`: none); uses the TLS listener's certificate
+    /// settings (`certfile`, `keyfile`, `cafile`, `require_certificate`)
+    wss_listen: Option<SocketAddr> = None, Number("ADDR:PORT"), parse_optional_addr,
+        show |a| a.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        help "MQTT over secure WebSockets (wss) listen address (off: none); needs --certfile and --keyfile, like --tls-listen",
+        expected "an IP address and port such as 0.0.0.0:8081 (port 0 picks a free port), just a port, or off";
     /// PEM file: the TLS listener's certificate chain, the server's first (also usable by the
     /// page, see `web_tls_from_mqtt`); `none` = unset
     certfile: Option<PathBuf> = None, Plain("FILE"), parse_file,
@@ -1321,6 +1332,45 @@ fn check_conflicts(config: &Config) -> Result<(), ConfigError> {
             "listen ({mqtt}) and web_listen ({web}) use the same port: give them different ports"
         )));
     }
+    let extra = [
+        ("tls_listen", config.tls_listen),
+        ("ws_listen", config.ws_listen),
+        ("wss_listen", config.wss_listen),
+    ];
+    for (i, (name, addr)) in extra.iter().enumerate() {
+        let Some(addr) = addr else { continue };
+        for (other_name, other) in extra[i + 1..].iter().copied() {
+            let Some(other) = other else { continue };
+            let overlapping = addr.ip() == other.ip()
+                || addr.ip().is_unspecified()
+                || other.ip().is_unspecified();
+            if addr.port() != 0 && addr.port() == other.port() && overlapping {
+                return Err(ConfigError::Conflict(format!(
+                    "{name} ({addr}) and {other_name} ({other}) use the same port: give them different ports"
+                )));
+            }
+        }
+        if *name == "tls_listen" {
+            continue;
+        }
+        for (other_name, other) in [("listen", mqtt), ("web_listen", web)] {
+            let overlapping = addr.ip() == other.ip()
+                || addr.ip().is_unspecified()
+                || other.ip().is_unspecified();
+            if addr.port() != 0 && addr.port() == other.port() && overlapping {
+                return Err(ConfigError::Conflict(format!(
+                    "{name} ({addr}) and {other_name} ({other}) use the same port: give them different ports"
+                )));
+            }
+        }
+    }
+    if let Some(wss) = config.wss_listen {
+        if config.certfile.is_none() || config.keyfile.is_none() {
+            return Err(ConfigError::Conflict(format!(
+                "wss_listen ({wss}) needs both certfile and keyfile (PEM files)"
+            )));
+        }
+    }
     if let Some(tls) = config.tls_listen {
         for (name, other) in [("listen", mqtt), ("web_listen", web)] {
             let overlapping =
@@ -1431,6 +1481,8 @@ mod tests {
             ("listen", "127.0.0.1:11883"),
             ("web_listen", "[::1]:18082"),
             ("tls_listen", "127.0.0.1:18883"),
+            ("ws_listen", "127.0.0.1:18080"),
+            ("wss_listen", "127.0.0.1:18081"),
             ("certfile", "/etc/mqtt5/server.pem"),
             ("keyfile", "/etc/mqtt5/server.key"),
             ("cafile", "/etc/mqtt5/ca.pem"),
@@ -1477,6 +1529,8 @@ mod tests {
             listen: "127.0.0.1:11883".parse().unwrap(),
             web_listen: "[::1]:18082".parse().unwrap(),
             tls_listen: Some("127.0.0.1:18883".parse().unwrap()),
+            ws_listen: Some("127.0.0.1:18080".parse().unwrap()),
+            wss_listen: Some("127.0.0.1:18081".parse().unwrap()),
             certfile: Some(PathBuf::from("/etc/mqtt5/server.pem")),
             keyfile: Some(PathBuf::from("/etc/mqtt5/server.key")),
             cafile: Some(PathBuf::from("/etc/mqtt5/ca.pem")),
@@ -1848,6 +1902,26 @@ mod tests {
             from_file("listener 8883\ncertfile /a.crt\nkeyfile /a.key\nlistener 1884\n").unwrap();
         assert_eq!(c.tls_listen, Some("0.0.0.0:8883".parse().unwrap()));
         assert_eq!(c.listen, "0.0.0.0:1884".parse().unwrap());
+    }
+
+    /// `protocol websockets` blocks: without a `certfile` the ws listener, with one wss.
+    #[test]
+    fn mosquitto_websockets_blocks_set_the_ws_and_wss_listeners() {
+        let c = from_file(
+            "listener 1883\n\
+             listener 9001 127.0.0.1\n\
+             protocol websockets\n\
+             listener 9443\n\
+             protocol websockets\n\
+             certfile /a.crt\n\
+             keyfile /a.key\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:1883".parse().unwrap());
+        assert_eq!(c.ws_listen, Some("127.0.0.1:9001".parse().unwrap()));
+        assert_eq!(c.wss_listen, Some("0.0.0.0:9443".parse().unwrap()));
+        assert_eq!(c.tls_listen, None);
+        assert_eq!(c.certfile, Some(PathBuf::from("/a.crt")));
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub struct Broker {
     /// The MQTT-over-TLS listener, when started with `--tls-listen` (from the
     /// `MQTT listening on ADDR (tls)` line).
     pub tls: Option<SocketAddr>,
+    /// The MQTT-over-WebSockets listeners, when started with `--ws-listen` / `--wss-listen`
+    /// (from the `MQTT listening on ADDR (ws)` / `(wss)` lines).
+    pub ws: Option<SocketAddr>,
+    pub wss: Option<SocketAddr>,
     child: Child,
     dir: tempfile::TempDir,
     db: PathBuf,
@@ -86,6 +90,8 @@ impl Broker {
             mqtt: "127.0.0.1:0".parse().unwrap(),
             web: "127.0.0.1:0".parse().unwrap(),
             tls: None,
+            ws: None,
+            wss: None,
             child,
             dir,
             db,
@@ -106,23 +112,32 @@ impl Broker {
             let text = self.log()[self.log_start..].to_string();
             let plain: String = text
                 .lines()
-                .filter(|l| !l.ends_with("(tls)"))
+                .filter(|l| !l.ends_with(')'))
                 .flat_map(|l| [l, "\n"])
                 .collect();
             let mqtt = last_addr_after(&plain, "MQTT listening on ");
             let web = last_addr_after(&text, "web page on http://")
                 .or_else(|| last_addr_after(&text, "web page on https://"));
-            let want_tls = self.args.iter().any(|a| a == "--tls-listen");
-            let tls = text
-                .lines()
-                .rev()
-                .find(|l| l.ends_with("(tls)"))
-                .and_then(|l| last_addr_after(l, "MQTT listening on "));
+            let other = |kind: &str| {
+                let suffix = format!("({kind})");
+                let wanted = self.args.iter().any(|a| *a == format!("--{kind}-listen"));
+                let addr = text
+                    .lines()
+                    .rev()
+                    .find(|l| l.ends_with(&suffix))
+                    .and_then(|l| last_addr_after(l, "MQTT listening on "));
+                (addr, !wanted || addr.is_some())
+            };
+            let (tls, tls_ok) = other("tls");
+            let (ws, ws_ok) = other("ws");
+            let (wss, wss_ok) = other("wss");
             if let (Some(m), Some(w)) = (mqtt, web) {
-                if !want_tls || tls.is_some() {
+                if tls_ok && ws_ok && wss_ok {
                     self.mqtt = m;
                     self.web = w;
                     self.tls = tls;
+                    self.ws = ws;
+                    self.wss = wss;
                     return;
                 }
             }
