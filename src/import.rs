@@ -417,14 +417,8 @@ pub fn parse_conf(path: &Path, text: &str, plan: &mut Plan) -> (Option<PathBuf>,
     for b in &blocks {
         let tls = b.keys.iter().any(|(k, _, _)| k == "certfile");
         let kind = match (b.websockets, tls) {
-            (true, _) => {
-                plan.skip(
-                    path,
-                    b.line,
-                    "a websockets listener: not carried over by this version",
-                );
-                continue;
-            }
+            (true, true) => "websockets over TLS",
+            (true, false) => "websockets",
             (false, true) => "TLS",
             (false, false) => "plain",
         };
@@ -438,6 +432,9 @@ pub fn parse_conf(path: &Path, text: &str, plan: &mut Plan) -> (Option<PathBuf>,
         }
         kinds.push((kind, b.line));
         let mut out = vec![format!("listener {}", b.value)];
+        if b.websockets {
+            out.push("protocol websockets".to_string());
+        }
         for (k, v, line) in &b.keys {
             if let Some((_, before, first)) = tls_keys.iter().find(|(key, _, _)| key == k) {
                 if before != v {
@@ -647,6 +644,7 @@ mod tests {
              listener 1884 127.0.0.1\n\
              listener 8884\ncertfile b.crt\nkeyfile /k/a.key\n\
              listener 9001\nprotocol websockets\n\
+             listener 9002\nprotocol websockets\n\
              password_file pw\nacl_file /etc/mosquitto/acl\n",
         );
         assert_eq!(
@@ -655,10 +653,12 @@ mod tests {
                 "listener 1883",
                 "listener 8883",
                 "certfile /etc/mosquitto/a.crt",
-                "keyfile /k/a.key"
+                "keyfile /k/a.key",
+                "listener 9001",
+                "protocol websockets"
             ]
         );
-        assert_eq!(skipped_lines(&plan), [5, 6, 9], "{:?}", plan.skipped);
+        assert_eq!(skipped_lines(&plan), [5, 6, 11], "{:?}", plan.skipped);
         assert_eq!(passwd, Some(PathBuf::from("/etc/mosquitto/pw")));
         assert_eq!(acl, Some(PathBuf::from("/etc/mosquitto/acl")));
     }
