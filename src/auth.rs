@@ -14,6 +14,17 @@
 //! [`ARGON2_M_COST_KIB`] / [`ARGON2_T_COST`] change. Comparison of the derived key is constant
 //! time (done by the crate).
 //!
+//! # Mosquitto's hashes (carried over by `import mosquitto`)
+//! A `mosquitto_passwd` file holds `$7$ITERATIONS$SALT$HASH` (PBKDF2-HMAC-SHA512, 64-byte key;
+//! `mosquitto_passwd`'s default, 101 iterations) or `$6$SALT$HASH` (SHA-512 of the password
+//! followed by the salt; `-H sha512`, Mosquitto 1.6's default), salt and hash in padded base64.
+//! They are stored as they are and verified here natively ([`verify_password`]), with a constant
+//! time comparison; [`needs_rehash`] is true for them, so the user's next successful login
+//! replaces them with argon2id. They are much cheaper to check than argon2id, so a check also
+//! verifies the dummy argon2id hash used for unknown users (a wrong password for an imported
+//! account is not refused faster than an unknown name), and they go through the same login
+//! throttles ([`crate::login::Logins`]) as any other hash.
+//!
 //! # ACL semantics (Mosquitto's `acl_file`, made explicit)
 //! - **No rule at all** → every client may publish and subscribe to everything (like Mosquitto
 //!   without an ACL file).
@@ -99,9 +110,142 @@ pub fn hash_password(password: &str) -> Result<String, AuthError> {
     Ok(hash.to_string())
 }
 
-/// True when `password` matches the PHC string `hash`. The parameters come from the string; a
-/// malformed string or another algorithm never matches. The key comparison is constant time.
+/// The most PBKDF2 iterations a `$7$` hash may ask for: a password file could otherwise make
+/// every login cost seconds. Mosquitto writes 101; this is a thousand times that.
+pub const MAX_PBKDF2_ITERATIONS: u32 = 101_000;
+
+/// The kinds of stored password hash that [`verify_password`] understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashKind {
+    /// `$argon2id$…` (ours).
+    Argon2id,
+    /// Mosquitto's `$7$iterations$salt$hash`.
+    MosquittoPbkdf2Sha512,
+    /// Mosquitto's `$6$salt$hash`.
+    MosquittoSha512,
+}
+
+impl fmt::Display for HashKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HashKind::Argon2id => "argon2id",
+            HashKind::MosquittoPbkdf2Sha512 => "PBKDF2-SHA512 ($7$)",
+            HashKind::MosquittoSha512 => "salted SHA-512 ($6$)",
+        })
+    }
+}
+
+/// A Mosquitto hash taken apart.
+struct MosquittoHash {
+    /// `None` for `$6$` (one SHA-512), else PBKDF2's iteration count.
+    iterations: Option<u32>,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+fn parse_mosquitto(stored: &str) -> Result<MosquittoHash, String> {
+    use base64ct::{Base64, Encoding};
+    let (iterations, rest) = if let Some(rest) = stored.strip_prefix("$7$") {
+        let (n, rest) = rest
+            .split_once('$')
+            .ok_or("a $7$ hash needs $iterations$salt$hash")?;
+        let n: u32 = n
+            .parse()
+            .map_err(|_| format!("the iteration count {n:?} is not a number"))?;
+        if n == 0 || n > MAX_PBKDF2_ITERATIONS {
+            return Err(format!(
+                "{n} PBKDF2 iterations: at least 1 and at most {MAX_PBKDF2_ITERATIONS} are accepted"
+            ));
+        }
+        (Some(n), rest)
+    } else if let Some(rest) = stored.strip_prefix("$6$") {
+        (None, rest)
+    } else {
+        return Err("not a $6$ or $7$ hash".into());
+    };
+    let (salt, hash) = rest
+        .split_once('$')
+        .ok_or("the salt and the hash must be separated by $")?;
+    let salt = Base64::decode_vec(salt).map_err(|_| "the salt is not base64".to_owned())?;
+    let hash = Base64::decode_vec(hash).map_err(|_| "the hash is not base64".to_owned())?;
+    if salt.is_empty() {
+        return Err("the salt is empty".into());
+    }
+    if hash.len() != 64 {
+        return Err(format!(
+            "the hash is {} bytes, SHA-512 makes 64",
+            hash.len()
+        ));
+    }
+    Ok(MosquittoHash {
+        iterations,
+        salt,
+        hash,
+    })
+}
+
+/// Which kind of hash `stored` is, when [`verify_password`] can check it; else why not. Used
+/// by `import mosquitto` to refuse a line before anything is stored.
+pub fn check_stored_hash(stored: &str) -> Result<HashKind, String> {
+    if stored.starts_with("$7$") || stored.starts_with("$6$") {
+        let parsed = parse_mosquitto(stored)?;
+        return Ok(if parsed.iterations.is_some() {
+            HashKind::MosquittoPbkdf2Sha512
+        } else {
+            HashKind::MosquittoSha512
+        });
+    }
+    let parsed = PasswordHash::new(stored).map_err(|e| format!("not a PHC string: {e}"))?;
+    if parsed.algorithm != argon2::ARGON2ID_IDENT {
+        return Err(format!(
+            "the algorithm {} is not one this broker verifies (argon2id, $6$, $7$)",
+            parsed.algorithm
+        ));
+    }
+    Params::try_from(&parsed).map_err(|e| format!("bad argon2id parameters: {e}"))?;
+    if parsed.hash.is_none() {
+        return Err("the argon2id string has no hash".into());
+    }
+    Ok(HashKind::Argon2id)
+}
+
+fn verify_mosquitto(password: &str, stored: &str) -> bool {
+    use sha2::{Digest, Sha512};
+    use subtle::ConstantTimeEq;
+    let Ok(m) = parse_mosquitto(stored) else {
+        return false;
+    };
+    let mut key = [0u8; 64];
+    match m.iterations {
+        Some(n) => {
+            pbkdf2::pbkdf2_hmac::<Sha512>(password.as_bytes(), &m.salt, n, &mut key);
+        }
+        None => {
+            let mut d = Sha512::new();
+            d.update(password.as_bytes());
+            d.update(&m.salt);
+            key.copy_from_slice(&d.finalize());
+        }
+    }
+    bool::from(key.ct_eq(m.hash.as_slice()))
+}
+
+/// True when `password` matches the stored `hash`: a PHC argon2id string (the parameters come
+/// from the string) or a Mosquitto `$7$` / `$6$` hash. A malformed string or another algorithm
+/// never matches. The key comparison is constant time.
 pub fn verify_password(password: &str, hash: &str) -> bool {
+    if hash.starts_with("$7$") || hash.starts_with("$6$") {
+        let ok = verify_mosquitto(password, hash);
+        // A Mosquitto hash takes well under a millisecond, an unknown user costs an argon2id
+        // check of the dummy hash: without this one too, a fast refusal would tell that the
+        // account exists. Paid until the account's first login replaces its hash.
+        let _ = verify_argon2id(password, dummy_hash());
+        return ok;
+    }
+    verify_argon2id(password, hash)
+}
+
+fn verify_argon2id(password: &str, hash: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(hash) else {
         return false;
     };
@@ -114,8 +258,12 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 }
 
 /// True when the PHC string `hash` was made with weaker parameters than [`hash_password`] uses
-/// now (or is not one of ours): the caller re-hashes the password once it has verified it.
+/// now (or is not one of ours, as Mosquitto's `$6$` / `$7$`): the caller re-hashes the password
+/// once it has verified it.
 pub fn needs_rehash(hash: &str) -> bool {
+    if !hash.starts_with("$argon2id$") {
+        return true;
+    }
     let Ok(parsed) = PasswordHash::new(hash) else {
         return true;
     };
@@ -482,6 +630,51 @@ mod tests {
         assert!(verify_password("pw", &old));
         assert!(needs_rehash(&old));
         assert!(needs_rehash("not a phc string"));
+    }
+
+    /// Lines written by Debian bookworm's `mosquitto_passwd` 2.0.11 (`-H sha512-pbkdf2`, its
+    /// default, and `-H sha512`) for the passwords `secret1` and `secret2`.
+    const MOSQ_PBKDF2: &str = "$7$101$r3rJbtKJcCWNiHa0$m5xFsHslIinhwNdyoaKzwdcglu1Hyyj7z0JKGflEUSC+UK3+XrzAaIP1iPyi4iS2AvxMtmMmIpCNeU1d8HajOA==";
+    const MOSQ_SHA512: &str = "$6$0GV8eh9EgQ9siNLX$SnfthI6DZjM4X8Oou8luufPLAuFDmpbtqZQXcID04IyLFXuPVaMEramaeqHTjrGIRue0X43Ka1+2mDqzQe7k1w==";
+
+    #[test]
+    fn mosquitto_hashes_verify_natively_and_need_a_rehash() {
+        assert!(verify_password("secret1", MOSQ_PBKDF2));
+        assert!(!verify_password("secret2", MOSQ_PBKDF2));
+        assert!(!verify_password("", MOSQ_PBKDF2));
+        assert!(verify_password("secret2", MOSQ_SHA512));
+        assert!(!verify_password("secret1", MOSQ_SHA512));
+        assert!(needs_rehash(MOSQ_PBKDF2));
+        assert!(needs_rehash(MOSQ_SHA512));
+        assert_eq!(
+            check_stored_hash(MOSQ_PBKDF2),
+            Ok(HashKind::MosquittoPbkdf2Sha512)
+        );
+        assert_eq!(
+            check_stored_hash(MOSQ_SHA512),
+            Ok(HashKind::MosquittoSha512)
+        );
+        let ours = hash_password("x").unwrap();
+        assert_eq!(check_stored_hash(&ours), Ok(HashKind::Argon2id));
+    }
+
+    #[test]
+    fn malformed_mosquitto_hashes_are_refused_and_never_verify() {
+        let too_many = MOSQ_PBKDF2.replacen("$101$", "$999999999$", 1);
+        let truncated = &MOSQ_SHA512[..MOSQ_SHA512.len() - 8];
+        for bad in [
+            too_many.as_str(),
+            "$7$0$r3rJbtKJcCWNiHa0$m5xF",
+            "$7$x$r3rJbtKJcCWNiHa0$m5xF",
+            "$6$only-one-part",
+            "$6$!!!$SnfthI6DZjM4",
+            truncated,
+            "$2y$10$bcrypt",
+            "plain text",
+        ] {
+            assert!(check_stored_hash(bad).is_err(), "{bad}");
+            assert!(!verify_password("secret2", bad), "{bad}");
+        }
     }
 
     #[test]

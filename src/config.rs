@@ -28,9 +28,11 @@
 //! line, `setting = value` also accepted; blank lines and lines starting
 //! with `#` are ignored; the value is the rest of the line (so paths may
 //! contain spaces; there are no inline comments). Setting names are the
-//! snake_case field names of [`Config`]. Mosquitto's `listener PORT [ADDR]`
-//! is accepted as another spelling of `listen`. A setting may appear once
-//! per file. Relative paths are relative to the working directory.
+//! snake_case field names of [`Config`]. Mosquitto's listener blocks are
+//! accepted: `listener PORT [ADDR]`, then `protocol` and the TLS keys of that
+//! listener (see `apply_file`), and Mosquitto's bridges: `connection NAME`,
+//! then that bridge's keys ([`crate::bridge::config`]). A setting may appear
+//! once per file (a TLS key once per value). Relative paths are relative to the working directory.
 //!
 //! Booleans accept `true/false`, `yes/no`, `on/off`, `1/0` (any case).
 //! `persistent_client_expiration` takes Mosquitto's `<n>h|d|w|m|y`
@@ -43,6 +45,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::auth::{AclAccess, BanKind};
+use crate::bridge::{self, config::BridgeBlock, config::BridgeConfig};
 use clap::{value_parser, Arg, ArgMatches, FromArgMatches, Subcommand};
 
 /// Prefix of every environment variable this module reads.
@@ -86,11 +89,14 @@ macro_rules! settings {
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub struct Config {
             $($(#[doc = $doc])+ pub $field: $ty,)+
+            /// The bridges: Mosquitto's `connection NAME` blocks of the config file, in order
+            /// (only the file gives them).
+            pub bridges: Vec<BridgeConfig>,
         }
 
         impl Default for Config {
             fn default() -> Self {
-                Config { $($field: $default,)+ }
+                Config { $($field: $default,)+ bridges: Vec::new() }
             }
         }
 
@@ -139,6 +145,17 @@ settings! {
         show |a| a.map_or_else(|| "off".to_string(), |a| a.to_string()),
         help "MQTT over TLS listen address (off: none); needs --certfile and --keyfile",
         expected "an IP address and port such as 0.0.0.0:8883 (port 0 picks a free port), just a port, or off";
+    /// MQTT over WebSockets address (`off`: none): subprotocol `mqtt` on path `/mqtt` or `/`
+    ws_listen: Option<SocketAddr> = None, Number("ADDR:PORT"), parse_optional_addr,
+        show |a| a.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        help "MQTT over WebSockets listen address (off: none); path /mqtt or /, subprotocol mqtt",
+        expected "an IP address and port such as 0.0.0.0:8080 (port 0 picks a free port), just a port, or off";
+    /// MQTT over secure WebSockets address (`off`: none); uses the TLS listener's certificate
+    /// settings (`certfile`, `keyfile`, `cafile`, `require_certificate`)
+    wss_listen: Option<SocketAddr> = None, Number("ADDR:PORT"), parse_optional_addr,
+        show |a| a.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        help "MQTT over secure WebSockets (wss) listen address (off: none); needs --certfile and --keyfile, like --tls-listen",
+        expected "an IP address and port such as 0.0.0.0:8081 (port 0 picks a free port), just a port, or off";
     /// PEM file: the TLS listener's certificate chain, the server's first (also usable by the
     /// page, see `web_tls_from_mqtt`); `none` = unset
     certfile: Option<PathBuf> = None, Plain("FILE"), parse_file,
@@ -617,6 +634,77 @@ pub enum Command {
         #[command(subcommand)]
         action: TlsAction,
     },
+    /// Copy the database to FILE, consistently, while the broker runs (SQLite's online backup);
+    /// FILE must not exist
+    Backup {
+        /// The new file
+        file: PathBuf,
+    },
+    /// Carry accounts, access rules and settings over from another broker
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
+}
+
+/// `mqtt5-broker import ...`
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum ImportFrom {
+    /// Read a mosquitto.conf (and the password_file and acl_file it names), or just a password
+    /// file and/or an ACL file: accounts and rules go into the database (--db), settings into a
+    /// new config file written at --config (printed when --config is not given; an existing
+    /// file is never replaced). Prints what was carried over and, line by line, what was not
+    Mosquitto {
+        /// mosquitto.conf to read (relative paths in it are taken from its directory)
+        #[arg(long, value_name = "FILE", required_unless_present_any = ["passwd", "acl"])]
+        conf: Option<PathBuf>,
+        /// A mosquitto_passwd file (instead of, or overriding, the conf's password_file)
+        #[arg(long, value_name = "FILE")]
+        passwd: Option<PathBuf>,
+        /// A Mosquitto acl_file (instead of, or overriding, the conf's acl_file)
+        #[arg(long, value_name = "FILE")]
+        acl: Option<PathBuf>,
+        /// Read and report everything, change nothing (no database, no config file)
+        #[arg(long)]
+        dry_run: bool,
+        /// Where our config file goes: the global --config (not read by this command)
+        #[arg(skip)]
+        config_out: Option<PathBuf>,
+    },
+}
+
+/// Checks one line of our config file (`listener` / `protocol` or a setting) as `apply_file`
+/// would, without applying it: `import mosquitto` uses it to report a value this broker would
+/// refuse at its line in the Mosquitto file.
+pub fn check_file_setting(name: &str, value: &str) -> Result<(), String> {
+    match name {
+        "listener" => parse_listener(value)
+            .map(|_| ())
+            .ok_or_else(|| format!("expected {LISTENER_EXPECTED}")),
+        "protocol" => match value.to_ascii_lowercase().as_str() {
+            "mqtt" | "websockets" => Ok(()),
+            _ => Err("expected mqtt or websockets".into()),
+        },
+        _ => {
+            let entry = SETTINGS
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| format!("this build has no setting {name}"))?;
+            let mut scratch = Config::default();
+            entry
+                .apply(&mut scratch, value, Origin::Flag(entry.flag()))
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Parses a config file as the broker would at start (defaults, then the file only): how
+/// `import mosquitto` proves the file it writes is one this broker accepts.
+pub fn check_file(path: &Path) -> Result<Config, ConfigError> {
+    let mut config = Config::default();
+    apply_file(&mut config, path)?;
+    check_conflicts(&config)?;
+    Ok(config)
 }
 
 /// `mqtt5-broker tls ...`
@@ -699,12 +787,20 @@ fn cli() -> clap::Command {
     // After the subcommands, which bring [`Command`]'s doc comment as about text.
     Command::augment_subcommands(clap::Command::new("mqtt5-broker"))
         .bin_name("mqtt5-broker")
-        .version(env!("CARGO_PKG_VERSION"))
+        .version(crate::version())
         .about("An MQTT 5.0 / 3.1.1 broker for LAN hosts, with SQLite storage and a control page")
         .long_about(None)
         .after_help(AFTER_HELP)
         .arg(config)
         .args(SETTINGS.iter().map(Setting::arg))
+}
+
+/// The config file named by `--config`, else by `MQTT5_BROKER_CONFIG`.
+fn config_file(matches: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    matches
+        .get_one::<PathBuf>("config")
+        .cloned()
+        .or_else(|| env_value(env, CONFIG_ENV).map(PathBuf::from))
 }
 
 /// Merges defaults < config file < environment (read through `env`) < the
@@ -715,11 +811,7 @@ fn resolve(
 ) -> Result<Config, ConfigError> {
     let mut config = Config::default();
 
-    let file = matches
-        .get_one::<PathBuf>("config")
-        .cloned()
-        .or_else(|| env_value(env, CONFIG_ENV).map(PathBuf::from));
-    if let Some(path) = file {
+    if let Some(path) = config_file(matches, env) {
         apply_file(&mut config, &path)?;
     }
 
@@ -757,10 +849,25 @@ where
     T: Into<OsString> + Clone,
 {
     let matches = cli().try_get_matches_from(args).map_err(clap_error)?;
-    let command = match matches.subcommand_name() {
+    let mut command = match matches.subcommand_name() {
         Some(_) => Command::from_arg_matches(&matches).map_err(clap_error)?,
         None => Command::Run,
     };
+    if let Command::Import {
+        from: ImportFrom::Mosquitto { config_out, .. },
+    } = &mut command
+    {
+        // For `import` the config file is the output: it is written, not read. Only the
+        // database path matters.
+        *config_out = config_file(&matches, env);
+        let mut config = Config::default();
+        if let Some(db) = matches.get_one::<PathBuf>("db") {
+            config.db = db.clone();
+        } else if let Some(db) = env_value(env, "MQTT5_BROKER_DB") {
+            config.db = PathBuf::from(db);
+        }
+        return Ok((command, config));
+    }
     Ok((command, resolve(&matches, env)?))
 }
 
@@ -954,15 +1061,56 @@ fn printable(value: &str) -> String {
     out
 }
 
+/// Settings that Mosquitto's config file gives per listener: after a `listener` line they
+/// belong to that listener's block. Here they are shared by every TLS listener, so a file may
+/// repeat one in several blocks only with the same value.
+const LISTENER_KEYS: [&str; 5] = [
+    "certfile",
+    "keyfile",
+    "cafile",
+    "require_certificate",
+    "use_identity_as_username",
+];
+
+/// A Mosquitto `listener PORT [ADDR]` block being read: which of our listen settings it sets
+/// is known only at its end (`protocol websockets`, a `certfile` in the block).
+struct ListenerBlock {
+    line: usize,
+    addr: SocketAddr,
+    websockets: bool,
+    protocol_line: Option<usize>,
+    tls: bool,
+}
+
+impl ListenerBlock {
+    /// `listen`, `tls_listen`, `ws_listen` or `wss_listen`.
+    fn setting(&self) -> &'static str {
+        match (self.websockets, self.tls) {
+            (false, false) => "listen",
+            (false, true) => "tls_listen",
+            (true, false) => "ws_listen",
+            (true, true) => "wss_listen",
+        }
+    }
+}
+
 /// Reads the config file at `path` and applies its settings to `config`.
+///
+/// Mosquitto's listener blocks are understood: `listener PORT [ADDR]`, then `protocol
+/// mqtt|websockets` and the TLS keys of [`LISTENER_KEYS`] for that listener. A block with a
+/// `certfile` is a TLS listener; the block sets `listen`, `tls_listen`, `ws_listen` or
+/// `wss_listen` (one listener of each kind).
 fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
         path: path.to_path_buf(),
         source,
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    // Line where each setting was first seen (`listener` counts as `listen`).
-    let mut seen: Vec<(&str, usize)> = Vec::new();
+    // Line and value where each setting was first seen (a listener block counts as the
+    // setting it sets).
+    let mut seen: Vec<(&str, usize, String)> = Vec::new();
+    let mut block: Option<ListenerBlock> = None;
+    let mut bridge: Option<BridgeBlock> = None;
 
     for (index, raw) in text.lines().enumerate() {
         let line_no = index + 1;
@@ -981,49 +1129,176 @@ fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
             line: line_no,
             message,
         };
+        let origin = Origin::File {
+            path: path.to_path_buf(),
+            line: line_no,
+        };
+        if value.is_empty() {
+            return Err(syntax(format!("setting '{name}' has no value")));
+        }
 
-        // `listener` is Mosquitto's spelling of `listen`, with its own syntax.
-        let (setting, entry) = match name {
-            "listener" => ("listen", None),
+        match name {
+            "listener" => {
+                if let Some(done) = block.take() {
+                    end_listener_block(config, path, done, &mut seen)?;
+                }
+                let addr = parse_listener(value)
+                    .ok_or_else(|| invalid("listener", LISTENER_EXPECTED, value, origin))?;
+                block = Some(ListenerBlock {
+                    line: line_no,
+                    addr,
+                    websockets: false,
+                    protocol_line: None,
+                    tls: false,
+                });
+                continue;
+            }
+            "protocol" => {
+                let Some(b) = block.as_mut() else {
+                    return Err(syntax(
+                        "'protocol' belongs to a listener: put it after a 'listener PORT' line"
+                            .to_string(),
+                    ));
+                };
+                if let Some(first) = b.protocol_line {
+                    return Err(syntax(format!(
+                        "setting 'protocol' repeats 'protocol' from line {first}"
+                    )));
+                }
+                b.websockets = match value.to_ascii_lowercase().as_str() {
+                    "mqtt" => false,
+                    "websockets" => true,
+                    _ => return Err(invalid("protocol", "mqtt or websockets", value, origin)),
+                };
+                b.protocol_line = Some(line_no);
+                continue;
+            }
             "config" => {
                 return Err(syntax(
                     "'config' cannot be set inside a config file".to_string(),
                 ))
             }
-            other => match SETTINGS.iter().find(|s| s.name == other) {
-                Some(known) => (known.name, Some(known)),
-                None => {
-                    return Err(ConfigError::UnknownSetting {
-                        path: path.to_path_buf(),
-                        line: line_no,
-                        setting: name.to_string(),
-                    })
+            "connection" => {
+                if let Some(done) = bridge.take() {
+                    end_bridge_block(config, path, done)?;
                 }
-            },
-        };
-        if value.is_empty() {
-            return Err(syntax(format!("setting '{name}' has no value")));
+                bridge = Some(BridgeBlock::new(value, line_no).map_err(syntax)?);
+                continue;
+            }
+            _ => {}
         }
-        if let Some((_, first)) = seen.iter().find(|(s, _)| *s == setting) {
+        if let Some(key) = bridge::config::KEYS.iter().find(|k| **k == name) {
+            let Some(b) = bridge.as_mut() else {
+                return Err(syntax(format!(
+                    "'{name}' belongs to a bridge: put it after a 'connection NAME' line"
+                )));
+            };
+            b.apply(key, value, line_no).map_err(syntax)?;
+            continue;
+        }
+        if bridge::config::UNSUPPORTED_KEYS.contains(&name) {
             return Err(syntax(format!(
-                "setting '{name}' repeats '{setting}' from line {first}"
+                "bridge setting '{name}' is not supported by this build (see README, Bridges)"
             )));
         }
-        seen.push((setting, line_no));
-
-        let origin = Origin::File {
-            path: path.to_path_buf(),
-            line: line_no,
+        let Some(entry) = SETTINGS.iter().find(|s| s.name == name) else {
+            return Err(ConfigError::UnknownSetting {
+                path: path.to_path_buf(),
+                line: line_no,
+                setting: name.to_string(),
+            });
         };
-        match entry {
-            Some(entry) => entry.apply(config, value, origin)?,
-            None => {
-                config.listen = parse_listener(value)
-                    .ok_or_else(|| invalid("listener", LISTENER_EXPECTED, value, origin))?
-            }
+        let in_block = LISTENER_KEYS.contains(&entry.name);
+        if let (true, Some(b)) = (in_block, block.as_mut()) {
+            b.tls |= entry.name == "certfile";
         }
+        if let Some((_, first, before)) = seen.iter().find(|(s, _, _)| *s == entry.name) {
+            if in_block && before == value {
+                continue;
+            }
+            let why = if in_block {
+                " (every TLS listener shares one certificate and client policy: give the same \
+                 value in each listener block)"
+            } else {
+                ""
+            };
+            return Err(syntax(format!(
+                "setting '{name}' repeats '{}' from line {first}{why}",
+                entry.name
+            )));
+        }
+        seen.push((entry.name, line_no, value.to_string()));
+        entry.apply(config, value, origin)?;
+    }
+    if let Some(done) = block.take() {
+        end_listener_block(config, path, done, &mut seen)?;
+    }
+    if let Some(done) = bridge.take() {
+        end_bridge_block(config, path, done)?;
     }
     Ok(())
+}
+
+/// Checks a finished `connection` block and adds its bridge (names are unique).
+fn end_bridge_block(
+    config: &mut Config,
+    path: &Path,
+    block: BridgeBlock,
+) -> Result<(), ConfigError> {
+    let syntax = |line: usize, message: String| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    if let Some(first) = config.bridges.iter().find(|b| b.name == block.name()) {
+        let name = block.name().to_string();
+        let line = block.finish().map(|b| b.line).unwrap_or_else(|(l, _)| l);
+        return Err(syntax(
+            line,
+            format!(
+                "bridge '{name}' repeats the connection from line {}",
+                first.line
+            ),
+        ));
+    }
+    let bridge = block
+        .finish()
+        .map_err(|(line, message)| syntax(line, message))?;
+    config.bridges.push(bridge);
+    Ok(())
+}
+
+/// Applies a finished listener block's address to the setting it stands for.
+fn end_listener_block(
+    config: &mut Config,
+    path: &Path,
+    block: ListenerBlock,
+    seen: &mut Vec<(&'static str, usize, String)>,
+) -> Result<(), ConfigError> {
+    let setting = block.setting();
+    let syntax = |message: String| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        line: block.line,
+        message,
+    };
+    if let Some((_, first, _)) = seen.iter().find(|(s, _, _)| *s == setting) {
+        return Err(syntax(format!(
+            "setting 'listener' repeats '{setting}' from line {first} (one listener of each \
+             kind: plain, TLS, websockets, websockets over TLS)"
+        )));
+    }
+    let Some(entry) = SETTINGS.iter().find(|s| s.name == setting) else {
+        return Err(syntax(format!(
+            "this listener needs '{setting}', which this build does not have"
+        )));
+    };
+    let value = block.addr.to_string();
+    seen.push((setting, block.line, value.clone()));
+    let origin = Origin::File {
+        path: path.to_path_buf(),
+        line: block.line,
+    };
+    entry.apply(config, &value, origin)
 }
 
 /// Rejects settings that cannot work together.
@@ -1056,6 +1331,45 @@ fn check_conflicts(config: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::Conflict(format!(
             "listen ({mqtt}) and web_listen ({web}) use the same port: give them different ports"
         )));
+    }
+    let extra = [
+        ("tls_listen", config.tls_listen),
+        ("ws_listen", config.ws_listen),
+        ("wss_listen", config.wss_listen),
+    ];
+    for (i, (name, addr)) in extra.iter().enumerate() {
+        let Some(addr) = addr else { continue };
+        for (other_name, other) in extra[i + 1..].iter().copied() {
+            let Some(other) = other else { continue };
+            let overlapping = addr.ip() == other.ip()
+                || addr.ip().is_unspecified()
+                || other.ip().is_unspecified();
+            if addr.port() != 0 && addr.port() == other.port() && overlapping {
+                return Err(ConfigError::Conflict(format!(
+                    "{name} ({addr}) and {other_name} ({other}) use the same port: give them different ports"
+                )));
+            }
+        }
+        if *name == "tls_listen" {
+            continue;
+        }
+        for (other_name, other) in [("listen", mqtt), ("web_listen", web)] {
+            let overlapping = addr.ip() == other.ip()
+                || addr.ip().is_unspecified()
+                || other.ip().is_unspecified();
+            if addr.port() != 0 && addr.port() == other.port() && overlapping {
+                return Err(ConfigError::Conflict(format!(
+                    "{name} ({addr}) and {other_name} ({other}) use the same port: give them different ports"
+                )));
+            }
+        }
+    }
+    if let Some(wss) = config.wss_listen {
+        if config.certfile.is_none() || config.keyfile.is_none() {
+            return Err(ConfigError::Conflict(format!(
+                "wss_listen ({wss}) needs both certfile and keyfile (PEM files)"
+            )));
+        }
     }
     if let Some(tls) = config.tls_listen {
         for (name, other) in [("listen", mqtt), ("web_listen", web)] {
@@ -1167,6 +1481,8 @@ mod tests {
             ("listen", "127.0.0.1:11883"),
             ("web_listen", "[::1]:18082"),
             ("tls_listen", "127.0.0.1:18883"),
+            ("ws_listen", "127.0.0.1:18080"),
+            ("wss_listen", "127.0.0.1:18081"),
             ("certfile", "/etc/mqtt5/server.pem"),
             ("keyfile", "/etc/mqtt5/server.key"),
             ("cafile", "/etc/mqtt5/ca.pem"),
@@ -1213,6 +1529,8 @@ mod tests {
             listen: "127.0.0.1:11883".parse().unwrap(),
             web_listen: "[::1]:18082".parse().unwrap(),
             tls_listen: Some("127.0.0.1:18883".parse().unwrap()),
+            ws_listen: Some("127.0.0.1:18080".parse().unwrap()),
+            wss_listen: Some("127.0.0.1:18081".parse().unwrap()),
             certfile: Some(PathBuf::from("/etc/mqtt5/server.pem")),
             keyfile: Some(PathBuf::from("/etc/mqtt5/server.key")),
             cafile: Some(PathBuf::from("/etc/mqtt5/ca.pem")),
@@ -1253,6 +1571,7 @@ mod tests {
             web_certfile: Some(PathBuf::from("/etc/mqtt5/web.crt")),
             web_keyfile: Some(PathBuf::from("/etc/mqtt5/web key.pem")),
             web_tls_from_mqtt: false,
+            bridges: Vec::new(),
         };
         (values, config)
     }
@@ -1553,6 +1872,155 @@ mod tests {
         for bad in ["abc", "1883 localhost", "1883 127.0.0.1 extra", "70000"] {
             let text = message(from_file(&format!("listener {bad}\n")));
             assert!(text.contains(&format!("'{bad}' for listener")), "{text}");
+        }
+    }
+
+    /// A Mosquitto config with listener blocks: the block with a `certfile` is the TLS
+    /// listener, its keys are the (shared) TLS settings.
+    #[test]
+    fn mosquitto_listener_blocks_set_the_plain_and_tls_listeners() {
+        let c = from_file(
+            "allow_anonymous false\n\
+             listener 1883\n\
+             protocol mqtt\n\
+             listener 8883 127.0.0.1\n\
+             certfile /etc/mqtt5/server.crt\n\
+             keyfile /etc/mqtt5/server.key\n\
+             cafile /etc/mqtt5/ca.crt\n\
+             require_certificate true\n\
+             use_identity_as_username true\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:1883".parse().unwrap());
+        assert_eq!(c.tls_listen, Some("127.0.0.1:8883".parse().unwrap()));
+        assert_eq!(c.certfile, Some(PathBuf::from("/etc/mqtt5/server.crt")));
+        assert_eq!(c.keyfile, Some(PathBuf::from("/etc/mqtt5/server.key")));
+        assert_eq!(c.cafile, Some(PathBuf::from("/etc/mqtt5/ca.crt")));
+        assert!(c.require_certificate && c.use_identity_as_username);
+        // The TLS block first, the plain one after it: the same.
+        let c =
+            from_file("listener 8883\ncertfile /a.crt\nkeyfile /a.key\nlistener 1884\n").unwrap();
+        assert_eq!(c.tls_listen, Some("0.0.0.0:8883".parse().unwrap()));
+        assert_eq!(c.listen, "0.0.0.0:1884".parse().unwrap());
+    }
+
+    /// `protocol websockets` blocks: without a `certfile` the ws listener, with one wss.
+    #[test]
+    fn mosquitto_websockets_blocks_set_the_ws_and_wss_listeners() {
+        let c = from_file(
+            "listener 1883\n\
+             listener 9001 127.0.0.1\n\
+             protocol websockets\n\
+             listener 9443\n\
+             protocol websockets\n\
+             certfile /a.crt\n\
+             keyfile /a.key\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:1883".parse().unwrap());
+        assert_eq!(c.ws_listen, Some("127.0.0.1:9001".parse().unwrap()));
+        assert_eq!(c.wss_listen, Some("0.0.0.0:9443".parse().unwrap()));
+        assert_eq!(c.tls_listen, None);
+        assert_eq!(c.certfile, Some(PathBuf::from("/a.crt")));
+    }
+
+    #[test]
+    fn listener_blocks_share_one_certificate_and_one_listener_of_each_kind() {
+        let tls = "certfile /a.crt\nkeyfile /a.key\n";
+        let text = message(from_file(&format!(
+            "listener 8883\n{tls}listener 8884\n{tls}"
+        )));
+        assert!(
+            text.contains("line 4") && text.contains("repeats 'tls_listen' from line 1"),
+            "{text}"
+        );
+        let text = message(from_file(&format!(
+            "listener 8883\n{tls}listener 9001\nprotocol websockets\ncertfile /b.crt\n"
+        )));
+        assert!(
+            text.contains("line 6") && text.contains("shares one certificate"),
+            "{text}"
+        );
+        let text = message(from_file("protocol websockets\nlistener 9001\n"));
+        assert!(
+            text.contains("line 1") && text.contains("after a 'listener PORT'"),
+            "{text}"
+        );
+        let text = message(from_file("listener 9001\nprotocol http\n"));
+        assert!(text.contains("'http' for protocol"), "{text}");
+        let text = message(from_file("listener 9001\nprotocol mqtt\nprotocol mqtt\n"));
+        assert!(text.contains("line 3"), "{text}");
+    }
+
+    /// Mosquitto's bridge blocks: keys belong to the last `connection` line, global settings
+    /// may sit between them, each block is checked when it ends.
+    #[test]
+    fn mosquitto_connection_blocks_are_bridges() {
+        let c = from_file(
+            "max_clients 5\n\
+             connection garage\n\
+             address 10.0.0.2:1884 10.0.0.3\n\
+             topic sensors/# out 1\n\
+             topic cmd/# in 2 house/ garage/\n\
+             bridge_protocol_version mqttv50\n\
+             allow_anonymous true\n\
+             connection cloud\n\
+             address = cloud.example\n\
+             topic \"\" both 1 up/x down/y\n",
+        )
+        .unwrap();
+        assert_eq!(c.max_clients, 5);
+        assert!(c.allow_anonymous);
+        let names: Vec<_> = c
+            .bridges
+            .iter()
+            .map(|b| (b.name.as_str(), b.line))
+            .collect();
+        assert_eq!(names, vec![("garage", 2), ("cloud", 8)]);
+        assert_eq!(c.bridges[0].addresses.len(), 2);
+        assert_eq!(c.bridges[0].topics.len(), 2);
+        assert_eq!(
+            c.bridges[0].protocol,
+            crate::bridge::config::BridgeProtocol::V5
+        );
+        assert_eq!(c.bridges[1].topics[0].local_filter(), "up/x");
+    }
+
+    #[test]
+    fn bridge_errors_name_file_and_line() {
+        let cases = [
+            ("address h\n", "line 1", "belongs to a bridge"),
+            (
+                "connection a\naddress h\ntopic t\nround_robin true\n",
+                "line 4",
+                "'round_robin' is not supported",
+            ),
+            (
+                "connection a\naddress h\ntopic t\nlocal_username u\n",
+                "line 4",
+                "not supported",
+            ),
+            (
+                "connection a\naddress h\ntopic t in 7\n",
+                "line 3",
+                "QoS is 0, 1 or 2",
+            ),
+            ("connection a\naddress h\n", "line 1", "no 'topic'"),
+            (
+                "connection a\naddress h\ntopic t\nconnection a\naddress g\ntopic t\n",
+                "line 4",
+                "repeats the connection from line 1",
+            ),
+            ("connection a/b\n", "line 1", "invalid bridge name"),
+            (
+                "connection a\naddress h\ntopic t\nbridge_capath /etc/ssl\n",
+                "line 4",
+                "not supported",
+            ),
+        ];
+        for (text, line, why) in cases {
+            let e = message(from_file(text));
+            assert!(e.contains(line) && e.contains(why), "{text:?}: {e}");
         }
     }
 

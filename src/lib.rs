@@ -18,6 +18,8 @@
 //!   verified passwords (MQTT and the page).
 //! - [`web`]: the threads serving the control page and its JSON.
 //! - [`config`]: flags, environment and config file → [`config::Config`].
+//! - [`bridge`]: bridges to other brokers; so far their settings (Mosquitto's `connection`
+//!   blocks, read by [`config`]) and their TLS client configuration — no thread runs them yet.
 //! - [`certs`]: the PEM files of the TLS settings read into rustls types (MQTT over TLS and
 //!   HTTPS share it).
 //! - [`tls_init`]: `mqtt5-broker tls init`, the local CA and server certificate (no broker runs).
@@ -29,6 +31,7 @@
 //! | `sighup` (with TLS or HTTPS; in `main.rs`) | nothing (SIGHUP is blocked in every other thread) | `sigwait` for SIGHUP: re-reads the certificates ([`certs::LiveConfig`]) | the process ending |
 //! | `acceptor` | the `TcpListener` | sockets from `accept()` | stop flag + a connection to itself |
 //! | `acceptor-tls` (with `tls_listen`) | the TLS listener's `TcpListener`; gives each socket a rustls `ServerConnection` (the handshake runs on the socket's own thread) | sockets from `accept()` | the same stop flag + a connection to itself |
+//! | `acceptor-ws`, `acceptor-wss` (with `ws_listen` / `wss_listen`) | the WebSocket listeners' `TcpListener`s; gives each socket a WebSocket pipe, over a rustls `ServerConnection` for wss (the upgrade runs on the socket's own thread) | sockets from `accept()` | the same stop flag + a connection to itself |
 //! | `client-<id>` (one per socket) | reading the socket, framing buffer, inbound topic aliases; writing to its own and to subscribers' sockets while it holds their outbox's write turn | bytes | socket closed or shut down |
 //! | `writer` (one) | outboxes whose socket was full or whose flush ran out of rounds, until they have nothing left; the end of each linger | [`broker::outbox::Outbox`] hand-overs and lingers, `poll(2)` for room | the broker going away |
 //! | `ticker` | nothing | a tick every 250 ms | its channel closed |
@@ -39,7 +42,7 @@
 //!
 //! Only typed values cross threads: decoded packets stay on the reader; messages travel as
 //! `Arc<Message>` into session queues and to the store; counters are atomics. No `TcpStream`
-//! (nor [`broker::pipe::Pipe`], a connection's plain or TLS bytes) leaves `broker/`, no rusqlite type leaves `store/`.
+//! (nor [`broker::pipe::Pipe`], a connection's plain, TLS or WebSocket bytes) leaves `broker/`, no rusqlite type leaves `store/`.
 //!
 //! # Lock order
 //! A thread that holds one of these locks takes another only in the direction of an arrow, so
@@ -63,13 +66,17 @@
 //! the web listener's connection pool, the writer's `handed` and `lingering` lists (as leaves
 //! of the chains above), `Server::running` → `Server::last_addr`, and a TLS connection's
 //! `TlsPipe::state` (its rustls state and unsent records), a leaf taken under `Outbox::out`
-//! by the write turn and alone by the reader, never while `Outbox::inner` is held.
+//! by the write turn and alone by the reader, never while `Outbox::inner` is held. A WebSocket
+//! connection's `WsPipe::read` (the reader's frame state, only ever taken by the reader) →
+//! `WsPipe::state` (its unsent frames) → the inner `TlsPipe::state` for wss: the reader takes
+//! `state` to queue a pong or close frame, the write turn (under `Outbox::out`) to frame data.
 //!
 //! No lock is held across a blocking socket call. Three are held across a non-blocking
 //! `send(2)`: `Outbox::out`, which only the write-turn holder takes, `conns` while a close
 //! flushes, and `TlsPipe::state`, so that TLS records reach the socket in the order rustls made
 //! them whichever thread made them (the reader's handshake or alert records, the write turn's
-//! application records).
+//! application records); likewise `WsPipe::state`, so that WebSocket frames (a pong, a close,
+//! data) reach the socket whole and in order.
 //!
 //! No store call is made while any of these locks is held: what the store must hear is
 //! collected under the lock and sent once it is released (a session's kept-message changes in
@@ -78,10 +85,22 @@
 //! unbounded; what waits is bounded by refusing kept and retained messages), so a database that
 //! cannot commit slows nothing but the acknowledgements that wait for a commit.
 
+/// `--version`'s text: the release and the database schema it writes (a backup or a database
+/// from a newer schema is refused by an older build).
+pub fn version() -> String {
+    format!(
+        "{} (database schema {})",
+        env!("CARGO_PKG_VERSION"),
+        store::schema::latest_version()
+    )
+}
+
 pub mod auth;
+pub mod bridge;
 pub mod broker;
 pub mod certs;
 pub mod config;
+pub mod import;
 pub mod login;
 pub mod message;
 pub mod protocol;

@@ -1,5 +1,6 @@
 //! `mqtt5-broker`: parse the configuration; either run an admin command on the database
-//! (`user`, `acl`, `ban`, `unban`, `bans`) or make TLS certificates (`tls init`) and exit, or
+//! (`user`, `acl`, `ban`, `unban`, `bans`, `backup`, `import mosquitto`) or make TLS
+//! certificates (`tls init`) and exit, or
 //! open the store, start the MQTT listener,
 //! the ticker and the web page, then wait for Ctrl-C or SIGTERM and stop everything in order;
 //! SIGHUP re-reads the TLS certificates (`hangup`).
@@ -13,18 +14,14 @@ use mqtt5_broker::broker::writer::WriterThread;
 use mqtt5_broker::broker::Broker;
 use mqtt5_broker::config::{self, AclAction, Command, Config, TlsAction, UserAction};
 use mqtt5_broker::store::admin::{self, AdminCommand};
+use mqtt5_broker::store::backup;
 use mqtt5_broker::store::{Store, StoreOptions, SyncMode};
 use mqtt5_broker::tls_init;
 use mqtt5_broker::web;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    // rustls warns about what peers do (OpenSSL clients send an IP address as SNI, which the
-    // RFC forbids: a WARN per mosquitto_pub); the broker logs each failed handshake itself.
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,rustls=error"),
-    )
-    .init();
+    init_logging();
     let (command, config) = match config::load_command() {
         Ok(c) => c,
         Err(e) => {
@@ -34,10 +31,105 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Tls { action } => run_tls(&config, action),
+        Command::Backup { file } => run_backup(&config, &file),
+        Command::Import { from } => run_import(&config, from),
         command => match admin_command(command) {
             Some(cmd) => run_admin(&config, cmd),
             None => run_broker(config),
         },
+    }
+}
+
+/// The log: `[TIME LEVEL module] message` on stderr, coloured only on a terminal (env_logger's
+/// default). Under systemd, when stderr is the journal (`JOURNAL_STREAM` names stderr's device
+/// and inode), each line is `<N>LEVEL module: message` instead: the journal stamps the time
+/// itself and takes the syslog priority `<N>` from the prefix (sd-daemon(3)), so `journalctl
+/// -p warning` works.
+fn init_logging() {
+    use std::io::Write as _;
+    // rustls warns about what peers do (OpenSSL clients send an IP address as SNI, which the
+    // RFC forbids: a WARN per mosquitto_pub); the broker logs each failed handshake itself.
+    let mut builder = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,rustls=error"),
+    );
+    if stderr_is_the_journal() {
+        builder.format(|buf, record| {
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(
+                buf,
+                "<{priority}>{} {}: {}",
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        });
+    }
+    builder.init();
+}
+
+/// Whether stderr is the stream systemd connected to the journal: `JOURNAL_STREAM` is
+/// `DEVICE:INODE` of that stream, and a child whose stderr was redirected inherits the
+/// variable but not the stream.
+fn stderr_is_the_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // stat(2) through /proc follows the descriptor to the pipe or socket itself.
+    std::fs::metadata("/proc/self/fd/2").is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+}
+
+/// `backup FILE`: a consistent copy of the database, whether or not a broker runs on it.
+fn run_backup(config: &Config, file: &std::path::Path) -> ExitCode {
+    match backup::backup(&config.db, file) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mqtt5-broker: backup of {}: {e}", config.db.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `import mosquitto`: the report on stdout; a fatal error stores nothing.
+fn run_import(config: &Config, from: config::ImportFrom) -> ExitCode {
+    let config::ImportFrom::Mosquitto {
+        conf,
+        passwd,
+        acl,
+        dry_run,
+        config_out,
+    } = from;
+    let opts = mqtt5_broker::import::Options {
+        conf,
+        passwd,
+        acl,
+        dry_run,
+        config_out,
+        db: config.db.clone(),
+    };
+    match mqtt5_broker::import::run(&opts) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mqtt5-broker: import: {e}; nothing was imported");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -94,10 +186,13 @@ fn limit_malloc_arenas() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
 
-/// The admin command a subcommand stands for; `None` for `run` (`tls` is dispatched before).
+/// The admin command a subcommand stands for; `None` for `run` (`tls` and `backup` are
+/// dispatched before).
 fn admin_command(command: Command) -> Option<AdminCommand> {
     Some(match command {
-        Command::Run | Command::Tls { .. } => return None,
+        Command::Run | Command::Tls { .. } | Command::Backup { .. } | Command::Import { .. } => {
+            return None
+        }
         Command::User { action } => match action {
             UserAction::Add { name } => AdminCommand::UserAdd { name },
             UserAction::Del { name } => AdminCommand::UserDel { name },
@@ -183,6 +278,22 @@ fn run_broker(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for bridge in &config.bridges {
+        if let Err(e) = mqtt5_broker::bridge::tls::client_config(bridge) {
+            eprintln!("mqtt5-broker: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    // Bridge settings are read and checked, but the links are not built yet: a broker that
+    // started with them would silently forward nothing.
+    if let Some(bridge) = config.bridges.first() {
+        eprintln!(
+            "mqtt5-broker: bridge '{}' (config file line {}): this build reads bridge settings \
+             but does not run bridges yet",
+            bridge.name, bridge.line
+        );
+        return ExitCode::from(2);
+    }
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<()>(1);
     if let Err(e) = ctrlc::set_handler(move || {
         let _ = signal_tx.try_send(());

@@ -468,3 +468,276 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 2, "{v}");
     assert_eq!(v["status"], "ERROR");
 }
+
+// ---------------------------------------------------------------- transports (issue 14)
+
+/// A throwaway CA and server certificate for 127.0.0.1, made by the broker's own `tls init`
+/// in a temporary directory: (directory, CA file, certificate, key).
+fn tls_files() -> (tempfile::TempDir, String, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_mqtt5-broker"))
+        .args(["tls", "init", "--ip", "127.0.0.1", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run tls init");
+    assert!(out.status.success(), "tls init: {out:?}");
+    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let (ca, cert, key) = (file("ca.crt"), file("server.crt"), file("server.key"));
+    (dir, ca, cert, key)
+}
+
+/// A broker with a TLS listener on 127.0.0.1:0 besides its plain one.
+fn tls_broker(cert: &str, key: &str) -> (Broker, u16) {
+    let b = Broker::start(&[
+        "--allow-anonymous",
+        "--max-clients",
+        "200",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--certfile",
+        cert,
+        "--keyfile",
+        key,
+    ]);
+    let port = b
+        .tls
+        .unwrap_or_else(|| panic!("no TLS listening line:\n{}", b.log()))
+        .port();
+    (b, port)
+}
+
+#[test]
+fn tls_runs_check_every_message_over_the_tls_listener() {
+    let (_dir, ca, cert, key) = tls_files();
+    let (b, port) = tls_broker(&cert, &key);
+    let tls = ["--tls", "--cafile", ca.as_str()];
+    for (scenario, qos) in [("fan-in", "1"), ("fan-out", "2")] {
+        let mut args = vec!["--scenario", scenario, "--messages", "300", "--qos", qos];
+        args.extend_from_slice(&tls);
+        let (code, v, err) = bench(port, &args);
+        assert_eq!(
+            code,
+            0,
+            "{scenario} QoS {qos} over TLS: {v}\n{err}\n{}",
+            b.log()
+        );
+        assert_eq!(v["transport"], "tls");
+        // 10 publishers × 300 to one subscriber, or 300 to 10 subscribers.
+        assert_eq!(n(&v, "unique"), 3000, "{v}");
+        for k in ["lost", "duplicates", "reordered", "corrupt"] {
+            assert_eq!(n(&v, k), 0, "{k} in {v}");
+        }
+    }
+    // The accounting still runs under TLS: a dropped message fails the run.
+    let mut args = vec!["--scenario", "fan-in", "--messages", "50", "--qos", "1"];
+    args.extend_from_slice(&["--inject", "drop"]);
+    args.extend_from_slice(&tls);
+    let (code, v, _) = bench(port, &args);
+    assert_eq!((code, v["status"].as_str()), (1, Some("FAILED")), "{v}");
+    // Connections: every client makes a full handshake and gets the probe.
+    let pid = b.pid().to_string();
+    let mut args = vec![
+        "--scenario",
+        "connections",
+        "--clients",
+        "40",
+        "--broker-pid",
+        pid.as_str(),
+    ];
+    args.extend_from_slice(&tls);
+    let (code, v, err) = bench(port, &args);
+    assert_eq!(code, 0, "connections over TLS: {v}\n{err}");
+    assert_eq!(
+        (n(&v, "connected"), n(&v, "probes_received")),
+        (40, 40),
+        "{v}"
+    );
+    assert!(v["rss_per_conn_kib"].is_number(), "{v}");
+}
+
+#[test]
+fn tls_refuses_a_broker_whose_certificate_the_cafile_does_not_sign() {
+    let (_dir, _ca, cert, key) = tls_files();
+    let (_other_dir, other_ca, _, _) = tls_files();
+    let (b, port) = tls_broker(&cert, &key);
+    let (code, v, err) = bench(
+        port,
+        &[
+            "--scenario",
+            "fan-in",
+            "--messages",
+            "10",
+            "--tls",
+            "--cafile",
+            other_ca.as_str(),
+        ],
+    );
+    assert_eq!(code, 2, "{v}\n{err}");
+    assert_eq!(v["status"], "ERROR");
+    assert!(
+        v["errors"].to_string().contains("certificate"),
+        "the reason is named: {v}"
+    );
+    // Plain MQTT on the TLS port is not mistaken for a broker either.
+    let (code, _, _) = bench(port, &["--scenario", "fan-in", "--messages", "10"]);
+    assert_ne!(code, 0, "{}", b.log());
+}
+
+#[test]
+fn tls_flag_needs_a_cafile_and_a_readable_one() {
+    let (code, _, _) = run_usage(&["--port", "1", "--scenario", "fan-in", "--tls"]);
+    assert_eq!(code, 2);
+    let (code, _, err) = run_usage(&[
+        "--port",
+        "1",
+        "--scenario",
+        "fan-in",
+        "--tls",
+        "--cafile",
+        "/nonexistent/ca.crt",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--cafile"), "{err}");
+}
+
+/// Runs `mqtt5-bench` with `args` that must be refused before connecting: (code, stdout, stderr).
+fn run_usage(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mqtt5-bench"))
+        .args(args)
+        .output()
+        .expect("run mqtt5-bench");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What the WebSocket bridge saw.
+#[derive(Default)]
+struct BridgeSeen {
+    /// Handshakes on path /mqtt offering the `mqtt` subprotocol.
+    good_handshakes: std::sync::atomic::AtomicUsize,
+    /// Anything else: another path, no `mqtt` subprotocol, a text frame.
+    bad: std::sync::atomic::AtomicUsize,
+    binary_frames: std::sync::atomic::AtomicUsize,
+}
+
+/// A WebSocket server (tungstenite, on 127.0.0.1:0) that carries each connection's binary
+/// frames to and from the broker's plain MQTT port: a real WebSocket peer for `--ws` while the
+/// broker has no WebSocket listener of its own. Serves at most `max_conns` connections, each
+/// until either side closes or 60 s pass. Returns its port and what it saw.
+fn ws_bridge(broker: std::net::SocketAddr, max_conns: usize) -> (u16, std::sync::Arc<BridgeSeen>) {
+    use std::io::{ErrorKind, Read, Write};
+    use std::sync::atomic::Ordering;
+    use tungstenite::handshake::server::{Request, Response};
+    use tungstenite::Message;
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind bridge");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = std::sync::Arc::new(BridgeSeen::default());
+    let seen2 = seen.clone();
+    thread::spawn(move || {
+        for tcp in listener.incoming().take(max_conns) {
+            let Ok(tcp) = tcp else { continue };
+            let seen = seen2.clone();
+            thread::spawn(move || {
+                let _ = tcp.set_read_timeout(Some(Duration::from_millis(5)));
+                let check = |req: &Request, mut resp: Response| {
+                    let offers_mqtt = req
+                        .headers()
+                        .get("Sec-WebSocket-Protocol")
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.split(',').any(|p| p.trim() == "mqtt"));
+                    if req.uri().path() == "/mqtt" && offers_mqtt {
+                        seen.good_handshakes.fetch_add(1, Ordering::Relaxed);
+                        resp.headers_mut()
+                            .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+                    } else {
+                        seen.bad.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(resp)
+                };
+                // The handshake may meet the short read timeout: retry until it is done.
+                let mut round = tungstenite::accept_hdr(tcp, check);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let mut ws = loop {
+                    match round {
+                        Ok(ws) => break ws,
+                        Err(tungstenite::HandshakeError::Interrupted(mid))
+                            if Instant::now() < deadline =>
+                        {
+                            round = mid.handshake()
+                        }
+                        Err(_) => return,
+                    }
+                };
+                let Ok(mut up) = std::net::TcpStream::connect(broker) else {
+                    return;
+                };
+                let _ = up.set_read_timeout(Some(Duration::from_millis(5)));
+                let mut buf = vec![0u8; 64 * 1024];
+                while Instant::now() < deadline {
+                    match ws.read() {
+                        Ok(Message::Binary(b)) => {
+                            seen.binary_frames.fetch_add(1, Ordering::Relaxed);
+                            if up.write_all(&b).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(Message::Text(_)) => {
+                            seen.bad.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Ok(Message::Close(_)) => break,
+                        Ok(_) => {}
+                        Err(tungstenite::Error::Io(e))
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(_) => break,
+                    }
+                    match up.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if ws.send(Message::binary(buf[..n].to_vec())).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(_) => break,
+                    }
+                }
+                let _ = ws.close(None);
+                let _ = ws.flush();
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn ws_runs_speak_mqtt_in_binary_frames_on_path_mqtt() {
+    use std::sync::atomic::Ordering;
+    let b = broker();
+    // 10 publishers and 1 subscriber.
+    let (port, seen) = ws_bridge(b.mqtt, 11);
+    let (code, v, err) = bench(
+        port,
+        &[
+            "--scenario",
+            "fan-in",
+            "--messages",
+            "200",
+            "--qos",
+            "1",
+            "--ws",
+        ],
+    );
+    assert_eq!(code, 0, "fan-in over ws: {v}\n{err}");
+    assert_eq!(v["transport"], "ws");
+    assert_eq!(n(&v, "unique"), 2000, "{v}");
+    assert_eq!(seen.good_handshakes.load(Ordering::Relaxed), 11);
+    assert_eq!(seen.bad.load(Ordering::Relaxed), 0);
+    // CONNECT, SUBSCRIBE and the publishers' batches at least.
+    assert!(seen.binary_frames.load(Ordering::Relaxed) >= 22);
+}

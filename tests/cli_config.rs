@@ -399,6 +399,28 @@ fn bad_env_and_file_values_print_one_line_and_exit_2() {
     );
 }
 
+/// Bridge settings (Mosquitto's `connection` blocks): a key we do not have, a bad value, a
+/// TLS file that cannot be read — one line, exit 2, never a broker that silently forwards
+/// nothing.
+#[test]
+fn bad_bridge_settings_print_one_line_and_exit_2() {
+    let block = "connection garage\naddress 127.0.0.1:1\ntopic t/# both 1\n";
+    let (_d1, unsupported) = config_file(&format!("{block}round_robin true\n"));
+    expect_usage_error(
+        &run_to_exit(&["--config", path_str(&unsupported)], &[]),
+        "bridge setting 'round_robin' is not supported by this build",
+    );
+    let (_d2, bad) = config_file(&format!("{block}restart_timeout 30 5\n"));
+    let exit = run_to_exit(&["--config", path_str(&bad)], &[]);
+    expect_usage_error(&exit, "line 4");
+    expect_usage_error(&exit, path_str(&bad));
+    let (_d3, cafile) = config_file(&format!("{block}bridge_cafile /nonexistent/ca.pem\n"));
+    expect_usage_error(
+        &run_to_exit(&["--config", path_str(&cafile), ANON], &[]),
+        "bridge 'garage': cannot read bridge_cafile '/nonexistent/ca.pem'",
+    );
+}
+
 // ------------------------------------------------------------- sources honoured
 
 /// `max_clients 1` in the `--config` file: the second client gets CONNACK 0x97.

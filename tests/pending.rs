@@ -17,19 +17,6 @@ use common::*;
 
 const ANON: &str = "--allow-anonymous";
 
-/// Whether the peer has closed `s` (EOF or reset), without waiting.
-fn closed_by_peer(s: &TcpStream) -> bool {
-    s.set_nonblocking(true).expect("nonblocking");
-    let mut b = [0u8; 1];
-    let closed = match s.peek(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-    };
-    s.set_nonblocking(false).expect("blocking");
-    closed
-}
-
 /// Polls `cond` every 20 ms until it holds or `within` passes; whether it held.
 fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;

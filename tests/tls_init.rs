@@ -1,7 +1,10 @@
 //! `mqtt5-broker tls init` run as the real binary into temporary directories: the four files
 //! and their modes, the chain and names checked by the `openssl` command line (an independent
 //! X.509 implementation), the validity periods, the key types, the default directory beside
-//! the database, refusal to overwrite and `--force`. It never starts the broker.
+//! the database, refusal to overwrite and `--force`; and the printed config lines put to use:
+//! a broker started with them, and mosquitto clients trusting it with the printed CA.
+
+mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -254,4 +257,98 @@ fn bad_arguments_are_usage_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not a DNS name"));
     assert!(!tmp.path().join("ca.crt").exists());
+}
+
+/// The lines `tls init` prints, put as they are into a config file, start a TLS listener that
+/// Debian's mosquitto clients (OpenSSL) trust with the printed CA file, by the address
+/// `127.0.0.1` and by the name `localhost`; the page is then served over HTTPS. Only the
+/// listen addresses are moved to free loopback ports by flags (flags win over the file).
+#[test]
+fn printed_config_lines_start_a_tls_listener_mosquitto_clients_trust_with_the_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tls");
+    let out = tls_init(&["--dir", s(&dir)]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    // The indented lines after "Add to the config file", up to the line that is not indented.
+    let lines: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Add to the config file"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(str::trim)
+        .chain(["web_tls_from_mqtt true"])
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("tls_listen "))
+            && lines.iter().any(|l| l.starts_with("certfile "))
+            && lines.iter().any(|l| l.starts_with("keyfile ")),
+        "{stdout}"
+    );
+    let config = tmp.path().join("broker.conf");
+    std::fs::write(&config, lines.join("\n") + "\n").unwrap();
+    let b = common::Broker::start(&[
+        "--config",
+        s(&config),
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--allow-anonymous",
+    ]);
+    let tls = b.tls.expect("the TLS listener from the printed lines");
+    assert!(b.log().contains("web page on https://"), "{}", b.log());
+
+    let ca = dir.join("ca.crt");
+    let port = tls.port().to_string();
+    for (host, version) in [("127.0.0.1", "mqttv5"), ("localhost", "mqttv311")] {
+        let topic = format!("tls-init/{version}");
+        let common = [
+            "-h",
+            host,
+            "-p",
+            &port,
+            "-V",
+            version,
+            "--cafile",
+            s(&ca),
+            "-t",
+            &topic,
+        ];
+        // Bounded by coreutils' timeout: mosquitto_pub has no wait limit of its own.
+        let publish = Command::new("timeout")
+            .arg("20")
+            .arg("mosquitto_pub")
+            .args(common)
+            .args(["-q", "1", "-r", "-m", "over tls"])
+            .output()
+            .expect("mosquitto_pub (scripts/test installs mosquitto-clients)");
+        assert!(
+            publish.status.success(),
+            "{host}: {}{}",
+            text(&publish.stdout),
+            text(&publish.stderr)
+        );
+        let receive = Command::new("timeout")
+            .arg("20")
+            .arg("mosquitto_sub")
+            .args(common)
+            .args(["-C", "1", "-W", "5"])
+            .output()
+            .expect("mosquitto_sub");
+        assert_eq!(
+            text(&receive.stdout).trim_end(),
+            "over tls",
+            "{host}: {}",
+            text(&receive.stderr)
+        );
+    }
+    // A client trusting another `tls init`'s CA is refused by its own check.
+    let other = tmp.path().join("other");
+    assert!(tls_init(&["--dir", s(&other)]).status.success());
+    let untrusted = Command::new("timeout")
+        .args(["20", "mosquitto_pub", "-h", "127.0.0.1", "-p", &port])
+        .args(["--cafile", s(&other.join("ca.crt"))])
+        .args(["-t", "x", "-m", "y"])
+        .output()
+        .expect("mosquitto_pub");
+    assert!(!untrusted.status.success());
 }

@@ -172,7 +172,7 @@ impl Reader {
         deadline: Option<Instant>,
         timeout_error: fn() -> ConnError,
     ) -> Result<(), ConnError> {
-        if !self.own_writes || !self.pipe.is_tls() {
+        if !self.own_writes || self.pipe.is_plain() {
             return Ok(());
         }
         let deadline = deadline.unwrap_or_else(|| Instant::now() + WRITE_TIMEOUT);
@@ -197,7 +197,7 @@ impl Reader {
                 let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
                 (&*stream).write_all(&buf).is_ok()
             }
-            Pipe::Tls(_) => self
+            Pipe::Tls(_) | Pipe::Ws(_) => self
                 .pipe
                 .write_all_until(&buf, Instant::now() + WRITE_TIMEOUT)
                 .is_ok(),
@@ -352,11 +352,17 @@ fn open(
             return None;
         }
         Err(ConnError::Io(e))
-            if reader.pipe().is_tls() && e.kind() == io::ErrorKind::InvalidData =>
+            if !reader.pipe().is_plain() && e.kind() == io::ErrorKind::InvalidData =>
         {
             // A failed handshake (wrong CA, no or untrusted client certificate, plaintext on
-            // the TLS port): rustls has sent its alert.
-            log::info!("TLS connection from {peer} closed: {e}");
+            // the TLS port): rustls has sent its alert. A refused WebSocket upgrade or a
+            // broken frame: the HTTP answer or close frame is sent.
+            let what = match reader.pipe().transport_name() {
+                "tls" => "TLS",
+                "wss" => "WebSocket (wss)",
+                _ => "WebSocket",
+            };
+            log::info!("{what} connection from {peer} closed: {e}");
             return None;
         }
         Err(e) => {

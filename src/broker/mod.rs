@@ -34,6 +34,7 @@ pub mod topic_tree;
 pub mod view;
 pub mod wills;
 pub mod writer;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

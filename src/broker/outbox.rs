@@ -17,7 +17,7 @@
 //!
 //! What a client is owed but has not taken (control bytes plus the unwritten part of the last
 //! batch) is bounded: above [`OWED_HIGH`] its own reader thread stops reading from it
-//! ([`Outbox::await_drain`]) until the outbox drains below [`OWED_LOW`], as TCP itself would
+//! ([`Outbox::await_drain`]) until the outbox drains below `OWED_LOW`, as TCP itself would
 //! push back; a client that takes nothing for [`NOT_READING_GRACE`] meanwhile is disconnected.
 //! Only the client's own reader ever waits: publishers still just queue into the bounded
 //! session queue.
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::pipe::{Pipe, TlsPipe};
+use super::pipe::Pipe;
 use super::session::{Outgoing, Session, StoreOps};
 use super::socket;
 use super::stats::Stats;
@@ -246,7 +246,7 @@ impl Outbox {
     }
 
     /// Blocks the client's reader thread (which must hold no lock) until what the client is
-    /// owed has drained to [`OWED_LOW`] (or the last batch went out whole), or the connection
+    /// owed has drained to `OWED_LOW` (or the last batch went out whole), or the connection
     /// is closing. Gives up with [`NotReading`] when the client took nothing for `grace`: not
     /// a byte from the outbox nor from the kernel's send queue.
     pub fn await_drain(&self, grace: Duration) -> Result<(), NotReading> {
@@ -520,7 +520,7 @@ impl Outbox {
     fn write_some(&self, out: &mut Output) -> io::Result<bool> {
         let stream = match &*self.pipe {
             Pipe::Plain(stream) => stream,
-            Pipe::Tls(tls) => return self.write_some_tls(tls, out),
+            pipe => return self.write_some_sealed(pipe, out),
         };
         while out.written < out.buf.len() {
             match socket::send_nonblocking(stream, &out.buf[out.written..]) {
@@ -538,11 +538,11 @@ impl Outbox {
         Ok(true)
     }
 
-    /// [`Outbox::write_some`] over TLS: first the records still waiting in the pipe, then
-    /// the next [`SEAL_CHUNK`](super::pipe::SEAL_CHUNK) of `buf` sealed and sent, and so on.
-    /// Plaintext counts as taken (no longer owed) once all its records are in the kernel, so
-    /// back-pressure sees what the client really has not taken.
-    fn write_some_tls(&self, tls: &TlsPipe, out: &mut Output) -> io::Result<bool> {
+    /// [`Outbox::write_some`] over TLS or WebSockets: first the records or frames still
+    /// waiting in the pipe, then the next [`SEAL_CHUNK`](super::pipe::SEAL_CHUNK) of `buf`
+    /// sealed (framed) and sent, and so on. Plaintext counts as taken (no longer owed) once all
+    /// its records are in the kernel, so back-pressure sees what the client really has not taken.
+    fn write_some_sealed(&self, tls: &Pipe, out: &mut Output) -> io::Result<bool> {
         loop {
             if !tls.flush_nonblocking()? {
                 return Ok(false);

@@ -9,7 +9,7 @@
 //! instead, so the bounds always hold. The socket's reader thread marks when it waits for the
 //! client and leaves the pool once its CONNECT is accepted (or the thread ends): a CONNECT
 //! whose password is being verified, or whose refusal lingers, still holds its place. Closes
-//! are counted and logged at most once per [`LOG_EVERY`].
+//! are counted and logged at most once per `LOG_EVERY`.
 //!
 //! Its lock (`Broker::pending`) is a leaf: nothing else is taken while it is held.
 

@@ -23,6 +23,11 @@
 //! new; before a connection has an outbox (the handshake, a refused CONNECT) its reader sends
 //! it itself, waiting for room within its deadline.
 //!
+//! **WebSockets** ([`super::ws`]) wrap a plain or TLS pipe: reads go through the inner pipe
+//! into the WebSocket's raw buffer and come out of it as MQTT bytes; writes are framed into
+//! the WebSocket's own buffer under its short lock (taken before, never after, the TLS lock)
+//! and handed to the inner pipe in order.
+//!
 //! Back-pressure stays true: the outbox seals at most [`SEAL_CHUNK`] bytes at a time and only
 //! once the previous ciphertext is all sent, and counts plaintext as written (no longer owed)
 //! only once its ciphertext is in the kernel. So a TLS connection holds at most one sealed chunk
@@ -37,6 +42,7 @@ use parking_lot::Mutex;
 use rustls::ServerConnection;
 
 use super::socket;
+pub use super::ws::WsPipe;
 use crate::protocol::frame::FrameBuffer;
 
 /// Most plaintext the outbox seals in one go (four full TLS records).
@@ -44,13 +50,33 @@ pub const SEAL_CHUNK: usize = 64 * 1024;
 
 /// Every [`Pipe::transport_name`], in the order `/metrics` and `$SYS` list them (each listed,
 /// with 0 when no client uses it).
-pub const TRANSPORTS: &[&str] = &["tcp", "tls"];
+pub const TRANSPORTS: &[&str] = &["tcp", "tls", "ws", "wss"];
 
 /// A connection's bytes: plain TCP, or TLS over it.
 pub enum Pipe {
     Plain(TcpStream),
     /// Boxed: a plain connection does not carry the size of rustls's state.
     Tls(Box<TlsPipe>),
+    /// MQTT over WebSockets, over a plain or a TLS pipe (see [`super::ws`]).
+    Ws(Box<WsPipe>),
+}
+
+/// Where a pipe's reads put the bytes they produce: the framing buffer, or (under a WebSocket)
+/// the raw buffer the frames are parsed from.
+pub trait Sink {
+    fn put(&mut self, data: &[u8]);
+}
+
+impl Sink for FrameBuffer {
+    fn put(&mut self, data: &[u8]) {
+        self.extend(data);
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, data: &[u8]) {
+        self.extend_from_slice(data);
+    }
 }
 
 /// TLS over a socket: the rustls state both directions share.
@@ -90,12 +116,34 @@ impl Pipe {
         }))
     }
 
+    /// WebSockets over `inner` (plain or TLS): the HTTP upgrade comes first, then frames.
+    pub fn ws(inner: Pipe, max_frame: u64) -> Pipe {
+        Pipe::Ws(Box::new(WsPipe::new(inner, max_frame)))
+    }
+
     /// The raw socket: timeouts, shutdown, `poll`, peeking and the kernel's send queue.
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Pipe::Plain(s) => s,
             Pipe::Tls(t) => &t.socket,
+            Pipe::Ws(w) => w.inner().tcp(),
         }
+    }
+
+    /// The transport's name on the page, in the API and in per-listener counts: one of
+    /// [`TRANSPORTS`].
+    pub fn transport_name(&self) -> &'static str {
+        match self {
+            Pipe::Plain(_) => "tcp",
+            Pipe::Tls(_) => "tls",
+            Pipe::Ws(w) if w.inner().is_tls() => "wss",
+            Pipe::Ws(_) => "ws",
+        }
+    }
+
+    /// Plain TCP: the outbox writes straight to the socket, with nothing held in the pipe.
+    pub fn is_plain(&self) -> bool {
+        matches!(self, Pipe::Plain(_))
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -106,16 +154,12 @@ impl Pipe {
         let _ = self.tcp().shutdown(how);
     }
 
+    /// Encrypted: TLS, or WebSockets over TLS.
     pub fn is_tls(&self) -> bool {
-        matches!(self, Pipe::Tls(_))
-    }
-
-    /// The transport's name on the page, in the API and in per-listener counts: one of
-    /// [`TRANSPORTS`].
-    pub fn transport_name(&self) -> &'static str {
         match self {
-            Pipe::Plain(_) => "tcp",
-            Pipe::Tls(_) => "tls",
+            Pipe::Plain(_) => false,
+            Pipe::Tls(_) => true,
+            Pipe::Ws(w) => w.inner().is_tls(),
         }
     }
 
@@ -130,16 +174,52 @@ impl Pipe {
         nonblocking: bool,
     ) -> io::Result<usize> {
         match self {
+            Pipe::Ws(w) => w.read_into(chunk, frames, nonblocking),
+            _ => self.read_raw(chunk, frames, nonblocking),
+        }
+    }
+
+    /// [`Pipe::read_into`] for what is under a WebSocket: the bytes (TLS: the plaintext) go
+    /// to `sink` as they are.
+    pub(super) fn read_raw(
+        &self,
+        chunk: &mut [u8],
+        sink: &mut impl Sink,
+        nonblocking: bool,
+    ) -> io::Result<usize> {
+        match self {
             Pipe::Plain(s) => {
                 let n = if nonblocking {
                     socket::recv_nonblocking(s, chunk)?
                 } else {
                     (&*s).read(chunk)?
                 };
-                frames.extend(&chunk[..n]);
+                sink.put(&chunk[..n]);
                 Ok(n)
             }
-            Pipe::Tls(t) => t.read_into(chunk, frames, nonblocking),
+            Pipe::Tls(t) => t.read_into(chunk, sink, nonblocking),
+            Pipe::Ws(w) => w.inner().read_raw(chunk, sink, nonblocking),
+        }
+    }
+
+    /// Sends what the pipe holds without blocking: true when nothing is left (always true for
+    /// plain TCP). For the outbox, before it seals more.
+    pub fn flush_nonblocking(&self) -> io::Result<bool> {
+        match self {
+            Pipe::Plain(_) => Ok(true),
+            Pipe::Tls(t) => t.flush_nonblocking(),
+            Pipe::Ws(w) => w.flush_nonblocking(),
+        }
+    }
+
+    /// Seals (TLS records) or frames (WebSocket binary frame) up to [`SEAL_CHUNK`] bytes of
+    /// `plain` and sends what the socket takes now: how many bytes of `plain` were taken.
+    /// Not for plain TCP, which the outbox writes itself.
+    pub fn seal(&self, plain: &[u8]) -> io::Result<usize> {
+        match self {
+            Pipe::Plain(s) => socket::send_nonblocking(s, plain),
+            Pipe::Tls(t) => t.seal(plain),
+            Pipe::Ws(w) => w.seal(plain),
         }
     }
 
@@ -151,6 +231,7 @@ impl Pipe {
                 let st = t.state.lock();
                 st.sent < st.out.len()
             }
+            Pipe::Ws(w) => w.has_unsent(),
         }
     }
 
@@ -185,6 +266,7 @@ impl Pipe {
                 t.close_notify();
                 t.flush_until(deadline)
             }
+            Pipe::Ws(w) => w.write_all_until(data, deadline),
         }
     }
 
@@ -194,14 +276,17 @@ impl Pipe {
         match self {
             Pipe::Plain(_) => Ok(()),
             Pipe::Tls(t) => t.flush_until(deadline),
+            Pipe::Ws(w) => w.flush_until(deadline),
         }
     }
 
     /// Queues a TLS close_notify and sends what the socket takes now (before the server shuts
     /// its write side after its last packet). Nothing for plain TCP.
     pub fn close_notify(&self) {
-        if let Pipe::Tls(t) = self {
-            t.close_notify();
+        match self {
+            Pipe::Plain(_) => {}
+            Pipe::Tls(t) => t.close_notify(),
+            Pipe::Ws(w) => w.close_normal(),
         }
     }
 
@@ -215,6 +300,7 @@ impl Pipe {
                 let cert = st.conn.peer_certificates()?.first()?;
                 super::tls::subject_common_name(cert.as_ref())
             }
+            Pipe::Ws(w) => w.inner().peer_common_name(),
         }
     }
 }
@@ -223,7 +309,7 @@ impl TlsPipe {
     fn read_into(
         &self,
         chunk: &mut [u8],
-        frames: &mut FrameBuffer,
+        frames: &mut impl Sink,
         nonblocking: bool,
     ) -> io::Result<usize> {
         if self.state.lock().eof {
@@ -257,7 +343,7 @@ impl TlsPipe {
                         break;
                     }
                     Ok(data) => {
-                        frames.extend(data);
+                        frames.put(data);
                         let len = data.len();
                         plaintext += len;
                         st.conn.reader().consume(len);
@@ -283,7 +369,7 @@ impl TlsPipe {
     }
 
     /// Sends waiting ciphertext without blocking: true when none is left.
-    fn send_pending(&self) -> io::Result<bool> {
+    pub(super) fn send_pending(&self) -> io::Result<bool> {
         self.state.lock().send_some()
     }
 
@@ -305,7 +391,7 @@ impl TlsPipe {
         self.send_pending()
     }
 
-    fn close_notify(&self) {
+    pub(super) fn close_notify(&self) {
         let mut st = self.state.lock();
         st.conn.send_close_notify();
         let _ = st.send_some();
@@ -346,7 +432,7 @@ impl TlsState {
 }
 
 /// Waits until `socket` has room for writing, or fails with `TimedOut` at `deadline`.
-fn wait_writable(socket: &TcpStream, deadline: Instant) -> io::Result<()> {
+pub(super) fn wait_writable(socket: &TcpStream, deadline: Instant) -> io::Result<()> {
     let now = Instant::now();
     if now >= deadline {
         return Err(io::ErrorKind::TimedOut.into());

@@ -1,8 +1,11 @@
 //! The MQTT listeners: a blocking `std::net::TcpListener` on the `acceptor` thread (plain TCP)
 //! and, with `tls_listen`, another on the `acceptor-tls` thread (MQTT over TLS: each socket gets
 //! a rustls `ServerConnection` in its [`Pipe`]; the handshake happens on the socket's own
-//! thread, as it reads, within `connect_timeout`); one `client-<id>` thread per accepted
-//! socket, whichever listener took it. One TLS listener for now. A socket enters the pending pool ([`pending`]),
+//! thread, as it reads, within `connect_timeout`); with `ws_listen` / `wss_listen`, the
+//! `acceptor-ws` / `acceptor-wss` threads (MQTT over WebSockets, plain or over TLS with the TLS
+//! listener's certificate settings; the HTTP upgrade too happens on the socket's own thread);
+//! one `client-<id>` thread per accepted socket, whichever listener took it. One listener of
+//! each kind for now. A socket enters the pending pool ([`pending`]),
 //! bounded by `max_pending_connections` and `max_pending_per_address`, until its CONNECT
 //! arrives; only an accepted CONNECT takes one of the `max_clients` places (its refusal over
 //! the limit is answered on the socket's own thread, see `handle::connect`).
@@ -32,21 +35,46 @@ use crate::protocol::ReasonCode;
 /// Stack of a reader thread: decoding and routing are shallow.
 const READER_STACK: usize = 256 * 1024;
 
+/// The kind of an MQTT listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+}
+
+impl Transport {
+    /// As in the `MQTT listening on ADDR:PORT (tls)` log line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
+}
+
+/// The plain listener's address and the others', as bound last time.
+type BoundBefore = (Option<SocketAddr>, Vec<(Transport, SocketAddr)>);
+
 struct Running {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
-    /// The TLS listener's address and acceptor thread, when there is one.
-    tls: Option<(SocketAddr, JoinHandle<()>)>,
+    /// The TLS, ws and wss listeners' addresses and acceptor threads, when there are any.
+    extra: Vec<(Transport, SocketAddr, JoinHandle<()>)>,
 }
 
 pub struct Server {
     broker: Arc<Broker>,
-    /// The TLS listener's setup (`tls_listen`), made once at start.
+    /// The TLS and wss listeners' setup (`tls_listen`, `wss_listen`), made once at start.
     tls: Option<Arc<TlsContext>>,
     running: Mutex<Option<Running>>,
-    /// The addresses bound last time (plain, TLS), so that a restart with port 0 keeps them.
-    last_addr: Mutex<(Option<SocketAddr>, Option<SocketAddr>)>,
+    /// The addresses bound last time (plain, then the others), so that a restart with port 0
+    /// keeps them.
+    last_addr: Mutex<BoundBefore>,
 }
 
 impl Server {
@@ -55,22 +83,32 @@ impl Server {
         Self::with_tls(broker, None)
     }
 
-    /// The plain listener and, with `tls`, the TLS listener.
+    /// The plain listener and, with `tls`, the TLS listener (and the wss one).
     pub fn with_tls(broker: Arc<Broker>, tls: Option<Arc<TlsContext>>) -> Arc<Server> {
         Arc::new(Server {
             broker,
             tls,
             running: Mutex::new(None),
-            last_addr: Mutex::new((None, None)),
+            last_addr: Mutex::new((None, Vec::new())),
         })
+    }
+
+    /// The bound address of the `transport` listener while running.
+    pub fn addr_of(&self, transport: Transport) -> Option<SocketAddr> {
+        let running = self.running.lock();
+        let r = running.as_ref()?;
+        if transport == Transport::Tcp {
+            return Some(r.addr);
+        }
+        r.extra
+            .iter()
+            .find(|(t, _, _)| *t == transport)
+            .map(|(_, a, _)| *a)
     }
 
     /// The TLS listener's bound address while running.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.running
-            .lock()
-            .as_ref()
-            .and_then(|r| r.tls.as_ref().map(|(a, _)| *a))
+        self.addr_of(Transport::Tls)
     }
 
     pub fn broker(&self) -> &Arc<Broker> {
@@ -83,59 +121,80 @@ impl Server {
     }
 
     /// Binds the listeners and starts accepting; a no-op when already running. Logs
-    /// `MQTT listening on ADDR:PORT` with the port actually bound, and for the TLS listener
-    /// `MQTT listening on ADDR:PORT (tls)`.
+    /// `MQTT listening on ADDR:PORT` with the port actually bound, and for the others
+    /// `MQTT listening on ADDR:PORT (tls)` (`ws`, `wss`).
     pub fn start(&self) -> io::Result<SocketAddr> {
         let mut running = self.running.lock();
         if let Some(r) = running.as_ref() {
             return Ok(r.addr);
         }
-        let (last_plain, last_tls) = *self.last_addr.lock();
+        let (last_plain, last_extra) = self.last_addr.lock().clone();
         let listener = TcpListener::bind(last_plain.unwrap_or(self.broker.config.listen))?;
         let addr = listener.local_addr()?;
-        let tls_listener = match &self.tls {
-            Some(ctx) => {
-                let l = TcpListener::bind(last_tls.unwrap_or(ctx.listen)).map_err(|e| {
-                    io::Error::new(e.kind(), format!("TLS listener on {}: {e}", ctx.listen))
-                })?;
-                let a = l.local_addr()?;
-                Some((l, a, ctx.clone()))
-            }
-            None => None,
-        };
-        *self.last_addr.lock() = (Some(addr), tls_listener.as_ref().map(|(_, a, _)| *a));
+        let cfg = &self.broker.config;
+        let wanted = [
+            (Transport::Tls, self.tls.as_ref().and_then(|c| c.listen)),
+            (Transport::Ws, cfg.ws_listen),
+            (Transport::Wss, cfg.wss_listen),
+        ];
+        let mut listeners = Vec::new();
+        for (transport, listen) in wanted {
+            let Some(listen) = listen else { continue };
+            let tls = match transport {
+                Transport::Tls | Transport::Wss => match &self.tls {
+                    Some(ctx) => Some(ctx.clone()),
+                    None => continue,
+                },
+                _ => None,
+            };
+            let at = last_extra
+                .iter()
+                .find(|(t, _)| *t == transport)
+                .map_or(listen, |(_, a)| *a);
+            let l = TcpListener::bind(at).map_err(|e| {
+                let what = transport.name().to_uppercase();
+                io::Error::new(e.kind(), format!("{what} listener on {listen}: {e}"))
+            })?;
+            let a = l.local_addr()?;
+            listeners.push((transport, l, a, tls));
+        }
+        *self.last_addr.lock() = (
+            Some(addr),
+            listeners.iter().map(|(t, _, a, _)| (*t, *a)).collect(),
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let broker = self.broker.clone();
         let flag = stop.clone();
         let thread = thread::Builder::new()
             .name("acceptor".into())
-            .spawn(move || accept_loop(listener, broker, flag, None))?;
+            .spawn(move || accept_loop(listener, broker, flag, Transport::Tcp, None))?;
         log::info!("MQTT listening on {addr}");
-        let tls = match tls_listener {
-            Some((l, a, ctx)) => {
-                let broker = self.broker.clone();
-                let flag = stop.clone();
-                let spawned = thread::Builder::new()
-                    .name("acceptor-tls".into())
-                    .spawn(move || accept_loop(l, broker, flag, Some(ctx)));
-                match spawned {
-                    Ok(t) => {
-                        log::info!("MQTT listening on {a} (tls)");
-                        Some((a, t))
+        let mut extra = Vec::new();
+        for (transport, l, a, tls) in listeners {
+            let broker = self.broker.clone();
+            let flag = stop.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("acceptor-{}", transport.name()))
+                .spawn(move || accept_loop(l, broker, flag, transport, tls));
+            match spawned {
+                Ok(t) => {
+                    log::info!("MQTT listening on {a} ({})", transport.name());
+                    extra.push((transport, a, t));
+                }
+                Err(e) => {
+                    stop_acceptor(&stop, addr, thread);
+                    for (_, a, t) in extra {
+                        stop_acceptor(&stop, a, t);
                     }
-                    Err(e) => {
-                        stop_acceptor(&stop, addr, thread);
-                        return Err(e);
-                    }
+                    return Err(e);
                 }
             }
-            None => None,
-        };
+        }
         *running = Some(Running {
             addr,
             stop,
             thread,
-            tls,
+            extra,
         });
         Ok(addr)
     }
@@ -146,7 +205,7 @@ impl Server {
             return;
         };
         stop_acceptor(&r.stop, r.addr, r.thread);
-        if let Some((addr, thread)) = r.tls {
+        for (_, addr, thread) in r.extra {
             stop_acceptor(&r.stop, addr, thread);
         }
         self.broker.disconnect_all(ReasonCode::ServerShuttingDown);
@@ -180,14 +239,16 @@ fn stop_acceptor(stop: &AtomicBool, addr: SocketAddr, thread: JoinHandle<()>) {
     }
 }
 
-/// Accepts sockets until `stop`; with `tls`, each is a TLS connection (its handshake runs on
-/// its own thread, as it reads).
+/// Accepts sockets until `stop`; each gets the pipe of `transport` (a TLS handshake and a
+/// WebSocket upgrade run on the socket's own thread, as it reads).
 fn accept_loop(
     listener: TcpListener,
     broker: Arc<Broker>,
     stop: Arc<AtomicBool>,
+    transport: Transport,
     tls: Option<Arc<TlsContext>>,
 ) {
+    let max_frame = u64::from(broker.config.max_packet_size) + super::ws::FRAME_SLACK;
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -213,6 +274,10 @@ fn accept_loop(
                     continue;
                 }
             },
+        };
+        let pipe = match transport {
+            Transport::Ws | Transport::Wss => Pipe::ws(pipe, max_frame),
+            Transport::Tcp | Transport::Tls => pipe,
         };
         let stream = Arc::new(pipe);
         let conn_id = broker.next_conn_id();

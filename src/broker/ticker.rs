@@ -68,7 +68,7 @@ impl Drop for Ticker {
 }
 
 /// Gives the heap memory that is free but still held by the allocator back to the system, when
-/// there is more than [`TRIM_ABOVE`] of it.
+/// there is more than `TRIM_ABOVE` of it.
 ///
 /// Why: glibc returns freed memory on its own only from the top of a heap. A burst (300,000
 /// distinct topics passing through the history batches, a slow subscriber's backlog) leaves

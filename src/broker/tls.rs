@@ -23,10 +23,11 @@ use rustls::{RootCertStore, ServerConfig};
 use crate::certs;
 use crate::config::Config;
 
-/// What the TLS listener hands each new connection.
+/// What the TLS listener (and the wss listener, which shares its settings) hands each new
+/// connection.
 pub struct TlsContext {
-    /// `tls_listen`.
-    pub listen: std::net::SocketAddr,
+    /// `tls_listen`: `None` when only `wss_listen` needs the certificate.
+    pub listen: Option<std::net::SocketAddr>,
     /// certfile, keyfile and cafile as last read.
     config: certs::LiveConfig,
     /// `use_identity_as_username`: the client certificate's CN is the username, and a client
@@ -35,14 +36,16 @@ pub struct TlsContext {
 }
 
 impl TlsContext {
-    /// The TLS context for `cfg`'s TLS listener; `Ok(None)` when there is none. The error is
-    /// one line for a person (file unreadable, no certificate in it, key not matching).
+    /// The TLS context for `cfg`'s TLS and wss listeners; `Ok(None)` when there is neither.
+    /// The error is one line for a person (file unreadable, no certificate in it, key not
+    /// matching).
     pub fn from_config(cfg: &Config) -> Result<Option<Arc<TlsContext>>, String> {
-        let Some(listen) = cfg.tls_listen else {
+        let listen = cfg.tls_listen;
+        if listen.is_none() && cfg.wss_listen.is_none() {
             return Ok(None);
-        };
+        }
         let (Some(certfile), Some(keyfile)) = (cfg.certfile.clone(), cfg.keyfile.clone()) else {
-            return Err("tls_listen needs certfile and keyfile".into());
+            return Err("tls_listen and wss_listen need certfile and keyfile".into());
         };
         let mut files = format!(
             "certfile '{}', keyfile '{}'",

@@ -218,6 +218,73 @@ fn list(conn: &Connection, cmd: &AdminCommand) -> Result<String, StoreError> {
     Ok(out.trim_end().to_owned())
 }
 
+/// What [`import`] stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Imported {
+    /// Accounts added.
+    pub users: usize,
+    /// Names skipped because an account of that name already exists (it is kept as it is).
+    pub existing: Vec<String>,
+    /// ACL rules added.
+    pub rules: usize,
+}
+
+/// Adds accounts (name, stored hash, both already checked by the caller) and ACL rules in ONE
+/// transaction (`import mosquitto`): on any error nothing is stored. An account whose name
+/// exists already is left as it is and named in [`Imported::existing`].
+pub fn import(
+    db: &Path,
+    users: &[(String, String)],
+    rules: &[AclRule],
+) -> Result<Imported, StoreError> {
+    for (name, _) in users {
+        check_name("user name", name)?;
+    }
+    for rule in rules {
+        check_rule(rule)?;
+    }
+    let mut conn = schema::open(
+        db,
+        schema::OpenOptions {
+            busy_timeout: ADMIN_BUSY_TIMEOUT,
+            full_sync: true,
+            max_bytes: 0,
+        },
+    )?;
+    let locked = |e: rusqlite::Error| {
+        if is_transient(&e) {
+            open_error(db, e)
+        } else {
+            sql_error("importing users and ACL rules", e)
+        }
+    };
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(locked)?;
+    let mut done = Imported::default();
+    for (name, hash) in users {
+        let add = AdminWrite::UserAdd {
+            name: name.clone(),
+            hash: hash.clone(),
+        };
+        match apply_admin(&tx, &add) {
+            Ok(_) => done.users += 1,
+            Err(AdminFailure::Refused(StoreError::UserExists(n))) => done.existing.push(n),
+            Err(AdminFailure::Refused(e)) => return Err(e),
+            Err(AdminFailure::Db(e)) => return Err(locked(e)),
+        }
+    }
+    for rule in rules {
+        match apply_admin(&tx, &AdminWrite::AclAdd(rule.clone())) {
+            Ok(_) => done.rules += 1,
+            Err(AdminFailure::Refused(e)) => return Err(e),
+            Err(AdminFailure::Db(e)) => return Err(locked(e)),
+        }
+    }
+    tx.commit().map_err(locked)?;
+    Ok(done)
+}
+
 /// Reads a password: on a terminal, prompts twice without echo (they must match); otherwise
 /// reads one line from stdin (without its line ending).
 pub fn read_password(prompt: &str) -> io::Result<String> {

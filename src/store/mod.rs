@@ -49,6 +49,7 @@
 //! ```
 
 pub mod admin;
+pub mod backup;
 pub mod codec;
 mod error;
 mod queries;

@@ -47,6 +47,10 @@ pub struct Broker {
     /// The MQTT-over-TLS listener, when started with `--tls-listen` (from the
     /// `MQTT listening on ADDR (tls)` line).
     pub tls: Option<SocketAddr>,
+    /// The MQTT-over-WebSockets listeners, when started with `--ws-listen` / `--wss-listen`
+    /// (from the `MQTT listening on ADDR (ws)` / `(wss)` lines).
+    pub ws: Option<SocketAddr>,
+    pub wss: Option<SocketAddr>,
     child: Child,
     dir: tempfile::TempDir,
     db: PathBuf,
@@ -86,6 +90,8 @@ impl Broker {
             mqtt: "127.0.0.1:0".parse().unwrap(),
             web: "127.0.0.1:0".parse().unwrap(),
             tls: None,
+            ws: None,
+            wss: None,
             child,
             dir,
             db,
@@ -106,23 +112,32 @@ impl Broker {
             let text = self.log()[self.log_start..].to_string();
             let plain: String = text
                 .lines()
-                .filter(|l| !l.ends_with("(tls)"))
+                .filter(|l| !l.ends_with(')'))
                 .flat_map(|l| [l, "\n"])
                 .collect();
             let mqtt = last_addr_after(&plain, "MQTT listening on ");
             let web = last_addr_after(&text, "web page on http://")
                 .or_else(|| last_addr_after(&text, "web page on https://"));
-            let want_tls = self.args.iter().any(|a| a == "--tls-listen");
-            let tls = text
-                .lines()
-                .rev()
-                .find(|l| l.ends_with("(tls)"))
-                .and_then(|l| last_addr_after(l, "MQTT listening on "));
+            let other = |kind: &str| {
+                let suffix = format!("({kind})");
+                let wanted = self.args.iter().any(|a| *a == format!("--{kind}-listen"));
+                let addr = text
+                    .lines()
+                    .rev()
+                    .find(|l| l.ends_with(&suffix))
+                    .and_then(|l| last_addr_after(l, "MQTT listening on "));
+                (addr, !wanted || addr.is_some())
+            };
+            let (tls, tls_ok) = other("tls");
+            let (ws, ws_ok) = other("ws");
+            let (wss, wss_ok) = other("wss");
             if let (Some(m), Some(w)) = (mqtt, web) {
-                if !want_tls || tls.is_some() {
+                if tls_ok && ws_ok && wss_ok {
                     self.mqtt = m;
                     self.web = w;
                     self.tls = tls;
+                    self.ws = ws;
+                    self.wss = wss;
                     return;
                 }
             }
@@ -900,4 +915,63 @@ pub fn api_status(web: std::net::SocketAddr) -> serde_json::Value {
     s.read_to_string(&mut text).expect("read /api/status");
     let body = text.split("\r\n\r\n").nth(1).expect("HTTP body");
     serde_json::from_str(body).unwrap_or_else(|e| panic!("bad JSON {e}: {body}"))
+}
+
+/// Runs `mqtt5-broker --db DB ARGS...` (an admin subcommand such as `user add` or `backup`)
+/// with `stdin` when given (the password), and returns what it printed; killed (our own
+/// child, by its handle) and a panic when it does not finish within `limit`.
+pub fn run_admin(
+    db: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    limit: Duration,
+) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mqtt5-broker"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the admin command");
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .expect("write the admin command's stdin");
+        // Dropped here: EOF after the text.
+    }
+    let deadline = Instant::now() + limit;
+    while child
+        .try_wait()
+        .expect("wait for the admin command")
+        .is_none()
+    {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("admin command {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+        .wait_with_output()
+        .expect("read the admin command's output")
+}
+
+/// Whether the peer has closed `s` (EOF or reset), without waiting.
+pub fn closed_by_peer(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).expect("nonblocking");
+    let mut b = [0u8; 1];
+    let closed = match s.peek(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    s.set_nonblocking(false).expect("blocking");
+    closed
 }

@@ -86,7 +86,12 @@ class PahoClient:
         keepalive: int = 30,
         will: tuple | None = None,
         session_expiry: int | None = None,
+        transport: str = "tcp",
+        ws_path: str = "/mqtt",
+        ca_certs: str | None = None,
     ):
+        """`transport="websockets"` speaks MQTT over WebSockets on `ws_path`; `ca_certs`
+        turns on TLS trusting that CA file (wss with websockets)."""
         self.host, self.port = addr
         self.version = version
         self.client_id = new_client_id("p") if client_id is None else client_id
@@ -100,8 +105,13 @@ class PahoClient:
             client_id=self.client_id,
             protocol=protocol,
             reconnect_on_failure=False,
+            transport=transport,
             **kwargs,
         )
+        if transport == "websockets":
+            self.c.ws_set_options(path=ws_path)
+        if ca_certs is not None:
+            self.c.tls_set(ca_certs=ca_certs)
         if will is not None:
             topic, payload, qos, retain = will
             self.c.will_set(topic, payload, qos=qos, retain=retain)

@@ -1,17 +1,18 @@
 //! A minimal blocking MQTT client for the load generator, built on the crate's own codec
-//! (`mqtt5_broker::protocol`) and `std::net`: connect, subscribe, read packets with a bounded
-//! wait, and a shared write half. Used by every generator thread (publisher writers and readers,
+//! (`mqtt5_broker::protocol`) and `std::net`, over any [`crate::transport`] (tcp, tls, ws, wss):
+//! connect, subscribe, read packets with a bounded wait, and a shared write half. Used by every generator thread (publisher writers and readers,
 //! subscribers, connectors); each [`Conn`] is owned by one thread, a [`Writer`] may be shared.
 //!
 //! Every wait is bounded: connects and handshakes take a timeout, reads return after
 //! [`POLL`] with `Ok(None)` so that callers can check their deadline, writes have a timeout.
 
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::io::{self, Read};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::transport::{self, Endpoint, Pipe};
 use mqtt5_broker::protocol::frame::FrameBuffer;
 use mqtt5_broker::protocol::{
     encode, Ack, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion, QoS,
@@ -24,8 +25,6 @@ pub const POLL: Duration = Duration::from_millis(50);
 const READ_CHUNK: usize = 64 * 1024;
 /// Largest packet the generator accepts (and announces in 5.0 CONNECT).
 pub const MAX_PACKET: u32 = 4 * 1024 * 1024;
-/// Socket write timeout: a broker that stops reading fails the run instead of hanging it.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A generator error, with enough context to print.
 #[derive(Debug)]
@@ -63,22 +62,14 @@ pub struct ConnectOpts {
 /// The write half of a connection, shareable between a publisher's writer and reader threads.
 #[derive(Clone)]
 pub struct Writer {
-    inner: Arc<Mutex<TcpStream>>,
+    pipe: Arc<Pipe>,
     pub version: ProtocolVersion,
 }
 
 impl Writer {
-    /// Writes `bytes` whole (one lock, one `write_all`).
+    /// Writes `bytes` whole (one `write_all` on the socket; over ws, one binary frame).
     pub fn write_all(&self, bytes: &[u8]) -> Result<()> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        let mut s = self
-            .inner
-            .lock()
-            .map_err(|_| Error("writer lock poisoned".into()))?;
-        s.write_all(bytes)?;
-        Ok(())
+        self.pipe.write_all(bytes)
     }
 
     /// Encodes and writes one packet.
@@ -91,8 +82,11 @@ impl Writer {
 
 /// One connection: the read side with its framing buffer, and a [`Writer`].
 pub struct Conn {
+    /// The socket's read half (owned by the reading thread; no lock around its reads).
     stream: TcpStream,
     frames: FrameBuffer,
+    /// Raw bytes read from the socket when the pipe has TLS or WebSocket layers.
+    wire: Vec<u8>,
     pub version: ProtocolVersion,
     /// The broker's Receive Maximum (CONNACK, 5.0), 65,535 when absent or 3.1.1.
     pub broker_receive_maximum: u16,
@@ -111,22 +105,25 @@ pub fn ack(packet_id: u16) -> Ack {
 }
 
 impl Conn {
-    /// Opens a TCP connection to `addr`, sends CONNECT and waits (≤ `timeout`) for a successful
-    /// CONNACK.
-    pub fn connect(addr: SocketAddr, opts: &ConnectOpts, timeout: Duration) -> Result<Conn> {
+    /// Connects to `ep` (TLS and WebSocket handshakes included), sends CONNECT and waits
+    /// (≤ `timeout` in all) for a successful CONNACK.
+    pub fn connect(ep: &Endpoint, opts: &ConnectOpts, timeout: Duration) -> Result<Conn> {
         let deadline = Instant::now() + timeout;
-        let stream = TcpStream::connect_timeout(&addr, timeout)
-            .map_err(|e| Error(format!("connect to {addr}: {e}")))?;
-        stream.set_nodelay(true)?;
+        let (stream, pipe) = transport::open(ep, deadline)?;
         stream.set_read_timeout(Some(POLL))?;
-        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        let wire = if pipe.is_plain() {
+            Vec::new()
+        } else {
+            vec![0; READ_CHUNK]
+        };
         let writer = Writer {
-            inner: Arc::new(Mutex::new(stream.try_clone()?)),
+            pipe,
             version: opts.version,
         };
         let mut conn = Conn {
             stream,
             frames: FrameBuffer::with_capacity(READ_CHUNK),
+            wire,
             version: opts.version,
             broker_receive_maximum: u16::MAX,
             writer,
@@ -246,6 +243,18 @@ impl Conn {
             return Ok(Some(p));
         }
         self.flush()?;
+        if !self.writer.pipe.is_plain() {
+            return match self.stream.read(&mut self.wire) {
+                Ok(0) => Err(Error("connection closed by the broker".into())),
+                Ok(n) => {
+                    let wire = self.wire.get(..n).unwrap_or_default();
+                    self.writer.pipe.take_in(wire, &mut self.frames)?;
+                    Ok(self.frames.next_packet(Some(self.version), MAX_PACKET)?)
+                }
+                Err(e) if timed_out(&e) => Ok(None),
+                Err(e) => Err(e.into()),
+            };
+        }
         let buf = self.frames.buffer_mut_for_read(READ_CHUNK);
         match self.stream.read(buf) {
             Ok(0) => Err(Error("connection closed by the broker".into())),
@@ -275,6 +284,14 @@ impl Conn {
             reason: ReasonCode::Success,
             properties: Properties::default(),
         }));
+        self.writer.pipe.close();
         let _ = self.stream.shutdown(Shutdown::Both);
     }
+}
+
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }

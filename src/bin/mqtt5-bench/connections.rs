@@ -23,7 +23,7 @@ const PROBE_WAIT: Duration = Duration::from_secs(15);
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub addr: std::net::SocketAddr,
+    pub endpoint: crate::transport::Endpoint,
     pub version: ProtocolVersion,
     pub topic_base: String,
     pub client_prefix: String,
@@ -147,7 +147,7 @@ fn publish_probe(plan: &Plan, topic: &str) -> Result<(), Error> {
         version: plan.version,
         receive_maximum: None,
     };
-    let mut conn = Conn::connect(plan.addr, &opts, Duration::from_secs(10))?;
+    let mut conn = Conn::connect(&plan.endpoint, &opts, Duration::from_secs(10))?;
     let mut payload = Vec::new();
     encode_payload(
         &mut payload,
@@ -216,7 +216,7 @@ fn connector(
             version: plan.version,
             receive_maximum: None,
         };
-        let r = Conn::connect(plan.addr, &opts, timeout)
+        let r = Conn::connect(&plan.endpoint, &opts, timeout)
             .and_then(|mut c| c.subscribe(topic, plan.qos, 1, timeout).map(|()| c));
         match r {
             Ok(c) => conns.push(c),

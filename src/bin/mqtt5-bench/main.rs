@@ -1,7 +1,8 @@
 //! `mqtt5-bench`: the project's MQTT load generator (MQTT 5.0 and 3.1.1), for any broker on
 //! 127.0.0.1. This file owns the command line, the scenario presets and the report; the work is
 //! in [`pubsub`] (fan-in, fan-out, latency, round trip), [`connections`], [`client`] (a minimal
-//! blocking client on the crate's codec), [`accounting`] (payload format and loss / duplicate /
+//! blocking client on the crate's codec), [`transport`] (tcp, TLS, WebSockets, wss under it),
+//! [`accounting`] (payload format and loss / duplicate /
 //! reorder / corrupt counting) and [`procfs`] (CPU and RSS from `/proc`). The main thread parses
 //! the command line, runs one scenario and prints its result.
 //!
@@ -18,6 +19,7 @@ mod client;
 mod connections;
 mod procfs;
 mod pubsub;
+mod transport;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -53,9 +55,22 @@ enum Scenario {
                   reorder or corrupt payload, protocol errors), 2 usage or setup error."
 )]
 struct Cli {
-    /// The broker's MQTT port on 127.0.0.1 (no default: never 1883 by accident).
+    /// The broker's MQTT port on 127.0.0.1 (no default: never 1883 by accident); with --tls,
+    /// --ws or both, its TLS, WebSocket or secure WebSocket listener.
     #[arg(long)]
     port: u16,
+    /// MQTT over TLS (1.2 or 1.3, rustls with ring; the server certificate must be valid for
+    /// 127.0.0.1 under --cafile; no session resumption: every connection is a full handshake).
+    /// With --ws: secure WebSockets (wss).
+    #[arg(long, requires = "cafile")]
+    tls: bool,
+    /// PEM file of the CA certificates that --tls trusts.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    cafile: Option<std::path::PathBuf>,
+    /// MQTT over WebSockets: path /mqtt, subprotocol `mqtt`, one binary frame per write (a
+    /// publisher's batch of up to 32 KiB of PUBLISH packets, or one packet).
+    #[arg(long)]
+    ws: bool,
     #[arg(long, value_enum)]
     scenario: Scenario,
     /// MQTT version: 5 or 3.1.1.
@@ -145,6 +160,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     pubsub::now_ns(); // start the payload clock
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, cli.port));
+    let tls = match cli.cafile.as_deref().filter(|_| cli.tls) {
+        Some(cafile) => match transport::tls_config(cafile) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("mqtt5-bench: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let endpoint = transport::Endpoint {
+        addr,
+        tls,
+        ws: cli.ws,
+    };
     let broker_pid = cli.broker_pid.map(|p| p.to_string());
     let tag = format!("{}-{}", std::process::id(), now_tag());
     let scenario_name = cli
@@ -167,13 +197,14 @@ fn main() -> ExitCode {
         "label": cli.label,
         "scenario": scenario_name,
         "protocol": cli.protocol.name(),
+        "transport": endpoint.name(),
         "qos": qos as u8,
         "payload": payload,
         "nproc": nproc(),
     });
     let (ok, human) = match cli.scenario {
-        Scenario::Connections => run_connections(&cli, addr, &tag, qos, payload, &mut report),
-        _ => run_pubsub(&cli, addr, &tag, qos, payload, &mut report),
+        Scenario::Connections => run_connections(&cli, &endpoint, &tag, qos, payload, &mut report),
+        _ => run_pubsub(&cli, &endpoint, &tag, qos, payload, &mut report),
     };
 
     let wall_s = wall.elapsed().as_secs_f64();
@@ -198,13 +229,14 @@ fn main() -> ExitCode {
     report["status"] = json!(status);
 
     eprintln!(
-        "[{}] {} {} QoS {} {} B: {}{}",
+        "[{}] {} {} {} QoS {} {} B: {}{}",
         if cli.label.is_empty() {
             "-"
         } else {
             &cli.label
         },
         scenario_name,
+        endpoint.name(),
         cli.protocol.name(),
         qos as u8,
         payload,
@@ -239,7 +271,7 @@ fn now_tag() -> String {
 /// setup error (nothing measured).
 fn run_pubsub(
     cli: &Cli,
-    addr: SocketAddr,
+    endpoint: &transport::Endpoint,
     tag: &str,
     qos: QoS,
     payload: usize,
@@ -266,7 +298,7 @@ fn run_pubsub(
         _ => {}
     }
     let plan = pubsub::Plan {
-        addr,
+        endpoint: endpoint.clone(),
         version: cli.protocol,
         topic_base: format!("bench/{tag}"),
         client_prefix: format!("bench-{tag}"),
@@ -368,7 +400,7 @@ fn run_pubsub(
 /// Runs the connections scenario. Returns (passed, human text).
 fn run_connections(
     cli: &Cli,
-    addr: SocketAddr,
+    endpoint: &transport::Endpoint,
     tag: &str,
     qos: QoS,
     payload: usize,
@@ -385,7 +417,7 @@ fn run_connections(
         }
     }
     let plan = connections::Plan {
-        addr,
+        endpoint: endpoint.clone(),
         version: cli.protocol,
         topic_base: format!("bench/{tag}"),
         client_prefix: format!("bench-{tag}"),

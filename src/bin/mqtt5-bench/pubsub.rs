@@ -57,7 +57,7 @@ pub enum Fault {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub addr: std::net::SocketAddr,
+    pub endpoint: crate::transport::Endpoint,
     pub version: ProtocolVersion,
     pub topic_base: String,
     pub client_prefix: String,
@@ -151,7 +151,7 @@ pub fn run(plan: &Plan) -> Result<Outcome, Error> {
             version: plan.version,
             receive_maximum: plan.sub_receive_maximum,
         };
-        let mut conn = Conn::connect(plan.addr, &opts, connect_timeout)?;
+        let mut conn = Conn::connect(&plan.endpoint, &opts, connect_timeout)?;
         match plan.fan {
             Fan::In => conn.subscribe(
                 &format!("{}/+", plan.topic_base),
@@ -175,7 +175,7 @@ pub fn run(plan: &Plan) -> Result<Outcome, Error> {
             version: plan.version,
             receive_maximum: None,
         };
-        pubs.push(Conn::connect(plan.addr, &opts, connect_timeout)?);
+        pubs.push(Conn::connect(&plan.endpoint, &opts, connect_timeout)?);
     }
 
     let shared = Arc::new(Shared {
