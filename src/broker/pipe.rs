@@ -422,12 +422,18 @@ impl TlsState {
             }
         }
         self.sent = 0;
-        if self.out.capacity() > 2 * SEAL_CHUNK {
-            self.out = Vec::new();
-        } else {
-            self.out.clear();
-        }
+        empty_send_buffer(&mut self.out);
         Ok(true)
+    }
+}
+
+/// Empties a send buffer that has been sent whole, giving its memory back when a burst grew it
+/// past two seal chunks (an idle connection keeps no large buffer).
+pub(super) fn empty_send_buffer(out: &mut Vec<u8>) {
+    if out.capacity() > 2 * SEAL_CHUNK {
+        *out = Vec::new();
+    } else {
+        out.clear();
     }
 }
 

@@ -364,11 +364,7 @@ impl WsPipe {
             st.sent += n;
         }
         st.sent = 0;
-        if st.out.capacity() > 2 * SEAL_CHUNK {
-            st.out = Vec::new();
-        } else {
-            st.out.clear();
-        }
+        super::pipe::empty_send_buffer(&mut st.out);
         Ok(true)
     }
 

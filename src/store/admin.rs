@@ -134,14 +134,18 @@ pub fn run(
     }
 }
 
+/// A failed admin write: a lock or busy file is about the file (another process holds it),
+/// anything else about what was being done.
+fn write_error(db: &Path, context: &'static str, e: rusqlite::Error) -> StoreError {
+    if is_transient(&e) {
+        open_error(db, e)
+    } else {
+        sql_error(context, e)
+    }
+}
+
 fn write(conn: &mut Connection, db: &Path, change: &AdminWrite) -> Result<i64, StoreError> {
-    let locked = |e: rusqlite::Error| {
-        if is_transient(&e) {
-            open_error(db, e)
-        } else {
-            sql_error("changing users, ACL or bans", e)
-        }
-    };
+    let locked = |e| write_error(db, "changing users, ACL or bans", e);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(locked)?;
@@ -251,13 +255,7 @@ pub fn import(
             max_bytes: 0,
         },
     )?;
-    let locked = |e: rusqlite::Error| {
-        if is_transient(&e) {
-            open_error(db, e)
-        } else {
-            sql_error("importing users and ACL rules", e)
-        }
-    };
+    let locked = |e| write_error(db, "importing users and ACL rules", e);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(locked)?;
