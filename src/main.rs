@@ -7,6 +7,7 @@
 
 use std::process::ExitCode;
 
+use mqtt5_broker::bridge::Bridges;
 use mqtt5_broker::broker::server::Server;
 use mqtt5_broker::broker::ticker::Ticker;
 use mqtt5_broker::broker::tls::TlsContext;
@@ -284,15 +285,11 @@ fn run_broker(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    // Bridge settings are read and checked, but the links are not built yet: a broker that
-    // started with them would silently forward nothing.
-    if let Some(bridge) = config.bridges.first() {
-        eprintln!(
-            "mqtt5-broker: bridge '{}' (config file line {}): this build reads bridge settings \
-             but does not run bridges yet",
-            bridge.name, bridge.line
-        );
-        return ExitCode::from(2);
+    for bridge in &config.bridges {
+        if let Err(e) = mqtt5_broker::bridge::check(bridge) {
+            eprintln!("mqtt5-broker: {e}");
+            return ExitCode::from(2);
+        }
     }
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<()>(1);
     if let Err(e) = ctrlc::set_handler(move || {
@@ -357,6 +354,18 @@ fn run_broker(config: Config) -> ExitCode {
         }
     };
 
+    let mut bridges = match Bridges::start(&broker) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("mqtt5-broker: {e}");
+            web.stop();
+            server.stop();
+            ticker.stop();
+            store.shutdown();
+            return ExitCode::from(1);
+        }
+    };
+
     if tls.is_some() || web_tls.is_some() {
         let (tls, web_tls) = (tls.clone(), web_tls.clone());
         let spawned = hangup.on_signal(move || {
@@ -374,6 +383,8 @@ fn run_broker(config: Config) -> ExitCode {
 
     let _ = signal_rx.recv();
     log::info!("shutting down");
+    // First: each bridge says locally that its link is down and leaves its session to queue.
+    bridges.stop();
     web.stop();
     server.stop();
     ticker.stop();

@@ -266,8 +266,9 @@ pub struct Client {
     /// subscription it makes gets No Local and Retain As Published, as Mosquitto gives them, so
     /// its own messages are not sent back (no loop) and retained ones stay retained downstream.
     pub bridge: bool,
-    /// Its place among `max_clients`, given back when the client ends.
-    pub slot: super::ClientSlot,
+    /// Its place among `max_clients`, given back when the client ends; `None` for a bridge's
+    /// own loopback session ([`super::loopback`]), which takes no place.
+    pub slot: Option<super::ClientSlot>,
 }
 
 /// Keeps the connection table and the pending pool exact however the thread ends (a Mosquitto
@@ -287,6 +288,19 @@ impl Drop for ConnGuard {
 /// The reader thread's body for one accepted socket. The caller has already admitted it to
 /// the pending pool.
 pub fn run(broker: Arc<Broker>, pipe: Arc<Pipe>, peer: SocketAddr, conn_id: u64) {
+    run_with(broker, pipe, peer, conn_id, false)
+}
+
+/// [`run`] for a socket the broker made itself (a bridge's local session, see
+/// [`super::loopback`]): `trusted` lets its CONNECT in without a password or a `max_clients`
+/// place. Never set for a socket that came from a listener.
+pub(crate) fn run_with(
+    broker: Arc<Broker>,
+    pipe: Arc<Pipe>,
+    peer: SocketAddr,
+    conn_id: u64,
+    trusted: bool,
+) {
     let _guard = ConnGuard {
         broker: broker.clone(),
         conn_id,
@@ -295,7 +309,7 @@ pub fn run(broker: Arc<Broker>, pipe: Arc<Pipe>, peer: SocketAddr, conn_id: u64)
     broker.register_conn(conn_id, pipe.clone(), peer);
     let cfg = broker.config.clone();
     let mut reader = Reader::new(pipe, cfg.read_chunk_size, cfg.max_packet_size);
-    let Some(mut client) = open(&broker, &mut reader, peer, conn_id) else {
+    let Some(mut client) = open(&broker, &mut reader, peer, conn_id, trusted) else {
         return;
     };
     let result = client.run(&mut reader);
@@ -314,6 +328,7 @@ fn open(
     reader: &mut Reader,
     peer: SocketAddr,
     conn_id: u64,
+    trusted: bool,
 ) -> Option<Client> {
     let cfg = &broker.config;
     let deadline = Instant::now() + cfg.connect_timeout;
@@ -370,7 +385,7 @@ fn open(
             return None;
         }
     };
-    let client = handle::connect::accept(broker, reader, *connect, peer, conn_id)?;
+    let client = handle::connect::accept(broker, reader, *connect, peer, conn_id, trusted)?;
     broker.leave_pending(conn_id);
     Some(client)
 }

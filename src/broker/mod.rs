@@ -12,6 +12,7 @@ pub mod connection;
 pub mod conns;
 pub mod error;
 pub mod handle;
+pub mod loopback;
 pub mod outbox;
 pub mod packet_ids;
 pub mod pending;

@@ -33,7 +33,7 @@ use super::Broker;
 use crate::protocol::ReasonCode;
 
 /// Stack of a reader thread: decoding and routing are shallow.
-const READER_STACK: usize = 256 * 1024;
+pub(super) const READER_STACK: usize = 256 * 1024;
 
 /// The kind of an MQTT listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,7 +35,8 @@ pub fn connack_refusal(reason: ReasonCode) -> Packet {
 
 /// Why a CONNECT is refused, checked before any session is touched, so a refused client never
 /// disturbs the live session of the same client id. `identified`: the username is the TLS
-/// client certificate's CN (`use_identity_as_username`), so no password is checked.
+/// client certificate's CN (`use_identity_as_username`), or the connection is a bridge's own
+/// loopback session (trusted, see `broker::loopback`), so no password is checked.
 fn check(
     broker: &Broker,
     c: &Connect,
@@ -196,14 +197,16 @@ pub fn accept(
     mut c: Connect,
     peer: SocketAddr,
     conn_id: u64,
+    trusted: bool,
 ) -> Option<Client> {
     let version = c.protocol;
     reader.version = Some(version);
     // `use_identity_as_username` (TLS only, as in Mosquitto): the certificate's CN replaces
     // whatever username and password the CONNECT carries; no usable certificate, no entry:
     // CONNACK 0x87 Not authorized (5.0, §3.2.2.2), 0x05 Not authorized (3.1.1, §3.2.2.3).
-    let identified = broker.config.use_identity_as_username && reader.pipe().is_tls();
-    if identified {
+    let by_certificate = broker.config.use_identity_as_username && reader.pipe().is_tls();
+    let identified = by_certificate || trusted;
+    if by_certificate {
         match reader.pipe().peer_common_name() {
             Some(cn) => {
                 c.username = Some(cn);
@@ -220,8 +223,9 @@ pub fn accept(
             }
         }
     }
-    // Full already: refused before any password is verified for it.
-    if broker.active_connections.load(Ordering::Acquire) >= broker.config.max_clients {
+    // Full already: refused before any password is verified for it. A bridge's own session
+    // takes no place: the limit is for the network's clients.
+    if !trusted && broker.active_connections.load(Ordering::Acquire) >= broker.config.max_clients {
         refuse_max_clients(broker, reader, &c, peer);
         return None;
     }
@@ -236,9 +240,14 @@ pub fn accept(
     }
     // Taken only now, so that a CONNECT being checked (a password being verified) holds no
     // place; another may have taken the last one meanwhile.
-    let Some(slot) = broker.take_client_slot() else {
-        refuse_max_clients(broker, reader, &c, peer);
-        return None;
+    let slot = if trusted {
+        None
+    } else {
+        let Some(slot) = broker.take_client_slot() else {
+            refuse_max_clients(broker, reader, &c, peer);
+            return None;
+        };
+        Some(slot)
     };
     let cfg = broker.config.clone();
     let mut props = Properties::default();
