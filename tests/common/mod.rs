@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod flow;
+pub mod mosquitto;
 pub mod procfs;
 pub mod raw;
 pub mod rq5;
