@@ -250,3 +250,195 @@ fn bridge_forwards_out_in_both_with_prefixes_qos_0_1_2_and_retain_to_a_5_0_mosqu
 fn bridge_forwards_out_in_both_with_prefixes_qos_0_1_2_and_retain_to_a_3_1_1_mosquitto() {
     forwards_every_direction("mqttv311");
 }
+
+/// A Mosquitto remote with persistence (its subscribers' sessions survive its restart) and
+/// our broker bridged to it with `out` QoS 1, reconnecting after 1 s.
+fn persistent_remote_and_bridge() -> (Mosquitto, Broker, tempfile::TempDir) {
+    let remote = Mosquitto::start("allow_anonymous true\npersistence true\nautosave_interval 1");
+    let block = format!(
+        "connection garage\naddress {}\nbridge_protocol_version mqttv50\ntopic q/# out 1\n\
+         restart_timeout 1",
+        remote.addr
+    );
+    let (ours, conf) = bridged(&block);
+    await_log(&ours, "bridge garage: connected to");
+    (remote, ours, conf)
+}
+
+/// `n` QoS 1 messages q/0.. published here while the remote is stopped.
+fn publish_while_down(ours: &Broker, n: usize) {
+    let (p, _) = raw_v5(ours.mqtt, "o-pub", true, &[]);
+    for i in 0..n {
+        publish(&p, true, "q/m", &format!("m{i}"), 1, 1 + i as u16, false);
+    }
+}
+
+fn payloads(got: &[Pub]) -> Vec<String> {
+    got.iter()
+        .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+        .collect()
+}
+
+/// Link cut: the remote stopped (by PID) while QoS 1 messages are published here; restarted on
+/// the same port, it gets every message once, in order — they waited in the bridge's
+/// persistent local session.
+#[test]
+fn bridge_link_cut_queues_qos1_and_delivers_each_once_in_order_when_the_remote_returns() {
+    let (mut remote, ours, _conf) = persistent_remote_and_bridge();
+    let r_sub = subscriber_v311(remote.addr, "r-sub", false, &["q/#"]);
+    drop(r_sub);
+    remote.stop();
+    await_log(&ours, "bridge garage: link down");
+    publish_while_down(&ours, 20);
+    remote.restart();
+    let r_sub = subscriber_v311(remote.addr, "r-sub", false, &["q/#"]);
+    let got = payloads(&collect(&r_sub, false, 20));
+    let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want, "--- our log ---\n{}", ours.log());
+}
+
+/// The same with our broker killed (-9) while the link is down: the queue is in the database,
+/// restored with the session, and delivered once, in order, when both are back.
+#[test]
+fn bridge_queue_survives_kill_9_of_our_broker_while_the_link_is_down() {
+    let (mut remote, mut ours, _conf) = persistent_remote_and_bridge();
+    let r_sub = subscriber_v311(remote.addr, "r-sub", false, &["q/#"]);
+    drop(r_sub);
+    remote.stop();
+    await_log(&ours, "bridge garage: link down");
+    publish_while_down(&ours, 20);
+    ours.crash_restart();
+    remote.restart();
+    let r_sub = subscriber_v311(remote.addr, "r-sub", false, &["q/#"]);
+    let got = payloads(&collect(&r_sub, false, 20));
+    let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want, "--- our log ---\n{}", ours.log());
+}
+
+/// Fail-over: the first address refuses connections (a port nobody listens on), the second
+/// is Mosquitto; the bridge ends up on the second and forwards.
+#[test]
+fn bridge_fails_over_to_the_second_address() {
+    let remote = Mosquitto::start("allow_anonymous true\npersistence false");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let block = format!(
+        "connection garage\naddress {closed} {}\ntopic f/# out 1\nrestart_timeout 1\n\
+         notifications false",
+        remote.addr
+    );
+    let (ours, _conf) = bridged(&block);
+    await_log(
+        &ours,
+        &format!("bridge garage: connected to {}", remote.addr),
+    );
+    assert!(
+        ours.log()
+            .contains(&format!("bridge garage: cannot connect to {closed}")),
+        "the first address was tried first:\n{}",
+        ours.log()
+    );
+    let r_sub = subscriber_v311(remote.addr, "r-sub", true, &["f/#"]);
+    let (p, _) = raw_v5(ours.mqtt, "o-pub", true, &[]);
+    publish(&p, true, "f/x", "over", 1, 1, false);
+    assert_eq!(
+        payloads(&collect(&r_sub, false, 1)),
+        vec!["over".to_owned()]
+    );
+}
+
+/// Bad credentials: the remote refuses the CONNECT; the bridge says so in the log (naming the
+/// settings to fix) and keeps retrying on its backoff.
+#[test]
+fn bridge_refused_for_bad_credentials_is_logged_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    let made = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwd)
+        .args(["bridge", "right"])
+        .status()
+        .expect("mosquitto_passwd (Debian package mosquitto)");
+    assert!(made.success());
+    let remote = Mosquitto::start(&format!(
+        "allow_anonymous false\npassword_file {}\npersistence false",
+        passwd.display()
+    ));
+    let block = format!(
+        "connection garage\naddress {}\ntopic c/# out 1\nremote_username bridge\n\
+         remote_password wrong\nrestart_timeout 1",
+        remote.addr
+    );
+    let (ours, _conf) = bridged(&block);
+    await_log(&ours, "refused: bad remote_username / remote_password");
+    let first = ours.log().matches("bad remote_username").count();
+    let deadline = Instant::now() + CROSSING;
+    while ours.log().matches("bad remote_username").count() <= first {
+        assert!(Instant::now() < deadline, "not retried:\n{}", ours.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A Mosquitto bridge with its default settings (3.1.1, `try_private true`: the bridge bit in
+/// the CONNECT's protocol level) connecting to us with a `both` topic: messages and retained
+/// messages cross both ways, each delivered once (No Local for the bridge's subscription, as
+/// Mosquitto gives it), retained kept retained (Retain As Published).
+#[test]
+fn mosquitto_bridge_with_default_settings_to_ours_both_topics_and_retained_loop_nowhere() {
+    let ours = Broker::start(&["--allow-anonymous"]);
+    let remote = Mosquitto::start(&format!(
+        "allow_anonymous true\npersistence false\nconnection tous\naddress {}\ntopic b/# both 1",
+        ours.mqtt
+    ));
+    await_log(&ours, "(MQTT 3.1.1, bridge,");
+    // Mosquitto subscribes on us right after its CONNACK: probe until a message crosses.
+    let r_sub = subscriber_v311(remote.addr, "r-sub", true, &["b/#"]);
+    let (o_pub, _) = raw_v5(ours.mqtt, "o-pub", true, &[]);
+    let deadline = Instant::now() + CROSSING;
+    loop {
+        publish(&o_pub, true, "b/probe", "x", 0, 0, false);
+        if common::try_read_packet(&r_sub, Duration::from_millis(200)).is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Mosquitto bridge forwards nothing"
+        );
+    }
+    collect(&r_sub, false, 0);
+    let o_sub = subscriber_v5(ours.mqtt, "o-sub", &["b/#"]);
+    let r_pub = raw_v311(remote.addr, "r-pub", true);
+    publish(&o_pub, true, "b/ours", "1", 1, 1, true);
+    publish(&r_pub, false, "b/theirs", "2", 1, 2, true);
+    let mut at_ours = summary(&collect(&o_sub, true, 2));
+    let mut at_remote = summary(&collect(&r_sub, false, 2));
+    at_ours.sort();
+    at_remote.sort();
+    let want = vec![
+        ("b/ours".to_owned(), "1".to_owned(), 1, false),
+        ("b/theirs".to_owned(), "2".to_owned(), 1, false),
+    ];
+    assert_eq!(at_ours, want, "at ours:\n{}", ours.log());
+    assert_eq!(at_remote, want, "at Mosquitto:\n{}", remote.log());
+    // Retained on both brokers: a late subscriber on each side gets both, retained.
+    let mut late_o = summary(&collect(
+        &subscriber_v5(ours.mqtt, "late-o", &["b/ours", "b/theirs"]),
+        true,
+        2,
+    ));
+    let mut late_r = summary(&collect(
+        &subscriber_v311(remote.addr, "late-r", true, &["b/ours", "b/theirs"]),
+        false,
+        2,
+    ));
+    late_o.sort();
+    late_r.sort();
+    let kept = vec![
+        ("b/ours".to_owned(), "1".to_owned(), 1, true),
+        ("b/theirs".to_owned(), "2".to_owned(), 1, true),
+    ];
+    assert_eq!(late_o, kept, "retained at ours");
+    assert_eq!(late_r, kept, "retained at Mosquitto");
+}
