@@ -6,6 +6,7 @@
 //! SIGHUP re-reads the TLS certificates (`hangup`).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use mqtt5_broker::bridge::Bridges;
 use mqtt5_broker::broker::server::Server;
@@ -279,18 +280,13 @@ fn run_broker(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    for bridge in &config.bridges {
-        if let Err(e) = mqtt5_broker::bridge::tls::client_config(bridge) {
+    let bridges = match Bridges::new(&config.bridges) {
+        Ok(b) => Arc::new(b),
+        Err(e) => {
             eprintln!("mqtt5-broker: {e}");
             return ExitCode::from(2);
         }
-    }
-    for bridge in &config.bridges {
-        if let Err(e) = mqtt5_broker::bridge::check(bridge) {
-            eprintln!("mqtt5-broker: {e}");
-            return ExitCode::from(2);
-        }
-    }
+    };
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<()>(1);
     if let Err(e) = ctrlc::set_handler(move || {
         let _ = signal_tx.try_send(());
@@ -354,17 +350,16 @@ fn run_broker(config: Config) -> ExitCode {
         }
     };
 
-    let mut bridges = match Bridges::start(&broker) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("mqtt5-broker: {e}");
-            web.stop();
-            server.stop();
-            ticker.stop();
-            store.shutdown();
-            return ExitCode::from(1);
-        }
-    };
+    let _ = broker.bridges.set(bridges.clone());
+    if let Err(e) = bridges.start_all(&broker) {
+        eprintln!("mqtt5-broker: {e}");
+        bridges.stop_all();
+        web.stop();
+        server.stop();
+        ticker.stop();
+        store.shutdown();
+        return ExitCode::from(1);
+    }
 
     if tls.is_some() || web_tls.is_some() {
         let (tls, web_tls) = (tls.clone(), web_tls.clone());
@@ -384,7 +379,7 @@ fn run_broker(config: Config) -> ExitCode {
     let _ = signal_rx.recv();
     log::info!("shutting down");
     // First: each bridge says locally that its link is down and leaves its session to queue.
-    bridges.stop();
+    bridges.stop_all();
     web.stop();
     server.stop();
     ticker.stop();

@@ -29,9 +29,41 @@ fn our_config(bridge: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// Our broker bridged by `block` (a `connection` block).
 fn bridged(block: &str) -> (Broker, tempfile::TempDir) {
+    bridged_with(block, &[])
+}
+
+fn bridged_with(block: &str, args: &[&str]) -> (Broker, tempfile::TempDir) {
     let (dir, conf) = our_config(block);
-    let broker = Broker::start(&["--config", conf.to_str().unwrap()]);
+    let mut all = vec!["--config", conf.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let broker = Broker::start(&all);
     (broker, dir)
+}
+
+const ADMIN_PW: &str = "bridge-admin";
+
+/// `GET /api/bridges`' items.
+fn bridges_api(b: &Broker) -> Vec<serde_json::Value> {
+    let (status, body) = common::web_request(b.web, "GET", "/api/bridges", ADMIN_PW, None);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["items"].as_array().unwrap().clone()
+}
+
+/// Polls `/api/bridges` until the first bridge's `state` is `want` (≤ `CROSSING`).
+fn await_state(b: &Broker, want: &str) -> serde_json::Value {
+    let deadline = Instant::now() + CROSSING;
+    loop {
+        let first = bridges_api(b)[0].clone();
+        if first["state"] == want {
+            return first;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "state {want} never came: {first}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn await_log(b: &Broker, needle: &str) {
@@ -47,12 +79,13 @@ fn await_log(b: &Broker, needle: &str) {
 fn collect(s: &TcpStream, v5: bool, n: usize) -> Vec<Pub> {
     let mut got = Vec::new();
     let deadline = Instant::now() + CROSSING;
+    let end = deadline + QUIET;
     loop {
         let now = Instant::now();
-        let wait = if got.len() >= n {
-            QUIET
-        } else if now >= deadline {
+        let wait = if now >= end || (got.len() < n && now >= deadline) {
             return got;
+        } else if got.len() >= n {
+            QUIET.min(end - now)
         } else {
             deadline - now
         };
@@ -371,8 +404,16 @@ fn bridge_refused_for_bad_credentials_is_logged_and_retried() {
          remote_password wrong\nrestart_timeout 1",
         remote.addr
     );
-    let (ours, _conf) = bridged(&block);
+    let (ours, _conf) = bridged_with(&block, &["--admin-password", ADMIN_PW]);
     await_log(&ours, "refused: bad remote_username / remote_password");
+    let garage = &bridges_api(&ours)[0];
+    assert_eq!(garage["state"], "down", "{garage}");
+    assert!(
+        garage["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("bad remote_username / remote_password")),
+        "the page says why: {garage}"
+    );
     let first = ours.log().matches("bad remote_username").count();
     let deadline = Instant::now() + CROSSING;
     while ours.log().matches("bad remote_username").count() <= first {
@@ -441,4 +482,138 @@ fn mosquitto_bridge_with_default_settings_to_ours_both_topics_and_retained_loop_
     ];
     assert_eq!(late_o, kept, "retained at ours");
     assert_eq!(late_r, kept, "retained at Mosquitto");
+}
+
+/// `notifications` (on by default, as in Mosquitto): `$SYS/broker/connection/NAME/state` is 1
+/// while the link is up and 0 when it is down, retained, here and on the remote (where the
+/// 0 is the bridge's will, so a crash of ours says it too). The page's `/api/bridges`,
+/// `/metrics` and `$SYS` follow the link, and the page stops and starts the bridge.
+#[test]
+fn bridge_notifications_status_api_metrics_sys_and_stop_start() {
+    let mut remote = Mosquitto::start("allow_anonymous true\npersistence false");
+    let block = format!(
+        "connection garage\naddress {}\ntopic n/# out 1\nrestart_timeout 1",
+        remote.addr
+    );
+    let (mut ours, _conf) = bridged_with(
+        &block,
+        &["--admin-password", ADMIN_PW, "--sys-interval", "1"],
+    );
+    let state = "$SYS/broker/connection/garage/state";
+    let up = await_state(&ours, "up");
+    assert_eq!(up["address"], remote.addr.to_string(), "{up}");
+    assert!(
+        up["local_client_id"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("local.")),
+        "{up}"
+    );
+    let value = |s: &TcpStream, v5: bool| {
+        let got = collect(s, v5, 1);
+        assert!(
+            got.iter().all(|p| p.topic == state),
+            "{:?}",
+            summary(&got)
+        );
+        got.last()
+            .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+    };
+    // Subscribed after the link came up: the 1 reaches them because it is retained.
+    let o_sub = subscriber_v5(ours.mqtt, "o-sub", &[state]);
+    assert_eq!(value(&o_sub, true).as_deref(), Some("1"), "here, while up");
+    let r_sub = subscriber_v311(remote.addr, "r-sub", true, &[state]);
+    assert_eq!(
+        value(&r_sub, false).as_deref(),
+        Some("1"),
+        "on the remote, while up"
+    );
+
+    // Counted and shown: one message out.
+    let (p, _) = raw_v5(ours.mqtt, "o-pub", true, &[]);
+    publish(&p, true, "n/1", "x", 1, 1, false);
+    let deadline = Instant::now() + CROSSING;
+    while bridges_api(&ours)[0]["forwarded_out"] != 1 {
+        assert!(Instant::now() < deadline, "{}", bridges_api(&ours)[0]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, metrics) = common::web_request(ours.web, "GET", "/metrics", ADMIN_PW, None);
+    assert!(
+        metrics.contains("mqtt5_bridge_up{bridge=\"garage\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mqtt5_bridge_forwarded_out_total{bridge=\"garage\"} 1"),
+        "{metrics}"
+    );
+    let sys = subscriber_v5(
+        ours.mqtt,
+        "sys-sub",
+        &["$SYS/broker/bridges/garage/forwarded/out"],
+    );
+    assert_eq!(
+        payloads(&collect(&sys, true, 1)).last().map(String::as_str),
+        Some("1"),
+        "$SYS counts"
+    );
+
+    // The remote goes away: 0 here, and the page says down and why.
+    remote.stop();
+    assert_eq!(value(&o_sub, true).as_deref(), Some("0"), "here, once down");
+    let down = await_state(&ours, "down");
+    assert!(
+        down["why"].as_str().is_some_and(|w| !w.is_empty()),
+        "{down}"
+    );
+    // Back: 1 again on both sides.
+    remote.restart();
+    assert_eq!(value(&o_sub, true).as_deref(), Some("1"), "here, up again");
+    await_state(&ours, "up");
+
+    // Stopped from the page: down here, and stopped on the page; started again: up.
+    let (status, body) = common::web_request(
+        ours.web,
+        "POST",
+        "/api/bridges/stop",
+        ADMIN_PW,
+        Some(r#"{"name":"garage"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        value(&o_sub, true).as_deref(),
+        Some("0"),
+        "here, once stopped"
+    );
+    let stopped = await_state(&ours, "stopped");
+    assert_eq!(stopped["running"], false, "{stopped}");
+    let (status, body) = common::web_request(
+        ours.web,
+        "POST",
+        "/api/bridges/start",
+        ADMIN_PW,
+        Some(r#"{"name":"garage"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    await_state(&ours, "up");
+    let (status, _) = common::web_request(
+        ours.web,
+        "POST",
+        "/api/bridges/stop",
+        ADMIN_PW,
+        Some(r#"{"name":"nope"}"#),
+    );
+    assert_eq!(status, 404);
+
+    // Our broker crashes: the remote hears 0 from the bridge's will.
+    let r_sub = subscriber_v311(remote.addr, "r-sub2", true, &[state]);
+    assert_eq!(
+        value(&r_sub, false).as_deref(),
+        Some("1"),
+        "on the remote, up again"
+    );
+    ours.kill9();
+    assert_eq!(
+        value(&r_sub, false).as_deref(),
+        Some("0"),
+        "the will, on the remote"
+    );
 }

@@ -10,7 +10,8 @@
 //! - [`link`]: a bridge's thread: connect, fail over, back off, forward both ways.
 //! - [`status`]: each bridge's state and counts, for the log and the page.
 //!
-//! [`Bridges`] starts one `bridge-NAME` thread per configured bridge and stops them.
+//! [`Bridges`], held by the broker, starts one `bridge-NAME` thread per configured bridge and
+//! stops them.
 
 pub mod backoff;
 pub mod config;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::Sender;
+use parking_lot::Mutex;
 
 use crate::broker::Broker;
 use conn::Event;
@@ -43,57 +45,147 @@ pub fn check(cfg: &config::BridgeConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// One running bridge.
+/// One bridge: its settings, its status, and its thread while it runs.
+struct Entry {
+    cfg: config::BridgeConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    status: Arc<BridgeStatus>,
+    /// A leaf lock: taken alone, never across a join.
+    running: Mutex<Option<Running>>,
+}
+
+/// A bridge's thread and the way to tell it to stop.
 struct Running {
     stop: Sender<Event>,
     thread: JoinHandle<()>,
 }
 
-/// The bridges of a broker: their threads and their status.
+/// The broker's bridges (held by [`Broker::bridges`]): each one's status, and starting and
+/// stopping its `bridge-NAME` thread (at start and shutdown, and from the page).
 pub struct Bridges {
-    running: Vec<Running>,
-    pub status: Vec<Arc<BridgeStatus>>,
+    entries: Vec<Entry>,
+    hostname: String,
 }
 
 impl Bridges {
-    /// Starts every bridge of the broker's configuration. The error names the bridge whose
-    /// thread or TLS configuration could not be made.
-    pub fn start(broker: &Arc<Broker>) -> Result<Bridges, String> {
-        let hostname = crate::tls_init::hostname().unwrap_or_else(|| "localhost".to_owned());
-        let mut bridges = Bridges {
-            running: Vec::new(),
-            status: Vec::new(),
-        };
-        for cfg in &broker.config.bridges {
+    /// The configured bridges, not yet started. The error is one line naming the bridge and
+    /// its bad setting (a TLS file, `start_type lazy`).
+    pub fn new(configs: &[config::BridgeConfig]) -> Result<Bridges, String> {
+        let mut entries = Vec::new();
+        for cfg in configs {
             check(cfg)?;
-            let tls = tls::client_config(cfg)?;
-            let status = Arc::new(BridgeStatus::new(&cfg.name));
-            let channel = crossbeam_channel::unbounded();
-            let stop = channel.0.clone();
-            let link = link::Link::new(
-                cfg.clone(),
-                broker.clone(),
-                tls,
-                status.clone(),
-                channel,
-                &hostname,
-            );
-            let thread = thread::Builder::new()
-                .name(format!("bridge-{}", cfg.name))
-                .spawn(move || link.run())
-                .map_err(|e| format!("bridge '{}': cannot start its thread: {e}", cfg.name))?;
-            bridges.running.push(Running { stop, thread });
-            bridges.status.push(status);
+            entries.push(Entry {
+                tls: tls::client_config(cfg)?,
+                status: Arc::new(BridgeStatus::new(&cfg.name)),
+                cfg: cfg.clone(),
+                running: Mutex::new(None),
+            });
         }
-        Ok(bridges)
+        Ok(Bridges {
+            entries,
+            hostname: crate::tls_init::hostname().unwrap_or_else(|| "localhost".to_owned()),
+        })
     }
 
-    /// Stops every bridge: each says its link is down, disconnects both sides and ends.
-    pub fn stop(&mut self) {
-        for r in &self.running {
+    /// Every bridge's status, in the order of the config file.
+    pub fn status(&self) -> Vec<Arc<BridgeStatus>> {
+        self.entries.iter().map(|e| e.status.clone()).collect()
+    }
+
+    /// Every bridge's status now, with its local session's backlog, in config file order.
+    pub fn snapshot(&self, broker: &Broker) -> Vec<status::BridgeSnapshot> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let local = e.cfg.local_client_id(&self.hostname);
+                let backlog = crate::broker::view::session_backlog(broker, &local);
+                e.status
+                    .snapshot(self.is_running(&e.cfg.name), local, backlog)
+            })
+            .collect()
+    }
+
+    /// Whether `name`'s thread is running.
+    pub fn is_running(&self, name: &str) -> bool {
+        self.entries
+            .iter()
+            .find(|e| e.cfg.name == name)
+            .is_some_and(|e| {
+                e.running
+                    .lock()
+                    .as_ref()
+                    .is_some_and(|r| !r.thread.is_finished())
+            })
+    }
+
+    /// Starts every bridge.
+    pub fn start_all(&self, broker: &Arc<Broker>) -> Result<(), String> {
+        for e in &self.entries {
+            self.start(broker, &e.cfg.name)?;
+        }
+        Ok(())
+    }
+
+    /// Starts `name`'s thread; nothing when it runs already. The error says why not (no such
+    /// bridge, no thread).
+    pub fn start(&self, broker: &Arc<Broker>, name: &str) -> Result<(), String> {
+        let e = self
+            .entries
+            .iter()
+            .find(|e| e.cfg.name == name)
+            .ok_or_else(|| format!("no bridge named '{name}'"))?;
+        let mut running = e.running.lock();
+        if running.as_ref().is_some_and(|r| !r.thread.is_finished()) {
+            return Ok(());
+        }
+        let channel = crossbeam_channel::unbounded();
+        let stop = channel.0.clone();
+        let link = link::Link::new(
+            e.cfg.clone(),
+            broker.clone(),
+            e.tls.clone(),
+            e.status.clone(),
+            channel,
+            &self.hostname,
+        );
+        let thread = thread::Builder::new()
+            .name(format!("bridge-{name}"))
+            .spawn(move || link.run())
+            .map_err(|err| format!("bridge '{name}': cannot start its thread: {err}"))?;
+        // A thread that ended (stopped, `once`) is replaced; its join is immediate.
+        if let Some(old) = running.replace(Running { stop, thread }) {
+            let _ = old.thread.join();
+        }
+        log::info!("bridge {name}: started");
+        Ok(())
+    }
+
+    /// Tells `name`'s thread to stop, without waiting (it says locally that the link is down
+    /// and disconnects both sides as soon as it is not blocked in a connect or a write).
+    pub fn stop(&self, name: &str) -> Result<(), String> {
+        let e = self
+            .entries
+            .iter()
+            .find(|e| e.cfg.name == name)
+            .ok_or_else(|| format!("no bridge named '{name}'"))?;
+        if let Some(r) = e.running.lock().as_ref() {
             let _ = r.stop.send(Event::Stop);
         }
-        for r in self.running.drain(..) {
+        log::info!("bridge {name}: stop asked");
+        Ok(())
+    }
+
+    /// Stops every bridge and waits for their threads (shutdown).
+    pub fn stop_all(&self) {
+        let running: Vec<Running> = self
+            .entries
+            .iter()
+            .filter_map(|e| e.running.lock().take())
+            .collect();
+        for r in &running {
+            let _ = r.stop.send(Event::Stop);
+        }
+        for r in running {
             if r.thread.join().is_err() {
                 log::error!("a bridge thread panicked");
             }

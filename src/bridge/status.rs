@@ -72,3 +72,65 @@ impl BridgeStatus {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+/// A bridge's status at one moment, with its local session's backlog: what the page, the API,
+/// `/metrics` and `$SYS` show.
+#[derive(Debug, Clone)]
+pub struct BridgeSnapshot {
+    pub name: String,
+    /// `connecting`, `up`, `down` or `stopped`.
+    pub state: &'static str,
+    /// The remote address while up.
+    pub address: Option<String>,
+    /// Since when it is up, down or stopped (milliseconds since the Unix epoch).
+    pub since_ms: Option<i64>,
+    /// Why it is down or stopped.
+    pub why: Option<String>,
+    pub running: bool,
+    /// The bridge's client id here (what ACL rules name, as username and client id).
+    pub local_client_id: String,
+    /// Messages for the remote waiting in the local session (queued and in flight).
+    pub queued: usize,
+    /// Messages the local session dropped (queue full, QoS 0 shed first, expired).
+    pub queue_dropped: u64,
+    pub forwarded_in: u64,
+    pub forwarded_out: u64,
+    pub dropped: u64,
+}
+
+fn ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl BridgeStatus {
+    /// This status with the backlog of the local session (`None`: no session yet).
+    pub fn snapshot(
+        &self,
+        running: bool,
+        local_client_id: String,
+        backlog: Option<(usize, u64)>,
+    ) -> BridgeSnapshot {
+        let (state, address, since, why) = match self.state() {
+            LinkState::Connecting => ("connecting", None, None, None),
+            LinkState::Up { since, address } => ("up", Some(address), Some(ms(since)), None),
+            LinkState::Down { since, why } => ("down", None, Some(ms(since)), Some(why)),
+            LinkState::Stopped { since, why } => ("stopped", None, Some(ms(since)), Some(why)),
+        };
+        let (queued, queue_dropped) = backlog.unwrap_or((0, 0));
+        BridgeSnapshot {
+            name: self.name.clone(),
+            state,
+            address,
+            since_ms: since,
+            why,
+            running,
+            local_client_id,
+            queued,
+            queue_dropped,
+            forwarded_in: self.forwarded_in.load(Ordering::Relaxed),
+            forwarded_out: self.forwarded_out.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}

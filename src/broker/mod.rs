@@ -79,6 +79,9 @@ pub struct Broker {
     pub writer: Arc<writer::Writer>,
     /// Password logins: per-address backoff, verification slots, recently verified passwords.
     pub logins: crate::login::Logins,
+    /// The bridges to other brokers (set once, by `main`, after the listeners start; empty
+    /// for a broker without `connection` blocks).
+    pub bridges: std::sync::OnceLock<Arc<crate::bridge::Bridges>>,
 }
 
 impl Broker {
@@ -104,6 +107,7 @@ impl Broker {
             connect_times: Mutex::new(HashMap::new()),
             writer,
             logins: crate::login::Logins::default(),
+            bridges: std::sync::OnceLock::new(),
         });
         let snapshot = broker.store.load()?;
         restore::restore(&broker, snapshot);

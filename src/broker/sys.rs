@@ -82,11 +82,28 @@ pub fn per_transport(broker: &Broker) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `$SYS/broker/bridges/<name>/{queued,forwarded/in,forwarded/out,dropped}` for every bridge
+/// (its state is the bridge's own notification, `$SYS/broker/connection/<name>/state`).
+pub fn per_bridge(broker: &Broker) -> Vec<(String, String)> {
+    let Some(bridges) = broker.bridges.get() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for b in bridges.snapshot(broker) {
+        let at = format!("$SYS/broker/bridges/{}", b.name);
+        out.push((format!("{at}/queued"), b.queued.to_string()));
+        out.push((format!("{at}/forwarded/in"), b.forwarded_in.to_string()));
+        out.push((format!("{at}/forwarded/out"), b.forwarded_out.to_string()));
+        out.push((format!("{at}/dropped"), b.dropped.to_string()));
+    }
+    out
+}
+
 pub fn publish(broker: &Broker) {
     for (topic, value) in snapshot(broker) {
         broker.publish_internal(topic, value.into_bytes(), true);
     }
-    for (topic, value) in per_transport(broker) {
+    for (topic, value) in per_transport(broker).into_iter().chain(per_bridge(broker)) {
         broker.publish_internal(&topic, value.into_bytes(), true);
     }
 }

@@ -272,3 +272,12 @@ pub fn acknowledged(broker: &Broker, limit: usize) -> Vec<(Arc<str>, Acknowledge
     out.truncate(limit);
     out
 }
+
+/// What the session of `client_id` holds for its client: messages waiting (queued, and sent
+/// but not yet acknowledged) and messages it dropped; `None` without such a session. For a
+/// bridge, its local session: the backlog for the remote broker.
+pub fn session_backlog(broker: &Broker, client_id: &str) -> Option<(usize, u64)> {
+    let session = broker.sessions.lock().get(client_id).cloned()?;
+    let st = session.state.lock();
+    Some((st.pending.len() + st.inflight.len(), st.dropped))
+}

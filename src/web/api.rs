@@ -364,6 +364,24 @@ pub fn acl_rule(r: &AclRule) -> Value {
     })
 }
 
+/// A bridge, as `/api/bridges` lists it.
+pub fn bridge(b: &crate::bridge::status::BridgeSnapshot) -> Value {
+    json!({
+        "name": b.name,
+        "state": b.state,
+        "address": b.address,
+        "since": b.since_ms,
+        "why": b.why,
+        "running": b.running,
+        "local_client_id": b.local_client_id,
+        "queued": b.queued,
+        "queue_dropped": b.queue_dropped,
+        "forwarded_in": b.forwarded_in,
+        "forwarded_out": b.forwarded_out,
+        "dropped": b.dropped,
+    })
+}
+
 pub fn ban(b: &BanRow) -> Value {
     json!({ "kind": b.ban.kind.as_str(), "value": b.ban.value, "created": b.created })
 }

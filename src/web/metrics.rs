@@ -112,6 +112,33 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// Each bridge's figures, labelled `bridge="NAME"` (nothing without bridges).
+fn bridge_metrics(out: &mut String, b: &crate::broker::Broker) {
+    let Some(bridges) = b.bridges.get() else {
+        return;
+    };
+    let all = bridges.snapshot(b);
+    if all.is_empty() {
+        return;
+    }
+    type Figure = fn(&crate::bridge::status::BridgeSnapshot) -> u64;
+    let figures: [(&str, &str, &str, Figure); 6] = [
+        ("mqtt5_bridge_up", "gauge", "1 while the bridge's link to its remote broker is up.", |s| u64::from(s.state == "up")),
+        ("mqtt5_bridge_queued", "gauge", "Messages for the remote broker waiting in the bridge's local session (queued and in flight).", |s| s.queued as u64),
+        ("mqtt5_bridge_queue_dropped_total", "counter", "Messages the bridge's local session dropped (queue full, QoS 0 shed first, expired).", |s| s.queue_dropped),
+        ("mqtt5_bridge_forwarded_in_total", "counter", "Messages from the remote broker published here.", |s| s.forwarded_in),
+        ("mqtt5_bridge_forwarded_out_total", "counter", "Messages from here published on the remote broker.", |s| s.forwarded_out),
+        ("mqtt5_bridge_dropped_total", "counter", "Messages the other side refused, or no topic line mapped.", |s| s.dropped),
+    ];
+    for (name, kind, help, value) in figures {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for s in &all {
+            let _ = writeln!(out, "{name}{{bridge=\"{}\"}} {}", s.name, value(s));
+        }
+    }
+}
+
 /// Every counter in the Prometheus text format; names start with `mqtt5_`.
 pub fn prometheus(server: &Server, web_sessions: usize) -> String {
     let b = server.broker();
@@ -151,6 +178,7 @@ pub fn prometheus(server: &Server, web_sessions: usize) -> String {
     for (transport, n) in b.connection_count_by_transport() {
         let _ = writeln!(out, "{name}{{transport=\"{transport}\"}} {n}");
     }
+    bridge_metrics(&mut out, b);
     metric(
         &mut out,
         "mqtt5_pending_connections",

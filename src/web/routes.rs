@@ -70,6 +70,9 @@ const ROUTES: &[(Method, &str, Handler)] = &[
     (Method::Post, "/api/bans", ban_add),
     (Method::Post, "/api/bans/delete", ban_del),
     (Method::Post, "/api/publish", publish),
+    (Method::Get, "/api/bridges", bridges),
+    (Method::Post, "/api/bridges/start", bridge_start),
+    (Method::Post, "/api/bridges/stop", bridge_stop),
     (Method::Get, "/metrics", metrics_text),
 ];
 
@@ -515,6 +518,56 @@ fn disconnect(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
     }
     log::info!("web: the admin disconnected {n} connection(s) ({conn_id:?} {client_id:?})");
     Reply::json(&json!({ "disconnected": n }))
+}
+
+fn bridges(ctx: &mut Ctx, _req: &Req, _who: &Who) -> Reply {
+    let broker = ctx.server.broker();
+    let items: Vec<Value> = broker
+        .bridges
+        .get()
+        .map(|b| b.snapshot(broker).iter().map(api::bridge).collect())
+        .unwrap_or_default();
+    Reply::json(&json!({ "items": items }))
+}
+
+/// `POST /api/bridges/start` and `/stop` with `{"name": NAME}`.
+fn bridge_action(ctx: &mut Ctx, req: &Req, start: bool) -> Reply {
+    let body = match api::object(req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let name = match api::str_field(&body, "name") {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let broker = ctx.server.broker();
+    let Some(bridges) = broker.bridges.get() else {
+        return Reply::error(404, &format!("no bridge named '{name}'"));
+    };
+    let result = if start {
+        bridges.start(broker, name)
+    } else {
+        bridges.stop(name)
+    };
+    match result {
+        Ok(()) => {
+            log::info!(
+                "web: the admin {} bridge {name}",
+                if start { "started" } else { "stopped" }
+            );
+            Reply::json(&json!({ "name": name, "running": start }))
+        }
+        Err(e) if e.starts_with("no bridge") => Reply::error(404, &e),
+        Err(e) => Reply::error(500, &e),
+    }
+}
+
+fn bridge_start(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
+    bridge_action(ctx, req, true)
+}
+
+fn bridge_stop(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
+    bridge_action(ctx, req, false)
 }
 
 fn bans(ctx: &mut Ctx, _req: &Req, _who: &Who) -> Reply {

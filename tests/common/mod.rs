@@ -976,3 +976,34 @@ pub fn closed_by_peer(s: &TcpStream) -> bool {
     s.set_nonblocking(false).expect("blocking");
     closed
 }
+
+/// One request to the web listener as `admin` (HTTP Basic with `admin_password`), JSON body
+/// when given: the status code and the response body.
+pub fn web_request(
+    web: SocketAddr,
+    method: &str,
+    path: &str,
+    admin_password: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    use base64ct::Encoding;
+    let mut s = TcpStream::connect_timeout(&web, IO_TIMEOUT).expect("connect to web listener");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let auth = base64ct::Base64::encode_string(format!("admin:{admin_password}").as_bytes());
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {web}\r\nConnection: close\r\nAuthorization: Basic \
+         {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read response");
+    let (head, rest) = text.split_once("\r\n\r\n").expect("HTTP head and body");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (status, rest.to_string())
+}
