@@ -510,11 +510,7 @@ fn bridge_notifications_status_api_metrics_sys_and_stop_start() {
     );
     let value = |s: &TcpStream, v5: bool| {
         let got = collect(s, v5, 1);
-        assert!(
-            got.iter().all(|p| p.topic == state),
-            "{:?}",
-            summary(&got)
-        );
+        assert!(got.iter().all(|p| p.topic == state), "{:?}", summary(&got));
         got.last()
             .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
     };

@@ -36,7 +36,7 @@ pub enum Side {
 /// tells the connection: a late event from one already replaced is ignored.
 #[derive(Debug)]
 pub enum Event {
-    Packet(Side, u64, Packet),
+    Packet(Side, u64, Box<Packet>),
     Closed(Side, u64, String),
     Stop,
 }
@@ -44,7 +44,8 @@ pub enum Event {
 /// The socket, or TLS over it.
 enum Stream {
     Plain(TcpStream),
-    Tls(TcpStream, Mutex<ClientConnection>),
+    /// Boxed: a plain connection does not carry the size of rustls's state.
+    Tls(TcpStream, Box<Mutex<ClientConnection>>),
 }
 
 impl Stream {
@@ -84,7 +85,7 @@ impl Conn {
                 let server = ServerName::try_from(host.to_owned())
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
                 let conn = ClientConnection::new(config, server).map_err(io::Error::other)?;
-                Stream::Tls(socket, Mutex::new(conn))
+                Stream::Tls(socket, Box::new(Mutex::new(conn)))
             }
         };
         let stream = Arc::new(stream);
@@ -162,7 +163,7 @@ fn read_packets(
     let mut frames = FrameBuffer::new();
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
-        let n = (&*stream.tcp()).read(&mut chunk)?;
+        let n = stream.tcp().read(&mut chunk)?;
         if n == 0 {
             return Ok(());
         }
@@ -191,7 +192,10 @@ fn read_packets(
                 .next_packet(Some(version), MAX_REMAINING_LENGTH + 5)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             let Some(packet) = packet else { break };
-            if events.send(Event::Packet(side, gen, packet)).is_err() {
+            if events
+                .send(Event::Packet(side, gen, Box::new(packet)))
+                .is_err()
+            {
                 return Ok(());
             }
         }

@@ -422,7 +422,7 @@ impl Link {
                 Ok(Event::Stop) => return Err(Stop::Asked),
                 Ok(Event::Packet(side, gen, p)) if side == conn.side && gen == conn.gen => {
                     if wanted(&p) {
-                        return Ok(p);
+                        return Ok(*p);
                     }
                     self.stash.push_back(Event::Packet(side, gen, p));
                 }
@@ -616,11 +616,11 @@ impl Link {
                 Event::Stop => return Stop::Asked,
                 Event::Packet(Side::Remote, gen, p) if gen == live.remote.gen => {
                     live.remote_heard = Instant::now();
-                    self.from_remote(live, p)
+                    self.on_remote(live, *p)
                 }
                 Event::Packet(Side::Local, gen, p) if gen == live.local.gen => {
                     live.local_heard = Instant::now();
-                    self.from_local(live, p)
+                    self.on_local(live, *p)
                 }
                 Event::Closed(Side::Remote, gen, why) if gen == live.remote.gen => {
                     Err(Stop::Failed(format!("remote connection lost: {why}")))
@@ -641,7 +641,7 @@ impl Link {
     }
 
     /// A packet from this broker's session.
-    fn from_local(&mut self, live: &mut Live, packet: Packet) -> Result<(), Stop> {
+    fn on_local(&mut self, live: &mut Live, packet: Packet) -> Result<(), Stop> {
         match packet {
             Packet::Publish(p) => {
                 let Some(topic) = map_topic(&self.cfg.topics, &p.topic, Side::Local) else {
@@ -707,7 +707,7 @@ impl Link {
     }
 
     /// A packet from the remote broker.
-    fn from_remote(&mut self, live: &mut Live, packet: Packet) -> Result<(), Stop> {
+    fn on_remote(&mut self, live: &mut Live, packet: Packet) -> Result<(), Stop> {
         match packet {
             Packet::Publish(p) => {
                 let Some(topic) = map_topic(&self.cfg.topics, &p.topic, Side::Remote) else {
