@@ -18,8 +18,10 @@
 //!   verified passwords (MQTT and the page).
 //! - [`web`]: the threads serving the control page and its JSON.
 //! - [`config`]: flags, environment and config file → [`config::Config`].
-//! - [`bridge`]: bridges to other brokers; so far their settings (Mosquitto's `connection`
-//!   blocks, read by [`config`]) and their TLS client configuration — no thread runs them yet.
+//! - [`bridge`]: bridges to other brokers: their settings (Mosquitto's `connection` blocks, read
+//!   by [`config`]), their TLS client configuration, and the threads that run them — a client
+//!   of the remote broker, and a persistent session of this one over a private loopback pair
+//!   ([`broker::loopback`]); their status is held by the broker ([`broker::Broker::bridges`]).
 //! - [`certs`]: the PEM files of the TLS settings read into rustls types (MQTT over TLS and
 //!   HTTPS share it).
 //! - [`tls_init`]: `mqtt5-broker tls init`, the local CA and server certificate (no broker runs).
@@ -39,6 +41,8 @@
 //! | `web-accept` | the web `TcpListener`, the HTTP connection pool (at most 64, 8 per address) | `accept()` | a stop flag, then a connection to itself |
 //! | `web-conn` (one per HTTP connection, short-lived) | the TLS handshake with HTTPS and reading one request (10 s for both), writing its answer | the `web-accept` thread | the answer written, or the deadline |
 //! | `web` | the page's state (logins, rates) | requests from `web-conn` threads (bounded channel) | a stop message |
+//! | `bridge-NAME` (one per `connection` block) | the bridge's two client connections' writing ends (remote broker; this broker over a loopback pair served by a `client-<id>` thread), packet ids in flight each way, the backoff | [`bridge::conn::Event`]s from its two reader threads and a stop, over one crossbeam channel | a stop event (shutdown, the page) |
+//! | `bridge-NAME-read` (two per running bridge) | reading one of those connections, its framing buffer; a TLS connection's rustls state under a short leaf lock shared with the writes (never held across the blocking read) | the socket | the socket closing |
 //!
 //! Only typed values cross threads: decoded packets stay on the reader; messages travel as
 //! `Arc<Message>` into session queues and to the store; counters are atomics. No `TcpStream`
@@ -63,7 +67,7 @@
 //! lock (the outbox to wake is cloned out and flagged after the state is released). Taken alone:
 //! the router's `RwLock<TopicTree>`, the retained store's `RwLock`, the store's ACL snapshot
 //! (`RwLock<Arc<AclSet>>`, read only to clone the `Arc`), `connect_times`, `Broker::pending`, the current TLS `ServerConfig` of the MQTT listener and of the page (`certs::LiveConfig`, read only to clone the `Arc`),
-//! the web listener's connection pool, the writer's `handed` and `lingering` lists (as leaves
+//! the web listener's connection pool, a bridge's running thread (`Bridges`' per-bridge `running`) and a bridge's status, a bridge connection's TLS state, the writer's `handed` and `lingering` lists (as leaves
 //! of the chains above), `Server::running` → `Server::last_addr`, and a TLS connection's
 //! `TlsPipe::state` (its rustls state and unsent records), a leaf taken under `Outbox::out`
 //! by the write turn and alone by the reader, never while `Outbox::inner` is held. A WebSocket

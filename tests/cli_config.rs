@@ -419,6 +419,12 @@ fn bad_bridge_settings_print_one_line_and_exit_2() {
         &run_to_exit(&["--config", path_str(&cafile), ANON], &[]),
         "bridge 'garage': cannot read bridge_cafile '/nonexistent/ca.pem'",
     );
+    // Parsed, but not run: Mosquitto's lazy start needs threshold and idle_timeout.
+    let (_d4, lazy) = config_file(&format!("{block}start_type lazy\n"));
+    expect_usage_error(
+        &run_to_exit(&["--config", path_str(&lazy), ANON], &[]),
+        "bridge 'garage' (config file line 1): start_type lazy is not supported",
+    );
 }
 
 // ------------------------------------------------------------- sources honoured
