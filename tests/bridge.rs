@@ -613,3 +613,50 @@ fn bridge_notifications_status_api_metrics_sys_and_stop_start() {
         "the will, on the remote"
     );
 }
+
+/// ACL rules name the bridge by its local client id, as a username: with a rule letting
+/// `local_clientid` write `in/ok/#` only, what the remote sends on `in/ok` is published here
+/// and what it sends on `in/no` is refused (counted as dropped, acknowledged to the remote).
+#[test]
+fn bridge_acl_rules_name_the_bridge_by_its_local_client_id() {
+    let remote = Mosquitto::start("allow_anonymous true\npersistence false");
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("ours.db");
+    let limit = Duration::from_secs(30);
+    for rule in [
+        vec!["acl", "add", "--user", "garage-here", "write", "in/ok/#"],
+        vec!["acl", "add", "read", "#"],
+    ] {
+        let out = common::run_admin(&db, &rule, None, limit);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let block = format!(
+        "connection garage\naddress {}\ntopic in/# in 1\nlocal_clientid garage-here\n\
+         restart_timeout 1\nnotifications false",
+        remote.addr
+    );
+    let (_dir, conf) = our_config(&block);
+    let ours = Broker::start_with_db(
+        &db,
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "--admin-password",
+            ADMIN_PW,
+        ],
+    );
+    await_log(&ours, "local session garage-here");
+    let o_sub = subscriber_v5(ours.mqtt, "o-sub", &["in/#"]);
+    let r_pub = raw_v311(remote.addr, "r-pub", true);
+    publish(&r_pub, false, "in/no/1", "refused", 1, 1, false);
+    publish(&r_pub, false, "in/ok/1", "allowed", 1, 2, false);
+    assert_eq!(
+        summary(&collect(&o_sub, true, 1)),
+        vec![("in/ok/1".to_owned(), "allowed".to_owned(), 1, false)],
+        "--- our log ---\n{}",
+        ours.log()
+    );
+    let garage = &bridges_api(&ours)[0];
+    assert_eq!(garage["dropped"], 1, "{garage}");
+    assert_eq!(garage["forwarded_in"], 1, "{garage}");
+}
