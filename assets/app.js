@@ -363,6 +363,28 @@
       }, 'Disconnect'))), 'No client is connected.');
   }
 
+  async function loadBridges() {
+    const r = await api('/api/bridges');
+    fillTable($('bridges-table'), r.items, (b) => el('tr', {},
+      el('td', { class: 'mono' }, b.name),
+      el('td', {}, el('span', { class: 'tag' }, b.state),
+        b.address !== null && ` ${b.address}`, b.why !== null && ` — ${b.why}`),
+      el('td', {}, b.since === null ? '–' : fmtTime(b.since)),
+      el('td', { class: 'mono' }, b.local_client_id),
+      el('td', { class: 'num' }, `${fmtNum(b.queued)} / ${fmtNum(b.queue_dropped)}`),
+      el('td', { class: 'num' }, `${fmtNum(b.forwarded_in)} / ${fmtNum(b.forwarded_out)}`),
+      el('td', { class: 'num' }, fmtNum(b.dropped)),
+      el('td', {}, b.running
+        ? el('button', {
+          type: 'button', class: 'small danger',
+          onclick: () => act('/api/bridges/stop', { name: b.name }, `Bridge ${b.name} stopping.`),
+        }, 'Stop')
+        : el('button', {
+          type: 'button', class: 'small',
+          onclick: () => act('/api/bridges/start', { name: b.name }, `Bridge ${b.name} started.`),
+        }, 'Start'))), 'No bridge is configured (connection blocks in the config file).');
+  }
+
   async function loadSubscriptions() {
     const p = pagers.subscriptions;
     const r = await api(`/api/subscriptions?${p.params()}`);
@@ -478,6 +500,7 @@
     subscriptions: loadSubscriptions,
     qos: loadQos,
     retained: loadRetained,
+    bridges: loadBridges,
     publish: async () => {},
     admin: loadAdmin,
   };
