@@ -660,3 +660,44 @@ fn bridge_acl_rules_name_the_bridge_by_its_local_client_id() {
     assert_eq!(garage["dropped"], 1, "{garage}");
     assert_eq!(garage["forwarded_in"], 1, "{garage}");
 }
+
+/// A bridge over TLS (`bridge_cafile`) to a second instance of ours with a TLS listener and a
+/// certificate from `tls init`: the remote's certificate is checked against the CA and the
+/// address, and messages cross both ways.
+#[test]
+fn bridge_over_tls_to_a_second_instance_of_ours() {
+    let pki = tempfile::tempdir().unwrap();
+    let made = common::run_admin(
+        &pki.path().join("unused.db"),
+        &["tls", "init", "--dir", pki.path().to_str().unwrap()],
+        None,
+        Duration::from_secs(60),
+    );
+    assert!(made.status.success(), "{made:?}");
+    let file = |n: &str| pki.path().join(n).to_str().unwrap().to_owned();
+    let remote = Broker::start(&[
+        "--allow-anonymous",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--certfile",
+        &file("server.crt"),
+        "--keyfile",
+        &file("server.key"),
+    ]);
+    let tls = remote.tls.expect("the remote's TLS listener");
+    let block = format!(
+        "connection secure\naddress {tls}\nbridge_cafile {}\nbridge_protocol_version mqttv50\n\
+         topic up/# out 1\ntopic down/# in 1\nrestart_timeout 1\nnotifications false",
+        file("ca.crt")
+    );
+    let (ours, _conf) = bridged(&block);
+    await_log(&ours, &format!("bridge secure: connected to {tls}"));
+    let r_sub = subscriber_v5(remote.mqtt, "r-sub", &["up/#"]);
+    let o_sub = subscriber_v5(ours.mqtt, "o-sub", &["down/#"]);
+    let (o_pub, _) = raw_v5(ours.mqtt, "o-pub", true, &[]);
+    let (r_pub, _) = raw_v5(remote.mqtt, "r-pub", true, &[]);
+    publish(&o_pub, true, "up/1", "out over tls", 1, 1, false);
+    publish(&r_pub, true, "down/1", "in over tls", 2, 2, false);
+    assert_eq!(payloads(&collect(&r_sub, true, 1)), vec!["out over tls"]);
+    assert_eq!(payloads(&collect(&o_sub, true, 1)), vec!["in over tls"]);
+}
