@@ -4,17 +4,17 @@
 
 mod common;
 
+use common::mosquitto::Mosquitto;
 use common::*;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{Client, Connection, Event};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(30);
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
 /// `mosquitto_passwd [-H KIND] -b FILE NAME PASSWORD` (Debian's tool, run for real).
 fn mosquitto_passwd(file: &Path, kind: &str, name: &str, password: &str) {
@@ -279,65 +279,13 @@ fn dry_run_changes_nothing() {
     assert!(!ours.exists());
 }
 
-/// Debian's real mosquitto broker, on a free 127.0.0.1 port, with its own config in a temp
-/// dir; killed by PID when dropped.
-struct Mosquitto {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    fn start(passwd: &Path, acl: &Path) -> Mosquitto {
-        let dir = tempfile::tempdir().unwrap();
-        // A free port: bound by us, then released for mosquitto (it may be taken in between;
-        // then mosquitto exits and the wait below says so).
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
-                 persistence false\nlog_dest stderr\n",
-                passwd.display(),
-                acl.display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start /usr/sbin/mosquitto (Debian package mosquitto)");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            assert!(child.try_wait().unwrap().is_none(), "mosquitto exited");
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto does not listen on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Mosquitto {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Debian's real mosquitto broker with these users and ACL (`common::mosquitto`).
+fn mosquitto_with(passwd: &Path, acl: &Path) -> Mosquitto {
+    Mosquitto::start(&format!(
+        "allow_anonymous false\npassword_file {}\nacl_file {}\npersistence false",
+        passwd.display(),
+        acl.display()
+    ))
 }
 
 /// A connected client with `user`'s password; `sync/#` subscribed.
@@ -442,7 +390,7 @@ fn imported_acl_delivers_and_refuses_like_mosquitto() {
     );
     assert!(out.status.success(), "{out:?}");
     let ours = Broker::start_with_db(&db, &["--max-clients", "200"]);
-    let theirs = Mosquitto::start(&passwd, &acl);
+    let theirs = mosquitto_with(&passwd, &acl);
     let cases: &[(&str, &str, &str, bool)] = &[
         ("bob", "alice", "alice/x/temp", true),
         ("bob", "alice", "alice/x/humidity", false),
