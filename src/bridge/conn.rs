@@ -162,7 +162,8 @@ fn read_packets(
 ) -> io::Result<()> {
     let mut frames = FrameBuffer::new();
     let mut chunk = vec![0u8; 16 * 1024];
-    loop {
+    let mut peer_closed = false;
+    while !peer_closed {
         let n = stream.tcp().read(&mut chunk)?;
         if n == 0 {
             return Ok(());
@@ -180,11 +181,15 @@ fn read_packets(
                     let mut plain = vec![0u8; state.plaintext_bytes_to_read()];
                     conn.reader().read_exact(&mut plain)?;
                     frames.extend(&plain);
+                    // Its close_notify: what came before it is still handed over below.
                     if state.peer_has_closed() {
-                        return Ok(());
+                        peer_closed = true;
+                        break;
                     }
                 }
-                send_tls(&mut conn, socket)?;
+                if !peer_closed {
+                    send_tls(&mut conn, socket)?;
+                }
             }
         }
         loop {
@@ -200,4 +205,5 @@ fn read_packets(
             }
         }
     }
+    Ok(())
 }
