@@ -29,9 +29,9 @@
 //! |---|---|---|---|
 //! | main | config, the other threads' handles | a signal over a crossbeam channel | SIGINT / SIGTERM |
 //! | `sighup` (with TLS or HTTPS; in `main.rs`) | nothing (SIGHUP is blocked in every other thread) | `sigwait` for SIGHUP: re-reads the certificates ([`certs::LiveConfig`]) | the process ending |
-//! | `acceptor` | the `TcpListener` | sockets from `accept()` | stop flag + a connection to itself |
-//! | `acceptor-tls` (with `tls_listen`) | the TLS listener's `TcpListener`; gives each socket a rustls `ServerConnection` (the handshake runs on the socket's own thread) | sockets from `accept()` | the same stop flag + a connection to itself |
-//! | `acceptor-ws`, `acceptor-wss` (with `ws_listen` / `wss_listen`) | the WebSocket listeners' `TcpListener`s; gives each socket a WebSocket pipe, over a rustls `ServerConnection` for wss (the upgrade runs on the socket's own thread) | sockets from `accept()` | the same stop flag + a connection to itself |
+//! | `acceptor` (one per `listen` address) | its `TcpListener` | sockets from `accept()` | stop flag + a connection to itself |
+//! | `acceptor-tls` (one per `tls_listen` address) | the TLS listener's `TcpListener`; gives each socket a rustls `ServerConnection` (the handshake runs on the socket's own thread) | sockets from `accept()` | the same stop flag + a connection to itself |
+//! | `acceptor-ws`, `acceptor-wss` (one per `ws_listen` / `wss_listen` address) | the WebSocket listeners' `TcpListener`s; gives each socket a WebSocket pipe, over a rustls `ServerConnection` for wss (the upgrade runs on the socket's own thread) | sockets from `accept()` | the same stop flag + a connection to itself |
 //! | `client-<id>` (one per socket) | reading the socket, framing buffer, inbound topic aliases; writing to its own and to subscribers' sockets while it holds their outbox's write turn | bytes | socket closed or shut down |
 //! | `writer` (one) | outboxes whose socket was full or whose flush ran out of rounds, until they have nothing left; the end of each linger | [`broker::outbox::Outbox`] hand-overs and lingers, `poll(2)` for room | the broker going away |
 //! | `ticker` | nothing | a tick every 250 ms | its channel closed |

@@ -327,10 +327,8 @@ fn run_broker(config: Config) -> ExitCode {
     };
     let server = Server::with_tls(broker.clone(), tls.clone());
     if let Err(e) = server.start() {
-        eprintln!(
-            "mqtt5-broker: cannot listen for MQTT on {}: {e}",
-            broker.config.listen
-        );
+        // The error names the listener that could not bind.
+        eprintln!("mqtt5-broker: cannot listen: {e}");
         store.shutdown();
         return ExitCode::from(1);
     }

@@ -149,6 +149,12 @@ pub fn status(ctx: &Ctx) -> Value {
     json!({
         "running": running.is_some(),
         "mqtt_address": running.map(|a| a.to_string()),
+        // Every MQTT listener as bound (port 0 resolved); empty while stopped.
+        "listeners": server
+            .listeners()
+            .into_iter()
+            .map(|(t, a)| json!({ "transport": t.name(), "address": a.to_string() }))
+            .collect::<Vec<Value>>(),
         "uptime_seconds": b.started.elapsed().as_secs(),
         "running_seconds": running.and(ctx.listener_since).map(|t| t.elapsed().as_secs()),
         "clients_connected": b.connection_count(),

@@ -40,7 +40,7 @@ pub const DB_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running broker process owned by one test.
 pub struct Broker {
-    /// The MQTT listener (from the `MQTT listening on` log line).
+    /// The (first) plain MQTT listener (from the first `MQTT listening on` log line).
     pub mqtt: SocketAddr,
     /// The web listener (from the `web page on http://…/` or `https://…/` log line).
     pub web: SocketAddr,
@@ -115,7 +115,11 @@ impl Broker {
                 .filter(|l| !l.ends_with(')'))
                 .flat_map(|l| [l, "\n"])
                 .collect();
-            let mqtt = last_addr_after(&plain, "MQTT listening on ");
+            // The first plain one: `--listen` (more plain listeners log after it).
+            let mqtt = plain
+                .lines()
+                .find(|l| l.contains("MQTT listening on "))
+                .and_then(|l| last_addr_after(l, "MQTT listening on "));
             let web = last_addr_after(&text, "web page on http://")
                 .or_else(|| last_addr_after(&text, "web page on https://"));
             let other = |kind: &str| {
@@ -915,6 +919,23 @@ pub fn api_status(web: std::net::SocketAddr) -> serde_json::Value {
     s.read_to_string(&mut text).expect("read /api/status");
     let body = text.split("\r\n\r\n").nth(1).expect("HTTP body");
     serde_json::from_str(body).unwrap_or_else(|e| panic!("bad JSON {e}: {body}"))
+}
+
+/// Every MQTT listener of a running broker as `/api/status` lists them: (transport, bound
+/// address), plain first; port 0 resolved.
+pub fn api_listeners(web: SocketAddr) -> Vec<(String, SocketAddr)> {
+    let status = api_status(web);
+    let list = status["listeners"].as_array().cloned().unwrap_or_default();
+    list.iter()
+        .map(|l| {
+            let transport = l["transport"].as_str().unwrap_or_default().to_string();
+            let addr = l["address"].as_str().and_then(|a| a.parse().ok());
+            (
+                transport,
+                addr.unwrap_or_else(|| panic!("bad listener {l}")),
+            )
+        })
+        .collect()
 }
 
 /// Runs `mqtt5-broker --db DB ARGS...` (an admin subcommand such as `user add` or `backup`)
