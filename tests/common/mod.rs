@@ -921,23 +921,6 @@ pub fn api_status(web: std::net::SocketAddr) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("bad JSON {e}: {body}"))
 }
 
-/// Every MQTT listener of a running broker as `/api/status` lists them: (transport, bound
-/// address), plain first; port 0 resolved.
-pub fn api_listeners(web: SocketAddr) -> Vec<(String, SocketAddr)> {
-    let status = api_status(web);
-    let list = status["listeners"].as_array().cloned().unwrap_or_default();
-    list.iter()
-        .map(|l| {
-            let transport = l["transport"].as_str().unwrap_or_default().to_string();
-            let addr = l["address"].as_str().and_then(|a| a.parse().ok());
-            (
-                transport,
-                addr.unwrap_or_else(|| panic!("bad listener {l}")),
-            )
-        })
-        .collect()
-}
-
 /// Runs `mqtt5-broker --db DB ARGS...` (an admin subcommand such as `user add` or `backup`)
 /// with `stdin` when given (the password), and returns what it printed; killed (our own
 /// child, by its handle) and a panic when it does not finish within `limit`.
