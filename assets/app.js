@@ -187,7 +187,9 @@
     }
     $('st-state').textContent = s.running ? 'running' : 'stopped';
     $('st-state').className = s.running ? 'pill running' : 'pill stopped';
-    $('st-address').textContent = s.mqtt_address || '–';
+    // Every listener, as the log names them: the plain one bare, the others with their transport.
+    const addrs = (s.listeners || []).map((l) => (l.transport === 'tcp' ? l.address : `${l.address} (${l.transport})`));
+    $('st-address').textContent = addrs.length ? addrs.join(', ') : s.mqtt_address || '–';
     $('st-uptime').textContent = fmtDuration(s.uptime_seconds);
     $('st-clients').textContent = fmtNum(s.clients_connected);
     $('st-in').textContent = `${s.messages_in_per_second.toFixed(1)}/s`;
