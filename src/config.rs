@@ -900,6 +900,45 @@ pub fn load_command() -> Result<(Command, Config), ConfigError> {
     }
 }
 
+/// A config reload's reading: the config file the broker was started with (`--config`, else
+/// `MQTT5_BROKER_CONFIG`; `None` without one) and the settings from the same command line,
+/// environment and that file read again now, merged as at start (flags and environment still
+/// win over the file).
+pub fn reread() -> (Option<PathBuf>, Result<Config, ConfigError>) {
+    let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+    let matches = match cli().try_get_matches_from(std::env::args_os()) {
+        Ok(m) => m,
+        Err(e) => return (None, Err(clap_error(e))),
+    };
+    (config_file(&matches, &env), resolve(&matches, &env))
+}
+
+/// Every setting whose value differs between `old` and `new`, in declaration order, with both
+/// values as [`Config::summary`] shows them (the admin password masked), then `bridges` when
+/// the bridge blocks differ.
+pub fn differences(old: &Config, new: &Config) -> Vec<(&'static str, String, String)> {
+    let mut out: Vec<_> = SETTINGS
+        .iter()
+        .filter_map(|s| {
+            let (was, now) = ((s.show)(old), (s.show)(new));
+            let secret_changed = s.style == Style::Secret && old.admin_password != new.admin_password;
+            (was != now || secret_changed).then_some((s.name, was, now))
+        })
+        .collect();
+    if old.bridges != new.bridges {
+        let names = |c: &Config| {
+            let names: Vec<&str> = c.bridges.iter().map(|b| b.name.as_str()).collect();
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        };
+        out.push(("bridges", names(old), names(new)));
+    }
+    out
+}
+
 /// Converts clap's error into ours: help/version text as is, anything else
 /// as clap's first line plus its tip, on one line.
 fn clap_error(error: clap::Error) -> ConfigError {

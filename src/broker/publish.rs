@@ -71,7 +71,7 @@ impl Broker {
     ) -> usize {
         // $SYS is regenerated every interval: neither history nor worth keeping.
         let sys = msg.topic.starts_with("$SYS/");
-        if self.config.history_per_topic > 0 && !sys {
+        if self.config().history_per_topic > 0 && !sys {
             scratch.history.push(msg.clone());
         }
         if msg.retain {

@@ -129,9 +129,9 @@ impl Server {
             return Ok(r.addr);
         }
         let (last_plain, last_extra) = self.last_addr.lock().clone();
-        let listener = TcpListener::bind(last_plain.unwrap_or(self.broker.config.listen))?;
+        let listener = TcpListener::bind(last_plain.unwrap_or(self.broker.config().listen))?;
         let addr = listener.local_addr()?;
-        let cfg = &self.broker.config;
+        let cfg = self.broker.config();
         let wanted = [
             (Transport::Tls, self.tls.as_ref().and_then(|c| c.listen)),
             (Transport::Ws, cfg.ws_listen),
@@ -248,7 +248,6 @@ fn accept_loop(
     transport: Transport,
     tls: Option<Arc<TlsContext>>,
 ) {
-    let max_frame = u64::from(broker.config.max_packet_size) + super::ws::FRAME_SLACK;
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -276,7 +275,12 @@ fn accept_loop(
             },
         };
         let pipe = match transport {
-            Transport::Ws | Transport::Wss => Pipe::ws(pipe, max_frame),
+            Transport::Ws | Transport::Wss => {
+                // Per socket: a config reload may change max_packet_size.
+                let max_frame =
+                    u64::from(broker.config().max_packet_size) + super::ws::FRAME_SLACK;
+                Pipe::ws(pipe, max_frame)
+            }
             Transport::Tcp | Transport::Tls => pipe,
         };
         let stream = Arc::new(pipe);

@@ -58,11 +58,12 @@ impl Web {
     pub fn start(
         server: Arc<Server>,
         tls: Option<Arc<crate::certs::LiveConfig>>,
+        reloader: Arc<crate::reload::Reloader>,
     ) -> std::io::Result<Web> {
         let broker = server.broker().clone();
-        let auth = AdminAuth::setup(broker.config.admin_password.as_deref(), &broker.store)
+        let auth = AdminAuth::setup(broker.config().admin_password.as_deref(), &broker.store)
             .map_err(std::io::Error::other)?;
-        let tcp = TcpListener::bind(broker.config.web_listen)?;
+        let tcp = TcpListener::bind(broker.config().web_listen)?;
         let addr = tcp.local_addr()?;
         let listener = conn::Listener::new();
         // Each connection has at most one request waiting: the channel never blocks a sender
@@ -74,6 +75,7 @@ impl Web {
             auth,
             rates: Rates::default(),
             http: listener.clone(),
+            reloader,
         };
         let thread = thread::Builder::new()
             .name("web".into())

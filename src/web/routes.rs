@@ -39,6 +39,8 @@ pub struct Ctx {
     pub listener_since: Option<Instant>,
     /// The HTTP connections' bounds and counts.
     pub http: Arc<super::conn::Listener>,
+    /// Re-reads the config file (the "Reload config" button).
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 type Handler = fn(&mut Ctx, &Req, &Who) -> Reply;
@@ -50,6 +52,7 @@ const ROUTES: &[(Method, &str, Handler)] = &[
     (Method::Post, "/api/admin/password", admin_password),
     (Method::Post, "/api/server/start", server_start),
     (Method::Post, "/api/server/stop", server_stop),
+    (Method::Post, "/api/config/reload", config_reload),
     (Method::Get, "/api/rates", rates),
     (Method::Get, "/api/topics", topics),
     (Method::Get, "/api/messages", messages),
@@ -267,6 +270,14 @@ fn server_stop(ctx: &mut Ctx, _req: &Req, _who: &Who) -> Reply {
     Reply::json(&status(ctx))
 }
 
+/// `POST /api/config/reload`: the same reload as SIGHUP; the summary as JSON (see
+/// [`crate::reload::Outcome::to_json`]), with 422 when the file was not applied.
+fn config_reload(ctx: &mut Ctx, _req: &Req, _who: &Who) -> Reply {
+    let outcome = ctx.reloader.reload("the page");
+    let status = if outcome.error.is_some() { 422 } else { 200 };
+    Reply::json_status(status, &outcome.to_json())
+}
+
 fn rates(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
     let seconds = match api::uint_param(req, "seconds", 120, metrics::KEEP_SAMPLES) {
         Ok(s) => s,
@@ -320,7 +331,7 @@ fn topics(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
     let stats = store.stats();
     v["topics_kept"] = json!(stats.history_topics);
     v["topics_forgotten"] = json!(stats.history_topics_forgotten);
-    v["max_topics"] = json!(ctx.server.broker().config.history_max_topics);
+    v["max_topics"] = json!(ctx.server.broker().config().history_max_topics);
     Reply::json(&v)
 }
 
@@ -696,7 +707,7 @@ fn acl_del(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
 
 fn publish(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
     let broker = ctx.server.broker().clone();
-    let cfg = &broker.config;
+    let cfg = broker.config();
     let msg = match (|| -> Result<Message, Reply> {
         let body = api::object(req)?;
         let topic = api::str_field(&body, "topic")?;

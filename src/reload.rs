@@ -1,0 +1,253 @@
+//! Config reload without a restart: SIGHUP (the `sighup` thread in `main`) and the page's
+//! "Reload config" button (`POST /api/config/reload`) both call [`Reloader::reload`], which
+//! reads the config file again with the same command line and environment as at start
+//! ([`config::reread`]: flags and environment still win over the file), applies what can
+//! change while clients are connected, keeps the rest as it was and logs one line per changed
+//! setting:
+//!
+//! - `config reload: max_clients 20 -> 50` — applied;
+//! - `config reload: listen 0.0.0.0:1883 -> 0.0.0.0:1884 needs a restart; not applied`;
+//! - `config reload: no setting changed` — when nothing did;
+//! - `config reload: FILE not applied, nothing changed: <why>` — a file that does not parse
+//!   (or a value out of range): nothing changes, not even the certificates.
+//!
+//! Then the TLS certificates are re-read as before ([`TlsContext::reload`], its own line).
+//!
+//! What "applied" means: the broker's settings are swapped at once ([`Broker::set_config`]);
+//! admission (`max_clients`, the pending-socket bounds, `allow_anonymous`, the connect rate),
+//! queue limits, `sys_interval`, `persistent_client_expiration` and the history bounds (sent to
+//! the store) act from then on for everyone; what a connection negotiated in its CONNACK
+//! (packet size, Receive Maximum, topic aliases, keep alive) and the per-packet limits apply to
+//! the connections accepted after the reload, as each connection keeps the settings it was
+//! accepted under. Nobody is disconnected: lowering `max_clients` below the number connected
+//! only refuses new clients until enough leave.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use crate::broker::tls::TlsContext;
+use crate::broker::Broker;
+use crate::certs::LiveConfig;
+use crate::config::{self, Config, ConfigError};
+
+/// Settings that only take effect at start: listeners and their certificate files (the
+/// certificates' contents do reload), the database and how it is written, the page's password
+/// and HTTPS, the bridges. Each with how to keep its old value in a re-read [`Config`].
+const RESTART_ONLY: &[(&str, fn(&mut Config, &Config))] = &[
+    ("listen", |n, o| n.listen = o.listen),
+    ("web_listen", |n, o| n.web_listen = o.web_listen),
+    ("tls_listen", |n, o| n.tls_listen = o.tls_listen),
+    ("ws_listen", |n, o| n.ws_listen = o.ws_listen),
+    ("wss_listen", |n, o| n.wss_listen = o.wss_listen),
+    ("certfile", |n, o| n.certfile.clone_from(&o.certfile)),
+    ("keyfile", |n, o| n.keyfile.clone_from(&o.keyfile)),
+    ("cafile", |n, o| n.cafile.clone_from(&o.cafile)),
+    ("require_certificate", |n, o| {
+        n.require_certificate = o.require_certificate;
+    }),
+    ("use_identity_as_username", |n, o| {
+        n.use_identity_as_username = o.use_identity_as_username;
+    }),
+    ("db", |n, o| n.db.clone_from(&o.db)),
+    ("sync", |n, o| n.sync = o.sync),
+    ("sync_window", |n, o| n.sync_window = o.sync_window),
+    ("db_max_bytes", |n, o| n.db_max_bytes = o.db_max_bytes),
+    ("admin_password", |n, o| {
+        n.admin_password.clone_from(&o.admin_password);
+    }),
+    ("web_certfile", |n, o| n.web_certfile.clone_from(&o.web_certfile)),
+    ("web_keyfile", |n, o| n.web_keyfile.clone_from(&o.web_keyfile)),
+    ("web_tls_from_mqtt", |n, o| {
+        n.web_tls_from_mqtt = o.web_tls_from_mqtt;
+    }),
+    ("bridges", |n, o| n.bridges.clone_from(&o.bridges)),
+];
+
+/// One changed setting: its name and both values in the settings' own syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub setting: &'static str,
+    pub from: String,
+    pub to: String,
+}
+
+/// What one reload did, for the log and the page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The config file read (`None`: the broker was started without one).
+    pub file: Option<PathBuf>,
+    /// Applied.
+    pub changed: Vec<Change>,
+    /// Changed in the file but kept as they are until a restart.
+    pub restart: Vec<Change>,
+    /// Why nothing changed: the file did not parse or a value was refused.
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    /// The page's answer: `{"file", "changed": [{"setting","from","to"}], "restart": [...],
+    /// "error"}`.
+    pub fn to_json(&self) -> Value {
+        let list = |changes: &[Change]| -> Vec<Value> {
+            changes
+                .iter()
+                .map(|c| json!({ "setting": c.setting, "from": c.from, "to": c.to }))
+                .collect()
+        };
+        json!({
+            "file": self.file.as_ref().map(|f| f.display().to_string()),
+            "changed": list(&self.changed),
+            "restart": list(&self.restart),
+            "error": self.error,
+        })
+    }
+}
+
+/// Splits the differences between `old` and the re-read `new` into what is applied and what
+/// needs a restart, and makes `new` keep the old values of the latter.
+pub fn classify(old: &Config, new: &mut Config) -> (Vec<Change>, Vec<Change>) {
+    let (mut changed, mut restart) = (Vec::new(), Vec::new());
+    for (setting, from, to) in config::differences(old, new) {
+        let change = Change { setting, from, to };
+        match RESTART_ONLY.iter().find(|(name, _)| *name == setting) {
+            Some((_, keep_old)) => {
+                keep_old(new, old);
+                restart.push(change);
+            }
+            None => changed.push(change),
+        }
+    }
+    (changed, restart)
+}
+
+/// Re-reads the config and the certificates; shared by the `sighup` thread and the page.
+pub struct Reloader {
+    broker: Arc<Broker>,
+    tls: Option<Arc<TlsContext>>,
+    web_tls: Option<Arc<LiveConfig>>,
+    read: Box<dyn Fn() -> (Option<PathBuf>, Result<Config, ConfigError>) + Send + Sync>,
+    /// One reload at a time (a SIGHUP while the page's runs waits), so that each compares
+    /// against the settings the one before it set.
+    running: Mutex<()>,
+}
+
+impl Reloader {
+    /// A reloader that reads the config as the broker did at start ([`config::reread`]).
+    pub fn new(
+        broker: Arc<Broker>,
+        tls: Option<Arc<TlsContext>>,
+        web_tls: Option<Arc<LiveConfig>>,
+    ) -> Reloader {
+        Reloader {
+            broker,
+            tls,
+            web_tls,
+            read: Box::new(config::reread),
+            running: Mutex::new(()),
+        }
+    }
+
+    /// Reads the config again and applies it (see the module docs); `by` names who asked
+    /// (`SIGHUP`, `the page`) in the first log line.
+    pub fn reload(&self, by: &str) -> Outcome {
+        let _one = self.running.lock();
+        let (file, read) = (self.read)();
+        let shown = file.as_ref().map_or_else(
+            || "no config file (--config / MQTT5_BROKER_CONFIG)".to_string(),
+            |f| format!("'{}'", f.display()),
+        );
+        log::info!("config reload ({by}): reading {shown}");
+        let mut outcome = Outcome {
+            file,
+            ..Outcome::default()
+        };
+        let mut new = match read {
+            Ok(c) => c,
+            Err(e) => {
+                let why = e.to_string();
+                log::warn!("config reload: {shown} not applied, nothing changed: {why}");
+                outcome.error = Some(why);
+                return outcome;
+            }
+        };
+        let old = self.broker.config();
+        let (changed, restart) = classify(&old, &mut new);
+        for c in &changed {
+            log::info!("config reload: {} {} -> {}", c.setting, c.from, c.to);
+        }
+        for c in &restart {
+            log::warn!(
+                "config reload: {} {} -> {} needs a restart; not applied",
+                c.setting,
+                c.from,
+                c.to
+            );
+        }
+        if changed.is_empty() && restart.is_empty() {
+            log::info!("config reload: no setting changed");
+        }
+        if !changed.is_empty() {
+            self.broker
+                .store
+                .set_history_limits(new.history_per_topic, new.history_max_topics);
+            self.broker.set_config(Arc::new(new));
+        }
+        if let Some(t) = &self.tls {
+            let _ = t.reload();
+        }
+        if let Some(w) = &self.web_tls {
+            let _ = w.reload();
+        }
+        outcome.changed = changed;
+        outcome.restart = restart;
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_only_settings_keep_their_old_value_and_live_ones_change() {
+        let old = Config::default();
+        let mut new = Config {
+            max_clients: 50,
+            allow_anonymous: true,
+            listen: "127.0.0.1:1999".parse().unwrap(),
+            db: PathBuf::from("other.db"),
+            admin_password: Some("new secret".into()),
+            ..Config::default()
+        };
+        let (changed, restart) = classify(&old, &mut new);
+        let names = |c: &[Change]| c.iter().map(|c| c.setting).collect::<Vec<_>>();
+        assert_eq!(names(&changed), ["max_clients", "allow_anonymous"]);
+        assert_eq!(names(&restart), ["listen", "db", "admin_password"]);
+        assert_eq!(new.listen, old.listen);
+        assert_eq!(new.db, old.db);
+        assert_eq!(new.admin_password, None);
+        assert_eq!(new.max_clients, 50);
+        // The password is never shown, changed or not.
+        assert!(restart
+            .iter()
+            .all(|c| !c.from.contains("secret") && !c.to.contains("secret")));
+    }
+
+    #[test]
+    fn every_restart_only_name_is_a_setting() {
+        let names: Vec<&str> = Config::default()
+            .summary()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        for (name, _) in RESTART_ONLY {
+            assert!(
+                names.contains(name) || *name == "bridges",
+                "{name} is not a setting"
+            );
+        }
+    }
+}
