@@ -15,6 +15,7 @@
 //! - [`api`]: the JSON shapes (stable names, see the README)
 //! - [`auth`]: the admin login: sessions, CSRF, HTTP Basic, slowing down wrong passwords
 //! - [`metrics`]: rates and the Prometheus text at `/metrics`
+//! - [`download`]: the database backup download, made and sent on the connection's thread
 //! - [`tls`]: HTTPS: the page's certificate and key, read at start
 //!
 //! Stops by [`Web::stop`]: a flag and a connection to itself end the accept loop, then a stop
@@ -23,6 +24,7 @@
 pub mod api;
 pub mod auth;
 pub mod conn;
+pub mod download;
 pub mod http;
 pub mod metrics;
 pub mod routes;
@@ -76,6 +78,7 @@ impl Web {
             rates: Rates::default(),
             http: listener.clone(),
             reloader,
+            backups: download::Slot::default(),
         };
         let thread = thread::Builder::new()
             .name("web".into())

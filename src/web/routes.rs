@@ -41,6 +41,8 @@ pub struct Ctx {
     pub http: Arc<super::conn::Listener>,
     /// Re-reads the config file (the "Reload config" button).
     pub reloader: Arc<crate::reload::Reloader>,
+    /// The one backup download at a time.
+    pub backups: super::download::Slot,
 }
 
 type Handler = fn(&mut Ctx, &Req, &Who) -> Reply;
@@ -53,6 +55,7 @@ const ROUTES: &[(Method, &str, Handler)] = &[
     (Method::Post, "/api/server/start", server_start),
     (Method::Post, "/api/server/stop", server_stop),
     (Method::Post, "/api/config/reload", config_reload),
+    (Method::Get, "/api/backup", backup_download),
     (Method::Get, "/api/rates", rates),
     (Method::Get, "/api/topics", topics),
     (Method::Get, "/api/messages", messages),
@@ -276,6 +279,29 @@ fn config_reload(ctx: &mut Ctx, _req: &Req, _who: &Who) -> Reply {
     let outcome = ctx.reloader.reload("the page");
     let status = if outcome.error.is_some() { 422 } else { 200 };
     Reply::json_status(status, &outcome.to_json())
+}
+
+/// `GET /api/backup`: the database as a download (see [`super::download`]); 409 while another
+/// backup is being made or sent. Not for a cross-site request: each one costs a copy of the
+/// database.
+fn backup_download(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
+    if req
+        .header("sec-fetch-site")
+        .is_some_and(|s| s.eq_ignore_ascii_case("cross-site"))
+    {
+        return Reply::error(403, "cross-site request refused");
+    }
+    let Some(slot) = ctx.backups.take() else {
+        return Reply::new(
+            409,
+            "text/plain; charset=utf-8",
+            "a backup is already being made or downloaded; try again when it is done\n",
+        );
+    };
+    let db = ctx.server.broker().config().db.clone();
+    let mut reply = Reply::new(200, "application/vnd.sqlite3", Vec::new());
+    reply.download = Some(Arc::new(super::download::Backup::new(db, slot)));
+    reply
 }
 
 fn rates(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {

@@ -70,6 +70,19 @@ pub fn request(
     headers: &[(&str, String)],
     limit: Duration,
 ) -> Answer {
+    let mut s = send_request(addr, method, path, headers, limit);
+    read_answer(&mut s)
+}
+
+/// Sends the request and returns the connection, its answer unread (for a test that holds a
+/// download open); reads on it time out after `limit`.
+pub fn send_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    limit: Duration,
+) -> TcpStream {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect web");
     s.set_read_timeout(Some(limit)).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -81,6 +94,11 @@ pub fn request(
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).expect("send request");
+    s
+}
+
+/// Reads the whole answer (until the server closes).
+pub fn read_answer(s: &mut TcpStream) -> Answer {
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read the answer");
     let split = raw
