@@ -921,7 +921,8 @@ pub fn differences(old: &Config, new: &Config) -> Vec<(&'static str, String, Str
         .iter()
         .filter_map(|s| {
             let (was, now) = ((s.show)(old), (s.show)(new));
-            let secret_changed = s.style == Style::Secret && old.admin_password != new.admin_password;
+            let secret_changed =
+                s.style == Style::Secret && old.admin_password != new.admin_password;
             (was != now || secret_changed).then_some((s.name, was, now))
         })
         .collect();

@@ -13,11 +13,11 @@ use mqtt5_broker::broker::tls::TlsContext;
 use mqtt5_broker::broker::writer::WriterThread;
 use mqtt5_broker::broker::Broker;
 use mqtt5_broker::config::{self, AclAction, Command, Config, TlsAction, UserAction};
+use mqtt5_broker::reload::Reloader;
 use mqtt5_broker::store::admin::{self, AdminCommand};
 use mqtt5_broker::store::backup;
 use mqtt5_broker::store::{Store, StoreOptions, SyncMode};
 use mqtt5_broker::tls_init;
-use mqtt5_broker::reload::Reloader;
 use mqtt5_broker::web;
 use std::sync::Arc;
 

@@ -58,8 +58,12 @@ const RESTART_ONLY: &[(&str, fn(&mut Config, &Config))] = &[
     ("admin_password", |n, o| {
         n.admin_password.clone_from(&o.admin_password);
     }),
-    ("web_certfile", |n, o| n.web_certfile.clone_from(&o.web_certfile)),
-    ("web_keyfile", |n, o| n.web_keyfile.clone_from(&o.web_keyfile)),
+    ("web_certfile", |n, o| {
+        n.web_certfile.clone_from(&o.web_certfile)
+    }),
+    ("web_keyfile", |n, o| {
+        n.web_keyfile.clone_from(&o.web_keyfile)
+    }),
     ("web_tls_from_mqtt", |n, o| {
         n.web_tls_from_mqtt = o.web_tls_from_mqtt;
     }),
@@ -234,6 +238,20 @@ mod tests {
         assert!(restart
             .iter()
             .all(|c| !c.from.contains("secret") && !c.to.contains("secret")));
+    }
+
+    #[test]
+    fn readme_lists_the_restart_only_settings() {
+        let readme = include_str!("../README.md");
+        let marker = "<!-- restart-only settings";
+        let at = readme.find(marker).expect("the README's restart-only list");
+        let line = readme[at..]
+            .lines()
+            .nth(1)
+            .expect("the list after the marker");
+        let listed: Vec<&str> = line.split('`').skip(1).step_by(2).collect();
+        let ours: Vec<&str> = RESTART_ONLY.iter().map(|(n, _)| *n).collect();
+        assert_eq!(listed, ours);
     }
 
     #[test]

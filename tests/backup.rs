@@ -98,11 +98,9 @@ impl Load {
 /// a database the broker opens and serves.
 fn check_copy(copy: &std::path::Path, before: usize) {
     {
-        let conn = rusqlite::Connection::open_with_flags(
-            copy,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
+        let conn =
+            rusqlite::Connection::open_with_flags(copy, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
         let text = |sql: &str| -> String { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
         let number = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
         assert_eq!(text("PRAGMA journal_mode"), "delete");
@@ -164,7 +162,12 @@ fn backup_under_publish_load_holds_every_acknowledged_message_account_and_sessio
     let before = load.acked();
     let copy = dir.path().join("copy.db");
     let started = Instant::now();
-    let out = run_admin(b.db_path(), &["backup", copy.to_str().unwrap()], None, LIMIT);
+    let out = run_admin(
+        b.db_path(),
+        &["backup", copy.to_str().unwrap()],
+        None,
+        LIMIT,
+    );
     let took = started.elapsed();
     let at_end = load.acked();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -190,8 +193,7 @@ fn backup_under_publish_load_holds_every_acknowledged_message_account_and_sessio
 /// The page's "Download backup" (`GET /api/backup`) under the same load: the same consistent
 /// copy, streamed, and nothing left beside the database.
 #[test]
-fn page_backup_download_under_publish_load_holds_every_acknowledged_message_account_and_session(
-) {
+fn page_backup_download_under_publish_load_holds_every_acknowledged_message_account_and_session() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker_with_alice(dir.path());
     let load = Load::start(&b);
@@ -200,7 +202,10 @@ fn page_backup_download_under_publish_load_holds_every_acknowledged_message_acco
     let r = web::request(b.web, "GET", "/api/backup", &[admin()], LIMIT);
     let at_end = load.acked();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.header("Content-Type").as_deref(), Some("application/vnd.sqlite3"));
+    assert_eq!(
+        r.header("Content-Type").as_deref(),
+        Some("application/vnd.sqlite3")
+    );
     let disposition = r.header("Content-Disposition").unwrap_or_default();
     assert!(
         disposition.starts_with("attachment; filename=\"broker-") && disposition.ends_with(".db\""),
@@ -211,7 +216,8 @@ fn page_backup_download_under_publish_load_holds_every_acknowledged_message_acco
     load.goes_on_after(at_end);
     load.stop();
     assert!(
-        b.log().contains("web: the admin downloads a backup: backed up to "),
+        b.log()
+            .contains("web: the admin downloads a backup: backed up to "),
         "{}",
         b.log()
     );
@@ -262,12 +268,20 @@ fn page_backup_is_for_the_admin_only_and_one_at_a_time() {
         std::io::Read::read_exact(&mut first, &mut byte).expect("the first download's head");
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
 
     let second = web::request(b.web, "GET", "/api/backup", &[admin()], LIMIT);
     assert_eq!(second.status, 409, "{}", second.text());
     assert!(second.head.contains("text/plain"), "{}", second.head);
-    assert!(second.text().contains("already being made or downloaded"), "{}", second.text());
+    assert!(
+        second.text().contains("already being made or downloaded"),
+        "{}",
+        second.text()
+    );
 
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut first, &mut rest).expect("the first download");
@@ -295,9 +309,12 @@ fn admin() -> (&'static str, String) {
 /// No copy left beside the database.
 fn assert_no_download_left(dir: &std::path::Path) {
     wait_for(LIMIT, "the downloaded copy removed", || {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .all(|e| !e.unwrap().file_name().to_string_lossy().contains(".download-"))
+        std::fs::read_dir(dir).unwrap().all(|e| {
+            !e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".download-")
+        })
     });
 }
 

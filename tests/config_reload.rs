@@ -82,7 +82,9 @@ fn page_reload(b: &Broker) -> common::web::Answer {
 /// The log since the last `config reload (` line: what the last reload said.
 fn last_reload_log(b: &Broker) -> String {
     let log = b.log();
-    let start = log.rfind("config reload (").expect("a config reload was logged");
+    let start = log
+        .rfind("config reload (")
+        .expect("a config reload was logged");
     log[start..].to_string()
 }
 
@@ -107,7 +109,10 @@ fn sighup_raises_max_clients_a_client_beyond_the_old_limit_connects_and_none_is_
     let (second, r2) = connect(b.mqtt, "second");
     assert_eq!((r1, r2), (SUCCESS, SUCCESS));
     let (_, refused) = connect(b.mqtt, "third-too-early");
-    assert_eq!(refused, QUOTA_EXCEEDED, "max_clients 2 holds before the reload");
+    assert_eq!(
+        refused, QUOTA_EXCEEDED,
+        "max_clients 2 holds before the reload"
+    );
 
     conf.write("max_clients 3\nmax_keepalive 90\n");
     b.sighup();
@@ -118,7 +123,8 @@ fn sighup_raises_max_clients_a_client_beyond_the_old_limit_connects_and_none_is_
     );
     assert!(b.wait_for_log("config reload (SIGHUP): reading", LOG_WAIT));
     assert!(
-        b.log().contains(&format!("reading '{}'", path_text(&conf.path))),
+        b.log()
+            .contains(&format!("reading '{}'", path_text(&conf.path))),
         "{}",
         b.log()
     );

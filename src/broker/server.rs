@@ -277,8 +277,7 @@ fn accept_loop(
         let pipe = match transport {
             Transport::Ws | Transport::Wss => {
                 // Per socket: a config reload may change max_packet_size.
-                let max_frame =
-                    u64::from(broker.config().max_packet_size) + super::ws::FRAME_SLACK;
+                let max_frame = u64::from(broker.config().max_packet_size) + super::ws::FRAME_SLACK;
                 Pipe::ws(pipe, max_frame)
             }
             Transport::Tcp | Transport::Tls => pipe,

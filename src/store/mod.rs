@@ -767,7 +767,9 @@ impl StoreHandle {
     pub fn set_history_limits(&self, per_topic: u32, max_topics: u64) {
         let shared = &self.inner.shared;
         shared.history_per_topic.store(per_topic, Ordering::Relaxed);
-        shared.history_max_topics.store(max_topics, Ordering::Relaxed);
+        shared
+            .history_max_topics
+            .store(max_topics, Ordering::Relaxed);
     }
 
     /// Increases each time [`StoreHandle::acl`] changes, to refresh a cached copy.

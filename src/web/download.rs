@@ -107,7 +107,9 @@ impl Backup {
         if !head_only {
             let sent = io::copy(&mut file, out)?;
             if sent != length {
-                return Err(io::Error::other("the backup copy changed while it was sent"));
+                return Err(io::Error::other(
+                    "the backup copy changed while it was sent",
+                ));
             }
         }
         Ok(())
@@ -117,9 +119,10 @@ impl Backup {
 /// The file name offered: the database's, with the UTC date and time of the copy, e.g.
 /// `mqtt5-broker-20261206-023000.db`.
 fn download_name(db: &Path) -> String {
-    let stem = db
-        .file_stem()
-        .map_or_else(|| "mqtt5-broker".into(), |s| s.to_string_lossy().into_owned());
+    let stem = db.file_stem().map_or_else(
+        || "mqtt5-broker".into(),
+        |s| s.to_string_lossy().into_owned(),
+    );
     // Only characters that need no quoting in a header.
     let stem: String = stem
         .chars()
@@ -153,7 +156,10 @@ mod tests {
         let rest = name.strip_prefix("broker_data-").expect(&name);
         let stamp = rest.strip_suffix(".db").expect(&name);
         assert_eq!(stamp.len(), "20261206-023000".len(), "{name}");
-        assert!(stamp.chars().all(|c| c.is_ascii_digit() || c == '-'), "{name}");
+        assert!(
+            stamp.chars().all(|c| c.is_ascii_digit() || c == '-'),
+            "{name}"
+        );
     }
 
     #[test]
