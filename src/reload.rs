@@ -31,12 +31,15 @@ use serde_json::{json, Value};
 use crate::broker::tls::TlsContext;
 use crate::broker::Broker;
 use crate::certs::LiveConfig;
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config};
+
+/// Puts a setting's old value (the second `Config`) back into the re-read one (the first).
+type KeepOld = fn(&mut Config, &Config);
 
 /// Settings that only take effect at start: listeners and their certificate files (the
 /// certificates' contents do reload), the database and how it is written, the page's password
 /// and HTTPS, the bridges. Each with how to keep its old value in a re-read [`Config`].
-const RESTART_ONLY: &[(&str, fn(&mut Config, &Config))] = &[
+const RESTART_ONLY: &[(&str, KeepOld)] = &[
     ("listen", |n, o| n.listen = o.listen),
     ("web_listen", |n, o| n.web_listen = o.web_listen),
     ("tls_listen", |n, o| n.tls_listen = o.tls_listen),
@@ -132,7 +135,6 @@ pub struct Reloader {
     broker: Arc<Broker>,
     tls: Option<Arc<TlsContext>>,
     web_tls: Option<Arc<LiveConfig>>,
-    read: Box<dyn Fn() -> (Option<PathBuf>, Result<Config, ConfigError>) + Send + Sync>,
     /// One reload at a time (a SIGHUP while the page's runs waits), so that each compares
     /// against the settings the one before it set.
     running: Mutex<()>,
@@ -149,7 +151,6 @@ impl Reloader {
             broker,
             tls,
             web_tls,
-            read: Box::new(config::reread),
             running: Mutex::new(()),
         }
     }
@@ -158,7 +159,7 @@ impl Reloader {
     /// (`SIGHUP`, `the page`) in the first log line.
     pub fn reload(&self, by: &str) -> Outcome {
         let _one = self.running.lock();
-        let (file, read) = (self.read)();
+        let (file, read) = config::reread();
         let shown = file.as_ref().map_or_else(
             || "no config file (--config / MQTT5_BROKER_CONFIG)".to_string(),
             |f| format!("'{}'", f.display()),
