@@ -769,7 +769,9 @@ MQTT5_BROKER_MAX_CLIENTS=50) < flags.
 Config file: one 'setting value' (or 'setting = value') per line with the \
 snake_case setting names (listen 0.0.0.0:1883, allow_anonymous true, \
 max_queued_messages 1000); '#' comment lines and blank lines are ignored; \
-Mosquitto's 'listener PORT [ADDR]' also sets listen.
+Mosquitto's 'listener PORT [ADDR]' also sets listen. SIGHUP (or the page's \
+Reload config) reads the file again and applies what can change live; the \
+log names each change and each setting that needs a restart.
 
 Booleans: true/false, yes/no, on/off, 1/0.";
 
@@ -780,7 +782,7 @@ fn cli() -> clap::Command {
         .long("config")
         .value_name("FILE")
         .help(format!(
-            "Read settings from FILE ('setting value' lines) [env: {CONFIG_ENV}]"
+            "Read settings from FILE ('setting value' lines); SIGHUP reads it again [env: {CONFIG_ENV}]"
         ))
         .value_parser(value_parser!(PathBuf))
         .global(true);
