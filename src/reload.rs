@@ -7,7 +7,8 @@
 //!
 //! - `config reload: max_clients 20 -> 50` — applied;
 //! - `config reload: listen 0.0.0.0:1883 -> 0.0.0.0:1884 needs a restart; not applied`;
-//! - `config reload: no setting changed` — when nothing did;
+//! - `config reload: 1 applied, 1 need a restart` — the last line, when something changed;
+//! - `config reload: no setting changed` — the last line, when nothing did;
 //! - `config reload: FILE not applied, nothing changed: <why>` — a file that does not parse
 //!   (or a value out of range): nothing changes, not even the certificates.
 //!
@@ -193,6 +194,12 @@ impl Reloader {
         }
         if changed.is_empty() && restart.is_empty() {
             log::info!("config reload: no setting changed");
+        } else {
+            log::info!(
+                "config reload: {} applied, {} need a restart",
+                changed.len(),
+                restart.len()
+            );
         }
         if !changed.is_empty() {
             self.broker

@@ -216,8 +216,10 @@ fn page_backup_download_under_publish_load_holds_every_acknowledged_message_acco
     load.goes_on_after(at_end);
     load.stop();
     assert!(
-        b.log()
-            .contains("web: the admin downloads a backup: backed up to "),
+        b.wait_for_log(
+            "web: the admin downloads a backup: backed up to ",
+            Duration::from_secs(10)
+        ),
         "{}",
         b.log()
     );

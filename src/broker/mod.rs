@@ -111,11 +111,12 @@ impl Broker {
         Ok(broker)
     }
 
-    /// The current settings. A connection takes them once, at CONNECT, and keeps them
-    /// ([`connection::Client::cfg`]): what its CONNACK told the client (packet size, Receive
-    /// Maximum, topic aliases, keep alive) never changes under it, and its packets are handled
-    /// without this lock. What is not per connection (admission, queue limits, history, $SYS,
-    /// expiry) reads it each time: a short leaf read lock, like the ACL snapshot's.
+    /// The current settings. A connection takes them once, when its socket is accepted, and
+    /// keeps them ([`connection::Client::cfg`]): what its CONNACK told the client (packet size,
+    /// Receive Maximum, topic aliases, keep alive) never changes under it, and its packets are
+    /// handled without this lock. What is not per connection (admission, queue limits, history,
+    /// $SYS, expiry) reads it when it acts — once per routed message — a short leaf read lock
+    /// that only clones the `Arc`, like the ACL snapshot's.
     pub fn config(&self) -> Arc<Config> {
         self.config.read().clone()
     }
@@ -146,12 +147,16 @@ impl Broker {
     }
 
     pub fn queue_limits(&self) -> QueueLimits {
-        let cfg = self.config();
-        QueueLimits {
-            max_messages: cfg.max_queued_messages,
-            max_bytes: cfg.max_queued_bytes,
-            queue_qos0_offline: cfg.queue_qos0_messages,
-        }
+        queue_limits(&self.config())
+    }
+}
+
+/// The per-client queue bounds in `cfg`.
+fn queue_limits(cfg: &Config) -> QueueLimits {
+    QueueLimits {
+        max_messages: cfg.max_queued_messages,
+        max_bytes: cfg.max_queued_bytes,
+        queue_qos0_offline: cfg.queue_qos0_messages,
     }
 }
 
