@@ -262,6 +262,49 @@ mod tests {
         assert_eq!(listed, ours);
     }
 
+    /// A new setting must be placed here or in [`RESTART_ONLY`]: one that is read only at
+    /// start (a listener, say) would otherwise be reported as applied and silently not be.
+    #[test]
+    fn every_setting_is_either_live_or_restart_only() {
+        const LIVE: &[&str] = &[
+            "max_clients",
+            "allow_anonymous",
+            "read_chunk_size",
+            "connect_timeout",
+            "max_pending_connections",
+            "max_pending_per_address",
+            "max_keepalive",
+            "max_packet_size",
+            "max_inflight_messages",
+            "receive_maximum",
+            "max_queued_messages",
+            "max_queued_bytes",
+            "queue_qos0_messages",
+            "max_topic_alias",
+            "outbound_topic_aliases",
+            "retain_available",
+            "persistent_client_expiration",
+            "sys_interval",
+            "max_topic_levels",
+            "max_client_id_len",
+            "max_subscriptions",
+            "max_filters_per_subscribe",
+            "max_topic_len",
+            "max_user_properties",
+            "connect_rate_limit",
+            "history_per_topic",
+            "history_max_topics",
+        ];
+        for (name, _) in Config::default().summary() {
+            let live = LIVE.contains(&name);
+            let restart = RESTART_ONLY.iter().any(|(n, _)| *n == name);
+            assert!(
+                live != restart,
+                "{name}: classify it as live (read where it acts) or restart-only"
+            );
+        }
+    }
+
     #[test]
     fn every_restart_only_name_is_a_setting() {
         let names: Vec<&str> = Config::default()
