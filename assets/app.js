@@ -134,6 +134,16 @@
     }
   }
 
+  /** The answer of POST /api/config/reload as one line: what changed, what needs a restart. */
+  function reloadSummary(r) {
+    const list = (cs) => cs.map((c) => `${c.setting} ${c.from} → ${c.to}`).join(', ');
+    const parts = [];
+    if (r.changed.length) parts.push(`Config reloaded: ${list(r.changed)}.`);
+    if (r.restart.length) parts.push(`Needs a restart (not applied): ${list(r.restart)}.`);
+    if (!parts.length) parts.push('Config reloaded: no setting changed.');
+    return parts.join(' ');
+  }
+
   // ------------------------------------------------------------------ login
 
   let started = false;
@@ -555,6 +565,15 @@
     $('btn-stop').addEventListener('click', () => {
       if (confirm('Stop the MQTT server? Every client is disconnected.')) {
         act('/api/server/stop', undefined, 'MQTT server stopped.');
+      }
+    });
+    $('btn-reload').addEventListener('click', async () => {
+      try {
+        const r = await api('/api/config/reload', { method: 'POST' });
+        notice(reloadSummary(r));
+        await refreshAll();
+      } catch (e) {
+        fail(e);
       }
     });
     $('btn-logout').addEventListener('click', async () => {

@@ -781,7 +781,9 @@ Config file: one 'setting value' (or 'setting = value') per line with the \
 snake_case setting names (listen 0.0.0.0:1883, allow_anonymous true, \
 max_queued_messages 1000); '#' comment lines and blank lines are ignored; \
 the listen settings may repeat (one listener each), as may their flags; \
-Mosquitto's 'listener PORT [ADDR]' blocks add listeners too.
+Mosquitto's 'listener PORT [ADDR]' blocks add listeners too. SIGHUP (or the page's \
+Reload config) reads the file again and applies what can change live; the \
+log names each change and each setting that needs a restart.
 
 Booleans: true/false, yes/no, on/off, 1/0.";
 
@@ -792,7 +794,7 @@ fn cli() -> clap::Command {
         .long("config")
         .value_name("FILE")
         .help(format!(
-            "Read settings from FILE ('setting value' lines) [env: {CONFIG_ENV}]"
+            "Read settings from FILE ('setting value' lines); SIGHUP reads it again [env: {CONFIG_ENV}]"
         ))
         .value_parser(value_parser!(PathBuf))
         .global(true);
@@ -923,6 +925,46 @@ pub fn load_command() -> Result<(Command, Config), ConfigError> {
         }
         other => other,
     }
+}
+
+/// A config reload's reading: the config file the broker was started with (`--config`, else
+/// `MQTT5_BROKER_CONFIG`; `None` without one) and the settings from the same command line,
+/// environment and that file read again now, merged as at start (flags and environment still
+/// win over the file).
+pub fn reread() -> (Option<PathBuf>, Result<Config, ConfigError>) {
+    let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+    let matches = match cli().try_get_matches_from(std::env::args_os()) {
+        Ok(m) => m,
+        Err(e) => return (None, Err(clap_error(e))),
+    };
+    (config_file(&matches, &env), resolve(&matches, &env))
+}
+
+/// Every setting whose value differs between `old` and `new`, in declaration order, with both
+/// values as [`Config::summary`] shows them (the admin password masked), then `bridges` when
+/// the bridge blocks differ.
+pub fn differences(old: &Config, new: &Config) -> Vec<(&'static str, String, String)> {
+    let mut out: Vec<_> = SETTINGS
+        .iter()
+        .filter_map(|s| {
+            let (was, now) = ((s.show)(old), (s.show)(new));
+            let secret_changed =
+                s.style == Style::Secret && old.admin_password != new.admin_password;
+            (was != now || secret_changed).then_some((s.name, was, now))
+        })
+        .collect();
+    if old.bridges != new.bridges {
+        let names = |c: &Config| {
+            let names: Vec<&str> = c.bridges.iter().map(|b| b.name.as_str()).collect();
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        };
+        out.push(("bridges", names(old), names(new)));
+    }
+    out
 }
 
 /// Converts clap's error into ours: help/version text as is, anything else

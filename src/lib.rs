@@ -62,7 +62,7 @@
 //! session's state is never held with another's, nor while taking the registry or an outbox
 //! lock (the outbox to wake is cloned out and flagged after the state is released). Taken alone:
 //! the router's `RwLock<TopicTree>`, the retained store's `RwLock`, the store's ACL snapshot
-//! (`RwLock<Arc<AclSet>>`, read only to clone the `Arc`), `connect_times`, `Broker::pending`, the current TLS `ServerConfig` of the MQTT listener and of the page (`certs::LiveConfig`, read only to clone the `Arc`),
+//! (`RwLock<Arc<AclSet>>`, read only to clone the `Arc`), `connect_times`, `Broker::pending`, the broker's settings (`Broker::config`, `RwLock<Arc<Config>>`, read only to clone the `Arc`; written by a config reload), the current TLS `ServerConfig` of the MQTT listener and of the page (`certs::LiveConfig`, read only to clone the `Arc`),
 //! the web listener's connection pool, the writer's `handed` and `lingering` lists (as leaves
 //! of the chains above), `Server::running` → `Server::last_addr`, and a TLS connection's
 //! `TlsPipe::state` (its rustls state and unsent records), a leaf taken under `Outbox::out`
@@ -104,6 +104,7 @@ pub mod import;
 pub mod login;
 pub mod message;
 pub mod protocol;
+pub mod reload;
 pub mod store;
 pub mod tls_init;
 pub mod web;

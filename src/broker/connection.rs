@@ -22,6 +22,7 @@ use super::publish::Routing;
 use super::session::Session;
 use super::stack::StackTrim;
 use super::Broker;
+use crate::config::Config;
 use crate::protocol::frame::FrameBuffer;
 use crate::protocol::{self, Packet, ProtocolVersion, ReasonCode, Will};
 
@@ -268,6 +269,9 @@ pub struct Client {
     pub bridge: bool,
     /// Its place among `max_clients`, given back when the client ends.
     pub slot: super::ClientSlot,
+    /// The settings as they were when its socket was accepted ([`Broker::config`]): a config
+    /// reload applies to the connections after it.
+    pub cfg: Arc<Config>,
 }
 
 /// Keeps the connection table and the pending pool exact however the thread ends (a Mosquitto
@@ -293,9 +297,9 @@ pub fn run(broker: Arc<Broker>, pipe: Arc<Pipe>, peer: SocketAddr, conn_id: u64)
     };
     let _ = pipe.tcp().set_nodelay(true);
     broker.register_conn(conn_id, pipe.clone(), peer);
-    let cfg = broker.config.clone();
+    let cfg = broker.config();
     let mut reader = Reader::new(pipe, cfg.read_chunk_size, cfg.max_packet_size);
-    let Some(mut client) = open(&broker, &mut reader, peer, conn_id) else {
+    let Some(mut client) = open(&broker, &mut reader, peer, conn_id, cfg) else {
         return;
     };
     let result = client.run(&mut reader);
@@ -314,8 +318,8 @@ fn open(
     reader: &mut Reader,
     peer: SocketAddr,
     conn_id: u64,
+    cfg: Arc<Config>,
 ) -> Option<Client> {
-    let cfg = &broker.config;
     let deadline = Instant::now() + cfg.connect_timeout;
     // The socket stays in the pending pool (not closable, as it is not waiting for its
     // client) until its CONNECT is accepted, so that sockets whose CONNECT is being checked
@@ -370,7 +374,7 @@ fn open(
             return None;
         }
     };
-    let client = handle::connect::accept(broker, reader, *connect, peer, conn_id)?;
+    let client = handle::connect::accept(broker, reader, *connect, peer, conn_id, cfg)?;
     broker.leave_pending(conn_id);
     Some(client)
 }

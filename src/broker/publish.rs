@@ -71,7 +71,9 @@ impl Broker {
     ) -> usize {
         // $SYS is regenerated every interval: neither history nor worth keeping.
         let sys = msg.topic.starts_with("$SYS/");
-        if self.config.history_per_topic > 0 && !sys {
+        // One read of the current settings per message (a config reload may change them).
+        let cfg = self.config();
+        if cfg.history_per_topic > 0 && !sys {
             scratch.history.push(msg.clone());
         }
         if msg.retain {
@@ -88,7 +90,7 @@ impl Broker {
         scratch.groups.clear();
         self.router
             .route(&msg, &mut scratch.targets, &mut scratch.groups);
-        let limits = self.queue_limits();
+        let limits = super::queue_limits(&cfg);
         let acl = self.delivery_acl();
         let matched = scratch.targets.len() + scratch.groups.len();
         for (session, delivery) in scratch.targets.drain(..) {

@@ -134,7 +134,7 @@ impl Server {
     /// The listeners the settings ask for, in order, with the TLS context of the TLS ones (a
     /// TLS or wss address without a context, as with [`Server::new`], is left out).
     fn wanted(&self) -> Vec<(Transport, SocketAddr, Option<Arc<TlsContext>>)> {
-        let cfg = &self.broker.config;
+        let cfg = self.broker.config();
         let kinds = [
             (Transport::Tcp, &cfg.listen),
             (Transport::Tls, &cfg.tls_listen),
@@ -278,7 +278,6 @@ fn accept_loop(
     transport: Transport,
     tls: Option<Arc<TlsContext>>,
 ) {
-    let max_frame = u64::from(broker.config.max_packet_size) + super::ws::FRAME_SLACK;
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -306,7 +305,11 @@ fn accept_loop(
             },
         };
         let pipe = match transport {
-            Transport::Ws | Transport::Wss => Pipe::ws(pipe, max_frame),
+            Transport::Ws | Transport::Wss => {
+                // Per socket: a config reload may change max_packet_size.
+                let max_frame = u64::from(broker.config().max_packet_size) + super::ws::FRAME_SLACK;
+                Pipe::ws(pipe, max_frame)
+            }
             Transport::Tcp | Transport::Tls => pipe,
         };
         let stream = Arc::new(pipe);

@@ -9,6 +9,7 @@
 //!   mismatch panics with expected / received / diff in hex, matching nibbles shown
 //!   as dots, in the manner of Mosquitto's own test suite.
 //! * [`packet`]: a tiny, annotated builder of client packets.
+//! * [`web`]: the control page's HTTP API (one request, HTTP Basic for the admin).
 //! * [`procfs`]: the broker's memory, threads and descriptors, failing when it is gone.
 //! * [`Broker::wait_for_log`] and [`Broker::await_db`] (a query on the broker's database file)
 //!   wait for state with a deadline, for the writes no client can see acknowledged.
@@ -21,6 +22,7 @@ pub mod flow;
 pub mod procfs;
 pub mod raw;
 pub mod rq5;
+pub mod web;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -215,6 +217,13 @@ impl Broker {
     /// The broker's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `kill -HUP` to the broker (its own child, by PID): reload the config and certificates.
+    pub fn sighup(&self) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid");
+        // SAFETY: kill(2) with our own child's PID and a valid signal.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
     }
 
     /// The database file in use.

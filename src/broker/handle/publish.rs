@@ -13,7 +13,7 @@ use crate::message::Message;
 use crate::protocol::{Ack, Packet, Properties, Publish, QoS, ReasonCode};
 
 pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
-    let cfg = client.broker.config.clone();
+    let cfg = client.cfg.clone();
     client
         .broker
         .stats
