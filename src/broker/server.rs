@@ -18,7 +18,6 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -26,14 +25,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::connection;
 use super::pipe::Pipe;
 use super::tls::TlsContext;
 use super::Broker;
 use crate::protocol::ReasonCode;
-
-/// Stack of a reader thread: decoding and routing are shallow.
-const READER_STACK: usize = 256 * 1024;
 
 /// The kind of an MQTT listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,21 +281,7 @@ fn accept_loop(
             // Closed (dropped) unread: the pending pool is full of sockets being served.
             continue;
         }
-        let b = broker.clone();
-        let spawned = thread::Builder::new()
-            .name(format!("client-{conn_id}"))
-            .stack_size(READER_STACK)
-            .spawn(move || {
-                let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                    connection::run(b, stream, peer, conn_id)
-                }));
-                if result.is_err() {
-                    log::error!(
-                        "connection {conn_id} from {peer}: handler panicked; connection dropped"
-                    );
-                }
-            });
-        if let Err(e) = spawned {
+        if let Err(e) = broker.readers.serve(broker.clone(), stream, peer, conn_id) {
             broker.leave_pending(conn_id);
             log::error!("cannot start a thread for {peer}: {e}");
         }
