@@ -1,7 +1,8 @@
 //! A client's reader thread: read 512-byte chunks → frame → decode → handle, until the
 //! connection ends; then settle the session and the will.
 //!
-//! One such thread runs per accepted socket (named `client-<conn id>`). It owns the framing
+//! One such thread serves each accepted socket (named `client-<conn id>` meanwhile; it parks for
+//! the next socket afterwards, see [`readers`](super::readers)). It owns the framing
 //! buffer. Whatever it sends goes through an [`Outbox`] (its own, or a subscriber's when it
 //! routes a PUBLISH), flushed once per chunk it read; only a refused CONNECT, which has no
 //! outbox, is written directly.

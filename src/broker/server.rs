@@ -4,13 +4,15 @@
 //! thread, as it reads, within `connect_timeout`); with `ws_listen` / `wss_listen`, the
 //! `acceptor-ws` / `acceptor-wss` threads (MQTT over WebSockets, plain or over TLS with the TLS
 //! listener's certificate settings; the HTTP upgrade too happens on the socket's own thread);
-//! one `client-<id>` thread per accepted socket, whichever listener took it. One listener of
+//! one `client-<id>` thread per accepted socket, whichever listener took it (a thread whose
+//! socket ended parks for the next one: [`readers`]). One listener of
 //! each kind for now. A socket enters the pending pool ([`pending`]),
 //! bounded by `max_pending_connections` and `max_pending_per_address`, until its CONNECT
 //! arrives; only an accepted CONNECT takes one of the `max_clients` places (its refusal over
 //! the limit is answered on the socket's own thread, see `handle::connect`).
 //!
 //! [`pending`]: super::pending
+//! [`readers`]: super::readers
 //!
 //! The control page can stop and start the listener while the process runs. Stop closes the
 //! listener (woken from `accept()` by a connection to itself), then disconnects every client with

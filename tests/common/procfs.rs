@@ -152,3 +152,18 @@ pub fn threads_named(pid: u32, prefix: &str) -> u64 {
     status(pid);
     n
 }
+
+/// The ids (TIDs) of the threads whose name starts with `prefix`, sorted.
+pub fn thread_ids_named(pid: u32, prefix: &str) -> Vec<u32> {
+    status(pid);
+    let mut ids: Vec<u32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("broker process {pid}: /proc/{pid}/task: {e}"))
+        .filter_map(Result::ok)
+        .filter(|t| {
+            fs::read_to_string(t.path().join("comm")).is_ok_and(|n| n.starts_with(prefix))
+        })
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
