@@ -117,14 +117,19 @@ impl ReaderPool {
     }
 
     fn thread_main(self: Arc<Self>, first: Option<Job>) {
-        let mut job = match first {
-            Some(j) => Some(j),
+        // A thread started for a socket already bears its name.
+        let (mut job, mut named) = match first {
+            Some(j) => (Some(j), true),
             // A spare, counted in `idle` by the thread that started it.
-            None => self.wait_for_job(),
+            None => (self.wait_for_job(), false),
         };
         while let Some(j) = job {
+            if !named {
+                set_thread_name(&format!("client-{}", j.conn_id));
+            }
             self.run(j);
             job = self.park();
+            named = false;
         }
     }
 
@@ -136,7 +141,6 @@ impl ReaderPool {
             peer,
             conn_id,
         } = job;
-        set_thread_name(&format!("client-{conn_id}"));
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
             connection::run(broker, stream, peer, conn_id)
         }));

@@ -246,11 +246,13 @@ fn accept_loop(
     tls: Option<Arc<TlsContext>>,
 ) {
     let max_frame = u64::from(broker.config.max_packet_size) + super::ws::FRAME_SLACK;
-    for conn in listener.incoming() {
+    loop {
+        // accept() gives the peer's address with the socket: no getpeername per connection.
+        let conn = listener.accept();
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let stream = match conn {
+        let (stream, peer) = match conn {
             Ok(s) => s,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -258,9 +260,6 @@ fn accept_loop(
                 thread::sleep(Duration::from_millis(50));
                 continue;
             }
-        };
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
         };
         let pipe = match &tls {
             None => Pipe::plain(stream),
