@@ -373,7 +373,7 @@ fn connects_being_checked_hold_their_pending_place_so_one_address_holds_at_most_
 #[test]
 fn reconnecting_clients_reuse_parked_reader_threads_and_at_most_32_stay_parked() {
     const CLIENTS: usize = 50;
-    const MAX_PARKED: u64 = 32;
+    const MAX_PARKED: u64 = common::procfs::MAX_PARKED_READERS;
     let b = Broker::start(&[
         ANON,
         "--max-clients",
@@ -389,7 +389,10 @@ fn reconnecting_clients_reuse_parked_reader_threads_and_at_most_32_stay_parked()
         let socks: Vec<TcpStream> = (0..CLIENTS)
             .map(|i| {
                 let s = connect_raw(b.mqtt);
-                send(&s, &packet::connect_v5(&format!("storm-{round}-{i}"), 60, true));
+                send(
+                    &s,
+                    &packet::connect_v5(&format!("storm-{round}-{i}"), 60, true),
+                );
                 s
             })
             .collect();
@@ -410,7 +413,8 @@ fn reconnecting_clients_reuse_parked_reader_threads_and_at_most_32_stay_parked()
             send(s, &packet::disconnect_v5(0));
         }
         assert!(
-            wait_until(Duration::from_secs(10), || threads_named(pid, "client-") == 0),
+            wait_until(Duration::from_secs(10), || threads_named(pid, "client-")
+                == 0),
             "round {round}: reader threads still serving: {}",
             common::procfs::thread_names(pid)
         );
@@ -432,7 +436,8 @@ fn reconnecting_clients_reuse_parked_reader_threads_and_at_most_32_stay_parked()
         "{parked} reader threads parked, bound {MAX_PARKED}"
     );
     assert!(
-        wait_until(Duration::from_secs(10), || threads(pid) <= base + MAX_PARKED),
+        wait_until(Duration::from_secs(10), || threads(pid)
+            <= base + MAX_PARKED),
         "{} threads after the storm, {base} before it: more than {MAX_PARKED} stayed: {}",
         threads(pid),
         common::procfs::thread_names(pid)

@@ -358,6 +358,7 @@ pub fn accept(
         username: c.username,
         bridge: c.bridge,
         slot,
+        owed_acks: std::collections::VecDeque::new(),
     })
 }
 
