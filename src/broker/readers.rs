@@ -97,12 +97,6 @@ impl ReaderPool {
         self.spawn(Some(job))
     }
 
-    /// Parked threads and those about to park (for tests and the page's figures).
-    pub fn idle(&self) -> usize {
-        let st = self.state.lock();
-        st.idle - st.jobs.len()
-    }
-
     /// Starts a thread that serves `first` (or, without one, parks at once) and then parks.
     fn spawn(self: &Arc<Self>, first: Option<Job>) -> io::Result<()> {
         let pool = self.clone();
