@@ -1,7 +1,8 @@
 //! A client's reader thread: read 512-byte chunks → frame → decode → handle, until the
 //! connection ends; then settle the session and the will.
 //!
-//! One such thread runs per accepted socket (named `client-<conn id>`). It owns the framing
+//! One such thread serves each accepted socket (named `client-<conn id>` meanwhile; it parks for
+//! the next socket afterwards, see [`readers`](super::readers)). It owns the framing
 //! buffer. Whatever it sends goes through an [`Outbox`] (its own, or a subscriber's when it
 //! routes a PUBLISH), flushed once per chunk it read; only a refused CONNECT, which has no
 //! outbox, is written directly.
@@ -272,6 +273,9 @@ pub struct Client {
     /// The settings as they were when its socket was accepted ([`Broker::config`]): a config
     /// reload applies to the connections after it.
     pub cfg: Arc<Config>,
+    /// PUBLISH acknowledgements waiting for their store commit, in arrival order
+    /// ([`handle::publish`]).
+    pub owed_acks: std::collections::VecDeque<handle::publish::OwedAck>,
 }
 
 /// Keeps the connection table and the pending pool exact however the thread ends (a Mosquitto
@@ -506,9 +510,18 @@ impl Client {
             }
             let (packet, size) = match buffered {
                 Ok(Some(p)) => p,
-                Ok(None) => return Ok(handled),
-                Err(e) => return Err(Ending::Error(e)),
+                // Nothing more to read now: what is owed is answered before the wait.
+                Ok(None) => return self.settle_acks().map(|()| handled),
+                Err(e) => {
+                    // Acks for what was stored still go out ahead of the connection's end.
+                    self.settle_acks_before(&e);
+                    return Err(Ending::Error(e));
+                }
             };
+            // Answers to any other packet must not overtake the owed PUBLISH acks.
+            if !matches!(packet, Packet::Publish(_)) {
+                self.settle_acks()?;
+            }
             handled += 1;
             self.broker
                 .stats
@@ -517,8 +530,28 @@ impl Client {
             match handle::dispatch(self, packet) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Disconnect(reason)) => return Err(Ending::Disconnect(reason)),
-                Err(e) => return Err(Ending::Error(e)),
+                Err(e) => {
+                    self.settle_acks_before(&e);
+                    return Err(Ending::Error(e));
+                }
             }
+        }
+    }
+
+    /// [`handle::publish::settle_acks`], unless the connection is being closed (nothing more
+    /// goes out then).
+    fn settle_acks(&mut self) -> Result<(), Ending> {
+        if self.outbox.is_closing() {
+            return Ok(());
+        }
+        handle::publish::settle_acks(self).map_err(Ending::Error)
+    }
+
+    /// Settles the owed acks ahead of the connection ending with `e`, unless `e` is that one
+    /// of them was not stored: no later one may then be acknowledged before it.
+    fn settle_acks_before(&mut self, e: &ConnError) {
+        if !matches!(e, ConnError::NotStored(_)) {
+            let _ = self.settle_acks();
         }
     }
 

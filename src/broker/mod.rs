@@ -18,6 +18,7 @@ pub mod pending;
 pub mod pipe;
 pub mod publish;
 mod rate_limit;
+pub mod readers;
 pub mod registry;
 pub mod restore;
 pub mod retain;
@@ -80,6 +81,8 @@ pub struct Broker {
     pub writer: Arc<writer::Writer>,
     /// Password logins: per-address backoff, verification slots, recently verified passwords.
     pub logins: crate::login::Logins,
+    /// The reader threads parked for the next accepted socket ([`readers`]).
+    pub readers: Arc<readers::ReaderPool>,
 }
 
 impl Broker {
@@ -105,6 +108,7 @@ impl Broker {
             connect_times: Mutex::new(HashMap::new()),
             writer,
             logins: crate::login::Logins::default(),
+            readers: Arc::default(),
         });
         let snapshot = broker.store.load()?;
         restore::restore(&broker, snapshot);

@@ -244,7 +244,15 @@ pub const DURABLE_WAIT: Duration = Duration::from_secs(5);
 /// database refused for good (a kept message for a session deleted meanwhile) never will: it
 /// is logged here, for `who`, and does not hold up the rest.
 pub(crate) fn wait_committed(tickets: Vec<DurableTicket>, who: &str) -> Result<(), String> {
-    let deadline = Instant::now() + DURABLE_WAIT;
+    wait_committed_until(tickets, who, Instant::now() + DURABLE_WAIT)
+}
+
+/// [`wait_committed`] with the deadline given: several waits in a row share one.
+pub(crate) fn wait_committed_until(
+    tickets: Vec<DurableTicket>,
+    who: &str,
+    deadline: Instant,
+) -> Result<(), String> {
     for mut ticket in tickets {
         let left = deadline.saturating_duration_since(Instant::now());
         match ticket.wait_timeout(left) {

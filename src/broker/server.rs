@@ -4,13 +4,15 @@
 //! happens on the socket's own thread, as it reads, within `connect_timeout`), of `ws_listen`
 //! and `wss_listen` (MQTT over WebSockets, plain or over TLS with the TLS listeners' certificate
 //! settings, `acceptor-ws` / `acceptor-wss`; the HTTP upgrade too happens on the socket's own
-//! thread); one `client-<id>` thread per accepted socket, whichever listener took it. A socket
-//! enters the pending pool ([`pending`]),
+//! thread); one `client-<id>` thread per accepted socket, whichever listener took it (a thread
+//! whose socket ended parks for the next one: [`readers`]). A socket enters the pending pool
+//! ([`pending`]),
 //! bounded by `max_pending_connections` and `max_pending_per_address`, until its CONNECT
 //! arrives; only an accepted CONNECT takes one of the `max_clients` places (its refusal over
 //! the limit is answered on the socket's own thread, see `handle::connect`).
 //!
 //! [`pending`]: super::pending
+//! [`readers`]: super::readers
 //!
 //! The control page can stop and start the listeners while the process runs. Stop closes every
 //! listener (each woken from `accept()` by a connection to itself), then disconnects every
@@ -19,7 +21,6 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -27,14 +28,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::connection;
 use super::pipe::Pipe;
 use super::tls::TlsContext;
 use super::Broker;
 use crate::protocol::ReasonCode;
-
-/// Stack of a reader thread: decoding and routing are shallow.
-const READER_STACK: usize = 256 * 1024;
 
 /// The kind of an MQTT listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,11 +275,13 @@ fn accept_loop(
     transport: Transport,
     tls: Option<Arc<TlsContext>>,
 ) {
-    for conn in listener.incoming() {
+    loop {
+        // accept() gives the peer's address with the socket: no getpeername per connection.
+        let conn = listener.accept();
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let stream = match conn {
+        let (stream, peer) = match conn {
             Ok(s) => s,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -290,9 +289,6 @@ fn accept_loop(
                 thread::sleep(Duration::from_millis(50));
                 continue;
             }
-        };
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
         };
         let pipe = match &tls {
             None => Pipe::plain(stream),
@@ -319,21 +315,7 @@ fn accept_loop(
             // Closed (dropped) unread: the pending pool is full of sockets being served.
             continue;
         }
-        let b = broker.clone();
-        let spawned = thread::Builder::new()
-            .name(format!("client-{conn_id}"))
-            .stack_size(READER_STACK)
-            .spawn(move || {
-                let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                    connection::run(b, stream, peer, conn_id)
-                }));
-                if result.is_err() {
-                    log::error!(
-                        "connection {conn_id} from {peer}: handler panicked; connection dropped"
-                    );
-                }
-            });
-        if let Err(e) = spawned {
+        if let Err(e) = broker.readers.serve(broker.clone(), stream, peer, conn_id) {
             broker.leave_pending(conn_id);
             log::error!("cannot start a thread for {peer}: {e}");
         }

@@ -930,6 +930,28 @@ pub fn api_status(web: std::net::SocketAddr) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("bad JSON {e}: {body}"))
 }
 
+/// The value of the Prometheus sample `name` (no labels) in `GET /metrics` on the broker's web
+/// listener, as `admin` with `admin_password` (`--admin-password`); a panic when it is missing.
+pub fn metric(web: std::net::SocketAddr, admin_password: &str, name: &str) -> f64 {
+    use base64ct::Encoding;
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&web, std::time::Duration::from_secs(5))
+        .expect("connect to web listener");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let auth = base64ct::Base64::encode_string(format!("admin:{admin_password}").as_bytes());
+    let request = format!(
+        "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read /metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in /metrics: {text}"))
+}
+
 /// Runs `mqtt5-broker --db DB ARGS...` (an admin subcommand such as `user add` or `backup`)
 /// with `stdin` when given (the password), and returns what it printed; killed (our own
 /// child, by its handle) and a panic when it does not finish within `limit`.

@@ -360,6 +360,7 @@ pub fn accept(
         bridge: c.bridge,
         slot,
         cfg,
+        owed_acks: std::collections::VecDeque::new(),
     })
 }
 
