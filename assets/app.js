@@ -134,6 +134,16 @@
     }
   }
 
+  /** The answer of POST /api/config/reload as one line: what changed, what needs a restart. */
+  function reloadSummary(r) {
+    const list = (cs) => cs.map((c) => `${c.setting} ${c.from} → ${c.to}`).join(', ');
+    const parts = [];
+    if (r.changed.length) parts.push(`Config reloaded: ${list(r.changed)}.`);
+    if (r.restart.length) parts.push(`Needs a restart (not applied): ${list(r.restart)}.`);
+    if (!parts.length) parts.push('Config reloaded: no setting changed.');
+    return parts.join(' ');
+  }
+
   // ------------------------------------------------------------------ login
 
   let started = false;
@@ -187,7 +197,9 @@
     }
     $('st-state').textContent = s.running ? 'running' : 'stopped';
     $('st-state').className = s.running ? 'pill running' : 'pill stopped';
-    $('st-address').textContent = s.mqtt_address || '–';
+    // Every listener, as the log names them: the plain one bare, the others with their transport.
+    const addrs = (s.listeners || []).map((l) => (l.transport === 'tcp' ? l.address : `${l.address} (${l.transport})`));
+    $('st-address').textContent = addrs.length ? addrs.join(', ') : s.mqtt_address || '–';
     $('st-uptime').textContent = fmtDuration(s.uptime_seconds);
     $('st-clients').textContent = fmtNum(s.clients_connected);
     $('st-in').textContent = `${s.messages_in_per_second.toFixed(1)}/s`;
@@ -576,6 +588,15 @@
     $('btn-stop').addEventListener('click', () => {
       if (confirm('Stop the MQTT server? Every client is disconnected.')) {
         act('/api/server/stop', undefined, 'MQTT server stopped.');
+      }
+    });
+    $('btn-reload').addEventListener('click', async () => {
+      try {
+        const r = await api('/api/config/reload', { method: 'POST' });
+        notice(reloadSummary(r));
+        await refreshAll();
+      } catch (e) {
+        fail(e);
       }
     });
     $('btn-logout').addEventListener('click', async () => {

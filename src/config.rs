@@ -32,7 +32,9 @@
 //! accepted: `listener PORT [ADDR]`, then `protocol` and the TLS keys of that
 //! listener (see `apply_file`), and Mosquitto's bridges: `connection NAME`,
 //! then that bridge's keys ([`crate::bridge::config`]). A setting may appear
-//! once per file (a TLS key once per value). Relative paths are relative to the working directory.
+//! once per file (a TLS key once per value), except the listen settings (`listen`,
+//! `tls_listen`, `ws_listen`, `wss_listen`): each line or `listener` block of one adds a
+//! listener, as a repeated flag does. Relative paths are relative to the working directory.
 //!
 //! Booleans accept `true/false`, `yes/no`, `on/off`, `1/0` (any case).
 //! `persistent_client_expiration` takes Mosquitto's `<n>h|d|w|m|y`
@@ -130,32 +132,35 @@ macro_rules! show {
 }
 
 settings! {
-    /// MQTT address; port 0 picks a free port. Mosquitto's `listener PORT [ADDR]` is accepted in
-    /// the file
-    listen: SocketAddr = SocketAddr::new(ANY_IPV4, 1883), Number("ADDR:PORT"), parse_addr,
-        help "MQTT listen address; port 0 picks a free port",
-        expected ADDR_EXPECTED;
+    /// MQTT address; port 0 picks a free port. Repeats (flag given again, comma-separated in the
+    /// environment, key or Mosquitto's `listener PORT [ADDR]` block again in the file): one plain
+    /// listener per address
+    listen: Vec<SocketAddr> = vec![SocketAddr::new(ANY_IPV4, 1883)], Repeat("ADDR:PORT"), parse_listen,
+        show |a| show_addrs(a),
+        help "MQTT listen address; port 0 picks a free port; repeat the flag (or comma-separate) for more plain listeners",
+        expected "an IP address and port such as 0.0.0.0:1883 or [::]:1883 (port 0 picks a free port), or just a port; several separated by commas";
     /// control page address
     web_listen: SocketAddr = SocketAddr::new(ANY_IPV4, 8082), Number("ADDR:PORT"), parse_addr,
         help "Control page (HTTP) listen address",
         expected ADDR_EXPECTED;
-    /// MQTT over TLS address (`off`: none); needs `certfile` and `keyfile`. One TLS listener for
-    /// now
-    tls_listen: Option<SocketAddr> = None, Number("ADDR:PORT"), parse_optional_addr,
-        show |a| a.map_or_else(|| "off".to_string(), |a| a.to_string()),
-        help "MQTT over TLS listen address (off: none); needs --certfile and --keyfile",
-        expected "an IP address and port such as 0.0.0.0:8883 (port 0 picks a free port), just a port, or off";
-    /// MQTT over WebSockets address (`off`: none): subprotocol `mqtt` on path `/mqtt` or `/`
-    ws_listen: Option<SocketAddr> = None, Number("ADDR:PORT"), parse_optional_addr,
-        show |a| a.map_or_else(|| "off".to_string(), |a| a.to_string()),
-        help "MQTT over WebSockets listen address (off: none); path /mqtt or /, subprotocol mqtt",
-        expected "an IP address and port such as 0.0.0.0:8080 (port 0 picks a free port), just a port, or off";
+    /// MQTT over TLS address (`off`: none); needs `certfile` and `keyfile`. Repeats like `listen`:
+    /// one TLS listener per address, all with the same certificate settings
+    tls_listen: Vec<SocketAddr> = Vec::new(), Repeat("ADDR:PORT"), parse_addrs,
+        show |a| show_addrs(a),
+        help "MQTT over TLS listen address (off: none); needs --certfile and --keyfile; repeat the flag (or comma-separate) for more",
+        expected "an IP address and port such as 0.0.0.0:8883 (port 0 picks a free port), just a port, or off; several separated by commas";
+    /// MQTT over WebSockets address (`off`: none): subprotocol `mqtt` on path `/mqtt` or `/`.
+    /// Repeats like `listen`
+    ws_listen: Vec<SocketAddr> = Vec::new(), Repeat("ADDR:PORT"), parse_addrs,
+        show |a| show_addrs(a),
+        help "MQTT over WebSockets listen address (off: none); path /mqtt or /, subprotocol mqtt; repeat the flag (or comma-separate) for more",
+        expected "an IP address and port such as 0.0.0.0:8080 (port 0 picks a free port), just a port, or off; several separated by commas";
     /// MQTT over secure WebSockets address (`off`: none); uses the TLS listener's certificate
-    /// settings (`certfile`, `keyfile`, `cafile`, `require_certificate`)
-    wss_listen: Option<SocketAddr> = None, Number("ADDR:PORT"), parse_optional_addr,
-        show |a| a.map_or_else(|| "off".to_string(), |a| a.to_string()),
-        help "MQTT over secure WebSockets (wss) listen address (off: none); needs --certfile and --keyfile, like --tls-listen",
-        expected "an IP address and port such as 0.0.0.0:8081 (port 0 picks a free port), just a port, or off";
+    /// settings (`certfile`, `keyfile`, `cafile`, `require_certificate`). Repeats like `listen`
+    wss_listen: Vec<SocketAddr> = Vec::new(), Repeat("ADDR:PORT"), parse_addrs,
+        show |a| show_addrs(a),
+        help "MQTT over secure WebSockets (wss) listen address (off: none); needs --certfile and --keyfile, like --tls-listen; repeat the flag (or comma-separate) for more",
+        expected "an IP address and port such as 0.0.0.0:8081 (port 0 picks a free port), just a port, or off; several separated by commas";
     /// PEM file: the TLS listener's certificate chain, the server's first (also usable by the
     /// page, see `web_tls_from_mqtt`); `none` = unset
     certfile: Option<PathBuf> = None, Plain("FILE"), parse_file,
@@ -374,6 +379,9 @@ enum Style {
     Number,
     /// `--flag VALUE`, VALUE may start with `-`.
     Hyphen,
+    /// Like `Number`, and the flag may be given again: the values add up (joined with commas,
+    /// as the environment gives several).
+    Repeat,
     /// `--flag [VALUE]`: alone it means true.
     Bool,
     /// `--flag[=VALUE]`: alone it means true; a value only after `=`.
@@ -439,6 +447,9 @@ impl Setting {
         match self.style {
             Style::Plain | Style::Secret => arg,
             Style::Number => arg.allow_negative_numbers(true),
+            Style::Repeat => arg
+                .allow_negative_numbers(true)
+                .action(clap::ArgAction::Append),
             Style::Hyphen => arg.allow_hyphen_values(true),
             Style::Bool => arg.num_args(0..=1).default_missing_value("true"),
             Style::BoolEq => arg
@@ -769,7 +780,10 @@ MQTT5_BROKER_MAX_CLIENTS=50) < flags.
 Config file: one 'setting value' (or 'setting = value') per line with the \
 snake_case setting names (listen 0.0.0.0:1883, allow_anonymous true, \
 max_queued_messages 1000); '#' comment lines and blank lines are ignored; \
-Mosquitto's 'listener PORT [ADDR]' also sets listen.
+the listen settings may repeat (one listener each), as may their flags; \
+Mosquitto's 'listener PORT [ADDR]' blocks add listeners too. SIGHUP (or the page's \
+Reload config) reads the file again and applies what can change live; the \
+log names each change and each setting that needs a restart.
 
 Booleans: true/false, yes/no, on/off, 1/0.";
 
@@ -780,7 +794,7 @@ fn cli() -> clap::Command {
         .long("config")
         .value_name("FILE")
         .help(format!(
-            "Read settings from FILE ('setting value' lines) [env: {CONFIG_ENV}]"
+            "Read settings from FILE ('setting value' lines); SIGHUP reads it again [env: {CONFIG_ENV}]"
         ))
         .value_parser(value_parser!(PathBuf))
         .global(true);
@@ -827,8 +841,21 @@ fn resolve(
         config.db = db.clone();
     }
     for setting in SETTINGS.iter().filter(|s| s.style != Style::Path) {
-        if let Some(value) = matches.get_one::<String>(setting.name) {
+        let Some(values) = matches.get_many::<String>(setting.name) else {
+            continue;
+        };
+        // Each value checked alone first, so that an error quotes the one at fault.
+        let values: Vec<&String> = values.collect();
+        for value in &values {
             setting.apply(&mut config, value, Origin::Flag(setting.flag()))?;
+        }
+        if values.len() > 1 {
+            let joined = values
+                .iter()
+                .map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            setting.apply(&mut config, &joined, Origin::Flag(setting.flag()))?;
         }
     }
 
@@ -898,6 +925,46 @@ pub fn load_command() -> Result<(Command, Config), ConfigError> {
         }
         other => other,
     }
+}
+
+/// A config reload's reading: the config file the broker was started with (`--config`, else
+/// `MQTT5_BROKER_CONFIG`; `None` without one) and the settings from the same command line,
+/// environment and that file read again now, merged as at start (flags and environment still
+/// win over the file).
+pub fn reread() -> (Option<PathBuf>, Result<Config, ConfigError>) {
+    let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+    let matches = match cli().try_get_matches_from(std::env::args_os()) {
+        Ok(m) => m,
+        Err(e) => return (None, Err(clap_error(e))),
+    };
+    (config_file(&matches, &env), resolve(&matches, &env))
+}
+
+/// Every setting whose value differs between `old` and `new`, in declaration order, with both
+/// values as [`Config::summary`] shows them (the admin password masked), then `bridges` when
+/// the bridge blocks differ.
+pub fn differences(old: &Config, new: &Config) -> Vec<(&'static str, String, String)> {
+    let mut out: Vec<_> = SETTINGS
+        .iter()
+        .filter_map(|s| {
+            let (was, now) = ((s.show)(old), (s.show)(new));
+            let secret_changed =
+                s.style == Style::Secret && old.admin_password != new.admin_password;
+            (was != now || secret_changed).then_some((s.name, was, now))
+        })
+        .collect();
+    if old.bridges != new.bridges {
+        let names = |c: &Config| {
+            let names: Vec<&str> = c.bridges.iter().map(|b| b.name.as_str()).collect();
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        };
+        out.push(("bridges", names(old), names(new)));
+    }
+    out
 }
 
 /// Converts clap's error into ours: help/version text as is, anything else
@@ -977,15 +1044,31 @@ fn parse_addr(v: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ANY_IPV4, port))
 }
 
-/// [`parse_addr`], or `off` / `none` for no address.
-fn parse_optional_addr(v: &str) -> Option<Option<SocketAddr>> {
+/// Addresses separated by commas (each as [`parse_addr`]), or `off` / `none` for none.
+fn parse_addrs(v: &str) -> Option<Vec<SocketAddr>> {
     if v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("none") {
-        return Some(None);
+        return Some(Vec::new());
     }
-    parse_addr(v).map(Some)
+    v.split(',').map(|a| parse_addr(a.trim())).collect()
 }
 
-/// A path, or `none` for no file (a file really named `none` needs `./none`).
+/// [`parse_addrs`] without `off`: the broker always has a plain listener.
+fn parse_listen(v: &str) -> Option<Vec<SocketAddr>> {
+    parse_addrs(v).filter(|a| !a.is_empty())
+}
+
+/// Addresses as [`parse_addrs`] reads them back: comma-separated, or `off`.
+fn show_addrs(addrs: &[SocketAddr]) -> String {
+    if addrs.is_empty() {
+        return "off".to_string();
+    }
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Mosquitto's `listener PORT [ADDR]` arguments.
 fn parse_listener(v: &str) -> Option<SocketAddr> {
     let mut parts = v.split_whitespace();
@@ -1098,8 +1181,8 @@ impl ListenerBlock {
 ///
 /// Mosquitto's listener blocks are understood: `listener PORT [ADDR]`, then `protocol
 /// mqtt|websockets` and the TLS keys of [`LISTENER_KEYS`] for that listener. A block with a
-/// `certfile` is a TLS listener; the block sets `listen`, `tls_listen`, `ws_listen` or
-/// `wss_listen` (one listener of each kind).
+/// `certfile` is a TLS listener; the block adds its address to `listen`, `tls_listen`,
+/// `ws_listen` or `wss_listen`, as a repeated `tls_listen ADDR` line does.
 fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
         path: path.to_path_buf(),
@@ -1109,6 +1192,8 @@ fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
     // Line and value where each setting was first seen (a listener block counts as the
     // setting it sets).
     let mut seen: Vec<(&str, usize, String)> = Vec::new();
+    // The values so far of each repeatable setting (the listen addresses).
+    let mut lists: Lists = Vec::new();
     let mut block: Option<ListenerBlock> = None;
     let mut bridge: Option<BridgeBlock> = None;
 
@@ -1140,7 +1225,7 @@ fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
         match name {
             "listener" => {
                 if let Some(done) = block.take() {
-                    end_listener_block(config, path, done, &mut seen)?;
+                    end_listener_block(config, path, done, &mut lists)?;
                 }
                 let addr = parse_listener(value)
                     .ok_or_else(|| invalid("listener", LISTENER_EXPECTED, value, origin))?;
@@ -1208,6 +1293,10 @@ fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
                 setting: name.to_string(),
             });
         };
+        if entry.style == Style::Repeat {
+            add_to_list(config, &mut lists, entry, value, origin)?;
+            continue;
+        }
         let in_block = LISTENER_KEYS.contains(&entry.name);
         if let (true, Some(b)) = (in_block, block.as_mut()) {
             b.tls |= entry.name == "certfile";
@@ -1231,7 +1320,7 @@ fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
         entry.apply(config, value, origin)?;
     }
     if let Some(done) = block.take() {
-        end_listener_block(config, path, done, &mut seen)?;
+        end_listener_block(config, path, done, &mut lists)?;
     }
     if let Some(done) = bridge.take() {
         end_bridge_block(config, path, done)?;
@@ -1268,37 +1357,56 @@ fn end_bridge_block(
     Ok(())
 }
 
-/// Applies a finished listener block's address to the setting it stands for.
+/// The file's values so far of each repeatable setting.
+type Lists = Vec<(&'static str, Vec<String>)>;
+
+/// Adds `value`, read from the file, to the repeatable setting `entry`: checked alone (so an
+/// error quotes it, at its line), then the file's values so far become the setting's value
+/// (replacing the default). `off` empties the list.
+fn add_to_list(
+    config: &mut Config,
+    lists: &mut Lists,
+    entry: &Setting,
+    value: &str,
+    origin: Origin,
+) -> Result<(), ConfigError> {
+    entry.apply(config, value, origin.clone())?;
+    let index = match lists.iter().position(|(name, _)| *name == entry.name) {
+        Some(i) => i,
+        None => {
+            lists.push((entry.name, Vec::new()));
+            lists.len() - 1
+        }
+    };
+    let list = &mut lists[index].1;
+    if parse_addrs(value.trim()).is_some_and(|a| a.is_empty()) {
+        list.clear();
+        return Ok(());
+    }
+    list.push(value.trim().to_string());
+    entry.apply(config, &list.join(","), origin)
+}
+
+/// Adds a finished listener block's address to the setting it stands for.
 fn end_listener_block(
     config: &mut Config,
     path: &Path,
     block: ListenerBlock,
-    seen: &mut Vec<(&'static str, usize, String)>,
+    lists: &mut Lists,
 ) -> Result<(), ConfigError> {
     let setting = block.setting();
-    let syntax = |message: String| ConfigError::Syntax {
-        path: path.to_path_buf(),
-        line: block.line,
-        message,
-    };
-    if let Some((_, first, _)) = seen.iter().find(|(s, _, _)| *s == setting) {
-        return Err(syntax(format!(
-            "setting 'listener' repeats '{setting}' from line {first} (one listener of each \
-             kind: plain, TLS, websockets, websockets over TLS)"
-        )));
-    }
     let Some(entry) = SETTINGS.iter().find(|s| s.name == setting) else {
-        return Err(syntax(format!(
-            "this listener needs '{setting}', which this build does not have"
-        )));
+        return Err(ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line: block.line,
+            message: format!("this listener needs '{setting}', which this build does not have"),
+        });
     };
-    let value = block.addr.to_string();
-    seen.push((setting, block.line, value.clone()));
     let origin = Origin::File {
         path: path.to_path_buf(),
         line: block.line,
     };
-    entry.apply(config, &value, origin)
+    add_to_list(config, lists, entry, &block.addr.to_string(), origin)
 }
 
 /// Rejects settings that cannot work together.
@@ -1324,66 +1432,45 @@ fn check_conflicts(config: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
-    let (mqtt, web) = (config.listen, config.web_listen);
-    let overlapping =
-        mqtt.ip() == web.ip() || mqtt.ip().is_unspecified() || web.ip().is_unspecified();
-    if mqtt.port() != 0 && mqtt.port() == web.port() && overlapping {
-        return Err(ConfigError::Conflict(format!(
-            "listen ({mqtt}) and web_listen ({web}) use the same port: give them different ports"
-        )));
-    }
-    let extra = [
-        ("tls_listen", config.tls_listen),
-        ("ws_listen", config.ws_listen),
-        ("wss_listen", config.wss_listen),
-    ];
-    for (i, (name, addr)) in extra.iter().enumerate() {
-        let Some(addr) = addr else { continue };
-        for (other_name, other) in extra[i + 1..].iter().copied() {
-            let Some(other) = other else { continue };
+    // Every listener, MQTT and the page: two on one port and overlapping addresses cannot both
+    // bind (port 0 picks a free port each time, so it never clashes).
+    let mut listeners: Vec<(&str, SocketAddr)> = Vec::new();
+    listeners.extend(config.listen.iter().map(|a| ("listen", *a)));
+    listeners.push(("web_listen", config.web_listen));
+    listeners.extend(config.tls_listen.iter().map(|a| ("tls_listen", *a)));
+    listeners.extend(config.ws_listen.iter().map(|a| ("ws_listen", *a)));
+    listeners.extend(config.wss_listen.iter().map(|a| ("wss_listen", *a)));
+    for (i, (name, addr)) in listeners.iter().enumerate() {
+        for (other_name, other) in &listeners[i + 1..] {
             let overlapping = addr.ip() == other.ip()
                 || addr.ip().is_unspecified()
                 || other.ip().is_unspecified();
-            if addr.port() != 0 && addr.port() == other.port() && overlapping {
-                return Err(ConfigError::Conflict(format!(
-                    "{name} ({addr}) and {other_name} ({other}) use the same port: give them different ports"
-                )));
+            if addr.port() == 0 || addr.port() != other.port() || !overlapping {
+                continue;
             }
-        }
-        if *name == "tls_listen" {
-            continue;
-        }
-        for (other_name, other) in [("listen", mqtt), ("web_listen", web)] {
-            let overlapping = addr.ip() == other.ip()
-                || addr.ip().is_unspecified()
-                || other.ip().is_unspecified();
-            if addr.port() != 0 && addr.port() == other.port() && overlapping {
-                return Err(ConfigError::Conflict(format!(
-                    "{name} ({addr}) and {other_name} ({other}) use the same port: give them different ports"
-                )));
-            }
+            return Err(ConfigError::Conflict(if name == other_name {
+                format!(
+                    "{name} has {addr} and {other}, which use the same port: give each listener \
+                     its own address"
+                )
+            } else {
+                format!(
+                    "{name} ({addr}) and {other_name} ({other}) use the same port: give them \
+                     different ports"
+                )
+            }));
         }
     }
-    if let Some(wss) = config.wss_listen {
-        if config.certfile.is_none() || config.keyfile.is_none() {
+    for (name, addrs) in [
+        ("tls_listen", &config.tls_listen),
+        ("wss_listen", &config.wss_listen),
+    ] {
+        if let (Some(addr), true) = (
+            addrs.first(),
+            config.certfile.is_none() || config.keyfile.is_none(),
+        ) {
             return Err(ConfigError::Conflict(format!(
-                "wss_listen ({wss}) needs both certfile and keyfile (PEM files)"
-            )));
-        }
-    }
-    if let Some(tls) = config.tls_listen {
-        for (name, other) in [("listen", mqtt), ("web_listen", web)] {
-            let overlapping =
-                tls.ip() == other.ip() || tls.ip().is_unspecified() || other.ip().is_unspecified();
-            if tls.port() != 0 && tls.port() == other.port() && overlapping {
-                return Err(ConfigError::Conflict(format!(
-                    "tls_listen ({tls}) and {name} ({other}) use the same port: give them different ports"
-                )));
-            }
-        }
-        if config.certfile.is_none() || config.keyfile.is_none() {
-            return Err(ConfigError::Conflict(format!(
-                "tls_listen ({tls}) needs both certfile and keyfile (PEM files)"
+                "{name} ({addr}) needs both certfile and keyfile (PEM files)"
             )));
         }
     }
@@ -1432,6 +1519,10 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.0);
         }
+    }
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
     }
 
     fn no_env(_: &str) -> Option<String> {
@@ -1526,11 +1617,11 @@ mod tests {
             ("web_tls_from_mqtt", "false"),
         ];
         let config = Config {
-            listen: "127.0.0.1:11883".parse().unwrap(),
+            listen: addrs(&["127.0.0.1:11883"]),
             web_listen: "[::1]:18082".parse().unwrap(),
-            tls_listen: Some("127.0.0.1:18883".parse().unwrap()),
-            ws_listen: Some("127.0.0.1:18080".parse().unwrap()),
-            wss_listen: Some("127.0.0.1:18081".parse().unwrap()),
+            tls_listen: addrs(&["127.0.0.1:18883"]),
+            ws_listen: addrs(&["127.0.0.1:18080"]),
+            wss_listen: addrs(&["127.0.0.1:18081"]),
             certfile: Some(PathBuf::from("/etc/mqtt5/server.pem")),
             keyfile: Some(PathBuf::from("/etc/mqtt5/server.key")),
             cafile: Some(PathBuf::from("/etc/mqtt5/ca.pem")),
@@ -1601,7 +1692,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = Config::default();
-        assert_eq!(c.listen, "0.0.0.0:1883".parse().unwrap());
+        assert_eq!(c.listen, addrs(&["0.0.0.0:1883"]));
         assert_eq!(c.web_listen, "0.0.0.0:8082".parse().unwrap());
         assert_eq!(c.db, PathBuf::from("mqtt5-broker.db"));
         assert_eq!(c.max_clients, 20);
@@ -1667,7 +1758,7 @@ mod tests {
             ("MQTT5_BROKER_MAX_TOPIC_ALIAS", "6"),
         ]);
         let c = load_from(args(&["--config", &file.arg()]), &env).unwrap();
-        assert_eq!(c.listen, "127.0.0.1:1000".parse().unwrap()); // file over default
+        assert_eq!(c.listen, addrs(&["127.0.0.1:1000"])); // file over default
         assert_eq!(c.max_clients, 40); // env over file
         assert_eq!(c.max_topic_alias, 6);
         assert_eq!(c.max_inflight_messages, 20); // default untouched
@@ -1854,21 +1945,166 @@ mod tests {
             text.contains("line 2") && text.contains("from line 1"),
             "{text}"
         );
-        let text = message(from_file("listener 1883\nlistener 9001\n"));
-        assert!(text.contains("line 2"), "{text}");
-        assert!(message(from_file("listen 0.0.0.0:1\nlistener 2\n")).contains("repeats 'listen'"));
+    }
+
+    /// `--tls-listen` (and the other listen settings) repeat: flags given again, a
+    /// comma-separated environment variable, keys or `listener` blocks again in the file; a
+    /// higher source replaces the whole list, as for any setting.
+    #[test]
+    fn listen_settings_repeat_in_flags_env_and_file() {
+        let tls = ["--certfile", "/a.crt", "--keyfile", "/a.key"];
+        let mut flags = vec![
+            "--tls-listen",
+            "127.0.0.1:8883",
+            "--tls-listen",
+            "127.0.0.1:8884,127.0.0.1:0",
+            "--ws-listen",
+            "9001",
+            "--ws-listen",
+            "127.0.0.1:0",
+            "--wss-listen",
+            "127.0.0.1:0",
+            "--wss-listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:1883",
+            "--listen",
+            "127.0.0.2:1883",
+        ];
+        flags.extend(tls);
+        let c = from_flags(&flags).unwrap();
+        let want_tls = addrs(&["127.0.0.1:8883", "127.0.0.1:8884", "127.0.0.1:0"]);
+        assert_eq!(c.tls_listen, want_tls);
+        assert_eq!(c.ws_listen, addrs(&["0.0.0.0:9001", "127.0.0.1:0"]));
+        assert_eq!(c.wss_listen, addrs(&["127.0.0.1:0", "127.0.0.1:0"]));
+        assert_eq!(c.listen, addrs(&["127.0.0.1:1883", "127.0.0.2:1883"]));
+        let summary = c.summary();
+        let shown = |name: &str| summary.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+        assert_eq!(
+            shown("tls_listen"),
+            "127.0.0.1:8883,127.0.0.1:8884,127.0.0.1:0"
+        );
+        assert_eq!(shown("listen"), "127.0.0.1:1883,127.0.0.2:1883");
+        assert_eq!(from_flags(&[]).unwrap().summary()[2].1, "off");
+
+        let c =
+            from_env(&[("MQTT5_BROKER_WS_LISTEN", " 127.0.0.1:9001 , 127.0.0.1:9002")]).unwrap();
+        assert_eq!(c.ws_listen, addrs(&["127.0.0.1:9001", "127.0.0.1:9002"]));
+        let text = message(from_env(&[("MQTT5_BROKER_WS_LISTEN", "127.0.0.1:9001,x")]));
+        assert!(text.contains("for ws_listen"), "{text}");
+
+        let file = "ws_listen 127.0.0.1:9001\n\
+                    ws_listen 127.0.0.1:9002\n\
+                    listener 1883\n\
+                    listener 1884 127.0.0.1\n\
+                    listener 9003 127.0.0.1\nprotocol websockets\n\
+                    listener 8883\ncertfile /a.crt\nkeyfile /a.key\n\
+                    listener 8884\ncertfile /a.crt\n\
+                    listener 9443\nprotocol websockets\ncertfile /a.crt\n\
+                    listener 9444\nprotocol websockets\ncertfile /a.crt\n";
+        let c = from_file(file).unwrap();
+        assert_eq!(c.listen, addrs(&["0.0.0.0:1883", "127.0.0.1:1884"]));
+        assert_eq!(
+            c.ws_listen,
+            addrs(&["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"])
+        );
+        assert_eq!(c.tls_listen, addrs(&["0.0.0.0:8883", "0.0.0.0:8884"]));
+        assert_eq!(c.wss_listen, addrs(&["0.0.0.0:9443", "0.0.0.0:9444"]));
+        // `off` empties what the file gave so far; a bad value is quoted at its line.
+        let c = from_file("ws_listen 127.0.0.1:9001\nws_listen off\nws_listen 9002\n").unwrap();
+        assert_eq!(c.ws_listen, addrs(&["0.0.0.0:9002"]));
+        let text = message(from_file("ws_listen 127.0.0.1:9001\nws_listen 9x\n"));
+        assert!(
+            text.contains("'9x' for ws_listen") && text.contains("line 2"),
+            "{text}"
+        );
+        // The flag replaces the file's list.
+        let f = TempFile::new("ws_listen 127.0.0.1:9001\nws_listen 127.0.0.1:9002\n");
+        let c = from_flags(&["--config", &f.arg(), "--ws-listen", "127.0.0.1:9005"]).unwrap();
+        assert_eq!(c.ws_listen, addrs(&["127.0.0.1:9005"]));
+        // The plain listener is never off.
+        assert!(message(from_flags(&["--listen", "off"])).contains("for listen"));
+    }
+
+    /// Two listeners on one address (same port, overlapping IPs) cannot both bind: refused in
+    /// one line naming both, whatever their kinds; port 0 never clashes.
+    #[test]
+    fn two_listeners_on_one_address_are_refused() {
+        let tls = ["--certfile", "/a.crt", "--keyfile", "/a.key"];
+        let cases: [(&[&str], &str); 5] = [
+            (
+                &[
+                    "--ws-listen",
+                    "127.0.0.1:9001",
+                    "--ws-listen",
+                    "127.0.0.1:9001",
+                ],
+                "ws_listen has 127.0.0.1:9001 and 127.0.0.1:9001, which use the same port",
+            ),
+            (
+                &[
+                    "--tls-listen",
+                    "0.0.0.0:8883",
+                    "--tls-listen",
+                    "127.0.0.1:8883",
+                ],
+                "tls_listen has 0.0.0.0:8883 and 127.0.0.1:8883, which use the same port",
+            ),
+            (
+                &[
+                    "--tls-listen",
+                    "127.0.0.1:8883",
+                    "--wss-listen",
+                    "127.0.0.1:8883",
+                ],
+                "tls_listen (127.0.0.1:8883) and wss_listen (127.0.0.1:8883) use the same port",
+            ),
+            (
+                &[
+                    "--listen",
+                    "127.0.0.1:1884",
+                    "--ws-listen",
+                    "127.0.0.1:9001,1884",
+                ],
+                "listen (127.0.0.1:1884) and ws_listen (0.0.0.0:1884) use the same port",
+            ),
+            (
+                &["--listen", "1883", "--listen", "127.0.0.1:1883"],
+                "listen has 0.0.0.0:1883 and 127.0.0.1:1883, which use the same port",
+            ),
+        ];
+        for (flags, want) in cases {
+            let mut args = flags.to_vec();
+            args.extend(tls);
+            let text = message(from_flags(&args));
+            assert!(text.contains(want), "{flags:?}: {text}");
+        }
+        let text = message(from_file("listener 1883\nlistener 1883\n"));
+        assert!(
+            text.contains("listen has 0.0.0.0:1883 and 0.0.0.0:1883"),
+            "{text}"
+        );
+        // Different addresses, or port 0 (a free port each), are fine.
+        let mut args = vec![
+            "--tls-listen",
+            "127.0.0.1:0,127.0.0.1:0",
+            "--ws-listen",
+            "127.0.0.1:9001,127.0.0.2:9001",
+        ];
+        args.extend(tls);
+        assert!(from_flags(&args).is_ok());
     }
 
     #[test]
     fn listener_alias() {
         let c = from_file("listener 1883\n").unwrap();
-        assert_eq!(c.listen, "0.0.0.0:1883".parse().unwrap());
+        assert_eq!(c.listen, addrs(&["0.0.0.0:1883"]));
         let c = from_file("listener 1884 127.0.0.1\n").unwrap();
-        assert_eq!(c.listen, "127.0.0.1:1884".parse().unwrap());
+        assert_eq!(c.listen, addrs(&["127.0.0.1:1884"]));
         let c = from_file("listener = 1885 ::1\n").unwrap();
-        assert_eq!(c.listen, "[::1]:1885".parse().unwrap());
+        assert_eq!(c.listen, addrs(&["[::1]:1885"]));
         let c = from_file("listener 1886 [::]\n").unwrap();
-        assert_eq!(c.listen, "[::]:1886".parse().unwrap());
+        assert_eq!(c.listen, addrs(&["[::]:1886"]));
         for bad in ["abc", "1883 localhost", "1883 127.0.0.1 extra", "70000"] {
             let text = message(from_file(&format!("listener {bad}\n")));
             assert!(text.contains(&format!("'{bad}' for listener")), "{text}");
@@ -1891,8 +2127,8 @@ mod tests {
              use_identity_as_username true\n",
         )
         .unwrap();
-        assert_eq!(c.listen, "0.0.0.0:1883".parse().unwrap());
-        assert_eq!(c.tls_listen, Some("127.0.0.1:8883".parse().unwrap()));
+        assert_eq!(c.listen, addrs(&["0.0.0.0:1883"]));
+        assert_eq!(c.tls_listen, addrs(&["127.0.0.1:8883"]));
         assert_eq!(c.certfile, Some(PathBuf::from("/etc/mqtt5/server.crt")));
         assert_eq!(c.keyfile, Some(PathBuf::from("/etc/mqtt5/server.key")));
         assert_eq!(c.cafile, Some(PathBuf::from("/etc/mqtt5/ca.crt")));
@@ -1900,8 +2136,8 @@ mod tests {
         // The TLS block first, the plain one after it: the same.
         let c =
             from_file("listener 8883\ncertfile /a.crt\nkeyfile /a.key\nlistener 1884\n").unwrap();
-        assert_eq!(c.tls_listen, Some("0.0.0.0:8883".parse().unwrap()));
-        assert_eq!(c.listen, "0.0.0.0:1884".parse().unwrap());
+        assert_eq!(c.tls_listen, addrs(&["0.0.0.0:8883"]));
+        assert_eq!(c.listen, addrs(&["0.0.0.0:1884"]));
     }
 
     /// `protocol websockets` blocks: without a `certfile` the ws listener, with one wss.
@@ -1917,23 +2153,18 @@ mod tests {
              keyfile /a.key\n",
         )
         .unwrap();
-        assert_eq!(c.listen, "0.0.0.0:1883".parse().unwrap());
-        assert_eq!(c.ws_listen, Some("127.0.0.1:9001".parse().unwrap()));
-        assert_eq!(c.wss_listen, Some("0.0.0.0:9443".parse().unwrap()));
-        assert_eq!(c.tls_listen, None);
+        assert_eq!(c.listen, addrs(&["0.0.0.0:1883"]));
+        assert_eq!(c.ws_listen, addrs(&["127.0.0.1:9001"]));
+        assert_eq!(c.wss_listen, addrs(&["0.0.0.0:9443"]));
+        assert_eq!(c.tls_listen, addrs(&[]));
         assert_eq!(c.certfile, Some(PathBuf::from("/a.crt")));
     }
 
     #[test]
-    fn listener_blocks_share_one_certificate_and_one_listener_of_each_kind() {
+    fn listener_blocks_share_one_certificate() {
         let tls = "certfile /a.crt\nkeyfile /a.key\n";
-        let text = message(from_file(&format!(
-            "listener 8883\n{tls}listener 8884\n{tls}"
-        )));
-        assert!(
-            text.contains("line 4") && text.contains("repeats 'tls_listen' from line 1"),
-            "{text}"
-        );
+        let c = from_file(&format!("listener 8883\n{tls}listener 8884\n{tls}")).unwrap();
+        assert_eq!(c.tls_listen, addrs(&["0.0.0.0:8883", "0.0.0.0:8884"]));
         let text = message(from_file(&format!(
             "listener 8883\n{tls}listener 9001\nprotocol websockets\ncertfile /b.crt\n"
         )));
@@ -2028,10 +2259,10 @@ mod tests {
     fn listen_accepts_bare_port_and_port_zero() {
         assert_eq!(
             from_flags(&["--listen", "1999"]).unwrap().listen,
-            "0.0.0.0:1999".parse().unwrap()
+            addrs(&["0.0.0.0:1999"])
         );
         let c = from_flags(&["--listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"]).unwrap();
-        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.listen[0].port(), 0);
     }
 
     #[test]

@@ -325,7 +325,6 @@ fn no_equivalent(key: &str) -> Option<&'static str> {
 
 /// A listener block being read.
 struct Block {
-    line: usize,
     value: String,
     /// (our key, value, line).
     keys: Vec<(String, String, usize)>,
@@ -367,7 +366,6 @@ pub fn parse_conf(path: &Path, text: &str, plan: &mut Plan) -> (Option<PathBuf>,
                     continue;
                 }
                 current = Some(Block {
-                    line: n,
                     value: value.to_owned(),
                     keys: Vec::new(),
                     websockets: false,
@@ -412,7 +410,6 @@ pub fn parse_conf(path: &Path, text: &str, plan: &mut Plan) -> (Option<PathBuf>,
     if let Some(b) = current.take() {
         blocks.push(b);
     }
-    let mut kinds: Vec<(&str, usize)> = Vec::new();
     let mut tls_keys: Vec<(String, String, usize)> = Vec::new();
     for b in &blocks {
         let tls = b.keys.iter().any(|(k, _, _)| k == "certfile");
@@ -422,34 +419,32 @@ pub fn parse_conf(path: &Path, text: &str, plan: &mut Plan) -> (Option<PathBuf>,
             (false, true) => "TLS",
             (false, false) => "plain",
         };
-        if let Some((_, first)) = kinds.iter().find(|(k, _)| *k == kind) {
-            plan.skip(
-                path,
-                b.line,
-                format!("a second {kind} MQTT listener (the first is at line {first}): this broker has one of each"),
-            );
-            continue;
-        }
-        kinds.push((kind, b.line));
         let mut out = vec![format!("listener {}", b.value)];
         if b.websockets {
             out.push("protocol websockets".to_string());
         }
         for (k, v, line) in &b.keys {
-            if let Some((_, before, first)) = tls_keys.iter().find(|(key, _, _)| key == k) {
-                if before != v {
-                    plan.skip(
-                        path,
-                        *line,
-                        format!(
-                            "{k} differs from line {first}: every TLS listener here shares one"
-                        ),
-                    );
+            // Every block gets the shared value (a TLS block needs its `certfile` line to be
+            // one); a different one is reported.
+            let shared = match tls_keys.iter().find(|(key, _, _)| key == k) {
+                Some((_, before, first)) => {
+                    if before != v {
+                        plan.skip(
+                            path,
+                            *line,
+                            format!(
+                                "{k} differs from line {first}: every TLS listener here shares one"
+                            ),
+                        );
+                    }
+                    before.clone()
                 }
-                continue;
-            }
-            tls_keys.push((k.clone(), v.clone(), *line));
-            out.push(format!("{k} {}", file_value(k, v, dir)));
+                None => {
+                    tls_keys.push((k.clone(), v.clone(), *line));
+                    v.clone()
+                }
+            };
+            out.push(format!("{k} {}", file_value(k, &shared, dir)));
         }
         plan.carried.push(format!("listener {} ({kind})", b.value));
         plan.settings.extend(out);
@@ -637,7 +632,7 @@ mod tests {
     }
 
     #[test]
-    fn listener_blocks_one_of_each_kind_and_shared_tls_keys() {
+    fn listener_blocks_every_one_carried_and_shared_tls_keys() {
         let (plan, passwd, acl) = conf(
             "listener 1883\n\
              listener 8883\ncertfile a.crt\nkeyfile /k/a.key\n\
@@ -654,11 +649,18 @@ mod tests {
                 "listener 8883",
                 "certfile /etc/mosquitto/a.crt",
                 "keyfile /k/a.key",
+                "listener 1884 127.0.0.1",
+                "listener 8884",
+                // The second TLS block keeps the shared certificate (b.crt is reported).
+                "certfile /etc/mosquitto/a.crt",
+                "keyfile /k/a.key",
                 "listener 9001",
+                "protocol websockets",
+                "listener 9002",
                 "protocol websockets"
             ]
         );
-        assert_eq!(skipped_lines(&plan), [5, 6, 11], "{:?}", plan.skipped);
+        assert_eq!(skipped_lines(&plan), [7], "{:?}", plan.skipped);
         assert_eq!(passwd, Some(PathBuf::from("/etc/mosquitto/pw")));
         assert_eq!(acl, Some(PathBuf::from("/etc/mosquitto/acl")));
     }

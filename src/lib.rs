@@ -31,10 +31,10 @@
 //! |---|---|---|---|
 //! | main | config, the other threads' handles | a signal over a crossbeam channel | SIGINT / SIGTERM |
 //! | `sighup` (with TLS or HTTPS; in `main.rs`) | nothing (SIGHUP is blocked in every other thread) | `sigwait` for SIGHUP: re-reads the certificates ([`certs::LiveConfig`]) | the process ending |
-//! | `acceptor` | the `TcpListener` | sockets from `accept()` | stop flag + a connection to itself |
-//! | `acceptor-tls` (with `tls_listen`) | the TLS listener's `TcpListener`; gives each socket a rustls `ServerConnection` (the handshake runs on the socket's own thread) | sockets from `accept()` | the same stop flag + a connection to itself |
-//! | `acceptor-ws`, `acceptor-wss` (with `ws_listen` / `wss_listen`) | the WebSocket listeners' `TcpListener`s; gives each socket a WebSocket pipe, over a rustls `ServerConnection` for wss (the upgrade runs on the socket's own thread) | sockets from `accept()` | the same stop flag + a connection to itself |
-//! | `client-<id>` (one per socket) | reading the socket, framing buffer, inbound topic aliases; writing to its own and to subscribers' sockets while it holds their outbox's write turn | bytes | socket closed or shut down |
+//! | `acceptor` (one per `listen` address) | its `TcpListener` | sockets from `accept()` | stop flag + a connection to itself |
+//! | `acceptor-tls` (one per `tls_listen` address) | the TLS listener's `TcpListener`; gives each socket a rustls `ServerConnection` (the handshake runs on the socket's own thread) | sockets from `accept()` | the same stop flag + a connection to itself |
+//! | `acceptor-ws`, `acceptor-wss` (one per `ws_listen` / `wss_listen` address) | the WebSocket listeners' `TcpListener`s; gives each socket a WebSocket pipe, over a rustls `ServerConnection` for wss (the upgrade runs on the socket's own thread) | sockets from `accept()` | the same stop flag + a connection to itself |
+//! | `client-<id>` (one per socket) | reading the socket, framing buffer, inbound topic aliases; writing to its own and to subscribers' sockets while it holds their outbox's write turn | bytes | socket closed or shut down; then it parks as `reader-idle` for the next socket (at most 32 park, each for at most 30 s: [`broker::readers`]) |
 //! | `writer` (one) | outboxes whose socket was full or whose flush ran out of rounds, until they have nothing left; the end of each linger | [`broker::outbox::Outbox`] hand-overs and lingers, `poll(2)` for room | the broker going away |
 //! | `ticker` | nothing | a tick every 250 ms | its channel closed |
 //! | `store` | the rusqlite `Connection` | durable writes, history, queries over crossbeam channels | shutdown after a final commit |
@@ -66,7 +66,7 @@
 //! session's state is never held with another's, nor while taking the registry or an outbox
 //! lock (the outbox to wake is cloned out and flagged after the state is released). Taken alone:
 //! the router's `RwLock<TopicTree>`, the retained store's `RwLock`, the store's ACL snapshot
-//! (`RwLock<Arc<AclSet>>`, read only to clone the `Arc`), `connect_times`, `Broker::pending`, the current TLS `ServerConfig` of the MQTT listener and of the page (`certs::LiveConfig`, read only to clone the `Arc`),
+//! (`RwLock<Arc<AclSet>>`, read only to clone the `Arc`), `connect_times`, `Broker::pending`, the reader-thread cache (`broker::readers`), the broker's settings (`Broker::config`, `RwLock<Arc<Config>>`, read only to clone the `Arc`; written by a config reload), the current TLS `ServerConfig` of the MQTT listener and of the page (`certs::LiveConfig`, read only to clone the `Arc`),
 //! the web listener's connection pool, a bridge's running thread (`Bridges`' per-bridge `running`) and a bridge's status, a bridge connection's TLS state, the writer's `handed` and `lingering` lists (as leaves
 //! of the chains above), `Server::running` → `Server::last_addr`, and a TLS connection's
 //! `TlsPipe::state` (its rustls state and unsent records), a leaf taken under `Outbox::out`
@@ -108,6 +108,7 @@ pub mod import;
 pub mod login;
 pub mod message;
 pub mod protocol;
+pub mod reload;
 pub mod store;
 pub mod tls_init;
 pub mod web;

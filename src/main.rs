@@ -3,10 +3,9 @@
 //! certificates (`tls init`) and exit, or
 //! open the store, start the MQTT listener,
 //! the ticker and the web page, then wait for Ctrl-C or SIGTERM and stop everything in order;
-//! SIGHUP re-reads the TLS certificates (`hangup`).
+//! SIGHUP re-reads the config file and the TLS certificates (`hangup`, [`Reloader`]).
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use mqtt5_broker::bridge::Bridges;
 use mqtt5_broker::broker::server::Server;
@@ -15,11 +14,13 @@ use mqtt5_broker::broker::tls::TlsContext;
 use mqtt5_broker::broker::writer::WriterThread;
 use mqtt5_broker::broker::Broker;
 use mqtt5_broker::config::{self, AclAction, Command, Config, TlsAction, UserAction};
+use mqtt5_broker::reload::Reloader;
 use mqtt5_broker::store::admin::{self, AdminCommand};
 use mqtt5_broker::store::backup;
 use mqtt5_broker::store::{Store, StoreOptions, SyncMode};
 use mqtt5_broker::tls_init;
 use mqtt5_broker::web;
+use std::sync::Arc;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
@@ -320,10 +321,8 @@ fn run_broker(config: Config) -> ExitCode {
     };
     let server = Server::with_tls(broker.clone(), tls.clone());
     if let Err(e) = server.start() {
-        eprintln!(
-            "mqtt5-broker: cannot listen for MQTT on {}: {e}",
-            broker.config.listen
-        );
+        // The error names the listener that could not bind.
+        eprintln!("mqtt5-broker: cannot listen: {e}");
         store.shutdown();
         return ExitCode::from(1);
     }
@@ -336,12 +335,13 @@ fn run_broker(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut web = match web::Web::start(server.clone(), web_tls.clone()) {
+    let reloader = Arc::new(Reloader::new(broker.clone(), tls.clone(), web_tls.clone()));
+    let mut web = match web::Web::start(server.clone(), web_tls.clone(), reloader.clone()) {
         Ok(w) => w,
         Err(e) => {
             eprintln!(
                 "mqtt5-broker: cannot serve the web page on {}: {e}",
-                broker.config.web_listen
+                broker.config().web_listen
             );
             server.stop();
             ticker.stop();
@@ -361,19 +361,10 @@ fn run_broker(config: Config) -> ExitCode {
         return ExitCode::from(1);
     }
 
-    if tls.is_some() || web_tls.is_some() {
-        let (tls, web_tls) = (tls.clone(), web_tls.clone());
-        let spawned = hangup.on_signal(move || {
-            if let Some(t) = &tls {
-                let _ = t.reload();
-            }
-            if let Some(w) = &web_tls {
-                let _ = w.reload();
-            }
-        });
-        if let Err(e) = spawned {
-            log::error!("cannot start the sighup thread: certificates will not reload: {e}");
-        }
+    if let Err(e) = hangup.on_signal(move || {
+        reloader.reload("SIGHUP");
+    }) {
+        log::error!("cannot start the sighup thread: SIGHUP will not reload the config: {e}");
     }
 
     let _ = signal_rx.recv();
@@ -390,7 +381,7 @@ fn run_broker(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// SIGHUP: re-read the certificates. Not with `ctrlc` (it handles SIGINT and SIGTERM only) nor a
+/// SIGHUP: re-read the config file and the certificates ([`Reloader`]). Not with `ctrlc` (it handles SIGINT and SIGTERM only) nor a
 /// new crate: SIGHUP is blocked in every thread (the mask is set before the first thread starts
 /// and inherited) and the `sighup` thread takes it with `sigwait(3)`, so the reload runs as
 /// ordinary code on an ordinary thread — no async-signal-safety rules, no self-pipe — with only

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::flow::{parse_publish, raw_v311, raw_v5, sub_v5, subscribe_v311, Pub};
 use common::mosquitto::Mosquitto;
-use common::{finish_packet, packet, read_packet, send, Broker};
+use common::{finish_packet, packet, read_packet, send, web, Broker};
 
 /// How long a message may take across a bridge here.
 const CROSSING: Duration = Duration::from_secs(10);
@@ -42,12 +42,33 @@ fn bridged_with(block: &str, args: &[&str]) -> (Broker, tempfile::TempDir) {
 
 const ADMIN_PW: &str = "bridge-admin";
 
+/// `GET path` on our web listener as the admin.
+fn web_get(b: &Broker, path: &str) -> web::Answer {
+    web::request(
+        b.web,
+        "GET",
+        path,
+        &[web::basic("admin", ADMIN_PW)],
+        CROSSING,
+    )
+}
+
+/// `POST path` with the JSON `body` on our web listener as the admin.
+fn web_post(b: &Broker, path: &str, body: &str) -> web::Answer {
+    web::post_json(
+        b.web,
+        path,
+        &[web::basic("admin", ADMIN_PW)],
+        body,
+        CROSSING,
+    )
+}
+
 /// `GET /api/bridges`' items.
 fn bridges_api(b: &Broker) -> Vec<serde_json::Value> {
-    let (status, body) = common::web_request(b.web, "GET", "/api/bridges", ADMIN_PW, None);
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["items"].as_array().unwrap().clone()
+    let answer = web_get(b, "/api/bridges");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.json()["items"].as_array().unwrap().clone()
 }
 
 /// Polls `/api/bridges` until the first bridge's `state` is `want` (≤ `CROSSING`).
@@ -532,7 +553,7 @@ fn bridge_notifications_status_api_metrics_sys_and_stop_start() {
         assert!(Instant::now() < deadline, "{}", bridges_api(&ours)[0]);
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (_, metrics) = common::web_request(ours.web, "GET", "/metrics", ADMIN_PW, None);
+    let metrics = web_get(&ours, "/metrics").text();
     assert!(
         metrics.contains("mqtt5_bridge_up{bridge=\"garage\"} 1"),
         "{metrics}"
@@ -566,14 +587,8 @@ fn bridge_notifications_status_api_metrics_sys_and_stop_start() {
     await_state(&ours, "up");
 
     // Stopped from the page: down here, and stopped on the page; started again: up.
-    let (status, body) = common::web_request(
-        ours.web,
-        "POST",
-        "/api/bridges/stop",
-        ADMIN_PW,
-        Some(r#"{"name":"garage"}"#),
-    );
-    assert_eq!(status, 200, "{body}");
+    let answer = web_post(&ours, "/api/bridges/stop", r#"{"name":"garage"}"#);
+    assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(
         value(&o_sub, true).as_deref(),
         Some("0"),
@@ -581,23 +596,11 @@ fn bridge_notifications_status_api_metrics_sys_and_stop_start() {
     );
     let stopped = await_state(&ours, "stopped");
     assert_eq!(stopped["running"], false, "{stopped}");
-    let (status, body) = common::web_request(
-        ours.web,
-        "POST",
-        "/api/bridges/start",
-        ADMIN_PW,
-        Some(r#"{"name":"garage"}"#),
-    );
-    assert_eq!(status, 200, "{body}");
+    let answer = web_post(&ours, "/api/bridges/start", r#"{"name":"garage"}"#);
+    assert_eq!(answer.status, 200, "{}", answer.text());
     await_state(&ours, "up");
-    let (status, _) = common::web_request(
-        ours.web,
-        "POST",
-        "/api/bridges/stop",
-        ADMIN_PW,
-        Some(r#"{"name":"nope"}"#),
-    );
-    assert_eq!(status, 404);
+    let answer = web_post(&ours, "/api/bridges/stop", r#"{"name":"nope"}"#);
+    assert_eq!(answer.status, 404);
 
     // Our broker crashes: the remote hears 0 from the bridge's will.
     let r_sub = subscriber_v311(remote.addr, "r-sub2", true, &[state]);

@@ -399,6 +399,45 @@ fn bad_env_and_file_values_print_one_line_and_exit_2() {
     );
 }
 
+/// Two listeners on one address cannot both bind: refused at start in one line naming both
+/// settings and addresses, exit 2 — from repeated flags (of one kind and of two), and from a
+/// config file's two `listener` blocks on one port.
+#[test]
+fn two_listeners_on_one_address_print_one_line_and_exit_2() {
+    expect_usage_error(
+        &run_to_exit(
+            &[
+                "--ws-listen",
+                "127.0.0.1:9001",
+                "--ws-listen",
+                "127.0.0.1:9001",
+            ],
+            &[],
+        ),
+        "ws_listen has 127.0.0.1:9001 and 127.0.0.1:9001, which use the same port",
+    );
+    expect_usage_error(
+        // After the harness's own `--listen 127.0.0.1:0`: a second plain listener.
+        &run_to_exit(
+            &[
+                "--listen",
+                "127.0.0.1:9002",
+                "--ws-listen",
+                "127.0.0.1:9002",
+            ],
+            &[],
+        ),
+        "listen (127.0.0.1:9002) and ws_listen (127.0.0.1:9002) use the same port",
+    );
+    let (_d, conf) = config_file(
+        "listener 9003 127.0.0.1\nprotocol websockets\nlistener 9003\nprotocol websockets\n",
+    );
+    expect_usage_error(
+        &run_to_exit(&["--config", path_str(&conf)], &[]),
+        "ws_listen has 127.0.0.1:9003 and 0.0.0.0:9003",
+    );
+}
+
 /// Bridge settings (Mosquitto's `connection` blocks): a key we do not have, a bad value, a
 /// TLS file that cannot be read — one line, exit 2, never a broker that silently forwards
 /// nothing.

@@ -1378,3 +1378,54 @@ fn mqtt_4_8_2_handed_off_messages_survive_kill9_at_persistent_member() {
     );
     disconnect(&keeper, V::V5);
 }
+
+/// Group commit (issue 17): 200 retained QoS 1 PUBLISH packets from one 5.0 client, sent in one
+/// write (a Home Assistant discovery burst), are acknowledged in the order they came
+/// (MQTT-4.6.0-2), each only once committed — a `kill -9` right after the last PUBACK loses none
+/// of them (§4.3.2, the README's durability promise) — and the burst rides far fewer store
+/// transactions than it has messages (one commit per message before).
+#[test]
+fn mqtt_4_6_0_2_retained_qos1_burst_acked_in_order_after_commit_in_few_transactions() {
+    const N: u16 = 200;
+    const PW: &str = "burst-admin";
+    let mut b = Broker::start(&["--allow-anonymous", "--admin-password", PW]);
+    let (p, _) = connect(b.mqtt, V::V5, "discovery-burst", true, &[]);
+    let before = metric(b.web, PW, "mqtt5_store_transactions_total");
+    let mut burst = Vec::new();
+    for i in 1..=N {
+        let topic = format!("ret/burst/{i}");
+        burst.extend(packet::publish(
+            true,
+            &topic,
+            format!("config-{i}").as_bytes(),
+            1,
+            Some(i),
+            true,
+            false,
+        ));
+    }
+    send(&p, &burst);
+    for i in 1..=N {
+        let pkt = read_packet(&p);
+        let (first, id, reason) = parse_ack(&pkt);
+        assert_eq!((first, id), (0x40, i), "PUBACK {i} of {N}: {}", hex(&pkt));
+        assert!(reason < 0x80, "PUBACK {i} refused: {}", hex(&pkt));
+    }
+    let transactions = metric(b.web, PW, "mqtt5_store_transactions_total") - before;
+    eprintln!("{N} retained QoS 1 messages acknowledged; {transactions} store transactions");
+    assert!(
+        transactions <= f64::from(N) / 4.0,
+        "{transactions} store transactions for a burst of {N} retained messages"
+    );
+    b.crash_restart();
+    let got = retained_snapshot(b.mqtt, V::V5, "burst-check");
+    let want: Vec<(String, String, u8, bool)> = {
+        let mut w: Vec<_> = (1..=N)
+            .map(|i| (format!("ret/burst/{i}"), format!("config-{i}"), 1, true))
+            .collect();
+        w.sort();
+        w
+    };
+    assert_eq!(got.len(), want.len(), "retained messages after kill -9");
+    assert_eq!(got, want, "retained messages after kill -9");
+}

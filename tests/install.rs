@@ -61,6 +61,7 @@ fn staged_install_writes_a_verified_hardened_unit_and_uninstall_keeps_the_data()
     for line in [
         "User=mqtt5",
         "ExecStart=/usr/local/bin/mqtt5-broker --config /etc/mqtt5-broker/mqtt5-broker.conf",
+        "ExecReload=/bin/kill -HUP $MAINPID",
         "KillSignal=SIGTERM",
         "Restart=on-failure",
         "ProtectSystem=strict",

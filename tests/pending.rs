@@ -363,3 +363,88 @@ fn connects_being_checked_hold_their_pending_place_so_one_address_holds_at_most_
     );
     assert!(status_u64(&b, "pending_closed") >= unanswered as u64);
 }
+
+/// A reconnect storm reuses reader threads, within a bound: 4 rounds of 50 clients connecting
+/// at once and disconnecting. The threads of a round's clients park (`reader-idle`) and serve
+/// the next round's sockets (the same thread ids come back as `client-<id>`) instead of each
+/// connection paying a thread's creation and teardown; once the clients are gone, at most 32
+/// threads stay parked and the process falls back to at most its threads before the storm
+/// plus those 32.
+#[test]
+fn reconnecting_clients_reuse_parked_reader_threads_and_at_most_32_stay_parked() {
+    const CLIENTS: usize = 50;
+    const MAX_PARKED: u64 = common::procfs::MAX_PARKED_READERS;
+    let b = Broker::start(&[
+        ANON,
+        "--max-clients",
+        "100",
+        "--max-pending-per-address",
+        "100",
+    ]);
+    let pid = b.pid();
+    let base = threads(pid);
+    let mut seen: Vec<u32> = Vec::new();
+    let mut reused = 0;
+    for round in 0..4 {
+        let socks: Vec<TcpStream> = (0..CLIENTS)
+            .map(|i| {
+                let s = connect_raw(b.mqtt);
+                send(
+                    &s,
+                    &packet::connect_v5(&format!("storm-{round}-{i}"), 60, true),
+                );
+                s
+            })
+            .collect();
+        for s in &socks {
+            let ack = read_packet_within(s, Duration::from_secs(5)).unwrap_or_default();
+            assert!(
+                ack.len() >= 4 && ack[0] == 0x20 && ack[3] == 0x00,
+                "CONNACK {}",
+                hex(&ack)
+            );
+        }
+        let serving = threads_named_ids(pid);
+        if round > 0 {
+            reused += serving.iter().filter(|t| seen.contains(t)).count();
+        }
+        seen.extend(serving);
+        for s in &socks {
+            send(s, &packet::disconnect_v5(0));
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || threads_named(pid, "client-")
+                == 0),
+            "round {round}: reader threads still serving: {}",
+            common::procfs::thread_names(pid)
+        );
+    }
+    let parked = threads_named(pid, "reader-idle");
+    eprintln!(
+        "{reused} of {} sockets after the first round served by a parked thread; {parked} \
+         parked; threads {} (from {base})",
+        3 * CLIENTS,
+        threads(pid)
+    );
+    assert!(
+        reused >= 3 * 20,
+        "only {reused} of {} later sockets were served by a thread of an earlier round",
+        3 * CLIENTS
+    );
+    assert!(
+        (1..=MAX_PARKED).contains(&parked),
+        "{parked} reader threads parked, bound {MAX_PARKED}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || threads(pid)
+            <= base + MAX_PARKED),
+        "{} threads after the storm, {base} before it: more than {MAX_PARKED} stayed: {}",
+        threads(pid),
+        common::procfs::thread_names(pid)
+    );
+}
+
+/// The ids of the threads serving a socket now (`client-<id>`).
+fn threads_named_ids(pid: u32) -> Vec<u32> {
+    common::procfs::thread_ids_named(pid, "client-")
+}

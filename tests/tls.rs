@@ -623,9 +623,7 @@ fn bad_tls_settings_are_one_line_and_exit_code_2() {
 
 /// `kill -HUP` to the broker.
 fn sighup(b: &Broker) {
-    let pid = libc::pid_t::try_from(b.pid()).unwrap();
-    // SAFETY: kill(2) with our own child's PID and a valid signal.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    b.sighup();
 }
 
 /// `curl` of the page's status over HTTPS trusting `ca`: did the handshake and request succeed.

@@ -15,6 +15,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::web::basic;
 use common::{
     api_status, connect_raw, connect_raw_from, expect_bytes, expect_closed, hex, packet,
     read_packet, read_packet_within, send, Broker,
@@ -52,30 +53,8 @@ impl Resp {
     }
 }
 
-fn b64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in input.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                char::from(T[((n >> (18 - 6 * i)) & 63) as usize])
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
-
-fn basic(user: &str, pw: &str) -> String {
-    format!("Basic {}", b64(format!("{user}:{pw}").as_bytes()))
-}
-
 fn admin() -> (&'static str, String) {
-    ("Authorization", basic("admin", ADMIN_PW))
+    basic("admin", ADMIN_PW)
 }
 
 /// One request on a fresh connection; the whole response.
@@ -385,7 +364,7 @@ fn wrong_passwords_are_refused_then_slowed_down() {
         b.web,
         "GET",
         "/api/topics",
-        &[("Authorization", basic("admin", "nope-2"))],
+        &[basic("admin", "nope-2")],
         None,
     );
     assert_eq!(r.status, 401, "{}", r.body);
@@ -393,7 +372,7 @@ fn wrong_passwords_are_refused_then_slowed_down() {
         b.web,
         "GET",
         "/api/topics",
-        &[("Authorization", basic("root", ADMIN_PW))],
+        &[basic("root", ADMIN_PW)],
         None,
     );
     assert_eq!(r.status, 401, "wrong user: {}", r.body);
@@ -1334,14 +1313,7 @@ fn generated_admin_password_is_shown_once_and_kept() {
         .to_string();
     assert!(pw.len() >= 16, "{pw}");
     let auth = |b: &Broker, pw: &str| {
-        request(
-            b.web,
-            "GET",
-            "/api/session",
-            &[("Authorization", basic("admin", pw))],
-            None,
-        )
-        .status
+        request(b.web, "GET", "/api/session", &[basic("admin", pw)], None).status
     };
     assert_eq!(auth(&b, &pw), 200);
     assert_eq!(log.matches(pw.as_str()).count(), 1, "printed once");
@@ -1357,7 +1329,7 @@ fn generated_admin_password_is_shown_once_and_kept() {
             "POST",
             "/api/admin/password",
             &[
-                ("Authorization", basic("admin", &pw)),
+                basic("admin", &pw),
                 ("Content-Type", "application/json".into()),
             ],
             Some(&json!({ "current": current, "new": new }).to_string()),

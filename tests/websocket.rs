@@ -39,7 +39,12 @@ impl Raw {
     /// Connects and sends the upgrade for `path` offering `protocol` (none: no header); the
     /// answer's status line and the client.
     fn open(addr: SocketAddr, path: &str, protocol: Option<&str>) -> (String, Raw) {
-        let s = common::connect_raw(addr);
+        Raw::open_on(common::connect_raw(addr), path, protocol)
+    }
+
+    /// [`Raw::open`] over a socket connected already (e.g. with a small receive buffer).
+    fn open_on(s: TcpStream, path: &str, protocol: Option<&str>) -> (String, Raw) {
+        let addr = s.peer_addr().unwrap();
         let proto = protocol
             .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
             .unwrap_or_default();
@@ -59,7 +64,12 @@ impl Raw {
 
     /// The upgrade with `mqtt`, which must be accepted.
     fn mqtt(addr: SocketAddr) -> Raw {
-        let (head, raw) = Raw::open(addr, "/mqtt", Some("mqtt"));
+        Raw::mqtt_on(common::connect_raw(addr))
+    }
+
+    /// [`Raw::mqtt`] over a socket connected already.
+    fn mqtt_on(s: TcpStream) -> Raw {
+        let (head, raw) = Raw::open_on(s, "/mqtt", Some("mqtt"));
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         assert!(
             head.to_ascii_lowercase()
@@ -122,7 +132,24 @@ impl Raw {
     }
 
     fn binary(&self, payload: &[u8]) {
-        self.frame(OpCode::Data(Data::Binary), true, payload, true);
+        (&self.s).write_all(&Raw::masked_binary(payload)).unwrap();
+    }
+
+    /// One final binary frame carrying `payload`, masked as a client's must be.
+    fn masked_binary(payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let header = FrameHeader {
+            is_final: true,
+            rsv1: false,
+            rsv2: false,
+            rsv3: false,
+            opcode: OpCode::Data(Data::Binary),
+            mask: Some(mask),
+        };
+        let mut out = Vec::new();
+        header.format(payload.len() as u64, &mut out).unwrap();
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
     }
 
     /// The next server frame within `wait`: (opcode, fin, payload); `None` when the socket
@@ -577,4 +604,111 @@ fn metrics_count_a_ws_client_under_its_transport() {
         assert!(Instant::now() < deadline, "no {want}:\n{metrics}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The bounded issue's never-reading flooder, over a ws listener: a WebSocket client (4 KiB
+/// receive buffer) that publishes QoS 1 in binary frames as fast as the socket takes them and
+/// never reads its PUBACKs is disconnected once, logged `client ws-flooder disconnected from …:
+/// not reading (… bytes unsent for 10s)` and counted; the broker's RSS stays within 24 MiB of
+/// what it was; a ws subscriber keeps getting what a TCP client publishes meanwhile (MQTT-4.13:
+/// the server may close a connection that does not let it send).
+#[test]
+fn mqtt_4_13_ws_qos1_flooder_that_never_reads_is_disconnected_rss_bounded_others_served() {
+    use common::procfs::rss_kb;
+    use std::io::ErrorKind;
+    const FLOOD_FOR: Duration = Duration::from_secs(40);
+    const GROWTH_LIMIT_KB: u64 = 24 * 1024;
+    let b = ws_broker(&["--sys-interval", "0"]);
+    let addr = b.ws.unwrap();
+    let mut watcher = raw_subscriber(addr, "ws-watcher", "rt/t");
+    let publisher = common::connect_raw(b.mqtt);
+    common::send(&publisher, &packet::connect_v311("tcp-other", 30, true));
+    assert_eq!(common::read_packet(&publisher)[0], 0x20, "CONNACK");
+    let mut round_trip = |n: u32, wait: Duration| {
+        let body = n.to_be_bytes();
+        common::send(
+            &publisher,
+            &packet::publish(false, "rt/t", &body, 0, None, false, false),
+        );
+        let got = watcher
+            .packet(wait)
+            .unwrap_or_else(|| panic!("round trip {n}: nothing within {wait:?}"));
+        assert!(got.ends_with(&body), "round trip {n}: {got:02x?}");
+    };
+    round_trip(0, Duration::from_secs(5));
+    let idle_kb = rss_kb(b.pid());
+
+    let mut flood = Raw::mqtt_on(common::connect_raw_rcvbuf(addr, 4096));
+    flood.binary(&packet::connect_v5("ws-flooder", 0, true));
+    connack_ok(&flood.packet(Duration::from_secs(5)).expect("CONNACK"));
+    // 1,000 QoS 1 PUBLISH (ids 1..=1000, 16-byte payloads) in one frame, written over and over.
+    let mut burst = Vec::new();
+    for id in 1..=1000u16 {
+        burst.extend(packet::publish(
+            true,
+            "flood/t",
+            &[b'x'; 16],
+            1,
+            Some(id),
+            false,
+            false,
+        ));
+    }
+    let frame = Raw::masked_binary(&burst);
+    let sock = flood.s.try_clone().unwrap();
+    sock.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = Instant::now();
+    let flooder = std::thread::spawn(move || {
+        let (mut at, mut sent) = (0usize, 0u64);
+        while started.elapsed() < FLOOD_FOR {
+            match (&sock).write(&frame[at..]) {
+                Ok(n) => {
+                    at = (at + n) % frame.len();
+                    sent += n as u64;
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+
+    // Others are served while the flooder is connected.
+    let gone = "client ws-flooder disconnected from";
+    let (mut trips, mut peak_kb) = (0u32, idle_kb);
+    while !b.log().contains(gone) && started.elapsed() < FLOOD_FOR {
+        trips += 1;
+        round_trip(trips, Duration::from_secs(2));
+        peak_kb = peak_kb.max(rss_kb(b.pid()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let disconnected_after = started.elapsed();
+    assert!(
+        b.wait_for_log(gone, Duration::from_secs(5)),
+        "the ws flooder was not disconnected within {FLOOD_FOR:?}\n{}",
+        b.log()
+    );
+    peak_kb = peak_kb.max(rss_kb(b.pid()));
+    let sent = flooder.join().unwrap();
+    let status = api_status(b.web);
+    eprintln!(
+        "ws flooder disconnected after {disconnected_after:?} (the broker read {} PUBLISH; \
+         the flooder wrote {sent} bytes, those discarded in the linger after the close included); {trips} round trips; RSS idle {idle_kb} kB, peak {peak_kb} kB",
+        status["messages_received"]
+    );
+    let log = b.log();
+    let line = log.lines().find(|l| l.contains(gone)).unwrap_or_default();
+    assert!(
+        line.contains(": not reading (") && line.contains("bytes unsent for 10s)"),
+        "logged reason: {line}"
+    );
+    assert_eq!(log.matches(gone).count(), 1, "logged once");
+    assert_eq!(status["clients_not_reading_disconnected"].as_u64(), Some(1));
+    assert!(
+        peak_kb < idle_kb + GROWTH_LIMIT_KB,
+        "broker RSS grew from {idle_kb} kB to {peak_kb} kB"
+    );
+    // And the others are still served after it.
+    round_trip(trips + 1, Duration::from_secs(5));
 }

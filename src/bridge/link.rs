@@ -373,7 +373,7 @@ impl Link {
         if version.is_v5() {
             // What the remote sends is published here within this broker's own Receive
             // Maximum, so the remote is held to it too.
-            properties.receive_maximum = Some(WINDOW.min(self.broker.config.receive_maximum));
+            properties.receive_maximum = Some(WINDOW.min(self.broker.config().receive_maximum));
             if !self.cfg.cleansession {
                 properties.session_expiry_interval = Some(crate::broker::session::NEVER_EXPIRES);
             }

@@ -1,7 +1,8 @@
 //! A client's reader thread: read 512-byte chunks → frame → decode → handle, until the
 //! connection ends; then settle the session and the will.
 //!
-//! One such thread runs per accepted socket (named `client-<conn id>`). It owns the framing
+//! One such thread serves each accepted socket (named `client-<conn id>` meanwhile; it parks for
+//! the next socket afterwards, see [`readers`](super::readers)). It owns the framing
 //! buffer. Whatever it sends goes through an [`Outbox`] (its own, or a subscriber's when it
 //! routes a PUBLISH), flushed once per chunk it read; only a refused CONNECT, which has no
 //! outbox, is written directly.
@@ -22,6 +23,7 @@ use super::publish::Routing;
 use super::session::Session;
 use super::stack::StackTrim;
 use super::Broker;
+use crate::config::Config;
 use crate::protocol::frame::FrameBuffer;
 use crate::protocol::{self, Packet, ProtocolVersion, ReasonCode, Will};
 
@@ -269,6 +271,12 @@ pub struct Client {
     /// Its place among `max_clients`, given back when the client ends; `None` for a bridge's
     /// own loopback session ([`super::loopback`]), which takes no place.
     pub slot: Option<super::ClientSlot>,
+    /// The settings as they were when its socket was accepted ([`Broker::config`]): a config
+    /// reload applies to the connections after it.
+    pub cfg: Arc<Config>,
+    /// PUBLISH acknowledgements waiting for their store commit, in arrival order
+    /// ([`handle::publish`]).
+    pub owed_acks: std::collections::VecDeque<handle::publish::OwedAck>,
 }
 
 /// Keeps the connection table and the pending pool exact however the thread ends (a Mosquitto
@@ -307,9 +315,9 @@ pub(crate) fn run_with(
     };
     let _ = pipe.tcp().set_nodelay(true);
     broker.register_conn(conn_id, pipe.clone(), peer);
-    let cfg = broker.config.clone();
+    let cfg = broker.config();
     let mut reader = Reader::new(pipe, cfg.read_chunk_size, cfg.max_packet_size);
-    let Some(mut client) = open(&broker, &mut reader, peer, conn_id, trusted) else {
+    let Some(mut client) = open(&broker, &mut reader, peer, conn_id, cfg, trusted) else {
         return;
     };
     let result = client.run(&mut reader);
@@ -328,9 +336,9 @@ fn open(
     reader: &mut Reader,
     peer: SocketAddr,
     conn_id: u64,
+    cfg: Arc<Config>,
     trusted: bool,
 ) -> Option<Client> {
-    let cfg = &broker.config;
     let deadline = Instant::now() + cfg.connect_timeout;
     // The socket stays in the pending pool (not closable, as it is not waiting for its
     // client) until its CONNECT is accepted, so that sockets whose CONNECT is being checked
@@ -385,7 +393,7 @@ fn open(
             return None;
         }
     };
-    let client = handle::connect::accept(broker, reader, *connect, peer, conn_id, trusted)?;
+    let client = handle::connect::accept(broker, reader, *connect, peer, conn_id, cfg, trusted)?;
     broker.leave_pending(conn_id);
     Some(client)
 }
@@ -517,9 +525,18 @@ impl Client {
             }
             let (packet, size) = match buffered {
                 Ok(Some(p)) => p,
-                Ok(None) => return Ok(handled),
-                Err(e) => return Err(Ending::Error(e)),
+                // Nothing more to read now: what is owed is answered before the wait.
+                Ok(None) => return self.settle_acks().map(|()| handled),
+                Err(e) => {
+                    // Acks for what was stored still go out ahead of the connection's end.
+                    self.settle_acks_before(&e);
+                    return Err(Ending::Error(e));
+                }
             };
+            // Answers to any other packet must not overtake the owed PUBLISH acks.
+            if !matches!(packet, Packet::Publish(_)) {
+                self.settle_acks()?;
+            }
             handled += 1;
             self.broker
                 .stats
@@ -528,8 +545,28 @@ impl Client {
             match handle::dispatch(self, packet) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Disconnect(reason)) => return Err(Ending::Disconnect(reason)),
-                Err(e) => return Err(Ending::Error(e)),
+                Err(e) => {
+                    self.settle_acks_before(&e);
+                    return Err(Ending::Error(e));
+                }
             }
+        }
+    }
+
+    /// [`handle::publish::settle_acks`], unless the connection is being closed (nothing more
+    /// goes out then).
+    fn settle_acks(&mut self) -> Result<(), Ending> {
+        if self.outbox.is_closing() {
+            return Ok(());
+        }
+        handle::publish::settle_acks(self).map_err(Ending::Error)
+    }
+
+    /// Settles the owed acks ahead of the connection ending with `e`, unless `e` is that one
+    /// of them was not stored: no later one may then be acknowledged before it.
+    fn settle_acks_before(&mut self, e: &ConnError) {
+        if !matches!(e, ConnError::NotStored(_)) {
+            let _ = self.settle_acks();
         }
     }
 

@@ -46,7 +46,7 @@ pub fn connect(broker: &Arc<Broker>) -> io::Result<TcpStream> {
     let b = broker.clone();
     thread::Builder::new()
         .name(format!("client-{conn_id}"))
-        .stack_size(super::server::READER_STACK)
+        .stack_size(super::readers::READER_STACK)
         .spawn(move || {
             let result = panic::catch_unwind(AssertUnwindSafe(|| {
                 connection::run_with(b, pipe, peer, conn_id, true)

@@ -19,6 +19,7 @@ pub mod pending;
 pub mod pipe;
 pub mod publish;
 mod rate_limit;
+pub mod readers;
 pub mod registry;
 pub mod restore;
 pub mod retain;
@@ -42,7 +43,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::config::Config;
 use crate::store::{StoreError, StoreHandle};
@@ -55,7 +56,9 @@ use stats::Stats;
 /// The broker's shared state. Its operations are spread over the files of this module, one per
 /// concern: [`conns`], [`registry`], [`publish`], [`wills`] and `rate_limit`.
 pub struct Broker {
-    pub config: Arc<Config>,
+    /// The settings as last loaded: those given at start, then each config reload's
+    /// ([`crate::reload`]). Read through [`Broker::config`]; see there for who reads it when.
+    config: RwLock<Arc<Config>>,
     pub stats: Arc<Stats>,
     pub router: Router,
     pub retained: RetainStore,
@@ -82,6 +85,8 @@ pub struct Broker {
     /// The bridges to other brokers (set once, by `main`, after the listeners start; empty
     /// for a broker without `connection` blocks).
     pub bridges: std::sync::OnceLock<Arc<crate::bridge::Bridges>>,
+    /// The reader threads parked for the next accepted socket ([`readers`]).
+    pub readers: Arc<readers::ReaderPool>,
 }
 
 impl Broker {
@@ -93,7 +98,7 @@ impl Broker {
         writer: Arc<writer::Writer>,
     ) -> Result<Arc<Broker>, StoreError> {
         let broker = Arc::new(Broker {
-            config: Arc::new(config),
+            config: RwLock::new(Arc::new(config)),
             stats: Arc::new(Stats::default()),
             router: Router::new(),
             retained: RetainStore::new(),
@@ -108,10 +113,27 @@ impl Broker {
             writer,
             logins: crate::login::Logins::default(),
             bridges: std::sync::OnceLock::new(),
+            readers: Arc::default(),
         });
         let snapshot = broker.store.load()?;
         restore::restore(&broker, snapshot);
         Ok(broker)
+    }
+
+    /// The current settings. A connection takes them once, when its socket is accepted, and
+    /// keeps them ([`connection::Client::cfg`]): what its CONNACK told the client (packet size,
+    /// Receive Maximum, topic aliases, keep alive) never changes under it, and its packets are
+    /// handled without this lock. What is not per connection (admission, queue limits, history,
+    /// $SYS, expiry) reads it when it acts — once per routed message — a short leaf read lock
+    /// that only clones the `Arc`, like the ACL snapshot's.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().clone()
+    }
+
+    /// Makes `config` the current settings (a config reload); connections already accepted
+    /// keep theirs.
+    pub fn set_config(&self, config: Arc<Config>) {
+        *self.config.write() = config;
     }
 
     /// The ACL snapshot to check deliveries against, or `None` when no rule exists.
@@ -124,7 +146,7 @@ impl Broker {
     /// accepted; `None` when all are taken. The place is given back when the slot is dropped.
     pub fn take_client_slot(self: &Arc<Self>) -> Option<ClientSlot> {
         let taken = self.active_connections.fetch_add(1, Ordering::AcqRel);
-        if taken >= self.config.max_clients {
+        if taken >= self.config().max_clients {
             self.active_connections.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
@@ -134,11 +156,16 @@ impl Broker {
     }
 
     pub fn queue_limits(&self) -> QueueLimits {
-        QueueLimits {
-            max_messages: self.config.max_queued_messages,
-            max_bytes: self.config.max_queued_bytes,
-            queue_qos0_offline: self.config.queue_qos0_messages,
-        }
+        queue_limits(&self.config())
+    }
+}
+
+/// The per-client queue bounds in `cfg`.
+fn queue_limits(cfg: &Config) -> QueueLimits {
+    QueueLimits {
+        max_messages: cfg.max_queued_messages,
+        max_bytes: cfg.max_queued_bytes,
+        queue_qos0_offline: cfg.queue_qos0_messages,
     }
 }
 

@@ -82,7 +82,7 @@ impl Broker {
     /// bound is idle (each is being read, or its CONNECT checked or refused), the new socket is
     /// refused instead: `false`, and the caller closes it. The bounds are never exceeded.
     pub fn admit_pending(&self, conn_id: u64, stream: Arc<Pipe>, peer: SocketAddr) -> bool {
-        let cfg = &self.config;
+        let cfg = self.config();
         let ip = peer.ip();
         let mut pool = self.pending.lock();
         let address_full =

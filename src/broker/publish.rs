@@ -71,7 +71,9 @@ impl Broker {
     ) -> usize {
         // $SYS is regenerated every interval: neither history nor worth keeping.
         let sys = msg.topic.starts_with("$SYS/");
-        if self.config.history_per_topic > 0 && !sys {
+        // One read of the current settings per message (a config reload may change them).
+        let cfg = self.config();
+        if cfg.history_per_topic > 0 && !sys {
             scratch.history.push(msg.clone());
         }
         if msg.retain {
@@ -88,7 +90,7 @@ impl Broker {
         scratch.groups.clear();
         self.router
             .route(&msg, &mut scratch.targets, &mut scratch.groups);
-        let limits = self.queue_limits();
+        let limits = super::queue_limits(&cfg);
         let acl = self.delivery_acl();
         let matched = scratch.targets.len() + scratch.groups.len();
         for (session, delivery) in scratch.targets.drain(..) {
@@ -242,7 +244,15 @@ pub const DURABLE_WAIT: Duration = Duration::from_secs(5);
 /// database refused for good (a kept message for a session deleted meanwhile) never will: it
 /// is logged here, for `who`, and does not hold up the rest.
 pub(crate) fn wait_committed(tickets: Vec<DurableTicket>, who: &str) -> Result<(), String> {
-    let deadline = Instant::now() + DURABLE_WAIT;
+    wait_committed_until(tickets, who, Instant::now() + DURABLE_WAIT)
+}
+
+/// [`wait_committed`] with the deadline given: several waits in a row share one.
+pub(crate) fn wait_committed_until(
+    tickets: Vec<DurableTicket>,
+    who: &str,
+    deadline: Instant,
+) -> Result<(), String> {
     for mut ticket in tickets {
         let left = deadline.saturating_duration_since(Instant::now());
         match ticket.wait_timeout(left) {

@@ -13,7 +13,7 @@ impl Broker {
     /// True when `client_id` has connected more than `connect_rate_limit` times in the last
     /// minute (this attempt included).
     pub fn connect_rate_exceeded(&self, client_id: &str) -> bool {
-        let limit = self.config.connect_rate_limit as usize;
+        let limit = self.config().connect_rate_limit as usize;
         if limit == 0 || client_id.is_empty() {
             return false;
         }

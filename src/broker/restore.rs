@@ -49,7 +49,7 @@ fn restore_session(broker: &Broker, snap: SessionSnapshot, now: Instant, wall: i
     let client_id: Arc<str> = Arc::from(snap.record.client_id.as_str());
     let link = LinkLimits {
         protocol: snap.record.protocol_version,
-        receive_maximum: broker.config.max_inflight_messages,
+        receive_maximum: broker.config().max_inflight_messages,
         max_packet_size: u32::MAX,
         topic_alias_maximum: 0,
     };

@@ -1,24 +1,26 @@
-//! The MQTT listeners: a blocking `std::net::TcpListener` on the `acceptor` thread (plain TCP)
-//! and, with `tls_listen`, another on the `acceptor-tls` thread (MQTT over TLS: each socket gets
-//! a rustls `ServerConnection` in its [`Pipe`]; the handshake happens on the socket's own
-//! thread, as it reads, within `connect_timeout`); with `ws_listen` / `wss_listen`, the
-//! `acceptor-ws` / `acceptor-wss` threads (MQTT over WebSockets, plain or over TLS with the TLS
-//! listener's certificate settings; the HTTP upgrade too happens on the socket's own thread);
-//! one `client-<id>` thread per accepted socket, whichever listener took it. One listener of
-//! each kind for now. A socket enters the pending pool ([`pending`]),
+//! The MQTT listeners: blocking `std::net::TcpListener`s, each on its own acceptor thread: one
+//! per address of `listen` (plain TCP, `acceptor`), of `tls_listen` (MQTT over TLS,
+//! `acceptor-tls`: each socket gets a rustls `ServerConnection` in its [`Pipe`]; the handshake
+//! happens on the socket's own thread, as it reads, within `connect_timeout`), of `ws_listen`
+//! and `wss_listen` (MQTT over WebSockets, plain or over TLS with the TLS listeners' certificate
+//! settings, `acceptor-ws` / `acceptor-wss`; the HTTP upgrade too happens on the socket's own
+//! thread); one `client-<id>` thread per accepted socket, whichever listener took it (a thread
+//! whose socket ended parks for the next one: [`readers`]). A socket enters the pending pool
+//! ([`pending`]),
 //! bounded by `max_pending_connections` and `max_pending_per_address`, until its CONNECT
 //! arrives; only an accepted CONNECT takes one of the `max_clients` places (its refusal over
 //! the limit is answered on the socket's own thread, see `handle::connect`).
 //!
 //! [`pending`]: super::pending
+//! [`readers`]: super::readers
 //!
-//! The control page can stop and start the listener while the process runs. Stop closes the
-//! listener (woken from `accept()` by a connection to itself), then disconnects every client with
-//! DISCONNECT 0x8B (5.0) and waits, bounded, for their threads to finish.
+//! The control page can stop and start the listeners while the process runs. Stop closes every
+//! listener (each woken from `accept()` by a connection to itself), then disconnects every
+//! client with DISCONNECT 0x8B (5.0) and waits, bounded, for their threads to finish. Start
+//! binds them all again, on the addresses bound before (so port 0 keeps its port).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -26,14 +28,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::connection;
 use super::pipe::Pipe;
 use super::tls::TlsContext;
 use super::Broker;
 use crate::protocol::ReasonCode;
-
-/// Stack of a reader thread: decoding and routing are shallow.
-pub(super) const READER_STACK: usize = 256 * 1024;
 
 /// The kind of an MQTT listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,15 +54,18 @@ impl Transport {
     }
 }
 
-/// The plain listener's address and the others', as bound last time.
-type BoundBefore = (Option<SocketAddr>, Vec<(Transport, SocketAddr)>);
+/// One listener while running: its kind, bound address and acceptor thread.
+struct Bound {
+    transport: Transport,
+    addr: SocketAddr,
+    thread: JoinHandle<()>,
+}
 
 struct Running {
-    addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-    /// The TLS, ws and wss listeners' addresses and acceptor threads, when there are any.
-    extra: Vec<(Transport, SocketAddr, JoinHandle<()>)>,
+    /// The plain listeners first (the first is [`Server::addr`]), then TLS, ws and wss, each
+    /// kind in its setting's order.
+    listeners: Vec<Bound>,
 }
 
 pub struct Server {
@@ -72,41 +73,48 @@ pub struct Server {
     /// The TLS and wss listeners' setup (`tls_listen`, `wss_listen`), made once at start.
     tls: Option<Arc<TlsContext>>,
     running: Mutex<Option<Running>>,
-    /// The addresses bound last time (plain, then the others), so that a restart with port 0
-    /// keeps them.
-    last_addr: Mutex<BoundBefore>,
+    /// The addresses bound last time, in the order of [`Server::wanted`], so that a restart
+    /// with port 0 keeps them.
+    last_addr: Mutex<Vec<SocketAddr>>,
 }
 
 impl Server {
-    /// The plain listener only.
+    /// The plain listeners only.
     pub fn new(broker: Arc<Broker>) -> Arc<Server> {
         Self::with_tls(broker, None)
     }
 
-    /// The plain listener and, with `tls`, the TLS listener (and the wss one).
+    /// The plain listeners and, with `tls`, the TLS listeners (and the wss ones).
     pub fn with_tls(broker: Arc<Broker>, tls: Option<Arc<TlsContext>>) -> Arc<Server> {
         Arc::new(Server {
             broker,
             tls,
             running: Mutex::new(None),
-            last_addr: Mutex::new((None, Vec::new())),
+            last_addr: Mutex::new(Vec::new()),
         })
     }
 
-    /// The bound address of the `transport` listener while running.
+    /// The bound address of the first `transport` listener while running.
     pub fn addr_of(&self, transport: Transport) -> Option<SocketAddr> {
         let running = self.running.lock();
-        let r = running.as_ref()?;
-        if transport == Transport::Tcp {
-            return Some(r.addr);
-        }
-        r.extra
+        running
+            .as_ref()?
+            .listeners
             .iter()
-            .find(|(t, _, _)| *t == transport)
-            .map(|(_, a, _)| *a)
+            .find(|l| l.transport == transport)
+            .map(|l| l.addr)
     }
 
-    /// The TLS listener's bound address while running.
+    /// Every listener's kind and bound address while running (none when stopped): plain
+    /// first, then TLS, ws and wss.
+    pub fn listeners(&self) -> Vec<(Transport, SocketAddr)> {
+        let running = self.running.lock();
+        running.as_ref().map_or_else(Vec::new, |r| {
+            r.listeners.iter().map(|l| (l.transport, l.addr)).collect()
+        })
+    }
+
+    /// The first TLS listener's bound address while running.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.addr_of(Transport::Tls)
     }
@@ -115,98 +123,117 @@ impl Server {
         &self.broker
     }
 
-    /// The bound address while running.
+    /// The first plain listener's bound address while running.
     pub fn addr(&self) -> Option<SocketAddr> {
-        self.running.lock().as_ref().map(|r| r.addr)
+        self.addr_of(Transport::Tcp)
     }
 
-    /// Binds the listeners and starts accepting; a no-op when already running. Logs
-    /// `MQTT listening on ADDR:PORT` with the port actually bound, and for the others
-    /// `MQTT listening on ADDR:PORT (tls)` (`ws`, `wss`).
-    pub fn start(&self) -> io::Result<SocketAddr> {
-        let mut running = self.running.lock();
-        if let Some(r) = running.as_ref() {
-            return Ok(r.addr);
-        }
-        let (last_plain, last_extra) = self.last_addr.lock().clone();
-        let listener = TcpListener::bind(last_plain.unwrap_or(self.broker.config.listen))?;
-        let addr = listener.local_addr()?;
-        let cfg = &self.broker.config;
-        let wanted = [
-            (Transport::Tls, self.tls.as_ref().and_then(|c| c.listen)),
-            (Transport::Ws, cfg.ws_listen),
-            (Transport::Wss, cfg.wss_listen),
+    /// The listeners the settings ask for, in order, with the TLS context of the TLS ones (a
+    /// TLS or wss address without a context, as with [`Server::new`], is left out).
+    fn wanted(&self) -> Vec<(Transport, SocketAddr, Option<Arc<TlsContext>>)> {
+        let cfg = self.broker.config();
+        let kinds = [
+            (Transport::Tcp, &cfg.listen),
+            (Transport::Tls, &cfg.tls_listen),
+            (Transport::Ws, &cfg.ws_listen),
+            (Transport::Wss, &cfg.wss_listen),
         ];
-        let mut listeners = Vec::new();
-        for (transport, listen) in wanted {
-            let Some(listen) = listen else { continue };
+        let mut wanted = Vec::new();
+        for (transport, addrs) in kinds {
             let tls = match transport {
                 Transport::Tls | Transport::Wss => match &self.tls {
                     Some(ctx) => Some(ctx.clone()),
                     None => continue,
                 },
-                _ => None,
+                Transport::Tcp | Transport::Ws => None,
             };
-            let at = last_extra
-                .iter()
-                .find(|(t, _)| *t == transport)
-                .map_or(listen, |(_, a)| *a);
+            wanted.extend(addrs.iter().map(|a| (transport, *a, tls.clone())));
+        }
+        wanted
+    }
+
+    /// Binds every listener and starts accepting; a no-op when already running. Returns the
+    /// first plain listener's address. Logs `MQTT listening on ADDR:PORT` for each plain one,
+    /// with the port actually bound, and `MQTT listening on ADDR:PORT (tls)` (`ws`, `wss`) for
+    /// the others. If one cannot bind, none runs; the error names it.
+    pub fn start(&self) -> io::Result<SocketAddr> {
+        let mut running = self.running.lock();
+        if let Some(addr) = running
+            .as_ref()
+            .and_then(|r| r.listeners.first())
+            .map(|l| l.addr)
+        {
+            return Ok(addr);
+        }
+        let wanted = self.wanted();
+        let last = self.last_addr.lock().clone();
+        let mut bound = Vec::with_capacity(wanted.len());
+        for (i, (transport, listen, tls)) in wanted.into_iter().enumerate() {
+            // The same settings give the same list, so index i is this listener last time.
+            let at = last.get(i).copied().unwrap_or(listen);
             let l = TcpListener::bind(at).map_err(|e| {
-                let what = transport.name().to_uppercase();
+                let what = match transport {
+                    Transport::Tcp => "MQTT".to_string(),
+                    t => t.name().to_uppercase(),
+                };
                 io::Error::new(e.kind(), format!("{what} listener on {listen}: {e}"))
             })?;
             let a = l.local_addr()?;
-            listeners.push((transport, l, a, tls));
+            bound.push((transport, l, a, tls));
         }
-        *self.last_addr.lock() = (
-            Some(addr),
-            listeners.iter().map(|(t, _, a, _)| (*t, *a)).collect(),
-        );
+        *self.last_addr.lock() = bound.iter().map(|(_, _, a, _)| *a).collect();
         let stop = Arc::new(AtomicBool::new(false));
-        let broker = self.broker.clone();
-        let flag = stop.clone();
-        let thread = thread::Builder::new()
-            .name("acceptor".into())
-            .spawn(move || accept_loop(listener, broker, flag, Transport::Tcp, None))?;
-        log::info!("MQTT listening on {addr}");
-        let mut extra = Vec::new();
-        for (transport, l, a, tls) in listeners {
+        let mut listeners: Vec<Bound> = Vec::with_capacity(bound.len());
+        for (transport, l, addr, tls) in bound {
             let broker = self.broker.clone();
             let flag = stop.clone();
+            let name = match transport {
+                Transport::Tcp => "acceptor".to_string(),
+                t => format!("acceptor-{}", t.name()),
+            };
             let spawned = thread::Builder::new()
-                .name(format!("acceptor-{}", transport.name()))
+                .name(name)
                 .spawn(move || accept_loop(l, broker, flag, transport, tls));
             match spawned {
-                Ok(t) => {
-                    log::info!("MQTT listening on {a} ({})", transport.name());
-                    extra.push((transport, a, t));
+                Ok(thread) => {
+                    match transport {
+                        Transport::Tcp => log::info!("MQTT listening on {addr}"),
+                        t => log::info!("MQTT listening on {addr} ({})", t.name()),
+                    }
+                    listeners.push(Bound {
+                        transport,
+                        addr,
+                        thread,
+                    });
                 }
                 Err(e) => {
-                    stop_acceptor(&stop, addr, thread);
-                    for (_, a, t) in extra {
-                        stop_acceptor(&stop, a, t);
+                    for l in listeners {
+                        stop_acceptor(&stop, l.addr, l.thread);
                     }
                     return Err(e);
                 }
             }
         }
-        *running = Some(Running {
-            addr,
-            stop,
-            thread,
-            extra,
-        });
-        Ok(addr)
+        let Some(first) = listeners.first().map(|l| l.addr) else {
+            // `listen` is never empty (the settings refuse `off` for it).
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no MQTT listener",
+            ));
+        };
+        *running = Some(Running { stop, listeners });
+        Ok(first)
     }
 
-    /// Stops accepting and disconnects every client; the process keeps running.
+    /// Stops accepting on every listener and disconnects every client; the process keeps
+    /// running.
     pub fn stop(&self) {
         let Some(r) = self.running.lock().take() else {
             return;
         };
-        stop_acceptor(&r.stop, r.addr, r.thread);
-        for (_, addr, thread) in r.extra {
-            stop_acceptor(&r.stop, addr, thread);
+        let addrs: Vec<String> = r.listeners.iter().map(|l| l.addr.to_string()).collect();
+        for l in r.listeners {
+            stop_acceptor(&r.stop, l.addr, l.thread);
         }
         self.broker.disconnect_all(ReasonCode::ServerShuttingDown);
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -216,7 +243,7 @@ impl Server {
         {
             thread::sleep(Duration::from_millis(10));
         }
-        log::info!("MQTT listener on {} stopped", r.addr);
+        log::info!("MQTT listener on {} stopped", addrs.join(", "));
     }
 }
 
@@ -248,12 +275,13 @@ fn accept_loop(
     transport: Transport,
     tls: Option<Arc<TlsContext>>,
 ) {
-    let max_frame = u64::from(broker.config.max_packet_size) + super::ws::FRAME_SLACK;
-    for conn in listener.incoming() {
+    loop {
+        // accept() gives the peer's address with the socket: no getpeername per connection.
+        let conn = listener.accept();
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let stream = match conn {
+        let (stream, peer) = match conn {
             Ok(s) => s,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -261,9 +289,6 @@ fn accept_loop(
                 thread::sleep(Duration::from_millis(50));
                 continue;
             }
-        };
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
         };
         let pipe = match &tls {
             None => Pipe::plain(stream),
@@ -276,7 +301,11 @@ fn accept_loop(
             },
         };
         let pipe = match transport {
-            Transport::Ws | Transport::Wss => Pipe::ws(pipe, max_frame),
+            Transport::Ws | Transport::Wss => {
+                // Per socket: a config reload may change max_packet_size.
+                let max_frame = u64::from(broker.config().max_packet_size) + super::ws::FRAME_SLACK;
+                Pipe::ws(pipe, max_frame)
+            }
             Transport::Tcp | Transport::Tls => pipe,
         };
         let stream = Arc::new(pipe);
@@ -286,21 +315,7 @@ fn accept_loop(
             // Closed (dropped) unread: the pending pool is full of sockets being served.
             continue;
         }
-        let b = broker.clone();
-        let spawned = thread::Builder::new()
-            .name(format!("client-{conn_id}"))
-            .stack_size(READER_STACK)
-            .spawn(move || {
-                let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                    connection::run(b, stream, peer, conn_id)
-                }));
-                if result.is_err() {
-                    log::error!(
-                        "connection {conn_id} from {peer}: handler panicked; connection dropped"
-                    );
-                }
-            });
-        if let Err(e) = spawned {
+        if let Err(e) = broker.readers.serve(broker.clone(), stream, peer, conn_id) {
             broker.leave_pending(conn_id);
             log::error!("cannot start a thread for {peer}: {e}");
         }

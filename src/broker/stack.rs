@@ -55,6 +55,15 @@ impl StackTrim {
     }
 }
 
+/// Drops the pages below the caller's frame now, whatever the window says: for a thread about
+/// to wait long (a reader thread parked without a socket).
+pub fn trim_now() {
+    let low = stack_low();
+    if low != 0 {
+        trim_below_here(low);
+    }
+}
+
 #[cfg(target_os = "linux")]
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.

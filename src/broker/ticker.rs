@@ -30,13 +30,14 @@ impl Ticker {
         let thread = thread::Builder::new()
             .name("ticker".into())
             .spawn(move || {
-                let sys_interval = broker.config.sys_interval;
                 let mut next_sys = Instant::now();
                 let mut next_trim = Instant::now() + TRIM_EVERY;
                 while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(TICK) {
                     let now = Instant::now();
                     broker.expire(now);
                     broker.prune_connect_times(now);
+                    // Read each tick: a config reload may change it.
+                    let sys_interval = broker.config().sys_interval;
                     if !sys_interval.is_zero() && now >= next_sys {
                         sys::publish(&broker);
                         next_sys = now + sys_interval;

@@ -26,8 +26,6 @@ use crate::config::Config;
 /// What the TLS listener (and the wss listener, which shares its settings) hands each new
 /// connection.
 pub struct TlsContext {
-    /// `tls_listen`: `None` when only `wss_listen` needs the certificate.
-    pub listen: Option<std::net::SocketAddr>,
     /// certfile, keyfile and cafile as last read.
     config: certs::LiveConfig,
     /// `use_identity_as_username`: the client certificate's CN is the username, and a client
@@ -36,12 +34,12 @@ pub struct TlsContext {
 }
 
 impl TlsContext {
-    /// The TLS context for `cfg`'s TLS and wss listeners; `Ok(None)` when there is neither.
+    /// The TLS context for `cfg`'s TLS and wss listeners (all of them share it); `Ok(None)`
+    /// when there is none.
     /// The error is one line for a person (file unreadable, no certificate in it, key not
     /// matching).
     pub fn from_config(cfg: &Config) -> Result<Option<Arc<TlsContext>>, String> {
-        let listen = cfg.tls_listen;
-        if listen.is_none() && cfg.wss_listen.is_none() {
+        if cfg.tls_listen.is_empty() && cfg.wss_listen.is_empty() {
             return Ok(None);
         }
         let (Some(certfile), Some(keyfile)) = (cfg.certfile.clone(), cfg.keyfile.clone()) else {
@@ -60,7 +58,6 @@ impl TlsContext {
             server_config(&certfile, &keyfile, cafile.as_deref(), require)
         })?;
         Ok(Some(Arc::new(TlsContext {
-            listen,
             config,
             identity_as_username: cfg.use_identity_as_username,
         })))

@@ -54,7 +54,7 @@ impl Broker {
     /// The Session Expiry Interval we grant: the client's, capped by
     /// `persistent_client_expiration` when that is set.
     pub fn cap_session_expiry(&self, requested: u32) -> u32 {
-        match self.config.persistent_client_expiration {
+        match self.config().persistent_client_expiration {
             Some(limit) => {
                 let limit = u32::try_from(limit.as_secs()).unwrap_or(session::NEVER_EXPIRES - 1);
                 requested.min(limit)

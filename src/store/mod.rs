@@ -59,7 +59,7 @@ mod web_admin;
 mod worker;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -187,6 +187,11 @@ pub(crate) struct Shared {
     last_error: Mutex<Option<String>>,
     acl: RwLock<Arc<AclSet>>,
     acl_generation: AtomicU64,
+    /// `history_per_topic` and `history_max_topics`: from [`StoreOptions`] at start, then as a
+    /// config reload sets them ([`StoreHandle::set_history_limits`]); the thread reads them for
+    /// each batch.
+    history_per_topic: AtomicU32,
+    history_max_topics: AtomicU64,
     /// Set by `shutdown`, in case the durable channel is full (the thread checks it at least
     /// once a second).
     stop: AtomicBool,
@@ -325,6 +330,8 @@ impl Store {
             last_error: Mutex::new(None),
             acl: RwLock::new(Arc::new(acl)),
             acl_generation: AtomicU64::new(1),
+            history_per_topic: AtomicU32::new(opts.history_per_topic),
+            history_max_topics: AtomicU64::new(opts.history_max_topics),
             stop: AtomicBool::new(false),
         });
         // Unbounded so that a send never blocks; `max_backlog` bounds what it holds.
@@ -752,6 +759,17 @@ impl StoreHandle {
     /// a change made by another process (the admin command line).
     pub fn acl(&self) -> Arc<AclSet> {
         self.inner.shared.acl.read().clone()
+    }
+
+    /// New history bounds (a config reload): messages kept per topic from the next message
+    /// recorded (older rows of a topic go at its next message), topics kept from the next
+    /// commit (the least recently seen forgotten first).
+    pub fn set_history_limits(&self, per_topic: u32, max_topics: u64) {
+        let shared = &self.inner.shared;
+        shared.history_per_topic.store(per_topic, Ordering::Relaxed);
+        shared
+            .history_max_topics
+            .store(max_topics, Ordering::Relaxed);
     }
 
     /// Increases each time [`StoreHandle::acl`] changes, to refresh a cached copy.

@@ -424,6 +424,10 @@ impl Worker {
             .store(self.writes.len() as u64, Ordering::Relaxed);
     }
 
+    fn history_per_topic(&self) -> u32 {
+        self.shared.history_per_topic.load(Ordering::Relaxed)
+    }
+
     fn take_history(&mut self, h: History) {
         self.shared
             .history_queued
@@ -431,7 +435,7 @@ impl Worker {
         if self.failing() {
             self.shared.shed.fetch_add(h.records(), Ordering::Relaxed);
         } else {
-            self.hist.push(h, self.opts.history_per_topic as usize);
+            self.hist.push(h, self.history_per_topic() as usize);
             self.touch();
         }
     }
@@ -478,10 +482,10 @@ impl Worker {
         let mut admin_results = Vec::with_capacity(self.admin.len());
         let mut refused: Vec<(usize, String)> = Vec::new();
         let payload_limit = self.opts.history_payload_limit;
-        let keep = self.opts.history_per_topic;
+        let keep = self.history_per_topic();
         let mut topics = TopicBound {
             kept: self.shared.topics.load(Ordering::Relaxed),
-            max: self.opts.history_max_topics,
+            max: self.shared.history_max_topics.load(Ordering::Relaxed),
             forgotten: 0,
         };
         let result = (|| -> rusqlite::Result<usize> {
@@ -678,7 +682,7 @@ impl Worker {
             }
         }
         while let Ok(h) = self.history.try_recv() {
-            self.hist.push(h, self.opts.history_per_topic as usize);
+            self.hist.push(h, self.history_per_topic() as usize);
         }
         self.retry_at = None;
         for attempt in 0..3 {

@@ -483,10 +483,13 @@ fn read_some(stream: &mut Stream, chunk: &mut [u8], peer: SocketAddr) -> Option<
 /// Writes the answer (each write may wait [`WRITE_TIMEOUT`]), then closes: our side first
 /// (after TLS's close_notify), then the rest after reading and discarding what the client still
 /// sends (an unread body) for at most [`LINGER`].
-fn finish(stream: &mut Stream, reply: Reply, head_only: bool) {
-    let bytes = http::encode(reply, head_only);
+fn finish(stream: &mut Stream, mut reply: Reply, head_only: bool) {
     stream.set_limit(Limit::EachCall(WRITE_TIMEOUT));
-    let mut written = stream.write_all(&bytes).and_then(|()| stream.flush());
+    let mut written = match reply.download.take() {
+        Some(backup) => backup.send(stream, head_only),
+        None => stream.write_all(&http::encode(reply, head_only)),
+    }
+    .and_then(|()| stream.flush());
     if let (Ok(()), Stream::Tls(t)) = (&written, &mut *stream) {
         t.conn.send_close_notify();
         written = t.flush();

@@ -4,6 +4,7 @@
 //! carries. Pure: the sockets are [`conn`](super::conn)'s.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -161,6 +162,9 @@ pub struct Reply {
     pub content_type: &'static str,
     pub body: Vec<u8>,
     pub headers: Vec<(String, String)>,
+    /// Instead of `body`: a database backup the connection thread makes and sends
+    /// ([`super::download`]).
+    pub download: Option<Arc<super::download::Backup>>,
 }
 
 impl Reply {
@@ -170,6 +174,7 @@ impl Reply {
             content_type,
             body: body.into(),
             headers: Vec::new(),
+            download: None,
         }
     }
 
@@ -266,9 +271,19 @@ pub fn parse_head(head: &[u8], peer: IpAddr) -> Result<(Req, usize), Reply> {
 /// connection carries one request: `Connection: close`. `head_only` (a HEAD request): the
 /// headers without the body.
 pub fn encode(reply: Reply, head_only: bool) -> Vec<u8> {
+    let mut bytes = encode_head(&reply, reply.body.len() as u64);
+    if !head_only {
+        bytes.extend_from_slice(&reply.body);
+    }
+    bytes
+}
+
+/// The status line and headers of `reply` (see [`encode`]) for a body of `length` bytes that
+/// the caller sends after them.
+pub fn encode_head(reply: &Reply, length: u64) -> Vec<u8> {
     let mut headers: Vec<(String, String)> = vec![
         ("Content-Type".into(), reply.content_type.into()),
-        ("Content-Length".into(), reply.body.len().to_string()),
+        ("Content-Length".into(), length.to_string()),
         ("Connection".into(), "close".into()),
         ("X-Content-Type-Options".into(), "nosniff".into()),
         ("X-Frame-Options".into(), "DENY".into()),
@@ -283,7 +298,7 @@ pub fn encode(reply: Reply, head_only: bool) -> Vec<u8> {
     if !reply.headers.iter().any(|(n, _)| n == "Cache-Control") {
         headers.push(("Cache-Control".into(), "no-store".into()));
     }
-    headers.extend(reply.headers);
+    headers.extend(reply.headers.iter().cloned());
     let mut out = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
     for (name, value) in headers {
         // A header value never carries a line break (it would split the response).
@@ -292,11 +307,7 @@ pub fn encode(reply: Reply, head_only: bool) -> Vec<u8> {
         }
     }
     out.push_str("\r\n");
-    let mut bytes = out.into_bytes();
-    if !head_only {
-        bytes.extend_from_slice(&reply.body);
-    }
-    bytes
+    out.into_bytes()
 }
 
 fn reason(status: u16) -> &'static str {
@@ -314,6 +325,7 @@ fn reason(status: u16) -> &'static str {
         411 => "Length Required",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
+        422 => "Unprocessable Content",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",

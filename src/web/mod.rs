@@ -15,6 +15,7 @@
 //! - [`api`]: the JSON shapes (stable names, see the README)
 //! - [`auth`]: the admin login: sessions, CSRF, HTTP Basic, slowing down wrong passwords
 //! - [`metrics`]: rates and the Prometheus text at `/metrics`
+//! - [`download`]: the database backup download, made and sent on the connection's thread
 //! - [`tls`]: HTTPS: the page's certificate and key, read at start
 //!
 //! Stops by [`Web::stop`]: a flag and a connection to itself end the accept loop, then a stop
@@ -23,6 +24,7 @@
 pub mod api;
 pub mod auth;
 pub mod conn;
+pub mod download;
 pub mod http;
 pub mod metrics;
 pub mod routes;
@@ -58,11 +60,12 @@ impl Web {
     pub fn start(
         server: Arc<Server>,
         tls: Option<Arc<crate::certs::LiveConfig>>,
+        reloader: Arc<crate::reload::Reloader>,
     ) -> std::io::Result<Web> {
         let broker = server.broker().clone();
-        let auth = AdminAuth::setup(broker.config.admin_password.as_deref(), &broker.store)
+        let auth = AdminAuth::setup(broker.config().admin_password.as_deref(), &broker.store)
             .map_err(std::io::Error::other)?;
-        let tcp = TcpListener::bind(broker.config.web_listen)?;
+        let tcp = TcpListener::bind(broker.config().web_listen)?;
         let addr = tcp.local_addr()?;
         let listener = conn::Listener::new();
         // Each connection has at most one request waiting: the channel never blocks a sender
@@ -74,6 +77,8 @@ impl Web {
             auth,
             rates: Rates::default(),
             http: listener.clone(),
+            reloader,
+            backups: download::Slot::default(),
         };
         let thread = thread::Builder::new()
             .name("web".into())

@@ -39,6 +39,10 @@ pub struct Ctx {
     pub listener_since: Option<Instant>,
     /// The HTTP connections' bounds and counts.
     pub http: Arc<super::conn::Listener>,
+    /// Re-reads the config file (the "Reload config" button).
+    pub reloader: Arc<crate::reload::Reloader>,
+    /// The one backup download at a time.
+    pub backups: super::download::Slot,
 }
 
 type Handler = fn(&mut Ctx, &Req, &Who) -> Reply;
@@ -50,6 +54,8 @@ const ROUTES: &[(Method, &str, Handler)] = &[
     (Method::Post, "/api/admin/password", admin_password),
     (Method::Post, "/api/server/start", server_start),
     (Method::Post, "/api/server/stop", server_stop),
+    (Method::Post, "/api/config/reload", config_reload),
+    (Method::Get, "/api/backup", backup_download),
     (Method::Get, "/api/rates", rates),
     (Method::Get, "/api/topics", topics),
     (Method::Get, "/api/messages", messages),
@@ -152,6 +158,12 @@ pub fn status(ctx: &Ctx) -> Value {
     json!({
         "running": running.is_some(),
         "mqtt_address": running.map(|a| a.to_string()),
+        // Every MQTT listener as bound (port 0 resolved); empty while stopped.
+        "listeners": server
+            .listeners()
+            .into_iter()
+            .map(|(t, a)| json!({ "transport": t.name(), "address": a.to_string() }))
+            .collect::<Vec<Value>>(),
         "uptime_seconds": b.started.elapsed().as_secs(),
         "running_seconds": running.and(ctx.listener_since).map(|t| t.elapsed().as_secs()),
         "clients_connected": b.connection_count(),
@@ -270,6 +282,37 @@ fn server_stop(ctx: &mut Ctx, _req: &Req, _who: &Who) -> Reply {
     Reply::json(&status(ctx))
 }
 
+/// `POST /api/config/reload`: the same reload as SIGHUP; the summary as JSON (see
+/// [`crate::reload::Outcome::to_json`]), with 422 when the file was not applied.
+fn config_reload(ctx: &mut Ctx, _req: &Req, _who: &Who) -> Reply {
+    let outcome = ctx.reloader.reload("the page");
+    let status = if outcome.error.is_some() { 422 } else { 200 };
+    Reply::json_status(status, &outcome.to_json())
+}
+
+/// `GET /api/backup`: the database as a download (see [`super::download`]); 409 while another
+/// backup is being made or sent. Not for a cross-site request: each one costs a copy of the
+/// database.
+fn backup_download(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
+    if req
+        .header("sec-fetch-site")
+        .is_some_and(|s| s.eq_ignore_ascii_case("cross-site"))
+    {
+        return Reply::error(403, "cross-site request refused");
+    }
+    let Some(slot) = ctx.backups.take() else {
+        return Reply::new(
+            409,
+            "text/plain; charset=utf-8",
+            "a backup is already being made or downloaded; try again when it is done\n",
+        );
+    };
+    let db = ctx.server.broker().config().db.clone();
+    let mut reply = Reply::new(200, "application/vnd.sqlite3", Vec::new());
+    reply.download = Some(Arc::new(super::download::Backup::new(db, slot)));
+    reply
+}
+
 fn rates(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
     let seconds = match api::uint_param(req, "seconds", 120, metrics::KEEP_SAMPLES) {
         Ok(s) => s,
@@ -323,7 +366,7 @@ fn topics(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
     let stats = store.stats();
     v["topics_kept"] = json!(stats.history_topics);
     v["topics_forgotten"] = json!(stats.history_topics_forgotten);
-    v["max_topics"] = json!(ctx.server.broker().config.history_max_topics);
+    v["max_topics"] = json!(ctx.server.broker().config().history_max_topics);
     Reply::json(&v)
 }
 
@@ -749,7 +792,7 @@ fn acl_del(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
 
 fn publish(ctx: &mut Ctx, req: &Req, _who: &Who) -> Reply {
     let broker = ctx.server.broker().clone();
-    let cfg = &broker.config;
+    let cfg = broker.config();
     let msg = match (|| -> Result<Message, Reply> {
         let body = api::object(req)?;
         let topic = api::str_field(&body, "topic")?;

@@ -3,6 +3,7 @@
 * ``broker``: the real binary (``MQTT5_BROKER_BIN``, else target/release/mqtt5-broker, else
   target/debug/mqtt5-broker) on 127.0.0.1 with OS-chosen ports, a fresh database and
   ``--admin-password``; stopped by SIGTERM to its own PID (SIGKILL after 10 s).
+  ``broker_with_config``: the same with ``--config`` naming ``config_file``.
 * ``browser``: headless Chromium from Debian's ``chromium`` package, driven through Debian's
   ``chromium-driver`` by Selenium (pip). Both paths are given explicitly and Selenium Manager
   is kept offline, so nothing downloads a browser. Override with ``CHROMIUM_BIN`` /
@@ -76,6 +77,24 @@ def _stop(b: RunningBroker):
 
 @pytest.fixture
 def broker(tmp_path, request):
+    yield from _run_broker(tmp_path, request, [])
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    """A config file (``max_clients 20``) the ``broker_with_config`` broker is started with."""
+    path = tmp_path / "mqtt5-broker.conf"
+    path.write_text("max_clients 20\n")
+    return path
+
+
+@pytest.fixture
+def broker_with_config(tmp_path, request, config_file):
+    """``broker``, started with ``--config`` naming ``config_file``."""
+    yield from _run_broker(tmp_path, request, ["--config", str(config_file)])
+
+
+def _run_broker(tmp_path, request, extra):
     log_path = tmp_path / "broker.log"
     env = dict(os.environ, RUST_LOG="info", RUST_LOG_STYLE="never")
     env.pop("MQTT5_BROKER_BIN", None)  # ours, not a broker setting
@@ -86,6 +105,7 @@ def broker(tmp_path, request):
         "--db", str(tmp_path / "b.db"),
         "--admin-password", ADMIN_PASSWORD,
         "--allow-anonymous",
+        *extra,
     ]  # fmt: skip
     with open(log_path, "wb") as logf:
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)

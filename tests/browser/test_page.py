@@ -362,3 +362,52 @@ def test_control_page_end_to_end(broker, browser):
         stop_traffic.set()
         for c in clients:
             c.close()
+
+
+def log_in(page, broker):
+    page.d.get(broker.url)
+    wait_until("login form", lambda: page.visible("#login-form"))
+    page.el("#login-password").send_keys(ADMIN_PASSWORD)
+    page.el("#login-submit").click()
+    wait_until("the app", lambda: page.visible("#app-view"))
+
+
+def test_reload_config_button_shows_what_changed_and_backup_link_downloads(
+    broker_with_config, config_file, browser
+):
+    """Reload config: the page shows the applied change and the setting that needs a restart;
+    Download backup: the link's GET, with the page's session, is a SQLite database."""
+    broker = broker_with_config
+    page = Page(browser, broker)
+    log_in(page, broker)
+    config_file.write_text("max_clients 50\nws_listen 127.0.0.1:0\n")
+    page.el("#btn-reload").click()
+    text = wait_until(
+        "the reload summary",
+        lambda: "max_clients" in page.el("#notice").text and page.el("#notice").text,
+    )
+    assert "max_clients 20 → 50" in text, text
+    assert "Needs a restart (not applied): ws_listen off → 127.0.0.1:0" in text, text
+    assert "config reload: max_clients 20 -> 50" in broker.log()
+
+    # A file that does not parse: the page shows why, nothing changes.
+    config_file.write_text("max_clients 50\nno_such_setting 1\n")
+    page.el("#btn-reload").click()
+    wait_until(
+        "the reload error",
+        lambda: "no_such_setting" in page.el("#notice").text
+        and "error" in page.el("#notice").get_attribute("class"),
+    )
+
+    link = page.el("#btn-backup")
+    assert link.get_attribute("href") == broker.url + "api/backup"
+    head = page.d.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0], {credentials: 'same-origin'})"
+        ".then(r => r.arrayBuffer().then(b => done({status: r.status,"
+        " type: r.headers.get('Content-Type'),"
+        " magic: String.fromCharCode(...new Uint8Array(b.slice(0, 15)))})))"
+        ".catch(e => done({error: String(e)}));",
+        link.get_attribute("href"),
+    )
+    assert head == {"status": 200, "type": "application/vnd.sqlite3", "magic": "SQLite format 3"}, head

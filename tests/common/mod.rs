@@ -9,6 +9,7 @@
 //!   mismatch panics with expected / received / diff in hex, matching nibbles shown
 //!   as dots, in the manner of Mosquitto's own test suite.
 //! * [`packet`]: a tiny, annotated builder of client packets.
+//! * [`web`]: the control page's HTTP API (one request, HTTP Basic for the admin).
 //! * [`procfs`]: the broker's memory, threads and descriptors, failing when it is gone.
 //! * [`Broker::wait_for_log`] and [`Broker::await_db`] (a query on the broker's database file)
 //!   wait for state with a deadline, for the writes no client can see acknowledged.
@@ -22,6 +23,7 @@ pub mod mosquitto;
 pub mod procfs;
 pub mod raw;
 pub mod rq5;
+pub mod web;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -41,7 +43,7 @@ pub const DB_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running broker process owned by one test.
 pub struct Broker {
-    /// The MQTT listener (from the `MQTT listening on` log line).
+    /// The (first) plain MQTT listener (from the first `MQTT listening on` log line).
     pub mqtt: SocketAddr,
     /// The web listener (from the `web page on http://…/` or `https://…/` log line).
     pub web: SocketAddr,
@@ -116,7 +118,11 @@ impl Broker {
                 .filter(|l| !l.ends_with(')'))
                 .flat_map(|l| [l, "\n"])
                 .collect();
-            let mqtt = last_addr_after(&plain, "MQTT listening on ");
+            // The first plain one: `--listen` (more plain listeners log after it).
+            let mqtt = plain
+                .lines()
+                .find(|l| l.contains("MQTT listening on "))
+                .and_then(|l| last_addr_after(l, "MQTT listening on "));
             let web = last_addr_after(&text, "web page on http://")
                 .or_else(|| last_addr_after(&text, "web page on https://"));
             let other = |kind: &str| {
@@ -212,6 +218,13 @@ impl Broker {
     /// The broker's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `kill -HUP` to the broker (its own child, by PID): reload the config and certificates.
+    pub fn sighup(&self) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid");
+        // SAFETY: kill(2) with our own child's PID and a valid signal.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
     }
 
     /// The database file in use.
@@ -918,6 +931,28 @@ pub fn api_status(web: std::net::SocketAddr) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("bad JSON {e}: {body}"))
 }
 
+/// The value of the Prometheus sample `name` (no labels) in `GET /metrics` on the broker's web
+/// listener, as `admin` with `admin_password` (`--admin-password`); a panic when it is missing.
+pub fn metric(web: std::net::SocketAddr, admin_password: &str, name: &str) -> f64 {
+    use base64ct::Encoding;
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&web, std::time::Duration::from_secs(5))
+        .expect("connect to web listener");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let auth = base64ct::Base64::encode_string(format!("admin:{admin_password}").as_bytes());
+    let request = format!(
+        "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read /metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in /metrics: {text}"))
+}
+
 /// Runs `mqtt5-broker --db DB ARGS...` (an admin subcommand such as `user add` or `backup`)
 /// with `stdin` when given (the password), and returns what it printed; killed (our own
 /// child, by its handle) and a panic when it does not finish within `limit`.
@@ -975,35 +1010,4 @@ pub fn closed_by_peer(s: &TcpStream) -> bool {
     };
     s.set_nonblocking(false).expect("blocking");
     closed
-}
-
-/// One request to the web listener as `admin` (HTTP Basic with `admin_password`), JSON body
-/// when given: the status code and the response body.
-pub fn web_request(
-    web: SocketAddr,
-    method: &str,
-    path: &str,
-    admin_password: &str,
-    body: Option<&str>,
-) -> (u16, String) {
-    use base64ct::Encoding;
-    let mut s = TcpStream::connect_timeout(&web, IO_TIMEOUT).expect("connect to web listener");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let auth = base64ct::Base64::encode_string(format!("admin:{admin_password}").as_bytes());
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {web}\r\nConnection: close\r\nAuthorization: Basic \
-         {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("send request");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read response");
-    let (head, rest) = text.split_once("\r\n\r\n").expect("HTTP head and body");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    (status, rest.to_string())
 }

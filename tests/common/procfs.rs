@@ -152,3 +152,32 @@ pub fn threads_named(pid: u32, prefix: &str) -> u64 {
     status(pid);
     n
 }
+
+/// The ids (TIDs) of the threads whose name starts with `prefix`, sorted.
+pub fn thread_ids_named(pid: u32, prefix: &str) -> Vec<u32> {
+    status(pid);
+    let mut ids: Vec<u32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("broker process {pid}: /proc/{pid}/task: {e}"))
+        .filter_map(Result::ok)
+        .filter(|t| fs::read_to_string(t.path().join("comm")).is_ok_and(|n| n.starts_with(prefix)))
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Reader threads parked for the next socket (`reader-idle`): the broker keeps at most this
+/// many once their clients are gone.
+pub const MAX_PARKED_READERS: u64 = 32;
+
+/// Threads less those parked for the next socket (`reader-idle`, at most
+/// [`MAX_PARKED_READERS`]): what must fall back to its count before clients came once they are
+/// gone. Panics when more than that many are parked: the cache is bounded.
+pub fn threads_not_parked(pid: u32) -> u64 {
+    let parked = threads_named(pid, "reader-idle");
+    assert!(
+        parked <= MAX_PARKED_READERS,
+        "{parked} reader threads parked, bound {MAX_PARKED_READERS}"
+    );
+    threads(pid).saturating_sub(parked)
+}

@@ -70,14 +70,16 @@ def _broker_bin() -> Path:
     return p
 
 
-def _start(tmp_path: Path, extra_args=()) -> RunningBroker:
+def _start(tmp_path: Path, extra_args=(), listen=True) -> RunningBroker:
+    """The broker with `extra_args`, on `--listen 127.0.0.1:0` unless `listen` is false (then
+    the plain listeners come from `extra_args`, e.g. a config file's `listener` blocks)."""
     log_path = tmp_path / "broker.log"
     env = dict(os.environ)
     env["RUST_LOG"] = os.environ.get("MQTT5_INTEROP_RUST_LOG", "info")
     env["RUST_LOG_STYLE"] = "never"
     cmd = [
         str(_broker_bin()),
-        "--listen", "127.0.0.1:0",
+        *(["--listen", "127.0.0.1:0"] if listen else []),
         "--web-listen", "127.0.0.1:0",
         "--db", str(tmp_path / "t.db"),
         "--allow-anonymous",

@@ -89,9 +89,12 @@ class PahoClient:
         transport: str = "tcp",
         ws_path: str = "/mqtt",
         ca_certs: str | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
     ):
         """`transport="websockets"` speaks MQTT over WebSockets on `ws_path`; `ca_certs`
-        turns on TLS trusting that CA file (wss with websockets)."""
+        turns on TLS trusting that CA file (wss with websockets), presenting the client
+        certificate `certfile` (key `keyfile`) when given."""
         self.host, self.port = addr
         self.version = version
         self.client_id = new_client_id("p") if client_id is None else client_id
@@ -111,7 +114,7 @@ class PahoClient:
         if transport == "websockets":
             self.c.ws_set_options(path=ws_path)
         if ca_certs is not None:
-            self.c.tls_set(ca_certs=ca_certs)
+            self.c.tls_set(ca_certs=ca_certs, certfile=certfile, keyfile=keyfile)
         if will is not None:
             topic, payload, qos, retain = will
             self.c.will_set(topic, payload, qos=qos, retain=retain)
@@ -387,10 +390,12 @@ def mosq_pub(
     null: bool = False,
     props=(),
     timeout: float = WAIT,
+    extra=(),
 ):
     """Run mosquitto_pub once. `messages`: one str (-m) or a list of lines (-l, one
     connection, published in order). `null`: zero-length payload (-n).
-    `props`: [("user-property", "k", "v"), ("content-type", "x")] → -D publish ..."""
+    `props`: [("user-property", "k", "v"), ("content-type", "x")] → -D publish ...
+    `extra`: more arguments (e.g. `--cafile CA` for a TLS listener)."""
     host, port = addr
     cmd = ["mosquitto_pub", "-h", host, "-p", str(port), "-V", _vflag(version, long=False),
            "-i", new_client_id("m"), "-t", topic, "-q", str(qos)]  # fmt: skip
@@ -398,6 +403,7 @@ def mosq_pub(
         cmd.append("-r")
     for p in props:
         cmd += ["-D", "publish", *p]
+    cmd += list(extra)
     stdin = None
     if null:
         cmd.append("-n")

@@ -18,6 +18,7 @@ use crate::broker::publish::Routing;
 use crate::broker::registry::OpenRequest;
 use crate::broker::session::{LinkLimits, NEVER_EXPIRES};
 use crate::broker::{sys, Broker};
+use crate::config::Config;
 use crate::login::Login;
 use crate::protocol::{
     ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode, MAX_REMAINING_LENGTH,
@@ -39,11 +40,11 @@ pub fn connack_refusal(reason: ReasonCode) -> Packet {
 /// loopback session (trusted, see `broker::loopback`), so no password is checked.
 fn check(
     broker: &Broker,
+    cfg: &Config,
     c: &Connect,
     peer: SocketAddr,
     identified: bool,
 ) -> Result<(), (ReasonCode, &'static str)> {
-    let cfg = &broker.config;
     if c.client_id.len() > cfg.max_client_id_len {
         return Err((ReasonCode::ClientIdentifierNotValid, "client id too long"));
     }
@@ -197,6 +198,7 @@ pub fn accept(
     mut c: Connect,
     peer: SocketAddr,
     conn_id: u64,
+    cfg: Arc<Config>,
     trusted: bool,
 ) -> Option<Client> {
     let version = c.protocol;
@@ -204,7 +206,7 @@ pub fn accept(
     // `use_identity_as_username` (TLS only, as in Mosquitto): the certificate's CN replaces
     // whatever username and password the CONNECT carries; no usable certificate, no entry:
     // CONNACK 0x87 Not authorized (5.0, §3.2.2.2), 0x05 Not authorized (3.1.1, §3.2.2.3).
-    let by_certificate = broker.config.use_identity_as_username && reader.pipe().is_tls();
+    let by_certificate = cfg.use_identity_as_username && reader.pipe().is_tls();
     let identified = by_certificate || trusted;
     if by_certificate {
         match reader.pipe().peer_common_name() {
@@ -225,11 +227,12 @@ pub fn accept(
     }
     // Full already: refused before any password is verified for it. A bridge's own session
     // takes no place: the limit is for the network's clients.
-    if !trusted && broker.active_connections.load(Ordering::Acquire) >= broker.config.max_clients {
+    if !trusted && broker.active_connections.load(Ordering::Acquire) >= broker.config().max_clients
+    {
         refuse_max_clients(broker, reader, &c, peer);
         return None;
     }
-    if let Err((reason, why)) = check(broker, &c, peer, identified) {
+    if let Err((reason, why)) = check(broker, &cfg, &c, peer, identified) {
         log::info!(
             "client {:?} from {peer} (MQTT {}) refused: {why} ({reason:?})",
             c.client_id,
@@ -249,7 +252,6 @@ pub fn accept(
         };
         Some(slot)
     };
-    let cfg = broker.config.clone();
     let mut props = Properties::default();
     let client_id: Arc<str> = if c.client_id.is_empty() {
         let id = assigned_client_id();
@@ -289,7 +291,7 @@ pub fn accept(
         props.server_keep_alive = Some(keep_alive);
     }
     if version.is_v5() {
-        server_capabilities(broker, &mut props);
+        server_capabilities(&cfg, &mut props);
         if c.properties.request_response_information == Some(1) {
             props.response_information = Some(format!("response/{client_id}"));
         }
@@ -367,6 +369,8 @@ pub fn accept(
         username: c.username,
         bridge: c.bridge,
         slot,
+        cfg,
+        owed_acks: std::collections::VecDeque::new(),
     })
 }
 
@@ -378,7 +382,7 @@ fn refuse_max_clients(broker: &Broker, reader: &mut Reader, c: &Connect, peer: S
          raises it",
         c.client_id,
         c.protocol.name(),
-        broker.config.max_clients
+        broker.config().max_clients
     );
     reader.write_and_close(
         Some(&connack_refusal(ReasonCode::QuotaExceeded)),
@@ -401,8 +405,7 @@ fn effective_keep_alive(requested: u16, maximum: u16, version: ProtocolVersion) 
 }
 
 /// CONNACK properties that state what this server supports (§3.2.2.3).
-fn server_capabilities(broker: &Broker, props: &mut Properties) {
-    let cfg = &broker.config;
+fn server_capabilities(cfg: &Config, props: &mut Properties) {
     // Absent means 65535 (§3.2.2.3.3); inbound QoS 2 state is a compact id set, so the
     // default needs no advertisement.
     if cfg.receive_maximum != u16::MAX {

@@ -21,7 +21,7 @@ pub fn handle(client: &mut Client, s: Subscribe) -> Result<Flow, ConnError> {
     let sub_id = s.properties.subscription_identifiers.first().copied();
     let mut reasons = Vec::with_capacity(s.filters.len());
     let mut retained: Vec<Delivery> = Vec::new();
-    let limit = client.broker.config.max_filters_per_subscribe;
+    let limit = client.cfg.max_filters_per_subscribe;
     if s.filters.len() > limit {
         log::info!(
             "client {}: SUBSCRIBE with {} filters, limit {limit}: the rest get 0x97",
@@ -89,7 +89,7 @@ fn subscribe_one(
     sub_id: Option<u32>,
     retained: &mut Vec<Delivery>,
 ) -> Result<ReasonCode, ConnError> {
-    let cfg = &client.broker.config;
+    let cfg = &client.cfg;
     let (share, inner) = match parse_shared(&sub.filter) {
         None => (None, sub.filter.as_str()),
         Some(Ok((_group, inner))) => {
