@@ -103,7 +103,7 @@ impl Conn {
         })
     }
 
-    /// Writes one packet (blocking, within [`WRITE_TIMEOUT`]).
+    /// Writes one packet (blocking, within `WRITE_TIMEOUT`).
     pub fn send(&mut self, packet: &Packet) -> io::Result<()> {
         self.buf.clear();
         protocol::encode(packet, self.version, &mut self.buf);

@@ -1,5 +1,5 @@
 //! A bridge's way into this broker: a private loopback TCP pair whose server end is served by
-//! an ordinary reader thread ([`connection::run_with`], trusted), so the bridge's local side is
+//! an ordinary reader thread (`connection::run_with`, trusted), so the bridge's local side is
 //! a real session of the broker — persistent queue, ACL, the page — with none of its code
 //! copied. Not through the public listeners: it takes no pending or `max_clients` place, and
 //! its CONNECT needs no password (the trust is given by the socket the broker made, never by

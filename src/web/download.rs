@@ -5,7 +5,7 @@
 //! The copy is made and sent by the connection's own `web-conn` thread, not the `web` thread,
 //! so the page stays usable meanwhile: the handler only takes the one backup slot
 //! ([`Slot::take`]; a second request while a backup is being made or sent gets 409) and hands
-//! the connection thread a [`Backup`] in the [`Reply`](super::http::Reply). The copy is written
+//! the connection thread a [`Backup`] in the [`Reply`]. The copy is written
 //! beside the database (the same filesystem, which has room for the database it holds), sent,
 //! and removed however the sending ends; the slot is free again once it is.
 

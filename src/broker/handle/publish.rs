@@ -194,7 +194,7 @@ fn matched_reason(matched: usize) -> ReasonCode {
 
 /// Waits for the commits of every owed acknowledgement (at most
 /// [`DURABLE_WAIT`](crate::broker::publish::DURABLE_WAIT) in all) and queues them in order; one
-/// not stored is refused as [`not_stored`] says (for 3.1.1 the connection ends: the rest are
+/// not stored is refused as `not_stored` says (for 3.1.1 the connection ends: the rest are
 /// dropped, and the client sends them again).
 pub fn settle_acks(client: &mut Client) -> Result<(), ConnError> {
     if client.owed_acks.is_empty() {
