@@ -704,3 +704,22 @@ fn bridge_over_tls_to_a_second_instance_of_ours() {
     assert_eq!(payloads(&collect(&r_sub, true, 1)), vec!["out over tls"]);
     assert_eq!(payloads(&collect(&o_sub, true, 1)), vec!["in over tls"]);
 }
+
+/// A bridge name is any word without `/`, `+`, `#`: a `"` or `\` in it is escaped in `/metrics`'
+/// label value as the Prometheus text format requires, so the scrape stays parseable.
+#[test]
+fn bridge_metrics_label_escapes_double_quote_and_backslash_in_the_name() {
+    let remote = Mosquitto::start("allow_anonymous true\npersistence false");
+    let block = format!(
+        "connection we\"ird\\name\naddress {}\ntopic n/# out 1\nrestart_timeout 1",
+        remote.addr
+    );
+    let (ours, _conf) = bridged_with(&block, &["--admin-password", ADMIN_PW]);
+    let up = await_state(&ours, "up");
+    assert_eq!(up["name"], "we\"ird\\name", "{up}");
+    let metrics = web_get(&ours, "/metrics").text();
+    assert!(
+        metrics.contains("mqtt5_bridge_up{bridge=\"we\\\"ird\\\\name\"} 1\n"),
+        "{metrics}"
+    );
+}
