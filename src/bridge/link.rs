@@ -590,7 +590,9 @@ impl Link {
         };
         if self.cfg.notifications {
             let id = live.remote_id();
-            // Acknowledged by the remote with an id no message uses: nothing to pass on.
+            // It takes a place in the remote's window until acknowledged; local id 0 (never a
+            // message's) says there is nothing to pass on.
+            live.to_remote.insert(id, (0, QoS::AtLeastOnce));
             let _ = live
                 .remote
                 .send(&notification(&self.cfg.notification_topic(), true, id));
@@ -752,6 +754,10 @@ impl Link {
                 let Some((local_id, _)) = live.to_remote.remove(&a.packet_id) else {
                     return Ok(());
                 };
+                if local_id == 0 {
+                    // The link's own notification.
+                    return self.send_waiting(live);
+                }
                 self.counted_out(&a);
                 live.local_sent = Instant::now();
                 post(&mut live.local, &Packet::PubAck(ack(local_id)))?;
