@@ -287,6 +287,57 @@ fn clean_fan_in_passes_with_exact_counts() {
     }
 }
 
+/// `--sub-port`: publishers on one broker, the subscriber on another that the first bridges to
+/// (the bridge benchmark's layout); with no bridge between them nothing arrives, so the run fails
+/// with every message lost: the subscriber really is where `--sub-port` says.
+#[test]
+fn sub_port_puts_the_subscriber_on_a_second_broker_behind_a_bridge() {
+    let remote = broker();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("bridge.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "connection t\naddress {}\ntopic bench/# out 1\nbridge_protocol_version mqttv50\n",
+            remote.mqtt
+        ),
+    )
+    .expect("write config");
+    let bridging = Broker::start(&["--allow-anonymous", "--config", conf.to_str().unwrap()]);
+    assert!(
+        bridging.wait_for_log("bridge t: connected to", Duration::from_secs(10)),
+        "{}",
+        bridging.log()
+    );
+    let sub = remote.mqtt.port().to_string();
+    let args = [
+        "--scenario",
+        "fan-in",
+        "--publishers",
+        "3",
+        "--messages",
+        "200",
+        "--qos",
+        "1",
+        "--drain-timeout",
+        "1",
+        "--sub-port",
+        &sub,
+    ];
+    let (code, v, err) = bench(bridging.mqtt.port(), &args);
+    assert_eq!(code, 0, "{v}\n{err}");
+    assert_eq!(n(&v, "sub_port"), u64::from(remote.mqtt.port()));
+    assert_eq!(n(&v, "unique"), 600, "{v}");
+    assert_eq!(n(&v, "lost"), 0, "{v}");
+
+    let alone = broker();
+    let (code, v, err) = bench(alone.mqtt.port(), &args);
+    assert_eq!(code, 1, "{v}\n{err}");
+    assert_eq!(v["status"], "FAILED");
+    assert_eq!(n(&v, "unique"), 0, "{v}");
+    assert_eq!(n(&v, "lost"), 600, "{v}");
+}
+
 #[test]
 fn fan_out_counts_every_subscriber() {
     let b = broker();

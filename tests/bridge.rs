@@ -704,3 +704,72 @@ fn bridge_over_tls_to_a_second_instance_of_ours() {
     assert_eq!(payloads(&collect(&r_sub, true, 1)), vec!["out over tls"]);
     assert_eq!(payloads(&collect(&o_sub, true, 1)), vec!["in over tls"]);
 }
+
+/// A bridge name is any word without `/`, `+`, `#`: a `"` or `\` in it is escaped in `/metrics`'
+/// label value as the Prometheus text format requires, so the scrape stays parseable.
+#[test]
+fn bridge_metrics_label_escapes_double_quote_and_backslash_in_the_name() {
+    let remote = Mosquitto::start("allow_anonymous true\npersistence false");
+    let block = format!(
+        "connection we\"ird\\name\naddress {}\ntopic n/# out 1\nrestart_timeout 1",
+        remote.addr
+    );
+    let (ours, _conf) = bridged_with(&block, &["--admin-password", ADMIN_PW]);
+    let up = await_state(&ours, "up");
+    assert_eq!(up["name"], "we\"ird\\name", "{up}");
+    let metrics = web_get(&ours, "/metrics").text();
+    assert!(
+        metrics.contains("mqtt5_bridge_up{bridge=\"we\\\"ird\\\\name\"} 1\n"),
+        "{metrics}"
+    );
+}
+
+/// A remote with a small Receive Maximum (2, MQTT-3.3.4-9 / §4.9): the local session hands the
+/// bridge up to 100 messages, those beyond the remote's window wait in the bridge; every QoS 1
+/// and QoS 2 message still arrives once, in order, and the remote never sees its window exceeded
+/// (it would close the link with 0x93).
+#[test]
+fn bridge_mqtt_4_9_holds_messages_beyond_the_remote_receive_maximum_in_order() {
+    let remote = Broker::start(&["--allow-anonymous", "--receive-maximum", "2"]);
+    let block = format!(
+        "connection small\naddress {}\nbridge_protocol_version mqttv50\ntopic q/# out 2\n\
+         restart_timeout 1",
+        remote.mqtt
+    );
+    let (ours, _conf) = bridged_with(&block, &["--admin-password", ADMIN_PW]);
+    await_state(&ours, "up");
+    let r_sub = subscriber_v5(remote.mqtt, "r-sub", &["q/#"]);
+    // Queued in the local session while the bridge is stopped, handed over at once after.
+    let answer = web_post(&ours, "/api/bridges/stop", r#"{"name":"small"}"#);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    await_state(&ours, "stopped");
+    let (p, _) = raw_v5(ours.mqtt, "o-pub", true, &[]);
+    for i in 0..60u16 {
+        publish(
+            &p,
+            true,
+            "q/m",
+            &format!("m{i}"),
+            1 + (i % 2) as u8,
+            1 + i,
+            false,
+        );
+    }
+    let answer = web_post(&ours, "/api/bridges/start", r#"{"name":"small"}"#);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let got = collect(&r_sub, true, 60);
+    let want: Vec<String> = (0..60).map(|i| format!("m{i}")).collect();
+    assert_eq!(
+        payloads(&got),
+        want,
+        "--- our log ---\n{}\n--- remote log ---\n{}",
+        ours.log(),
+        remote.log()
+    );
+    assert_eq!(
+        ours.log().matches("bridge small: connected to").count(),
+        2,
+        "one link before the stop, one after, none lost in between:\n{}",
+        ours.log()
+    );
+}

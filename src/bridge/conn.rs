@@ -62,6 +62,7 @@ pub struct Conn {
     pub version: ProtocolVersion,
     pub side: Side,
     pub gen: u64,
+    /// Packets queued by [`Conn::queue`] and not yet written, in order.
     buf: Vec<u8>,
 }
 
@@ -103,18 +104,39 @@ impl Conn {
         })
     }
 
-    /// Writes one packet (blocking, within `WRITE_TIMEOUT`).
+    /// Writes one packet, after any queued ones (blocking, within `WRITE_TIMEOUT`).
     pub fn send(&mut self, packet: &Packet) -> io::Result<()> {
-        self.buf.clear();
+        self.queue(packet);
+        self.flush()
+    }
+
+    /// Queues one packet for the next [`Conn::flush`]: a burst of packets is one write, not a
+    /// system call (and a wake-up of the peer) each.
+    pub fn queue(&mut self, packet: &Packet) {
         protocol::encode(packet, self.version, &mut self.buf);
-        match &*self.stream {
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes what is queued (blocking, within [`WRITE_TIMEOUT`]).
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let written = match &*self.stream {
             Stream::Plain(s) => (&*s).write_all(&self.buf),
             Stream::Tls(s, conn) => {
                 let mut conn = conn.lock();
-                conn.writer().write_all(&self.buf)?;
-                send_tls(&mut conn, s)
+                conn.writer()
+                    .write_all(&self.buf)
+                    .and_then(|()| send_tls(&mut conn, s))
             }
-        }
+        };
+        self.buf.clear();
+        written
     }
 
     /// Closes both directions: the reader thread ends with [`Event::Closed`].

@@ -6,8 +6,10 @@
 //!
 //! **Nothing acknowledged before the other side has it**: a QoS 1/2 message is acknowledged to
 //! the side it came from only once the other side acknowledged it (PUBACK, or PUBCOMP for QoS
-//! 2), so the window of messages in flight is the Receive Maximum the bridge gives each side
-//! ([`WINDOW`], lowered to the remote's own).
+//! 2). The local session may have [`WINDOW`] messages in flight to the bridge, the remote
+//! broker as many as its own Receive Maximum allows (at most [`WINDOW`]); what the local session
+//! sent beyond the remote's window waits here, in order and still unacknowledged, so that a
+//! slow acknowledgement round over the loopback never leaves the remote's window idle.
 //!
 //! **Nothing lost while the link is down**: the local session is disconnected whenever the
 //! remote is unreachable, so the broker queues the `out` messages in that persistent session
@@ -40,7 +42,7 @@ use crate::protocol::{
 };
 
 /// Messages in flight through the bridge in each direction: the Receive Maximum it gives the
-/// local session and the remote broker (5.0), lowered to what the remote allows.
+/// local session and the remote broker (5.0); towards the remote, lowered to what it allows.
 pub const WINDOW: u16 = 100;
 
 /// How long a CONNACK or SUBACK may take.
@@ -48,6 +50,12 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a TCP connect to one address may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Packets queued while forwarding are written after at most this many events (so that a
+/// steady stream still has its acknowledgements go out promptly) ...
+const FLUSH_EVERY: u32 = 16;
+/// ... or once this many bytes are queued for one side.
+const FLUSH_BYTES: usize = 64 * 1024;
 
 /// How often the thread wakes, at most, when nothing arrives (keep-alive checks).
 const TICK: Duration = Duration::from_millis(500);
@@ -68,6 +76,11 @@ struct Live {
     to_remote: HashMap<u16, (u16, QoS)>,
     /// Local packet id of a message from the remote → (remote packet id, QoS).
     to_local: HashMap<u16, (u16, QoS)>,
+    /// Messages from here (topic already mapped) that wait for a place in the remote's window,
+    /// in the order the local session sent them; unacknowledged here until they are through.
+    waiting: VecDeque<Publish>,
+    /// The remote's Receive Maximum (at most [`WINDOW`]): QoS 1/2 messages in `to_remote`.
+    remote_window: usize,
     next_remote_id: u16,
     next_local_id: u16,
     remote_keep_alive: Duration,
@@ -537,7 +550,7 @@ impl Link {
             .receive_maximum
             .unwrap_or(u16::MAX)
             .min(WINDOW);
-        let (mut local, local_ack) = match self.connect_local(window) {
+        let (mut local, local_ack) = match self.connect_local(WINDOW) {
             Ok(l) => l,
             Err(e) => {
                 disconnect(&mut remote);
@@ -562,6 +575,8 @@ impl Link {
             local,
             to_remote: HashMap::new(),
             to_local: HashMap::new(),
+            waiting: VecDeque::new(),
+            remote_window: usize::from(window.max(1)),
             next_remote_id: 1,
             next_local_id: 1,
             remote_keep_alive: Duration::from_secs(u64::from(remote_keep_alive)),
@@ -575,7 +590,9 @@ impl Link {
         };
         if self.cfg.notifications {
             let id = live.remote_id();
-            // Acknowledged by the remote with an id no message uses: nothing to pass on.
+            // It takes a place in the remote's window until acknowledged; local id 0 (never a
+            // message's) says there is nothing to pass on.
+            live.to_remote.insert(id, (0, QoS::AtLeastOnce));
             let _ = live
                 .remote
                 .send(&notification(&self.cfg.notification_topic(), true, id));
@@ -600,6 +617,7 @@ impl Link {
     }
 
     fn pump(&mut self, live: &mut Live) -> Stop {
+        let mut unflushed = 0u32;
         loop {
             let event = match self.stash.pop_front() {
                 Some(e) => e,
@@ -636,6 +654,13 @@ impl Link {
             if let Err(e) = result {
                 return e;
             }
+            unflushed += 1;
+            if unflushed >= FLUSH_EVERY || (self.stash.is_empty() && self.events.is_empty()) {
+                unflushed = 0;
+                if let Err(e) = flush(&mut live.remote).and_then(|()| flush(&mut live.local)) {
+                    return e;
+                }
+            }
             if let Err(e) = live.keep_alive() {
                 return e;
             }
@@ -650,22 +675,10 @@ impl Link {
                     BridgeStatus::count(&self.status.dropped);
                     return ack_dropped(&mut live.local, &p, &mut live.local_sent);
                 };
-                let qos = p.qos;
+                // Carries the local session's packet id until it gets a remote one.
                 let local_id = p.packet_id;
-                let remote_id = if qos == QoS::AtMostOnce {
-                    0
-                } else {
-                    let id = live.remote_id();
-                    live.to_remote.insert(id, (local_id, qos));
-                    id
-                };
-                let out = carried(p, topic, remote_id);
-                live.remote_sent = Instant::now();
-                send(&mut live.remote, &Packet::Publish(out))?;
-                if qos == QoS::AtMostOnce {
-                    BridgeStatus::count(&self.status.forwarded_out);
-                }
-                Ok(())
+                live.waiting.push_back(carried(p, topic, local_id));
+                self.send_waiting(live)
             }
             // Acknowledgements of what the bridge published here, for the remote.
             Packet::PubAck(a) => {
@@ -674,7 +687,7 @@ impl Link {
                 };
                 self.counted_in(&a);
                 live.remote_sent = Instant::now();
-                send(&mut live.remote, &Packet::PubAck(ack(remote_id)))
+                post(&mut live.remote, &Packet::PubAck(ack(remote_id)))
             }
             Packet::PubRec(a) => {
                 if a.reason.is_error() {
@@ -682,10 +695,10 @@ impl Link {
                         return Ok(());
                     };
                     self.counted_in(&a);
-                    return send(&mut live.remote, &Packet::PubRec(ack(remote_id)));
+                    return post(&mut live.remote, &Packet::PubRec(ack(remote_id)));
                 }
                 live.local_sent = Instant::now();
-                send(&mut live.local, &Packet::PubRel(ack(a.packet_id)))
+                post(&mut live.local, &Packet::PubRel(ack(a.packet_id)))
             }
             Packet::PubComp(a) => {
                 let Some((remote_id, _)) = live.to_local.remove(&a.packet_id) else {
@@ -693,12 +706,12 @@ impl Link {
                 };
                 self.counted_in(&a);
                 live.remote_sent = Instant::now();
-                send(&mut live.remote, &Packet::PubRec(ack(remote_id)))
+                post(&mut live.remote, &Packet::PubRec(ack(remote_id)))
             }
             // QoS 2 from here: PUBREC was sent only once the remote had it; finish at once.
             Packet::PubRel(a) => {
                 live.local_sent = Instant::now();
-                send(&mut live.local, &Packet::PubComp(ack(a.packet_id)))
+                post(&mut live.local, &Packet::PubComp(ack(a.packet_id)))
             }
             Packet::Disconnect(d) => Err(Stop::Failed(format!(
                 "this broker closed the local session: {}",
@@ -731,7 +744,7 @@ impl Link {
                 };
                 let out = carried(p, topic, local_id);
                 live.local_sent = Instant::now();
-                send(&mut live.local, &Packet::Publish(out))?;
+                post(&mut live.local, &Packet::Publish(out))?;
                 if qos == QoS::AtMostOnce {
                     BridgeStatus::count(&self.status.forwarded_in);
                 }
@@ -741,9 +754,14 @@ impl Link {
                 let Some((local_id, _)) = live.to_remote.remove(&a.packet_id) else {
                     return Ok(());
                 };
+                if local_id == 0 {
+                    // The link's own notification.
+                    return self.send_waiting(live);
+                }
                 self.counted_out(&a);
                 live.local_sent = Instant::now();
-                send(&mut live.local, &Packet::PubAck(ack(local_id)))
+                post(&mut live.local, &Packet::PubAck(ack(local_id)))?;
+                self.send_waiting(live)
             }
             Packet::PubRec(a) => {
                 if a.reason.is_error() {
@@ -751,10 +769,11 @@ impl Link {
                         return Ok(());
                     };
                     self.counted_out(&a);
-                    return send(&mut live.local, &Packet::PubRec(ack(local_id)));
+                    post(&mut live.local, &Packet::PubRec(ack(local_id)))?;
+                    return self.send_waiting(live);
                 }
                 live.remote_sent = Instant::now();
-                send(&mut live.remote, &Packet::PubRel(ack(a.packet_id)))
+                post(&mut live.remote, &Packet::PubRel(ack(a.packet_id)))
             }
             Packet::PubComp(a) => {
                 let Some((local_id, _)) = live.to_remote.remove(&a.packet_id) else {
@@ -762,11 +781,12 @@ impl Link {
                 };
                 self.counted_out(&a);
                 live.local_sent = Instant::now();
-                send(&mut live.local, &Packet::PubRec(ack(local_id)))
+                post(&mut live.local, &Packet::PubRec(ack(local_id)))?;
+                self.send_waiting(live)
             }
             Packet::PubRel(a) => {
                 live.remote_sent = Instant::now();
-                send(&mut live.remote, &Packet::PubComp(ack(a.packet_id)))
+                post(&mut live.remote, &Packet::PubComp(ack(a.packet_id)))
             }
             Packet::Disconnect(d) => Err(Stop::Failed(format!(
                 "the remote broker disconnected: {}",
@@ -774,6 +794,32 @@ impl Link {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// Publishes on the remote what waits, in order, while its window has room (QoS 0 waits
+    /// behind the others only to keep the order).
+    fn send_waiting(&self, live: &mut Live) -> Result<(), Stop> {
+        while let Some(next) = live.waiting.front() {
+            if next.qos != QoS::AtMostOnce && live.to_remote.len() >= live.remote_window {
+                return Ok(());
+            }
+            let Some(mut out) = live.waiting.pop_front() else {
+                return Ok(());
+            };
+            if out.qos != QoS::AtMostOnce {
+                let id = live.remote_id();
+                // The local session's id travelled in `packet_id` until now.
+                live.to_remote.insert(id, (out.packet_id, out.qos));
+                out.packet_id = id;
+            }
+            let qos = out.qos;
+            live.remote_sent = Instant::now();
+            post(&mut live.remote, &Packet::Publish(out))?;
+            if qos == QoS::AtMostOnce {
+                BridgeStatus::count(&self.status.forwarded_out);
+            }
+        }
+        Ok(())
     }
 
     fn counted_in(&self, a: &Ack) {
@@ -865,6 +911,26 @@ fn send(conn: &mut Conn, packet: &Packet) -> Result<(), Stop> {
     })
 }
 
+/// Queues a packet while forwarding; written when the events run out for a moment, every
+/// [`FLUSH_EVERY`] events, or once [`FLUSH_BYTES`] are queued.
+fn post(conn: &mut Conn, packet: &Packet) -> Result<(), Stop> {
+    conn.queue(packet);
+    if conn.queued() >= FLUSH_BYTES {
+        return flush(conn);
+    }
+    Ok(())
+}
+
+fn flush(conn: &mut Conn) -> Result<(), Stop> {
+    conn.flush().map_err(|e| {
+        let side = match conn.side {
+            Side::Remote => "remote",
+            Side::Local => "local",
+        };
+        Stop::Failed(format!("{side} connection: {e}"))
+    })
+}
+
 fn disconnect(conn: &mut Conn) {
     let _ = conn.send(&Packet::Disconnect(Disconnect {
         reason: ReasonCode::Success,
@@ -887,8 +953,8 @@ fn ack_dropped(conn: &mut Conn, p: &Publish, sent: &mut Instant) -> Result<(), S
     *sent = Instant::now();
     match p.qos {
         QoS::AtMostOnce => Ok(()),
-        QoS::AtLeastOnce => send(conn, &Packet::PubAck(ack(p.packet_id))),
-        QoS::ExactlyOnce => send(conn, &Packet::PubRec(ack(p.packet_id))),
+        QoS::AtLeastOnce => post(conn, &Packet::PubAck(ack(p.packet_id))),
+        QoS::ExactlyOnce => post(conn, &Packet::PubRec(ack(p.packet_id))),
     }
 }
 

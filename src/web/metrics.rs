@@ -112,6 +112,25 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// A label value as the text format writes it: a bridge name comes from the config file and may
+/// hold `\` or `"` (and a future label from a client, a newline), which unescaped would end the
+/// value early and make the whole scrape unparseable.
+struct LabelValue<'a>(&'a str);
+
+impl std::fmt::Display for LabelValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Each bridge's figures, labelled `bridge="NAME"` (nothing without bridges).
 fn bridge_metrics(out: &mut String, b: &crate::broker::Broker) {
     let Some(bridges) = b.bridges.get() else {
@@ -134,7 +153,12 @@ fn bridge_metrics(out: &mut String, b: &crate::broker::Broker) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
         for s in &all {
-            let _ = writeln!(out, "{name}{{bridge=\"{}\"}} {}", s.name, value(s));
+            let _ = writeln!(
+                out,
+                "{name}{{bridge=\"{}\"}} {}",
+                LabelValue(&s.name),
+                value(s)
+            );
         }
     }
 }
@@ -176,7 +200,7 @@ pub fn prometheus(server: &Server, web_sessions: usize) -> String {
     );
     let _ = writeln!(out, "# TYPE {name} {g}");
     for (transport, n) in b.connection_count_by_transport() {
-        let _ = writeln!(out, "{name}{{transport=\"{transport}\"}} {n}");
+        let _ = writeln!(out, "{name}{{transport=\"{}\"}} {n}", LabelValue(transport));
     }
     bridge_metrics(&mut out, b);
     metric(
@@ -359,7 +383,7 @@ pub fn prometheus(server: &Server, web_sessions: usize) -> String {
     let _ = writeln!(
         out,
         "mqtt5_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
+        LabelValue(env!("CARGO_PKG_VERSION"))
     );
     out
 }
@@ -387,6 +411,15 @@ mod tests {
         assert_eq!(s[2].t, 9000);
         assert_eq!((s[0].msgs_in, s[0].msgs_out), (100.0, 50.0));
         assert_eq!(r.series(1000).len(), 9);
+    }
+
+    #[test]
+    fn prometheus_label_values_escape_backslash_double_quote_and_newline() {
+        assert_eq!(
+            LabelValue("we\"ird\\name\nx").to_string(),
+            "we\\\"ird\\\\name\\nx"
+        );
+        assert_eq!(LabelValue("garage").to_string(), "garage");
     }
 
     #[test]

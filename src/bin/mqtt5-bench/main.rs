@@ -59,6 +59,11 @@ struct Cli {
     /// --ws or both, its TLS, WebSocket or secure WebSocket listener.
     #[arg(long)]
     port: u16,
+    /// The subscribers' port on 127.0.0.1 (default: --port), for a second broker that the
+    /// first forwards to (a bridge): publishers connect to --port, subscribers here, with the
+    /// same transport. --broker-pid then names the broker that does the forwarding.
+    #[arg(long, value_name = "PORT")]
+    sub_port: Option<u16>,
     /// MQTT over TLS (1.2 or 1.3, rustls with ring; the server certificate must be valid for
     /// 127.0.0.1 under --cafile; no session resumption: every connection is a full handshake).
     /// With --ws: secure WebSockets (wss).
@@ -175,6 +180,10 @@ fn main() -> ExitCode {
         tls,
         ws: cli.ws,
     };
+    let sub_endpoint = transport::Endpoint {
+        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, cli.sub_port.unwrap_or(cli.port))),
+        ..endpoint.clone()
+    };
     let broker_pid = cli.broker_pid.map(|p| p.to_string());
     let tag = format!("{}-{}", std::process::id(), now_tag());
     let scenario_name = cli
@@ -202,9 +211,20 @@ fn main() -> ExitCode {
         "payload": payload,
         "nproc": nproc(),
     });
+    if let Some(p) = cli.sub_port {
+        report["sub_port"] = json!(p);
+    }
     let (ok, human) = match cli.scenario {
         Scenario::Connections => run_connections(&cli, &endpoint, &tag, qos, payload, &mut report),
-        _ => run_pubsub(&cli, &endpoint, &tag, qos, payload, &mut report),
+        _ => run_pubsub(
+            &cli,
+            &endpoint,
+            &sub_endpoint,
+            &tag,
+            qos,
+            payload,
+            &mut report,
+        ),
     };
 
     let wall_s = wall.elapsed().as_secs_f64();
@@ -272,6 +292,7 @@ fn now_tag() -> String {
 fn run_pubsub(
     cli: &Cli,
     endpoint: &transport::Endpoint,
+    sub_endpoint: &transport::Endpoint,
     tag: &str,
     qos: QoS,
     payload: usize,
@@ -299,6 +320,7 @@ fn run_pubsub(
     }
     let plan = pubsub::Plan {
         endpoint: endpoint.clone(),
+        sub_endpoint: sub_endpoint.clone(),
         version: cli.protocol,
         topic_base: format!("bench/{tag}"),
         client_prefix: format!("bench-{tag}"),

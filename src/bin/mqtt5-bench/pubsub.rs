@@ -57,7 +57,11 @@ pub enum Fault {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// Where the publishers connect.
     pub endpoint: crate::transport::Endpoint,
+    /// Where the subscribers connect: `endpoint`, or another broker that the first one
+    /// forwards to (a bridge).
+    pub sub_endpoint: crate::transport::Endpoint,
     pub version: ProtocolVersion,
     pub topic_base: String,
     pub client_prefix: String,
@@ -151,7 +155,7 @@ pub fn run(plan: &Plan) -> Result<Outcome, Error> {
             version: plan.version,
             receive_maximum: plan.sub_receive_maximum,
         };
-        let mut conn = Conn::connect(&plan.endpoint, &opts, connect_timeout)?;
+        let mut conn = Conn::connect(&plan.sub_endpoint, &opts, connect_timeout)?;
         match plan.fan {
             Fan::In => conn.subscribe(
                 &format!("{}/+", plan.topic_base),
