@@ -121,7 +121,7 @@ impl Conn {
         self.buf.len()
     }
 
-    /// Writes what is queued (blocking, within [`WRITE_TIMEOUT`]).
+    /// Writes what is queued (blocking, within `WRITE_TIMEOUT`).
     pub fn flush(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
