@@ -604,3 +604,71 @@ fn committed_writes_survive_kill_9() {
     assert_eq!(snap.sessions[0].messages.len(), 100);
     store.shutdown();
 }
+
+/// An online persistent session (a bridge's, say) often acknowledges a message before the
+/// commit that would keep it: the insert, its state change and its removal then ride one
+/// transaction, so the store writes none of them. What must hold is the end state: the row is
+/// gone — also when an earlier commit had kept a row under the same key — and a message not
+/// acknowledged in its batch is kept as before.
+#[test]
+fn messages_stored_and_removed_in_one_commit_are_never_written_and_end_up_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settled.db");
+    let store = Store::open(&path, opts()).unwrap();
+    store.save_session(session("c1"));
+    // Kept by an earlier commit under seq 5, then stored again and removed in one batch.
+    let _ = store.persist_message(
+        "c1",
+        5,
+        &msg("a/old", b"old", QoS::AtLeastOnce),
+        QoS::AtLeastOnce,
+        false,
+    );
+    store.flush().wait().unwrap();
+    let rows = |conn: &Connection| -> Vec<i64> {
+        let mut st = conn
+            .prepare("SELECT seq FROM session_messages WHERE client_id = 'c1' ORDER BY seq")
+            .unwrap();
+        let seqs = st.query_map([], |r| r.get(0)).unwrap();
+        seqs.map(|s| s.unwrap()).collect()
+    };
+    let other = Connection::open(&path).unwrap();
+    assert_eq!(rows(&other), [5]);
+
+    // Hold the file so that everything below lands in one batch.
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let mut tickets = Vec::new();
+    for seq in [1, 2, 5] {
+        let m = msg("a/b", format!("m{seq}").as_bytes(), QoS::AtLeastOnce);
+        tickets.push(store.persist_message("c1", seq, &m, QoS::AtLeastOnce, false));
+        store.message_state("c1", seq, Some(seq as u16), MessageState::Inflight);
+    }
+    store.remove_message("c1", 1);
+    store.remove_message("c1", 5);
+    wait_until("the batch waiting", || store.stats().pending >= 8);
+    other.execute_batch("COMMIT").unwrap();
+    for mut t in tickets {
+        match t.wait_timeout(Duration::from_secs(10)) {
+            Ok(true) | Err(StoreError::Unavailable { .. }) => {}
+            other => panic!("a stored message's ticket after the commit: {other:?}"),
+        }
+    }
+    wait_until("the batch committed", || store.stats().pending == 0);
+    store.flush().wait().unwrap();
+    assert_eq!(
+        store.stats().settled,
+        2,
+        "seq 1 and 5 settled within the batch"
+    );
+    // Only seq 2, not acknowledged, is kept, in its last state; 5's old row is gone too.
+    assert_eq!(rows(&other), [2]);
+    let state: String = other
+        .query_row(
+            "SELECT state FROM session_messages WHERE client_id = 'c1' AND seq = 2",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(state, "inflight");
+    store.shutdown();
+}

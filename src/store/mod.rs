@@ -167,6 +167,8 @@ pub(crate) fn max_backlog(opts: &StoreOptions) -> usize {
 pub(crate) struct Shared {
     commands: AtomicU64,
     transactions: AtomicU64,
+    /// Session messages stored and removed within one commit, so never written.
+    settled: AtomicU64,
     shed: AtomicU64,
     /// Weight ([`History::weight`]) of what the history channel holds now.
     history_queued: AtomicUsize,
@@ -317,6 +319,7 @@ impl Store {
         let shared = Arc::new(Shared {
             commands: AtomicU64::new(0),
             transactions: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
             shed: AtomicU64::new(0),
             history_queued: AtomicUsize::new(0),
             history_queue_bytes: opts.history_queue_bytes.max(1),
@@ -737,6 +740,7 @@ impl StoreHandle {
         StoreStats {
             commands: s.commands.load(Ordering::Relaxed),
             transactions: s.transactions.load(Ordering::Relaxed),
+            settled: s.settled.load(Ordering::Relaxed),
             shed: s.shed.load(Ordering::Relaxed),
             failed_commits: s.failed_commits.load(Ordering::Relaxed),
             history_topics: s.topics.load(Ordering::Relaxed),

@@ -278,6 +278,9 @@ pub struct StoreStats {
     pub commands: u64,
     /// Transactions committed.
     pub transactions: u64,
+    /// Session messages acknowledged by their subscriber before the commit that would have
+    /// stored them: removed in the same transaction, so neither written nor deleted.
+    pub settled: u64,
     /// History commands dropped because the history queue was full or the database unavailable.
     pub shed: u64,
     /// Commit attempts that failed (then retried).

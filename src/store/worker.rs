@@ -23,7 +23,7 @@
 //! Stops on `Command::Shutdown` or when every sender is gone: drains the channels, commits (a
 //! few attempts), checkpoints the WAL, and returns.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -488,12 +488,16 @@ impl Worker {
             max: self.shared.history_max_topics.load(Ordering::Relaxed),
             forgotten: 0,
         };
-        let result = (|| -> rusqlite::Result<usize> {
+        let result = (|| -> rusqlite::Result<(usize, usize)> {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut dropped = 0;
+            let settled = settled_in_batch(&self.writes);
             for (i, (w, _)) in self.writes.iter().enumerate() {
+                if is_settled(w, &settled) {
+                    continue;
+                }
                 if let Err(e) = apply_write(&tx, w) {
                     if is_transient(&e) {
                         return Err(e);
@@ -519,10 +523,13 @@ impl Worker {
                 }
             }
             tx.commit()?;
-            Ok(dropped)
+            Ok((dropped, settled.len()))
         })();
         match result {
-            Ok(dropped) => {
+            Ok((dropped, settled)) => {
+                self.shared
+                    .settled
+                    .fetch_add(settled as u64, Ordering::Relaxed);
                 self.shared.topics.store(topics.kept, Ordering::Relaxed);
                 self.shared
                     .topics_forgotten
@@ -755,6 +762,43 @@ fn fields(msg: &Message, qos: QoS, retain: bool) -> MsgFields<'_> {
         publisher: msg.publisher.as_deref(),
         stored_at,
         expiry_at: super::types::expiry_at(stored_at, msg.properties.message_expiry_interval),
+    }
+}
+
+/// The session messages that are both stored and removed within one batch: acknowledged by
+/// their subscriber before the commit that would have kept them (an online persistent session,
+/// such as a bridge's, usually acknowledges within the same group commit). Their insert and
+/// state changes need not be written at all: the batch is one transaction, so no crash can
+/// see the row between them. The removal is still applied, so a row an earlier commit kept for
+/// the same key (a message stored again) is gone as it would have been.
+fn settled_in_batch(writes: &[(Write, Option<Ticket>)]) -> HashSet<(&str, u64)> {
+    let mut stored = HashSet::new();
+    let mut settled = HashSet::new();
+    for (w, _) in writes {
+        match w {
+            Write::PersistMessage { client_id, seq, .. } => {
+                stored.insert((client_id.as_str(), *seq));
+            }
+            Write::RemoveMessage { client_id, seq } => {
+                let key = (client_id.as_str(), *seq);
+                if stored.contains(&key) {
+                    settled.insert(key);
+                }
+            }
+            _ => {}
+        }
+    }
+    settled
+}
+
+/// Whether `w` is the insert or a state change of a [`settled_in_batch`] message.
+fn is_settled(w: &Write, settled: &HashSet<(&str, u64)>) -> bool {
+    match w {
+        Write::PersistMessage { client_id, seq, .. }
+        | Write::MessageState { client_id, seq, .. } => {
+            settled.contains(&(client_id.as_str(), *seq))
+        }
+        _ => false,
     }
 }
 

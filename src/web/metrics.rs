@@ -317,6 +317,13 @@ pub fn prometheus(server: &Server, web_sessions: usize) -> String {
     );
     metric(
         &mut out,
+        "mqtt5_store_messages_settled_total",
+        c,
+        "Session messages acknowledged before the commit that would have stored them, so never written.",
+        st.settled,
+    );
+    metric(
+        &mut out,
         "mqtt5_store_history_shed_total",
         c,
         "History records dropped because the database was busy or unavailable.",
