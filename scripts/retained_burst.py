@@ -18,9 +18,7 @@ It starts only the brokers it runs and stops them by PID.
 import argparse
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,42 +27,8 @@ import time
 import paho.mqtt.client as mqtt
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, proc, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("broker exited at start")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("broker did not listen")
-
-
-def start(kind, binary, tmp, n):
-    port = free_port()
-    log = open(os.path.join(tmp, f"{kind}-{n}.log"), "w")
-    if kind == "mosquitto":
-        conf = os.path.join(tmp, f"mosquitto-{n}.conf")
-        with open(conf, "w") as f:
-            f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "max_inflight_messages 20\nset_tcp_nodelay true\n")
-        cmd = [binary, "-c", conf]
-    else:
-        cmd = [binary, "--listen", f"127.0.0.1:{port}", "--web-listen", "127.0.0.1:0",
-               "--db", os.path.join(tmp, f"ours-{n}.db"), "--allow-anonymous"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    wait_port(port, proc)
-    return proc, port
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers import start  # noqa: E402
 
 
 def burst(port, messages, timeout=120.0):
@@ -114,7 +78,7 @@ def main():
         for run in range(a.runs):
             for label, kind, binary in sides:
                 n += 1
-                proc, port = start(kind, binary, tmp, n)
+                proc, port = start(kind, binary, tmp, n, "max_inflight_messages 20\n")
                 try:
                     t = burst(port, a.messages)
                 finally:

@@ -641,20 +641,8 @@ fn mqtt_4_13_ws_qos1_flooder_that_never_reads_is_disconnected_rss_bounded_others
     let mut flood = Raw::mqtt_on(common::connect_raw_rcvbuf(addr, 4096));
     flood.binary(&packet::connect_v5("ws-flooder", 0, true));
     connack_ok(&flood.packet(Duration::from_secs(5)).expect("CONNACK"));
-    // 1,000 QoS 1 PUBLISH (ids 1..=1000, 16-byte payloads) in one frame, written over and over.
-    let mut burst = Vec::new();
-    for id in 1..=1000u16 {
-        burst.extend(packet::publish(
-            true,
-            "flood/t",
-            &[b'x'; 16],
-            1,
-            Some(id),
-            false,
-            false,
-        ));
-    }
-    let frame = Raw::masked_binary(&burst);
+    // The flooder's 1,000 QoS 1 PUBLISH in one frame, written over and over.
+    let frame = Raw::masked_binary(&common::qos1_flood_burst("flood/t"));
     let sock = flood.s.try_clone().unwrap();
     sock.set_write_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -697,18 +685,7 @@ fn mqtt_4_13_ws_qos1_flooder_that_never_reads_is_disconnected_rss_bounded_others
          the flooder wrote {sent} bytes, those discarded in the linger after the close included); {trips} round trips; RSS idle {idle_kb} kB, peak {peak_kb} kB",
         status["messages_received"]
     );
-    let log = b.log();
-    let line = log.lines().find(|l| l.contains(gone)).unwrap_or_default();
-    assert!(
-        line.contains(": not reading (") && line.contains("bytes unsent for 10s)"),
-        "logged reason: {line}"
-    );
-    assert_eq!(log.matches(gone).count(), 1, "logged once");
-    assert_eq!(status["clients_not_reading_disconnected"].as_u64(), Some(1));
-    assert!(
-        peak_kb < idle_kb + GROWTH_LIMIT_KB,
-        "broker RSS grew from {idle_kb} kB to {peak_kb} kB"
-    );
+    common::assert_cut_as_not_reading(&b.log(), gone, &status, (idle_kb, peak_kb, GROWTH_LIMIT_KB));
     // And the others are still served after it.
     round_trip(trips + 1, Duration::from_secs(5));
 }

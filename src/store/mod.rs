@@ -746,6 +746,7 @@ impl StoreHandle {
             history_topics: s.topics.load(Ordering::Relaxed),
             history_topics_forgotten: s.topics_forgotten.load(Ordering::Relaxed),
             pending: s.pending.load(Ordering::Relaxed) + s.queued.load(Ordering::Relaxed),
+            held: s.pending.load(Ordering::Relaxed),
             refused: s.refused.load(Ordering::Relaxed),
             failing_since_ms: match s.failing_since.load(Ordering::Relaxed) {
                 0 => None,

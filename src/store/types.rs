@@ -287,6 +287,8 @@ pub struct StoreStats {
     pub failed_commits: u64,
     /// Durable writes waiting in memory for the database (non-zero while it is unavailable).
     pub pending: u64,
+    /// Of `pending`, the writes the `store` thread has taken into its next transaction.
+    pub held: u64,
     /// Topics in the history (at most `history_max_topics`).
     pub history_topics: u64,
     /// Topics forgotten since start, least recently seen first, to stay within that bound.

@@ -682,6 +682,36 @@ pub fn hex_diff(expected: &[u8], received: &[u8]) -> String {
 
 /// Client packets built by hand, byte by byte, for protocol tests. Section
 /// numbers refer to the MQTT 5.0 spec (3.1.1 where marked).
+/// The never-reading flooder's unit (the bounded issue, repeated per transport): 1,000 QoS 1
+/// PUBLISH (5.0, ids 1..=1000, 16-byte payloads) on `topic`, one buffer to write over and over.
+pub fn qos1_flood_burst(topic: &str) -> Vec<u8> {
+    (1..=1000u16)
+        .flat_map(|id| packet::publish(true, topic, &[b'x'; 16], 1, Some(id), false, false))
+        .collect()
+}
+
+/// The verdict on a never-reading flooder whose disconnect logs `gone`: logged once with the
+/// not-reading reason, counted once in `/api/status`, and the broker's RSS (`peak_kb`) within
+/// `limit_kb` of where it was idle.
+pub fn assert_cut_as_not_reading(
+    log: &str,
+    gone: &str,
+    status: &serde_json::Value,
+    (idle_kb, peak_kb, limit_kb): (u64, u64, u64),
+) {
+    let line = log.lines().find(|l| l.contains(gone)).unwrap_or_default();
+    assert!(
+        line.contains(": not reading (") && line.contains("bytes unsent for 10s)"),
+        "logged reason: {line:?}"
+    );
+    assert_eq!(log.matches(gone).count(), 1, "logged once");
+    assert_eq!(status["clients_not_reading_disconnected"].as_u64(), Some(1));
+    assert!(
+        peak_kb < idle_kb + limit_kb,
+        "broker RSS grew from {idle_kb} kB to {peak_kb} kB"
+    );
+}
+
 pub mod packet {
     /// Variable Byte Integer (§1.5.5): 7 bits per byte, high bit = "more follows".
     /// 0..=127 → 1 byte, ..=16_383 → 2, ..=2_097_151 → 3, ..=268_435_455 → 4.
