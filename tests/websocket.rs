@@ -111,6 +111,22 @@ impl Raw {
 
     /// Sends one frame; masked as clients must, unless `masked` is false.
     fn frame(&self, opcode: OpCode, fin: bool, payload: &[u8], masked: bool) {
+        (&self.s)
+            .write_all(&Raw::encode(opcode, fin, payload, masked))
+            .unwrap();
+    }
+
+    fn binary(&self, payload: &[u8]) {
+        (&self.s).write_all(&Raw::masked_binary(payload)).unwrap();
+    }
+
+    /// One final binary frame carrying `payload`, masked as a client's must be.
+    fn masked_binary(payload: &[u8]) -> Vec<u8> {
+        Raw::encode(OpCode::Data(Data::Binary), true, payload, true)
+    }
+
+    /// One frame's bytes; masked (with a fixed key) unless `masked` is false.
+    fn encode(opcode: OpCode, fin: bool, payload: &[u8], masked: bool) -> Vec<u8> {
         let mask = [0x37, 0xfa, 0x21, 0x3d];
         let header = FrameHeader {
             is_final: fin,
@@ -128,27 +144,6 @@ impl Raw {
                 .enumerate()
                 .map(|(i, b)| if masked { b ^ mask[i % 4] } else { *b }),
         );
-        (&self.s).write_all(&out).unwrap();
-    }
-
-    fn binary(&self, payload: &[u8]) {
-        (&self.s).write_all(&Raw::masked_binary(payload)).unwrap();
-    }
-
-    /// One final binary frame carrying `payload`, masked as a client's must be.
-    fn masked_binary(payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let header = FrameHeader {
-            is_final: true,
-            rsv1: false,
-            rsv2: false,
-            rsv3: false,
-            opcode: OpCode::Data(Data::Binary),
-            mask: Some(mask),
-        };
-        let mut out = Vec::new();
-        header.format(payload.len() as u64, &mut out).unwrap();
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         out
     }
 
