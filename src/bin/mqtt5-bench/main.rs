@@ -114,6 +114,11 @@ struct Cli {
     /// Receive Maximum the subscribers announce (5.0; default: none, i.e. 65,535).
     #[arg(long)]
     receive_maximum: Option<u16>,
+    /// A publisher's QoS >= 1 in-flight window at most N. By default it is the broker's Receive
+    /// Maximum (CONNACK), and 65,535 from a broker that announces none (rumqttd 0.20), which
+    /// would give that broker a far larger window than one that does.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    max_publisher_window: Option<u16>,
     /// Broker process id: its CPU use and RSS (from /proc) go into the report.
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -339,6 +344,7 @@ fn run_pubsub(
         },
         e2e_window,
         sub_receive_maximum: cli.receive_maximum,
+        max_publisher_window: cli.max_publisher_window,
         timeout: secs(cli.timeout),
         drain: secs(cli.drain_timeout),
         inject: cli.inject,
@@ -351,6 +357,9 @@ fn run_pubsub(
     }
     if let Some(w) = e2e_window {
         report["window"] = json!(w);
+    }
+    if let Some(w) = cli.max_publisher_window {
+        report["max_publisher_window"] = json!(w);
     }
     let out = match pubsub::run(&plan) {
         Ok(o) => o,

@@ -80,6 +80,8 @@ pub struct Plan {
     pub e2e_window: Option<usize>,
     /// Receive Maximum the subscribers announce (5.0).
     pub sub_receive_maximum: Option<u16>,
+    /// Caps a publisher's window below the broker's Receive Maximum (5.0) or `V311_WINDOW`.
+    pub max_publisher_window: Option<u16>,
     /// Whole run, connects included.
     pub timeout: Duration,
     /// After the publishers finish, a subscriber that hears nothing this long stops.
@@ -362,6 +364,9 @@ fn publisher(
     } else {
         V311_WINDOW
     };
+    let window_size = plan
+        .max_publisher_window
+        .map_or(window_size, |cap| window_size.min(usize::from(cap)));
     let (win_tx, win_rx) = bounded::<()>(window_size.clamp(1, 65_000));
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
