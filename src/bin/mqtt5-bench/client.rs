@@ -57,6 +57,8 @@ pub struct ConnectOpts {
     pub version: ProtocolVersion,
     /// Receive Maximum announced (5.0 only); `None` leaves it out (65,535).
     pub receive_maximum: Option<u16>,
+    /// Keep Alive in CONNECT, in seconds (0: none).
+    pub keep_alive: u16,
 }
 
 /// The write half of a connection, shareable between a publisher's writer and reader threads.
@@ -138,7 +140,7 @@ impl Conn {
             protocol: opts.version,
             bridge: false,
             clean_start: true,
-            keep_alive: 0,
+            keep_alive: opts.keep_alive,
             properties,
             client_id: opts.client_id.clone(),
             will: None,

@@ -33,6 +33,8 @@ pub struct Plan {
     pub payload: usize,
     pub broker_pid: Option<u32>,
     pub timeout: Duration,
+    /// Keep Alive every client announces (seconds).
+    pub keep_alive: u16,
 }
 
 /// What it measured.
@@ -146,6 +148,7 @@ fn publish_probe(plan: &Plan, topic: &str) -> Result<(), Error> {
         client_id: format!("{}-probe", plan.client_prefix),
         version: plan.version,
         receive_maximum: None,
+        keep_alive: plan.keep_alive,
     };
     let mut conn = Conn::connect(&plan.endpoint, &opts, Duration::from_secs(10))?;
     let mut payload = Vec::new();
@@ -215,6 +218,7 @@ fn connector(
             client_id: format!("{}-c{i}", plan.client_prefix),
             version: plan.version,
             receive_maximum: None,
+            keep_alive: plan.keep_alive,
         };
         let r = Conn::connect(&plan.endpoint, &opts, timeout)
             .and_then(|mut c| c.subscribe(topic, plan.qos, 1, timeout).map(|()| c));

@@ -119,6 +119,11 @@ struct Cli {
     /// would give that broker a far larger window than one that does.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     max_publisher_window: Option<u16>,
+    /// Keep Alive every client announces in CONNECT, in seconds. 0 (the default) asks for none;
+    /// rumqttd 0.20 refuses that (ZeroKeepAlive), so scripts/bench gives every broker 60. No
+    /// client sends PINGREQ: a run must finish within the broker's 1.5 × keep-alive.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    keep_alive: u16,
     /// Broker process id: its CPU use and RSS (from /proc) go into the report.
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -345,6 +350,7 @@ fn run_pubsub(
         e2e_window,
         sub_receive_maximum: cli.receive_maximum,
         max_publisher_window: cli.max_publisher_window,
+        keep_alive: cli.keep_alive,
         timeout: secs(cli.timeout),
         drain: secs(cli.drain_timeout),
         inject: cli.inject,
@@ -458,6 +464,7 @@ fn run_connections(
         payload,
         broker_pid: cli.broker_pid,
         timeout: secs(cli.timeout),
+        keep_alive: cli.keep_alive,
     };
     let out = match connections::run(&plan) {
         Ok(o) => o,

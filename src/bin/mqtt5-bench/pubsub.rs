@@ -82,6 +82,8 @@ pub struct Plan {
     pub sub_receive_maximum: Option<u16>,
     /// Caps a publisher's window below the broker's Receive Maximum (5.0) or `V311_WINDOW`.
     pub max_publisher_window: Option<u16>,
+    /// Keep Alive every client announces (seconds).
+    pub keep_alive: u16,
     /// Whole run, connects included.
     pub timeout: Duration,
     /// After the publishers finish, a subscriber that hears nothing this long stops.
@@ -156,6 +158,7 @@ pub fn run(plan: &Plan) -> Result<Outcome, Error> {
             client_id: format!("{}-s{j}", plan.client_prefix),
             version: plan.version,
             receive_maximum: plan.sub_receive_maximum,
+            keep_alive: plan.keep_alive,
         };
         let mut conn = Conn::connect(&plan.sub_endpoint, &opts, connect_timeout)?;
         match plan.fan {
@@ -180,6 +183,7 @@ pub fn run(plan: &Plan) -> Result<Outcome, Error> {
             client_id: format!("{}-p{i}", plan.client_prefix),
             version: plan.version,
             receive_maximum: None,
+            keep_alive: plan.keep_alive,
         };
         pubs.push(Conn::connect(&plan.endpoint, &opts, connect_timeout)?);
     }
