@@ -5,7 +5,7 @@
 //! frames and decodes it with the pure codec. No reader thread: a packet costs no hand-off
 //! between threads and no extra wake-up, which at a remote's pace of one PUBACK per read was
 //! most of a bridge's scheduling work. The socket stays in blocking mode for writes (within
-//! [`WRITE_TIMEOUT`]); reads use `MSG_DONTWAIT`.
+//! `WRITE_TIMEOUT`); reads use `MSG_DONTWAIT`.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
