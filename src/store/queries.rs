@@ -226,47 +226,6 @@ pub(crate) fn message_persist(
     Ok(())
 }
 
-/// [`message_persist`] and then [`message_state`] in one statement, for a message sent in the
-/// same group commit that keeps it: the row is written once, already in its sent state. On a
-/// conflict (the row kept by an earlier commit) the state obeys `message_state`'s rule.
-pub(crate) fn message_persist_sent(
-    conn: &Connection,
-    client_id: &str,
-    seq: u64,
-    m: &MsgFields<'_>,
-    packet_id: Option<u16>,
-    state: MessageState,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO session_messages (client_id, seq, topic, payload, qos, retain, properties,
-                                       publisher, packet_id, state, stored_at, expiry_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?11, ?12, ?9, ?10)
-         ON CONFLICT (client_id, seq) DO UPDATE SET topic = excluded.topic,
-             payload = excluded.payload, qos = excluded.qos, retain = excluded.retain,
-             properties = excluded.properties, publisher = excluded.publisher,
-             stored_at = excluded.stored_at, expiry_at = excluded.expiry_at,
-             packet_id = CASE WHEN session_messages.state = 'released' AND ?12 = 'inflight'
-                              THEN session_messages.packet_id ELSE ?11 END,
-             state = CASE WHEN session_messages.state = 'released' AND ?12 = 'inflight'
-                          THEN session_messages.state ELSE ?12 END",
-    )?
-    .execute(params![
-        client_id,
-        to_i64(seq),
-        m.topic,
-        m.payload,
-        m.qos as u8,
-        m.retain,
-        properties_to_json(m.properties),
-        m.publisher,
-        m.stored_at,
-        m.expiry_at,
-        packet_id,
-        state.as_str()
-    ])?;
-    Ok(())
-}
-
 /// Moves a kept message along its flow; never back from `released` to `inflight` (the write
 /// turn sends `inflight` after releasing its locks, so it may arrive after the PUBREC's
 /// `released`).

@@ -494,32 +494,11 @@ impl Worker {
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut dropped = 0;
             let settled = settled_in_batch(&self.writes);
-            let folded = states_folded(&self.writes, &settled);
             for (i, (w, _)) in self.writes.iter().enumerate() {
-                if is_settled(w, &settled) || folded.states.contains(&i) {
+                if is_settled(w, &settled) {
                     continue;
                 }
-                let applied = match (w, folded.into.get(&i)) {
-                    (
-                        Write::PersistMessage {
-                            client_id,
-                            seq,
-                            msg,
-                            qos,
-                            retain,
-                        },
-                        Some(&(packet_id, state)),
-                    ) => queries::message_persist_sent(
-                        &tx,
-                        client_id,
-                        *seq,
-                        &fields(msg, *qos, *retain),
-                        packet_id,
-                        state,
-                    ),
-                    _ => apply_write(&tx, w),
-                };
-                if let Err(e) = applied {
+                if let Err(e) = apply_write(&tx, w) {
                     if is_transient(&e) {
                         return Err(e);
                     }
@@ -810,50 +789,6 @@ fn settled_in_batch(writes: &[(Write, Option<Ticket>)]) -> HashSet<(&str, u64)> 
         }
     }
     settled
-}
-
-/// The state changes written within their message's insert ([`queries::message_persist_sent`]):
-/// a message kept for an online persistent session is usually sent before the commit that keeps
-/// it, and one statement then does the work of two.
-#[derive(Default)]
-struct Folded {
-    /// Index of a `PersistMessage` → the packet id and state it is written with.
-    into: HashMap<usize, (Option<u16>, MessageState)>,
-    /// Indexes of the `MessageState` writes done that way.
-    states: HashSet<usize>,
-}
-
-/// Folds each message's first state change into the latest insert of that message before it in
-/// the batch. The same as applying both in order: between them only another insert of the same
-/// message (an upsert, which keeps the state) or its removal can touch the row, and either
-/// leaves the same row whether the state was set before or after it.
-fn states_folded(writes: &[(Write, Option<Ticket>)], settled: &HashSet<(&str, u64)>) -> Folded {
-    let mut inserted: HashMap<(&str, u64), usize> = HashMap::new();
-    let mut folded = Folded::default();
-    for (i, (w, _)) in writes.iter().enumerate() {
-        match w {
-            Write::PersistMessage { client_id, seq, .. } => {
-                inserted.insert((client_id.as_str(), *seq), i);
-            }
-            Write::MessageState {
-                client_id,
-                seq,
-                packet_id,
-                state,
-            } => {
-                let key = (client_id.as_str(), *seq);
-                if settled.contains(&key) {
-                    continue;
-                }
-                if let Some(at) = inserted.remove(&key) {
-                    folded.into.insert(at, (*packet_id, *state));
-                    folded.states.insert(i);
-                }
-            }
-            _ => {}
-        }
-    }
-    folded
 }
 
 /// Whether `w` is the insert or a state change of a [`settled_in_batch`] message.
