@@ -1,29 +1,30 @@
 //! One MQTT connection a bridge holds as a client: to the remote broker (plain TCP, or rustls
 //! over it with `bridge_cafile`) or to this broker's loopback ([`crate::broker::loopback`]).
-//! Writes are made by the bridge's own thread ([`Conn::send`]); a `bridge-NAME-read` thread
-//! per connection reads, frames and decodes with the pure codec and hands each packet to the
-//! bridge thread's channel, ending with one [`Event::Closed`]. A TLS connection's rustls state
-//! is shared by both under a short lock that is never held across the blocking read.
+//! The bridge's own thread does everything on it: it writes ([`Conn::send`]), and when `poll(2)`
+//! says the socket has bytes it reads what is there without waiting ([`Conn::read_ready`]),
+//! frames and decodes it with the pure codec. No reader thread: a packet costs no hand-off
+//! between threads and no extra wake-up, which at a remote's pace of one PUBACK per read was
+//! most of a bridge's scheduling work. The socket stays in blocking mode for writes (within
+//! `WRITE_TIMEOUT`); reads use `MSG_DONTWAIT`.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
-use parking_lot::Mutex;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
+use crate::broker::socket;
 use crate::protocol::frame::FrameBuffer;
 use crate::protocol::{self, Packet, ProtocolVersion, MAX_REMAINING_LENGTH};
 
 /// How long one write may wait for room before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Stack of a reader thread: framing and decoding are shallow.
-const READER_STACK: usize = 256 * 1024;
+/// Bytes read per call at most: one connection's burst does not keep the other waiting.
+const READ_BUDGET: usize = 64 * 1024;
 
 /// Which of its two connections a bridge event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,11 +33,12 @@ pub enum Side {
     Local,
 }
 
-/// What the reader threads (and the broker, to stop a bridge) tell a bridge's thread. `gen`
-/// tells the connection: a late event from one already replaced is ignored.
+/// What a bridge's thread handles next: what its connections delivered, and the broker's
+/// stop. `gen` tells the connection: an event of one already replaced is ignored.
 #[derive(Debug)]
 pub enum Event {
-    Packet(Side, u64, Box<Packet>),
+    /// The packets of one read, in order (never empty).
+    Packets(Side, u64, Vec<Packet>),
     Closed(Side, u64, String),
     Stop,
 }
@@ -45,7 +47,7 @@ pub enum Event {
 enum Stream {
     Plain(TcpStream),
     /// Boxed: a plain connection does not carry the size of rustls's state.
-    Tls(TcpStream, Box<Mutex<ClientConnection>>),
+    Tls(TcpStream, Box<ClientConnection>),
 }
 
 impl Stream {
@@ -56,27 +58,27 @@ impl Stream {
     }
 }
 
-/// A connection's writing end.
+/// One connection, read and written by the bridge's thread.
 pub struct Conn {
-    stream: Arc<Stream>,
+    stream: Stream,
     pub version: ProtocolVersion,
     pub side: Side,
     pub gen: u64,
     /// Packets queued by [`Conn::queue`] and not yet written, in order.
     buf: Vec<u8>,
+    frames: FrameBuffer,
+    chunk: Vec<u8>,
 }
 
 impl Conn {
-    /// Starts reading `socket` (with TLS when `tls` is given, for `host`) on a new thread that
-    /// sends to `events`.
+    /// Wraps `socket` (with TLS when `tls` is given, for `host`); nothing is read until
+    /// [`Conn::read_ready`].
     pub fn start(
         socket: TcpStream,
         tls: Option<(Arc<ClientConfig>, &str)>,
         version: ProtocolVersion,
         side: Side,
         gen: u64,
-        name: &str,
-        events: Sender<Event>,
     ) -> io::Result<Conn> {
         socket.set_nodelay(true)?;
         socket.set_write_timeout(Some(WRITE_TIMEOUT))?;
@@ -86,22 +88,23 @@ impl Conn {
                 let server = ServerName::try_from(host.to_owned())
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
                 let conn = ClientConnection::new(config, server).map_err(io::Error::other)?;
-                Stream::Tls(socket, Box::new(Mutex::new(conn)))
+                Stream::Tls(socket, Box::new(conn))
             }
         };
-        let stream = Arc::new(stream);
-        let reading = stream.clone();
-        thread::Builder::new()
-            .name(format!("bridge-{name}-read"))
-            .stack_size(READER_STACK)
-            .spawn(move || read_loop(&reading, version, side, gen, &events))?;
         Ok(Conn {
             stream,
             version,
             side,
             gen,
             buf: Vec::new(),
+            frames: FrameBuffer::new(),
+            chunk: vec![0u8; 16 * 1024],
         })
+    }
+
+    /// The descriptor to `poll(2)` for `POLLIN`.
+    pub fn fd(&self) -> RawFd {
+        self.stream.tcp().as_raw_fd()
     }
 
     /// Writes one packet, after any queued ones (blocking, within `WRITE_TIMEOUT`).
@@ -126,20 +129,64 @@ impl Conn {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let written = match &*self.stream {
+        let written = match &mut self.stream {
             Stream::Plain(s) => (&*s).write_all(&self.buf),
-            Stream::Tls(s, conn) => {
-                let mut conn = conn.lock();
-                conn.writer()
-                    .write_all(&self.buf)
-                    .and_then(|()| send_tls(&mut conn, s))
-            }
+            Stream::Tls(s, conn) => conn
+                .writer()
+                .write_all(&self.buf)
+                .and_then(|()| send_tls(conn, s)),
         };
         self.buf.clear();
         written
     }
 
-    /// Closes both directions: the reader thread ends with [`Event::Closed`].
+    /// Reads what the socket holds now, without waiting, and decodes the whole packets in it
+    /// into `out`, in order. `Err(why)`: the connection ended (the peer closed it, a read or
+    /// protocol error); the packets before the end are in `out` all the same.
+    pub fn read_ready(&mut self, out: &mut Vec<Packet>) -> Result<(), String> {
+        let ended = self.read_bytes();
+        loop {
+            match self
+                .frames
+                .next_packet(Some(self.version), MAX_REMAINING_LENGTH + 5)
+            {
+                Ok(Some(packet)) => out.push(packet),
+                Ok(None) => break,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        ended
+    }
+
+    /// Moves the socket's bytes (TLS: their plaintext) into the framing buffer, up to
+    /// [`READ_BUDGET`].
+    fn read_bytes(&mut self) -> Result<(), String> {
+        let mut total = 0;
+        while total < READ_BUDGET {
+            let n = match socket::recv_nonblocking(self.stream.tcp(), &mut self.chunk) {
+                Ok(0) => return Err("closed by the peer".to_owned()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.to_string()),
+            };
+            total += n;
+            match &mut self.stream {
+                Stream::Plain(_) => self.frames.extend(&self.chunk[..n]),
+                Stream::Tls(socket, conn) => {
+                    let closed = tls_read(conn, socket, &self.chunk[..n], &mut self.frames)
+                        .map_err(|e| e.to_string())?;
+                    // Its close_notify: what came before it is still decoded.
+                    if closed {
+                        return Err("closed by the peer".to_owned());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes both directions.
     pub fn close(&self) {
         let _ = self.stream.tcp().shutdown(Shutdown::Both);
     }
@@ -151,81 +198,35 @@ impl Drop for Conn {
     }
 }
 
-/// Sends whatever rustls has made (records, handshake messages); under its lock, so that
-/// records reach the socket in the order they were made.
+/// Feeds ciphertext to rustls, moves the plaintext into `frames` and sends what rustls made in
+/// answer (handshake messages, or application data held until the handshake ended). `true`:
+/// the peer's close_notify came.
+fn tls_read(
+    conn: &mut ClientConnection,
+    socket: &TcpStream,
+    mut data: &[u8],
+    frames: &mut FrameBuffer,
+) -> io::Result<bool> {
+    while !data.is_empty() {
+        conn.read_tls(&mut data)?;
+        let state = conn
+            .process_new_packets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let mut plain = vec![0u8; state.plaintext_bytes_to_read()];
+        conn.reader().read_exact(&mut plain)?;
+        frames.extend(&plain);
+        if state.peer_has_closed() {
+            return Ok(true);
+        }
+    }
+    send_tls(conn, socket)?;
+    Ok(false)
+}
+
+/// Sends whatever rustls has made (records, handshake messages).
 fn send_tls(conn: &mut ClientConnection, mut socket: &TcpStream) -> io::Result<()> {
     while conn.wants_write() {
         conn.write_tls(&mut socket)?;
-    }
-    Ok(())
-}
-
-fn read_loop(
-    stream: &Stream,
-    version: ProtocolVersion,
-    side: Side,
-    gen: u64,
-    events: &Sender<Event>,
-) {
-    let why = match read_packets(stream, version, side, gen, events) {
-        Ok(()) => "closed by the peer".to_owned(),
-        Err(e) => e.to_string(),
-    };
-    let _ = stream.tcp().shutdown(Shutdown::Both);
-    let _ = events.send(Event::Closed(side, gen, why));
-}
-
-fn read_packets(
-    stream: &Stream,
-    version: ProtocolVersion,
-    side: Side,
-    gen: u64,
-    events: &Sender<Event>,
-) -> io::Result<()> {
-    let mut frames = FrameBuffer::new();
-    let mut chunk = vec![0u8; 16 * 1024];
-    let mut peer_closed = false;
-    while !peer_closed {
-        let n = stream.tcp().read(&mut chunk)?;
-        if n == 0 {
-            return Ok(());
-        }
-        match stream {
-            Stream::Plain(_) => frames.extend(&chunk[..n]),
-            Stream::Tls(socket, conn) => {
-                let mut conn = conn.lock();
-                let mut data = &chunk[..n];
-                while !data.is_empty() {
-                    conn.read_tls(&mut data)?;
-                    let state = conn
-                        .process_new_packets()
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    let mut plain = vec![0u8; state.plaintext_bytes_to_read()];
-                    conn.reader().read_exact(&mut plain)?;
-                    frames.extend(&plain);
-                    // Its close_notify: what came before it is still handed over below.
-                    if state.peer_has_closed() {
-                        peer_closed = true;
-                        break;
-                    }
-                }
-                if !peer_closed {
-                    send_tls(&mut conn, socket)?;
-                }
-            }
-        }
-        loop {
-            let packet = frames
-                .next_packet(Some(version), MAX_REMAINING_LENGTH + 5)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            let Some(packet) = packet else { break };
-            if events
-                .send(Event::Packet(side, gen, Box::new(packet)))
-                .is_err()
-            {
-                return Ok(());
-            }
-        }
     }
     Ok(())
 }

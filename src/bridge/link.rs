@@ -2,7 +2,9 @@
 //! one to the remote broker, one to this broker over a private loopback pair
 //! ([`crate::broker::loopback`], a real persistent session named `local_clientid`) — and
 //! forwards between them: `out` topics are subscribed locally and published remotely, `in`
-//! topics subscribed remotely and published here, prefixes swapped.
+//! topics subscribed remotely and published here, prefixes swapped. The thread reads both
+//! connections itself, waiting in `poll(2)` (`Link::next_event` is its only wait besides
+//! the backoff): what one side sends is forwarded by the thread that read it, with no hand-off.
 //!
 //! **Nothing acknowledged before the other side has it**: a QoS 1/2 message is acknowledged to
 //! the side it came from only once the other side acknowledged it (PUBACK, or PUBCOMP for QoS
@@ -22,18 +24,21 @@
 //! so what the bridge publishes on one side never comes back to it.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use rustls::ClientConfig;
 
 use super::backoff::Backoff;
 use super::config::{BridgeConfig, BridgeProtocol, BridgeTopic, StartType};
 use super::conn::{Conn, Event, Side};
 use super::status::{BridgeStatus, LinkState};
-use crate::broker::{loopback, Broker};
+use crate::broker::{loopback, socket, Broker};
 use crate::protocol::topic::filter_matches;
 use crate::protocol::{
     Ack, ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, Properties, ProtocolVersion,
@@ -51,7 +56,7 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a TCP connect to one address may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Packets queued while forwarding are written after at most this many events (so that a
+/// Packets queued while forwarding are written after at most this many packets (so that a
 /// steady stream still has its acknowledgements go out promptly) ...
 const FLUSH_EVERY: u32 = 16;
 /// ... or once this many bytes are queued for one side.
@@ -97,13 +102,16 @@ pub struct Link {
     broker: Arc<Broker>,
     tls: Option<Arc<ClientConfig>>,
     status: Arc<BridgeStatus>,
+    /// The broker's stop; with a byte on `waker` so that a wait in `poll(2)` ends.
     events: Receiver<Event>,
-    sender: Sender<Event>,
+    waker: UnixStream,
     gen: u64,
     remote_client_id: String,
     local_client_id: String,
     /// Events that arrived while the thread waited for a particular reply.
     stash: VecDeque<Event>,
+    /// Events read from the connections and not handled yet, in order.
+    inbox: VecDeque<Event>,
     /// The next address to try first (fail-over goes round them).
     address: usize,
     random: u64,
@@ -115,7 +123,7 @@ impl Link {
         broker: Arc<Broker>,
         tls: Option<Arc<ClientConfig>>,
         status: Arc<BridgeStatus>,
-        (sender, events): (Sender<Event>, Receiver<Event>),
+        (events, waker): (Receiver<Event>, UnixStream),
         hostname: &str,
     ) -> Link {
         let seed = SystemTime::now()
@@ -130,9 +138,10 @@ impl Link {
             tls,
             status,
             events,
-            sender,
+            waker,
             gen: 0,
             stash: VecDeque::new(),
+            inbox: VecDeque::new(),
             address: 0,
             random: seed,
         }
@@ -206,6 +215,7 @@ impl Link {
     fn pause(&mut self, delay: Duration) -> Result<(), ()> {
         let until = Instant::now() + delay;
         self.stash.clear();
+        self.inbox.clear();
         loop {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -229,6 +239,7 @@ impl Link {
                 self.subscribe_local(&mut local)?;
                 self.notify_local(&mut local, false);
                 self.stash.clear();
+                self.inbox.clear();
                 disconnect(&mut local);
                 Ok(())
             });
@@ -259,16 +270,8 @@ impl Link {
         let socket = loopback::connect(&self.broker)
             .map_err(|e| Stop::Failed(format!("loopback connection: {e}")))?;
         let gen = self.new_gen();
-        let mut local = Conn::start(
-            socket,
-            None,
-            ProtocolVersion::V5,
-            Side::Local,
-            gen,
-            &self.cfg.name,
-            self.sender.clone(),
-        )
-        .map_err(|e| Stop::Failed(format!("local connection: {e}")))?;
+        let mut local = Conn::start(socket, None, ProtocolVersion::V5, Side::Local, gen)
+            .map_err(|e| Stop::Failed(format!("local connection: {e}")))?;
         let connect = Connect {
             protocol: ProtocolVersion::V5,
             bridge: false,
@@ -286,7 +289,7 @@ impl Link {
             password: None,
         };
         send(&mut local, &Packet::Connect(Box::new(connect)))?;
-        let connack = self.await_connack(&local)?;
+        let connack = self.await_connack(&mut local)?;
         if connack.reason.is_error() {
             return Err(Stop::Failed(format!(
                 "local session refused: {}",
@@ -365,16 +368,8 @@ impl Link {
         };
         let gen = self.new_gen();
         let tls = self.tls.clone().map(|c| (c, host));
-        let mut remote = Conn::start(
-            socket,
-            tls,
-            version,
-            Side::Remote,
-            gen,
-            &self.cfg.name,
-            self.sender.clone(),
-        )
-        .map_err(|e| Stop::Failed(e.to_string()))?;
+        let mut remote = Conn::start(socket, tls, version, Side::Remote, gen)
+            .map_err(|e| Stop::Failed(e.to_string()))?;
         let will = self.cfg.notifications.then(|| Will {
             topic: self.cfg.notification_topic(),
             payload: b"0".to_vec(),
@@ -403,7 +398,7 @@ impl Link {
             password: self.cfg.remote_password.clone().map(String::into_bytes),
         };
         send(&mut remote, &Packet::Connect(Box::new(connect)))?;
-        let connack = self.await_connack(&remote)?;
+        let connack = self.await_connack(&mut remote)?;
         if connack.reason.is_error() {
             let why = if version.is_v5() {
                 connack.reason.name().to_owned()
@@ -427,33 +422,102 @@ impl Link {
     /// The next event of `conn`, within `REPLY_TIMEOUT`, keeping the others for later.
     fn await_reply(
         &mut self,
-        conn: &Conn,
+        conn: &mut Conn,
         wanted: impl Fn(&Packet) -> bool,
     ) -> Result<Packet, Stop> {
         let deadline = Instant::now() + REPLY_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(Event::Stop) => return Err(Stop::Asked),
-                Ok(Event::Packet(side, gen, p)) if side == conn.side && gen == conn.gen => {
-                    if wanted(&p) {
-                        return Ok(*p);
+            match self.next_event(&mut [&mut *conn], left) {
+                Some(Event::Stop) => return Err(Stop::Asked),
+                Some(Event::Packets(side, gen, packets))
+                    if side == conn.side && gen == conn.gen =>
+                {
+                    let mut packets = packets.into_iter();
+                    let mut before = Vec::new();
+                    let mut reply = None;
+                    for p in packets.by_ref() {
+                        if wanted(&p) {
+                            reply = Some(p);
+                            break;
+                        }
+                        before.push(p);
                     }
-                    self.stash.push_back(Event::Packet(side, gen, p));
+                    let after: Vec<Packet> = packets.collect();
+                    // The others keep their order for whoever reads the stash next.
+                    for rest in [before, after] {
+                        if !rest.is_empty() {
+                            self.stash.push_back(Event::Packets(side, gen, rest));
+                        }
+                    }
+                    if let Some(p) = reply {
+                        return Ok(p);
+                    }
                 }
-                Ok(Event::Closed(side, gen, why)) if side == conn.side && gen == conn.gen => {
+                Some(Event::Closed(side, gen, why)) if side == conn.side && gen == conn.gen => {
                     return Err(Stop::Failed(why));
                 }
-                Ok(other) => self.stash.push_back(other),
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(Stop::Failed("no answer within 10 s".into()))
-                }
-                Err(RecvTimeoutError::Disconnected) => return Err(Stop::Asked),
+                Some(other) => self.stash.push_back(other),
+                None => return Err(Stop::Failed("no answer within 10 s".into())),
             }
         }
     }
 
-    fn await_connack(&mut self, conn: &Conn) -> Result<ConnAck, Stop> {
+    /// The next event: one read before and not handled yet, the broker's stop, or what
+    /// `conns` have now — waiting in `poll(2)` for at most `timeout` (`None`: nothing came).
+    /// What a connection delivers is read here, by this thread: no reader thread hands it on.
+    fn next_event(&mut self, conns: &mut [&mut Conn], timeout: Duration) -> Option<Event> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.inbox.pop_front() {
+                return Some(e);
+            }
+            match self.events.try_recv() {
+                Ok(e) => return Some(e),
+                Err(TryRecvError::Disconnected) => return Some(Event::Stop),
+                Err(TryRecvError::Empty) => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut fds: Vec<libc::pollfd> = conns
+                .iter()
+                .map(|c| socket::pollfd(c.fd(), libc::POLLIN))
+                .collect();
+            fds.push(socket::pollfd(self.waker.as_raw_fd(), libc::POLLIN));
+            // Rounded up: a wait cut short of its deadline would spin.
+            let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+            match socket::poll(&mut fds, ms) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::error!("bridge {}: poll failed: {e}", self.cfg.name);
+                    return None;
+                }
+            }
+            for (conn, fd) in conns.iter_mut().zip(&fds) {
+                if fd.revents == 0 {
+                    continue;
+                }
+                let mut packets = Vec::new();
+                let ended = conn.read_ready(&mut packets);
+                if !packets.is_empty() {
+                    self.inbox
+                        .push_back(Event::Packets(conn.side, conn.gen, packets));
+                }
+                if let Err(why) = ended {
+                    self.inbox
+                        .push_back(Event::Closed(conn.side, conn.gen, why));
+                }
+            }
+            if fds.last().is_some_and(|w| w.revents != 0) {
+                // The stop itself is in the channel, looked at above.
+                let mut drained = [0u8; 64];
+                while matches!((&self.waker).read(&mut drained), Ok(n) if n > 0) {}
+            }
+        }
+    }
+
+    fn await_connack(&mut self, conn: &mut Conn) -> Result<ConnAck, Stop> {
         match self.await_reply(conn, |p| matches!(p, Packet::ConnAck(_)))? {
             Packet::ConnAck(c) => Ok(c),
             _ => Err(Stop::Failed("no CONNACK".into())),
@@ -621,26 +685,38 @@ impl Link {
         loop {
             let event = match self.stash.pop_front() {
                 Some(e) => e,
-                None => match self.events.recv_timeout(TICK) {
-                    Ok(e) => e,
-                    Err(RecvTimeoutError::Timeout) => {
+                None => match self.next_event(&mut [&mut live.remote, &mut live.local], TICK) {
+                    Some(e) => e,
+                    None => {
                         if let Err(e) = live.keep_alive() {
                             return e;
                         }
                         continue;
                     }
-                    Err(RecvTimeoutError::Disconnected) => return Stop::Asked,
                 },
             };
             let result = match event {
                 Event::Stop => return Stop::Asked,
-                Event::Packet(Side::Remote, gen, p) if gen == live.remote.gen => {
-                    live.remote_heard = Instant::now();
-                    self.on_remote(live, *p)
-                }
-                Event::Packet(Side::Local, gen, p) if gen == live.local.gen => {
-                    live.local_heard = Instant::now();
-                    self.on_local(live, *p)
+                Event::Packets(side, gen, packets)
+                    if (side == Side::Remote && gen == live.remote.gen)
+                        || (side == Side::Local && gen == live.local.gen) =>
+                {
+                    match side {
+                        Side::Remote => live.remote_heard = Instant::now(),
+                        Side::Local => live.local_heard = Instant::now(),
+                    }
+                    packets.into_iter().try_for_each(|p| {
+                        match side {
+                            Side::Remote => self.on_remote(live, p)?,
+                            Side::Local => self.on_local(live, p)?,
+                        }
+                        unflushed += 1;
+                        if unflushed >= FLUSH_EVERY {
+                            unflushed = 0;
+                            flush(&mut live.remote).and_then(|()| flush(&mut live.local))?;
+                        }
+                        Ok(())
+                    })
                 }
                 Event::Closed(Side::Remote, gen, why) if gen == live.remote.gen => {
                     Err(Stop::Failed(format!("remote connection lost: {why}")))
@@ -649,13 +725,13 @@ impl Link {
                     Err(Stop::Failed(format!("local session closed: {why}")))
                 }
                 // A connection already replaced.
-                Event::Packet(..) | Event::Closed(..) => Ok(()),
+                Event::Packets(..) | Event::Closed(..) => Ok(()),
             };
             if let Err(e) = result {
                 return e;
             }
-            unflushed += 1;
-            if unflushed >= FLUSH_EVERY || (self.stash.is_empty() && self.events.is_empty()) {
+            // Written before the thread may wait in `poll(2)`.
+            if self.stash.is_empty() && self.inbox.is_empty() {
                 unflushed = 0;
                 if let Err(e) = flush(&mut live.remote).and_then(|()| flush(&mut live.local)) {
                     return e;
@@ -912,7 +988,7 @@ fn send(conn: &mut Conn, packet: &Packet) -> Result<(), Stop> {
 }
 
 /// Queues a packet while forwarding; written when the events run out for a moment, every
-/// [`FLUSH_EVERY`] events, or once [`FLUSH_BYTES`] are queued.
+/// [`FLUSH_EVERY`] packets handled, or once [`FLUSH_BYTES`] are queued.
 fn post(conn: &mut Conn, packet: &Packet) -> Result<(), Stop> {
     conn.queue(packet);
     if conn.queued() >= FLUSH_BYTES {

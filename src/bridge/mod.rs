@@ -5,9 +5,10 @@
 //! - [`backoff`]: the delays between reconnection attempts (`restart_timeout`).
 //! - [`tls`]: the rustls client configuration of a bridge over TLS (`bridge_cafile`, …), built
 //!   before anything starts so a bad file is a bad setting.
-//! - [`conn`]: one MQTT client connection (remote, or this broker's loopback) and its reader
-//!   thread.
-//! - [`link`]: a bridge's thread: connect, fail over, back off, forward both ways.
+//! - [`conn`]: one MQTT client connection (remote, or this broker's loopback), read and written
+//!   by the bridge's thread.
+//! - [`link`]: a bridge's thread: connect, fail over, back off, forward both ways; it waits in
+//!   `poll(2)` on both connections and a wake-up socket that [`Bridges::stop`] writes to.
 //! - [`status`]: each bridge's state and counts, for the log and the page.
 //!
 //! [`Bridges`], held by the broker, starts one `bridge-NAME` thread per configured bridge and
@@ -20,6 +21,8 @@ pub mod link;
 pub mod status;
 pub mod tls;
 
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
@@ -57,7 +60,16 @@ struct Entry {
 /// A bridge's thread and the way to tell it to stop.
 struct Running {
     stop: Sender<Event>,
+    /// Written after a stop: ends the thread's wait in `poll(2)`.
+    wake: UnixStream,
     thread: JoinHandle<()>,
+}
+
+impl Running {
+    fn stop(&self) {
+        let _ = self.stop.send(Event::Stop);
+        let _ = (&self.wake).write(&[1]);
+    }
 }
 
 /// The broker's bridges (held by [`Broker::bridges`]): each one's status, and starting and
@@ -138,14 +150,21 @@ impl Bridges {
         if running.as_ref().is_some_and(|r| !r.thread.is_finished()) {
             return Ok(());
         }
-        let channel = crossbeam_channel::unbounded();
-        let stop = channel.0.clone();
+        let (stop, events) = crossbeam_channel::unbounded();
+        let (wake, waker) = UnixStream::pair()
+            .and_then(|(wake, waker)| {
+                // Neither end ever waits: a full pipe already holds a wake-up.
+                wake.set_nonblocking(true)?;
+                waker.set_nonblocking(true)?;
+                Ok((wake, waker))
+            })
+            .map_err(|err| format!("bridge '{name}': cannot make its wake-up pair: {err}"))?;
         let link = link::Link::new(
             e.cfg.clone(),
             broker.clone(),
             e.tls.clone(),
             e.status.clone(),
-            channel,
+            (events, waker),
             &self.hostname,
         );
         let thread = thread::Builder::new()
@@ -153,7 +172,7 @@ impl Bridges {
             .spawn(move || link.run())
             .map_err(|err| format!("bridge '{name}': cannot start its thread: {err}"))?;
         // A thread that ended (stopped, `once`) is replaced; its join is immediate.
-        if let Some(old) = running.replace(Running { stop, thread }) {
+        if let Some(old) = running.replace(Running { stop, wake, thread }) {
             let _ = old.thread.join();
         }
         log::info!("bridge {name}: started");
@@ -169,7 +188,7 @@ impl Bridges {
             .find(|e| e.cfg.name == name)
             .ok_or_else(|| format!("no bridge named '{name}'"))?;
         if let Some(r) = e.running.lock().as_ref() {
-            let _ = r.stop.send(Event::Stop);
+            r.stop();
         }
         log::info!("bridge {name}: stop asked");
         Ok(())
@@ -183,7 +202,7 @@ impl Bridges {
             .filter_map(|e| e.running.lock().take())
             .collect();
         for r in &running {
-            let _ = r.stop.send(Event::Stop);
+            r.stop();
         }
         for r in running {
             if r.thread.join().is_err() {

@@ -26,7 +26,7 @@ pub mod retain;
 pub mod router;
 pub mod server;
 pub mod session;
-mod socket;
+pub(crate) mod socket;
 mod stack;
 pub mod stats;
 pub mod sys;
