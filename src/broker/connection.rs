@@ -50,37 +50,38 @@ pub struct Reader {
 /// half a kilobyte less for every connection.
 const INLINE_CHUNK: usize = 512;
 
-/// The buffer each socket read goes into before the framing buffer.
-enum Chunk {
-    Inline { buf: [u8; INLINE_CHUNK], len: usize },
-    Heap(Box<[u8]>),
+/// The buffer each socket read goes into before the framing buffer: `inline` for a chunk of
+/// up to [`INLINE_CHUNK`] bytes, else `heap` (empty, so unallocated, when not used).
+struct Chunk {
+    inline: [u8; INLINE_CHUNK],
+    heap: Box<[u8]>,
+    len: usize,
 }
 
 impl Chunk {
     fn new(size: usize) -> Chunk {
-        let size = size.max(1);
-        if size <= INLINE_CHUNK {
-            Chunk::Inline {
-                buf: [0; INLINE_CHUNK],
-                len: size,
-            }
-        } else {
-            Chunk::Heap(vec![0; size].into_boxed_slice())
+        let len = size.max(1);
+        Chunk {
+            inline: [0; INLINE_CHUNK],
+            heap: if len > INLINE_CHUNK {
+                vec![0; len].into_boxed_slice()
+            } else {
+                Box::default()
+            },
+            len,
         }
     }
 
     fn as_mut(&mut self) -> &mut [u8] {
-        match self {
-            Chunk::Inline { buf, len } => buf.get_mut(..*len).unwrap_or_default(),
-            Chunk::Heap(b) => b,
+        if self.heap.is_empty() {
+            self.inline.get_mut(..self.len).unwrap_or_default()
+        } else {
+            &mut self.heap
         }
     }
 
     fn len(&self) -> usize {
-        match self {
-            Chunk::Inline { len, .. } => *len,
-            Chunk::Heap(b) => b.len(),
-        }
+        self.len
     }
 }
 
@@ -126,7 +127,10 @@ impl Reader {
         if self.drained {
             return Ok(false);
         }
-        match self.pipe.read_into(self.chunk.as_mut(), &mut self.frames, true) {
+        match self
+            .pipe
+            .read_into(self.chunk.as_mut(), &mut self.frames, true)
+        {
             Ok(0) => Err(ConnError::Closed),
             Ok(n) => {
                 self.drained = n < self.chunk.len();
