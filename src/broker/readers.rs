@@ -5,13 +5,9 @@
 //! `clone3` (kernel stack, task struct) and the guard page's `mprotect`, and each ending client
 //! thread a sizeable share in the `munmap` of its stack (with a TLB shoot-down on every core).
 //! A parked thread costs neither: the acceptor hands it the socket with a condition-variable
-//! wake-up. Up to [`SPARES`] threads are kept parked ahead of the next sockets: a thread that
-//! takes a socket, and a spare as it starts, tops them up by starting one more (a chain), so
-//! that in a storm of new clients (a fresh broker, every device back after a Wi-Fi blip) the
-//! sockets find threads waiting and every clone happens off the acceptor, in parallel with it.
-//! Profiled before the chain (one spare ahead), a 5,000-client storm still left 70 % of the
-//! acceptor's time in thread creation (`clone3`, the guard page's `mprotect`, the stack's
-//! `mmap` and first page faults): one spare was taken before it had started.
+//! wake-up. When a socket takes the last parked thread, the thread that took it first starts
+//! one spare ahead, so that the next socket of a storm finds a thread waiting and the clone
+//! happens off the acceptor, in parallel with it.
 //!
 //! Bounds: at most [`MAX_IDLE`] threads park (one over the bound exits at once), and a parked
 //! thread exits after [`IDLE_EXIT`] without a socket. A thread only ever serves a socket the
@@ -40,9 +36,6 @@ use super::Broker;
 /// Parked threads kept at most: enough to absorb the churn of a reconnect storm, few enough
 /// that their stacks (a few pages each once trimmed) do not matter.
 pub const MAX_IDLE: usize = 32;
-
-/// Parked threads kept ahead of the next sockets (within [`MAX_IDLE`]).
-pub const SPARES: usize = 4;
 
 /// A parked thread without a socket for this long exits.
 pub const IDLE_EXIT: Duration = Duration::from_secs(30);
@@ -119,9 +112,6 @@ impl ReaderPool {
 
     fn thread_main(self: Arc<Self>, first: Option<Job>) {
         // A thread started for a socket already bears its name.
-        // A thread starts when the spares ran short: the next one is started from here, not
-        // by the acceptor when the next socket finds none.
-        self.top_up();
         let (mut job, mut named) = match first {
             Some(j) => (Some(j), true),
             // A spare, counted in `idle` by the thread that started it.
@@ -153,20 +143,6 @@ impl ReaderPool {
         }
     }
 
-    /// Starts one more parked thread when fewer than [`SPARES`] wait for a socket.
-    fn top_up(self: &Arc<Self>) {
-        {
-            let mut st = self.state.lock();
-            if st.idle - st.jobs.len() >= SPARES {
-                return;
-            }
-            st.idle += 1;
-        }
-        if self.spawn(None).is_err() {
-            self.state.lock().idle -= 1;
-        }
-    }
-
     /// Parks until a job comes (`Some`) or [`IDLE_EXIT`] passes, or returns `None` at once
     /// when [`MAX_IDLE`] threads are parked already.
     fn park(self: &Arc<Self>) -> Option<Job> {
@@ -189,10 +165,16 @@ impl ReaderPool {
         loop {
             if let Some(job) = st.jobs.pop_front() {
                 st.idle -= 1;
+                // The last parked thread is taken: start the next socket's thread now, on this
+                // thread, rather than on the acceptor when that socket comes.
+                let spare = st.idle == st.jobs.len();
+                if spare {
+                    st.idle += 1;
+                }
                 drop(st);
-                // Start the next sockets' threads now, on this thread, rather than on the
-                // acceptor when those sockets come.
-                self.top_up();
+                if spare && self.spawn(None).is_err() {
+                    self.state.lock().idle -= 1;
+                }
                 return Some(job);
             }
             if self.wake.wait_for(&mut st, IDLE_EXIT).timed_out() && st.jobs.is_empty() {
