@@ -1,7 +1,7 @@
 //! Framing: a stream of several packets, cut at every split point (two and three pieces) and fed
 //! one byte at a time, always yields exactly the same packets from `FrameBuffer`.
 
-use mqtt5_broker::protocol::frame::FrameBuffer;
+use mqtt5_broker::protocol::frame::{FrameBuffer, KEEP_WHEN_DRAINED};
 use mqtt5_broker::protocol::{
     encode, Ack, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion, Publish,
     QoS, ReasonCode, Subscribe, SubscriptionOptions, TopicSubscription, Unsubscribe, Will,
@@ -288,6 +288,54 @@ fn mqtt_3_1_2_24_frame_buffer_rejects_a_too_large_packet_before_its_body() {
         frames.next_packet(Some(ProtocolVersion::V5), 1_000),
         Ok(None)
     );
+}
+
+#[test]
+fn a_buffer_grown_for_a_large_packet_lets_it_go_once_drained() {
+    // One 1 MiB PUBLISH arriving in 512-byte reads (the design card's chunk), then silence:
+    // the buffer must not keep the packet's size for the rest of the connection.
+    let publish = |payload: usize| {
+        let mut v = Vec::new();
+        encode(
+            &Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: s("big"),
+                packet_id: 0,
+                properties: Properties::default(),
+                payload: vec![7; payload],
+            }),
+            ProtocolVersion::V5,
+            &mut v,
+        );
+        v
+    };
+    let mut frames = FrameBuffer::new();
+    let max = 2 << 20;
+    for (payload, kept) in [(1 << 20, false), (16 * 1024, true)] {
+        let bytes = publish(payload);
+        let mut got = 0;
+        for piece in bytes.chunks(512) {
+            frames.extend(piece);
+            while let Some(p) = frames.next_packet(Some(ProtocolVersion::V5), max).unwrap() {
+                assert!(matches!(p, Packet::Publish(ref p) if p.payload.len() == payload));
+                got += 1;
+            }
+        }
+        assert_eq!((got, frames.buffered()), (1, 0));
+        if kept {
+            // A packet within the kept size leaves its capacity for the next one.
+            assert!(frames.capacity() >= bytes.len(), "{}", frames.capacity());
+        } else {
+            assert!(
+                frames.capacity() <= KEEP_WHEN_DRAINED,
+                "capacity {} after a drained {}-byte packet",
+                frames.capacity(),
+                bytes.len()
+            );
+        }
+    }
 }
 
 #[test]

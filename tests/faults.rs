@@ -675,9 +675,11 @@ fn smaps(pid: u32) -> Vec<(u64, u64, u64)> {
 
 /// Each connection's reader thread has a 256 KiB stack of which only the touched pages are
 /// resident. Handling CONNECT and SUBSCRIBE reaches deeper than waiting does; once its client
-/// is quiet, a reader keeps at most 3 pages of stack resident (it gives the rest back).
+/// is quiet, a reader keeps at most 2 pages of stack resident (it gives the rest back): the
+/// top one holds glibc's thread block and TLS (about 4.4 KB), the second the frames down to the
+/// blocking `recv` (7.8 KB below the top).
 #[test]
-fn quiet_connections_keep_at_most_three_stack_pages_each() {
+fn quiet_connections_keep_at_most_two_stack_pages_each() {
     let _serial = serial();
     const N: usize = 60;
     let b = Broker::start(&[ANON, "--max-clients", "100"]);
@@ -691,12 +693,12 @@ fn quiet_connections_keep_at_most_three_stack_pages_each() {
         })
         .collect();
     // Each reader trims as it goes back to waiting, right after its SUBACK: poll for that
-    // state (all readers there, none above 3 pages) rather than waiting a fixed time.
+    // state (all readers there, none above 2 pages) rather than waiting a fixed time.
     let deadline = Instant::now() + Duration::from_secs(10);
     let (stacks, worst) = loop {
         let stacks: Vec<(u64, u64, u64)> = smaps(pid).into_iter().filter(|m| m.0 == 256).collect();
         let worst = stacks.iter().map(|m| (m.1, m.2)).max().unwrap_or((0, 4));
-        if (stacks.len() >= N && worst.0 <= 3 * worst.1) || Instant::now() >= deadline {
+        if (stacks.len() >= N && worst.0 <= 2 * worst.1) || Instant::now() >= deadline {
             break (stacks, worst);
         }
         thread::sleep(Duration::from_millis(50));
@@ -707,15 +709,16 @@ fn quiet_connections_keep_at_most_three_stack_pages_each() {
         stacks.len()
     );
     let total: u64 = stacks.iter().map(|m| m.1).sum();
-    // Measured: the largest 8 kB (2 pages) of 61 stacks, idle or under load; without the trimming
-    // the largest is 16 kB (4 pages), so the bound of 3 sits between the two.
+    // Measured: every stack 8 kB (2 pages), idle or under load; with the trim stopping a page
+    // too low (a 1 KiB margin below the trimming frame) every stack kept 12 kB (3 pages), and
+    // without the trimming the largest is 16 kB (4 pages).
     eprintln!(
         "{} reader stacks: {total} kB resident in all, the largest {} kB",
         stacks.len(),
         worst.0
     );
     assert!(
-        worst.0 <= 3 * worst.1,
+        worst.0 <= 2 * worst.1,
         "a quiet reader thread keeps {} kB of stack (page {} kB)",
         worst.0,
         worst.1

@@ -15,8 +15,12 @@ use std::time::{Duration, Instant};
 const PER_WINDOW: u32 = 4;
 const WINDOW: Duration = Duration::from_secs(1);
 
-/// Bytes below the trimming frame left alone: the `madvise` call's own frame lives there.
-const MARGIN: usize = 1024;
+/// Bytes below the trimming frame left alone: the `madvise` call's own frame lives there (a
+/// return address: the syscall itself runs on the kernel's stack). Kept small on purpose: the
+/// page boundary below `here - MARGIN` is where the trim stops, and an idle reader's `recv`
+/// sits a few hundred bytes below the trimming frame; a margin of a kilobyte pushed that
+/// boundary one page lower and kept a third stack page resident for every idle client.
+const MARGIN: usize = 256;
 
 pub struct StackTrim {
     /// The lowest usable address of this thread's stack (above its guard page); 0 when unknown.

@@ -10,9 +10,15 @@
 //! claimed Remaining Length — capacity only follows bytes actually received, with doubling capped
 //! at the Maximum Packet Size last passed to [`FrameBuffer::next_packet`]. A caller that reads at
 //! most `chunk` bytes between calls to `next_packet` thus keeps the capacity within
-//! `max_packet_size + chunk`.
+//! `max_packet_size + chunk`. Once every byte is consumed, a buffer that grew beyond
+//! [`KEEP_WHEN_DRAINED`] for a large packet lets that memory go: a connection that sent one big
+//! message and went quiet does not hold its size for the rest of its life.
 
 use super::{codec, DecodeError, Packet, ProtocolVersion};
+
+/// Capacity a drained buffer may keep. Packets up to this size (the 16 KiB ones of the
+/// benchmarks among them) are framed without ever giving memory back and growing it again.
+pub const KEEP_WHEN_DRAINED: usize = 64 * 1024;
 
 /// Received bytes awaiting decoding. See the module documentation.
 #[derive(Debug, Default)]
@@ -90,6 +96,9 @@ impl FrameBuffer {
                 if self.start == self.end {
                     self.start = 0;
                     self.end = 0;
+                    if self.buf.capacity() > KEEP_WHEN_DRAINED {
+                        self.buf = Vec::new();
+                    }
                 }
                 Ok(Some(packet))
             }
