@@ -277,6 +277,9 @@ pub struct Client {
     /// PUBLISH acknowledgements waiting for their store commit, in arrival order
     /// ([`handle::publish`]).
     pub owed_acks: std::collections::VecDeque<handle::publish::OwedAck>,
+    /// Held from this reader's first durable PUBLISH of a read until its acks are settled, so
+    /// that the read's writes ride one commit ([`crate::store::StoreHandle::hold_writes`]).
+    pub write_hold: Option<crate::store::WriteHold>,
 }
 
 /// Keeps the connection table and the pending pool exact however the thread ends (a Mosquitto

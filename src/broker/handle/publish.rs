@@ -9,7 +9,9 @@
 //! the PUBLISH packets came (MQTT-4.6.0-2, -3) — before the reader waits for more bytes,
 //! before it handles any other packet, and when [`MAX_OWED`] are owed. A burst of retained
 //! messages thus rides a few transactions instead of one commit (and two thread wake-ups)
-//! each.
+//! each. While it handles them the reader holds the store's commit
+//! ([`crate::store::StoreHandle::hold_writes`], at most a millisecond), so that the writes of
+//! one read ride one commit and the reader waits once, not once per commit that raced it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -128,6 +130,9 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
         }
         None => {
             let msg = Message::from_publish(p, Some(client.client_id.clone()), Instant::now());
+            if qos != QoS::AtMostOnce && client.write_hold.is_none() {
+                client.write_hold = Some(client.broker.store.hold_writes());
+            }
             let mut tickets = Vec::new();
             let matched = client.broker.publish_durable(
                 Arc::new(msg),
@@ -135,6 +140,10 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
                 Some(&mut tickets),
             );
             if tickets.is_empty() {
+                if client.owed_acks.is_empty() {
+                    // Nothing of this read waits for a commit: none to hold back.
+                    client.write_hold = None;
+                }
                 Owed::Answer(matched_reason(matched))
             } else {
                 Owed::Committed { tickets, matched }
@@ -197,6 +206,8 @@ fn matched_reason(matched: usize) -> ReasonCode {
 /// not stored is refused as `not_stored` says (for 3.1.1 the connection ends: the rest are
 /// dropped, and the client sends them again).
 pub fn settle_acks(client: &mut Client) -> Result<(), ConnError> {
+    // This read's writes are all sent: the commit need not wait for more of them.
+    client.write_hold = None;
     if client.owed_acks.is_empty() {
         return Ok(());
     }
