@@ -135,6 +135,10 @@ pub struct StoreOptions {
     /// Largest size of the database file (`PRAGMA max_page_count`); 0 = no limit. Writes past
     /// it fail as on a full disk. Default 0.
     pub max_bytes: u64,
+    /// The longest a due commit waits for [`WriteHold`]s to end. A reader handles the PUBLISH
+    /// packets of one read in well under it, and it is all the delay a hold can add to other
+    /// publishers' acknowledgements. Default 1 ms.
+    pub hold_wait: Duration,
 }
 
 impl Default for StoreOptions {
@@ -153,6 +157,7 @@ impl Default for StoreOptions {
             retry_interval: Duration::from_secs(1),
             reply_timeout: Duration::from_secs(30),
             max_bytes: 0,
+            hold_wait: Duration::from_millis(1),
         }
     }
 }
@@ -486,7 +491,7 @@ impl StoreHandle {
     /// not while the database is failing, nor longer than [`BACKLOG_WAIT`]: then the ticket
     /// fails at once and the write is not kept (the caller must not acknowledge what needed it).
     /// Asks the `store` thread to let the writes sent while the hold lives ride one commit: a
-    /// commit that is due waits (at most a millisecond) until every hold has ended.
+    /// commit that is due waits (at most [`StoreOptions::hold_wait`]) until every hold has ended.
     /// A reader thread holds while it handles the PUBLISH packets of one read, so that a burst
     /// of retained QoS 1 messages commits once per read, and its acknowledgements wait for one
     /// commit, instead of the first message committing alone while the rest queue behind it.

@@ -189,11 +189,6 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
 /// second.
 const HISTORY_POLL: Duration = Duration::from_millis(10);
 
-/// The longest a due commit waits for [`super::WriteHold`]s to end: a reader handles the
-/// PUBLISH packets of one read in well under this, and other publishers' acknowledgements are
-/// delayed by at most this.
-pub(crate) const HOLD_WAIT: Duration = Duration::from_millis(1);
-
 /// How often the log says again that the database still cannot be written (once when it starts
 /// failing, once when it recovers, and this summary in between: never a line per message).
 const FAILING_SUMMARY_EVERY: Duration = Duration::from_secs(60);
@@ -296,7 +291,8 @@ impl Worker {
     }
 
     /// Before a commit of durable writes: while publishers hold ([`super::WriteHold`]), takes
-    /// the writes they still send, for at most [`HOLD_WAIT`], so that they ride this commit.
+    /// the writes they still send, for at most [`StoreOptions::hold_wait`], so that they ride
+    /// this commit.
     fn wait_for_holds(&mut self) {
         if self.writes.is_empty()
             || self.stopping
@@ -306,7 +302,7 @@ impl Worker {
         {
             return;
         }
-        let until = Instant::now() + HOLD_WAIT;
+        let until = Instant::now() + self.opts.hold_wait;
         self.shared.hold_waiting.store(true, Ordering::SeqCst);
         while self.durable_open
             && self.shared.holds.load(Ordering::SeqCst) > 0
