@@ -528,8 +528,27 @@ impl Client {
             }
             let (packet, size) = match buffered {
                 Ok(Some(p)) => p,
-                // Nothing more to read now: what is owed is answered before the wait.
-                Ok(None) => return self.settle_acks().map(|()| handled),
+                // Nothing more to read now: what is owed is answered before the wait. While the
+                // oldest owed ack's commit runs, what the client sends meanwhile is read and
+                // handled (overlapping the store), then the acks ready by then go out.
+                Ok(None) if self.owed_acks.is_empty() || self.outbox.owes_too_much() => {
+                    return self.settle_acks().map(|()| handled)
+                }
+                Ok(None) => {
+                    if self.outbox.is_closing() {
+                        return Ok(handled);
+                    }
+                    match handle::publish::settle_ready_acks(self, handle::publish::OVERLAP_SLICE) {
+                        Ok(true) => return Ok(handled),
+                        Ok(false) => {
+                            self.flush();
+                            // Look at the socket again even after a short read.
+                            reader.drained = false;
+                            continue;
+                        }
+                        Err(e) => return Err(Ending::Error(e)),
+                    }
+                }
                 Err(e) => {
                     // Acks for what was stored still go out ahead of the connection's end.
                     self.settle_acks_before(&e);
