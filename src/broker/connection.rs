@@ -506,6 +506,8 @@ impl Client {
     fn handle_buffered(&mut self, reader: &mut Reader) -> Result<usize, Ending> {
         let mut chunks = 0;
         let mut handled = 0;
+        // Whether the socket was looked at while a commit ran, with nothing handled since.
+        let mut looked = false;
         loop {
             // Closed by another thread (takeover, the page, a server stop) or by the last
             // packet handled: nothing more read is acted on.
@@ -531,7 +533,9 @@ impl Client {
                 // Nothing more to read now: what is owed is answered before the wait. While the
                 // oldest owed ack's commit runs, what the client sends meanwhile is read and
                 // handled (overlapping the store), then the acks ready by then go out.
-                Ok(None) if self.owed_acks.is_empty() || self.outbox.owes_too_much() => {
+                // One look per wait: when it found nothing, the rest of the wait is one block,
+                // not a wake-up every slice.
+                Ok(None) if self.owed_acks.is_empty() || looked || self.outbox.owes_too_much() => {
                     return self.settle_acks().map(|()| handled)
                 }
                 Ok(None) => {
@@ -544,6 +548,7 @@ impl Client {
                             self.flush();
                             // Look at the socket again even after a short read.
                             reader.drained = false;
+                            looked = true;
                             continue;
                         }
                         Err(e) => return Err(Ending::Error(e)),
@@ -560,6 +565,7 @@ impl Client {
                 self.settle_acks()?;
             }
             handled += 1;
+            looked = false;
             self.broker
                 .stats
                 .bytes_received
