@@ -506,8 +506,8 @@ impl Client {
     fn handle_buffered(&mut self, reader: &mut Reader) -> Result<usize, Ending> {
         let mut chunks = 0;
         let mut handled = 0;
-        // Whether the socket was looked at while a commit ran, with nothing handled since.
-        let mut looked = false;
+        // How long the next wait for a commit lasts before the socket is looked at again.
+        let mut slice = handle::publish::OVERLAP_SLICE;
         loop {
             // Closed by another thread (takeover, the page, a server stop) or by the last
             // packet handled: nothing more read is acted on.
@@ -533,22 +533,23 @@ impl Client {
                 // Nothing more to read now: what is owed is answered before the wait. While the
                 // oldest owed ack's commit runs, what the client sends meanwhile is read and
                 // handled (overlapping the store), then the acks ready by then go out.
-                // One look per wait: when it found nothing, the rest of the wait is one block,
-                // not a wake-up every slice.
-                Ok(None) if self.owed_acks.is_empty() || looked || self.outbox.owes_too_much() => {
+                Ok(None) if self.owed_acks.is_empty() || self.outbox.owes_too_much() => {
                     return self.settle_acks().map(|()| handled)
                 }
                 Ok(None) => {
                     if self.outbox.is_closing() {
                         return Ok(handled);
                     }
-                    match handle::publish::settle_ready_acks(self, handle::publish::OVERLAP_SLICE) {
+                    match handle::publish::settle_ready_acks(self, slice) {
                         Ok(true) => return Ok(handled),
                         Ok(false) => {
                             self.flush();
                             // Look at the socket again even after a short read.
                             reader.drained = false;
-                            looked = true;
+                            // Each look that finds nothing doubles the next wait: a slow commit
+                            // costs a few wake-ups, and what arrives meanwhile waits at most
+                            // OVERLAP_SLICE_MAX.
+                            slice = (slice * 2).min(handle::publish::OVERLAP_SLICE_MAX);
                             continue;
                         }
                         Err(e) => return Err(Ending::Error(e)),
@@ -565,7 +566,7 @@ impl Client {
                 self.settle_acks()?;
             }
             handled += 1;
-            looked = false;
+            slice = handle::publish::OVERLAP_SLICE;
             self.broker
                 .stats
                 .bytes_received

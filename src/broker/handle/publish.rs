@@ -188,8 +188,13 @@ pub struct OwedAck {
 }
 
 /// How long a reader with nothing more to read waits for the oldest owed acknowledgement's
-/// commit before it looks at its socket again ([`settle_ready_acks`]).
+/// commit before it looks at its socket again ([`settle_ready_acks`]); doubled after each look
+/// that finds nothing, up to [`OVERLAP_SLICE_MAX`].
 pub const OVERLAP_SLICE: Duration = Duration::from_micros(200);
+
+/// The longest wait between two looks at the socket while a commit runs: what a client sends
+/// during a slow commit (a stalled disk) is read within this.
+pub const OVERLAP_SLICE_MAX: Duration = Duration::from_millis(5);
 
 enum Owed {
     /// Known already (a refusal, or nothing to keep), held back behind earlier owed ones.
