@@ -1379,6 +1379,58 @@ fn mqtt_4_8_2_handed_off_messages_survive_kill9_at_persistent_member() {
     disconnect(&keeper, V::V5);
 }
 
+/// Overlapping the store (issue 17): while the commit of a retained QoS 1 message is stalled
+/// (another process holds the database's write lock), its publisher's connection is still read
+/// — a QoS 0 message sent next reaches a subscriber before the PUBACK — and the PUBACK goes out
+/// only once the message is committed (the durability point; MQTT-4.6.0-2 keeps acks in order).
+#[test]
+fn mqtt_4_6_0_2_publisher_still_read_while_its_puback_waits_for_a_stalled_commit() {
+    const PW: &str = "overlap-admin";
+    let mut b = Broker::start(&["--allow-anonymous", "--admin-password", PW]);
+    let (sub, _) = connect(b.mqtt, V::V5, "overlap-sub", true, &[]);
+    subscribe(&sub, V::V5, 1, &[("live/#", 0)]);
+    let (p, _) = connect(b.mqtt, V::V5, "overlap-pub", true, &[]);
+    let other = rusqlite::Connection::open(b.db_path()).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    send(
+        &p,
+        &packet::publish(true, "ret/stalled", b"kept", 1, Some(7), true, false),
+    );
+    // The store has taken the write and is stuck in its commit; the publisher sent nothing
+    // else, so its reader now waits for that commit.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(b.web, PW, "mqtt5_store_pending_writes") < 1.0 {
+        assert!(Instant::now() < deadline, "the store never took the write");
+        thread::sleep(Duration::from_millis(10));
+    }
+    send(
+        &p,
+        &packet::publish(true, "live/next", b"now", 0, None, false, false),
+    );
+    let got = next_publish(&sub, V::V5, Duration::from_secs(10)).expect("the QoS 0 message");
+    assert_eq!(
+        (got.topic.as_str(), got.payload.as_str()),
+        ("live/next", "now")
+    );
+    // Still locked: the retained message cannot have committed, so no PUBACK may be out yet.
+    assert_eq!(
+        try_read_packet(&p, Duration::from_millis(1)),
+        None,
+        "a PUBACK before its commit, or the QoS 0 message read only after it"
+    );
+    other.execute_batch("COMMIT").unwrap();
+    let (first, id, reason) = parse_ack(&read_packet(&p));
+    assert_eq!((first, id), (0x40, 7), "the PUBACK once the lock is gone");
+    assert!(reason < 0x80, "the stalled message refused: {reason:#x}");
+    b.crash_restart();
+    let kept = retained_snapshot(b.mqtt, V::V5, "overlap-check");
+    assert_eq!(
+        kept,
+        [("ret/stalled".to_owned(), "kept".to_owned(), 1, true)],
+        "the acknowledged retained message after kill -9"
+    );
+}
+
 /// Group commit (issue 17): 200 retained QoS 1 PUBLISH packets from one 5.0 client, sent in one
 /// write (a Home Assistant discovery burst), are acknowledged in the order they came
 /// (MQTT-4.6.0-2), each only once committed — a `kill -9` right after the last PUBACK loses none

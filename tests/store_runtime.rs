@@ -673,3 +673,109 @@ fn messages_stored_and_removed_in_one_commit_are_never_written_and_end_up_gone()
     assert_eq!(state, "inflight");
     store.shutdown();
 }
+
+fn retained(topic: &str, payload: &[u8]) -> Arc<Message> {
+    Arc::new(Message {
+        retain: true,
+        ..(*msg(topic, payload, QoS::AtLeastOnce)).clone()
+    })
+}
+
+/// Group commit across a reader's read (issue 17): while a publisher holds
+/// (`StoreHandle::hold_writes`), a commit that a durable write made due waits for the writes it
+/// still sends, so that they ride one transaction and the publisher waits for one commit; the
+/// hold ends and everything held commits together.
+#[test]
+fn writes_sent_while_a_publisher_holds_ride_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path().join("hold.db"),
+        StoreOptions {
+            // Long enough that only the hold's end can let this commit go.
+            hold_wait: Duration::from_secs(30),
+            ..opts()
+        },
+    )
+    .unwrap();
+    store.flush().wait().unwrap();
+    let before = store.stats().transactions;
+    let hold = store.hold_writes();
+    let mut first = store.set_retained("ha/s1/config", Some(&retained("ha/s1/config", b"1")));
+    wait_until("the first write taken", || store.stats().held == 1);
+    assert!(
+        matches!(first.wait_timeout(Duration::from_millis(200)), Ok(false)),
+        "the first write committed while its publisher still held"
+    );
+    let second = store.set_retained("ha/s2/config", Some(&retained("ha/s2/config", b"2")));
+    wait_until("the second write taken", || store.stats().held == 2);
+    drop(hold);
+    first.wait_timeout(Duration::from_secs(10)).unwrap();
+    second.wait().unwrap();
+    assert_eq!(
+        store.stats().transactions - before,
+        1,
+        "both writes of the hold in one transaction"
+    );
+    store.shutdown();
+}
+
+/// A hold that never ends delays a commit by at most `hold_wait`: a publisher stuck while it
+/// holds (or a bug that leaks the hold) costs the others' acknowledgements a bounded delay, never
+/// their commit.
+#[test]
+fn a_hold_that_never_ends_delays_a_commit_by_at_most_hold_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path().join("stuck.db"),
+        StoreOptions {
+            hold_wait: Duration::from_millis(50),
+            ..opts()
+        },
+    )
+    .unwrap();
+    let _stuck = store.hold_writes();
+    for i in 0..3 {
+        let topic = format!("ha/s{i}/config");
+        let mut t = store.set_retained(&topic, Some(&retained(&topic, b"x")));
+        assert!(
+            matches!(t.wait_timeout(Duration::from_secs(10)), Ok(true)),
+            "write {i} not committed while a hold never ended"
+        );
+    }
+    store.shutdown();
+}
+
+/// A durable write commits at once, but the history waiting beside it does not ride that commit
+/// (issue 17): it waits for its own window (`flush_interval`), so that a burst of acknowledged
+/// messages writes its history in one transaction per window rather than in each small commit.
+/// A flush still writes it at once.
+#[test]
+fn history_waits_for_its_window_not_for_the_next_durable_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("window.db");
+    let store = Store::open(
+        &path,
+        StoreOptions {
+            flush_interval: Duration::from_secs(30),
+            ..opts()
+        },
+    )
+    .unwrap();
+    store.flush().wait().unwrap();
+    store.record_messages(vec![msg("hist/t", b"h1", QoS::AtLeastOnce)]);
+    store
+        .set_retained("ret/t", Some(&retained("ret/t", b"r1")))
+        .wait()
+        .unwrap();
+    let other = Connection::open(&path).unwrap();
+    let count = |table: &str| -> i64 {
+        other
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count("retained"), 1, "the retained message committed");
+    assert_eq!(count("messages"), 0, "history rode the durable commit");
+    store.flush().wait().unwrap();
+    assert_eq!(count("messages"), 1, "history written by the flush");
+    store.shutdown();
+}

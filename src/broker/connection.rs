@@ -320,6 +320,9 @@ pub struct Client {
     /// PUBLISH acknowledgements waiting for their store commit, in arrival order
     /// ([`handle::publish`]).
     pub owed_acks: std::collections::VecDeque<handle::publish::OwedAck>,
+    /// Held from this reader's first durable PUBLISH of a read until its acks are settled, so
+    /// that the read's writes ride one commit ([`crate::store::StoreHandle::hold_writes`]).
+    pub write_hold: Option<crate::store::WriteHold>,
 }
 
 /// Keeps the connection table and the pending pool exact however the thread ends (a Mosquitto
@@ -552,6 +555,8 @@ impl Client {
     fn handle_buffered(&mut self, reader: &mut Reader) -> Result<usize, Ending> {
         let mut chunks = 0;
         let mut handled = 0;
+        // How long the next wait for a commit lasts before the socket is looked at again.
+        let mut slice = handle::publish::OVERLAP_SLICE;
         loop {
             // Closed by another thread (takeover, the page, a server stop) or by the last
             // packet handled: nothing more read is acted on.
@@ -574,8 +579,31 @@ impl Client {
             }
             let (packet, size) = match buffered {
                 Ok(Some(p)) => p,
-                // Nothing more to read now: what is owed is answered before the wait.
-                Ok(None) => return self.settle_acks().map(|()| handled),
+                // Nothing more to read now: what is owed is answered before the wait. While the
+                // oldest owed ack's commit runs, what the client sends meanwhile is read and
+                // handled (overlapping the store), then the acks ready by then go out.
+                Ok(None) if self.owed_acks.is_empty() || self.outbox.owes_too_much() => {
+                    return self.settle_acks().map(|()| handled)
+                }
+                Ok(None) => {
+                    if self.outbox.is_closing() {
+                        return Ok(handled);
+                    }
+                    match handle::publish::settle_ready_acks(self, slice) {
+                        Ok(true) => return Ok(handled),
+                        Ok(false) => {
+                            self.flush();
+                            // Look at the socket again even after a short read.
+                            reader.drained = false;
+                            // Each look that finds nothing doubles the next wait: a slow commit
+                            // costs a few wake-ups, and what arrives meanwhile waits at most
+                            // OVERLAP_SLICE_MAX.
+                            slice = (slice * 2).min(handle::publish::OVERLAP_SLICE_MAX);
+                            continue;
+                        }
+                        Err(e) => return Err(Ending::Error(e)),
+                    }
+                }
                 Err(e) => {
                     // Acks for what was stored still go out ahead of the connection's end.
                     self.settle_acks_before(&e);
@@ -587,6 +615,7 @@ impl Client {
                 self.settle_acks()?;
             }
             handled += 1;
+            slice = handle::publish::OVERLAP_SLICE;
             self.broker
                 .stats
                 .bytes_received

@@ -135,6 +135,10 @@ pub struct StoreOptions {
     /// Largest size of the database file (`PRAGMA max_page_count`); 0 = no limit. Writes past
     /// it fail as on a full disk. Default 0.
     pub max_bytes: u64,
+    /// The longest a due commit waits for [`WriteHold`]s to end. A reader handles the PUBLISH
+    /// packets of one read in well under it, and it is all the delay a hold can add to other
+    /// publishers' acknowledgements. Default 1 ms.
+    pub hold_wait: Duration,
 }
 
 impl Default for StoreOptions {
@@ -153,6 +157,7 @@ impl Default for StoreOptions {
             retry_interval: Duration::from_secs(1),
             reply_timeout: Duration::from_secs(30),
             max_bytes: 0,
+            hold_wait: Duration::from_millis(1),
         }
     }
 }
@@ -197,6 +202,10 @@ pub(crate) struct Shared {
     /// Set by `shutdown`, in case the durable channel is full (the thread checks it at least
     /// once a second).
     stop: AtomicBool,
+    /// [`WriteHold`]s alive: publishers still sending writes that belong in the next commit.
+    holds: AtomicUsize,
+    /// Set while the thread waits for the holds to end: the last one to end wakes it.
+    hold_waiting: AtomicBool,
 }
 
 /// Signals that a write has committed. Dropping it is fine (the write still happens).
@@ -336,6 +345,8 @@ impl Store {
             history_per_topic: AtomicU32::new(opts.history_per_topic),
             history_max_topics: AtomicU64::new(opts.history_max_topics),
             stop: AtomicBool::new(false),
+            holds: AtomicUsize::new(0),
+            hold_waiting: AtomicBool::new(false),
         });
         // Unbounded so that a send never blocks; `max_backlog` bounds what it holds.
         let (durable_tx, durable_rx) = unbounded();
@@ -400,6 +411,29 @@ pub struct StoreHandle {
     inner: Arc<Inner>,
 }
 
+/// See [`StoreHandle::hold_writes`]; ends when dropped.
+pub struct WriteHold {
+    inner: Arc<Inner>,
+}
+
+impl Drop for WriteHold {
+    fn drop(&mut self) {
+        let shared = &self.inner.shared;
+        // SeqCst on both sides: either the thread sees the count fall, or this sees it wait.
+        if shared.holds.fetch_sub(1, Ordering::SeqCst) == 1
+            && shared.hold_waiting.load(Ordering::SeqCst)
+        {
+            let _ = self.inner.durable.send(Command::Wake);
+        }
+    }
+}
+
+impl std::fmt::Debug for WriteHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteHold").finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for StoreHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreHandle")
@@ -456,6 +490,18 @@ impl StoreHandle {
     /// database that is merely behind slows the sender (the caller holds no broker lock) — but
     /// not while the database is failing, nor longer than [`BACKLOG_WAIT`]: then the ticket
     /// fails at once and the write is not kept (the caller must not acknowledge what needed it).
+    /// Asks the `store` thread to let the writes sent while the hold lives ride one commit: a
+    /// commit that is due waits (at most [`StoreOptions::hold_wait`]) until every hold has ended.
+    /// A reader thread holds while it handles the PUBLISH packets of one read, so that a burst
+    /// of retained QoS 1 messages commits once per read, and its acknowledgements wait for one
+    /// commit, instead of the first message committing alone while the rest queue behind it.
+    pub fn hold_writes(&self) -> WriteHold {
+        self.inner.shared.holds.fetch_add(1, Ordering::SeqCst);
+        WriteHold {
+            inner: self.inner.clone(),
+        }
+    }
+
     fn write_with_ticket(&self, w: Write) -> DurableTicket {
         let (tx, rx) = bounded(1);
         let shared = &self.inner.shared;

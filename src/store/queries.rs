@@ -278,29 +278,32 @@ pub(crate) fn history_message(
     Ok(())
 }
 
-/// Counts `count` more messages on `topic`, seen between `first` and `last` (ms). True when the
-/// topic is new to the history (so that the store can keep its count of topics without asking).
+/// Counts `count` more messages on `topic`, seen between `first` and `last` (ms). Returns
+/// whether the topic is new to the history (so that the store can keep its count of topics
+/// without asking) and its count of messages ever recorded, which bounds the rows it holds.
 pub(crate) fn topic_seen(
     conn: &Connection,
     topic: &str,
     count: u64,
     first: i64,
     last: i64,
-) -> rusqlite::Result<bool> {
+) -> rusqlite::Result<(bool, u64)> {
     let inserted = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO topics (topic, first_seen, last_seen, message_count)
              VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![topic, first, last, to_i64(count)])?;
-    if inserted == 0 {
-        conn.prepare_cached(
-            "UPDATE topics SET last_seen = max(last_seen, ?2), message_count = message_count + ?3
-             WHERE topic = ?1",
-        )?
-        .execute(params![topic, last, to_i64(count)])?;
+    if inserted > 0 {
+        return Ok((true, count));
     }
-    Ok(inserted > 0)
+    let total: i64 = conn
+        .prepare_cached(
+            "UPDATE topics SET last_seen = max(last_seen, ?2), message_count = message_count + ?3
+             WHERE topic = ?1 RETURNING message_count",
+        )?
+        .query_row(params![topic, last, to_i64(count)], |r| r.get(0))?;
+    Ok((false, u64::try_from(total).unwrap_or(u64::MAX)))
 }
 
 /// Forgets the `n` least recently seen topics of the history, with their messages.

@@ -174,6 +174,8 @@ pub(crate) enum Command {
     Query(Query),
     /// Commit everything before it, then signal.
     Flush(Ticket),
+    /// The last [`super::WriteHold`] ended while the thread waited for it.
+    Wake,
     Shutdown,
 }
 
@@ -208,6 +210,9 @@ pub(crate) struct Worker {
     flushes: Vec<Ticket>,
     /// When the oldest uncommitted command arrived.
     oldest: Option<Instant>,
+    /// When the oldest history not yet committed arrived: history rides a commit only once it
+    /// is due ([`Worker::history_due`]), not every commit a durable write forces.
+    hist_since: Option<Instant>,
     /// Set while the database cannot be written: when to try again.
     retry_at: Option<Instant>,
     failed_since: Option<Instant>,
@@ -244,6 +249,7 @@ impl Worker {
             queries: Vec::new(),
             flushes: Vec::new(),
             oldest: None,
+            hist_since: None,
             retry_at: None,
             failed_since: None,
             next_summary: Instant::now(),
@@ -271,6 +277,7 @@ impl Worker {
                 self.retry_at = None;
             }
             if self.should_commit(Instant::now()) {
+                self.wait_for_holds();
                 self.commit();
             } else {
                 // Nothing to commit (or the database is failing): answer from what is there.
@@ -281,6 +288,37 @@ impl Worker {
             }
         }
         self.finish();
+    }
+
+    /// Before a commit of durable writes: while publishers hold ([`super::WriteHold`]), takes
+    /// the writes they still send, for at most [`StoreOptions::hold_wait`], so that they ride
+    /// this commit.
+    fn wait_for_holds(&mut self) {
+        if self.writes.is_empty()
+            || self.stopping
+            || self.failing()
+            || matches!(self.opts.sync, SyncMode::Relaxed { .. })
+            || self.shared.holds.load(Ordering::SeqCst) == 0
+        {
+            return;
+        }
+        let until = Instant::now() + self.opts.hold_wait;
+        self.shared.hold_waiting.store(true, Ordering::SeqCst);
+        while self.durable_open
+            && self.shared.holds.load(Ordering::SeqCst) > 0
+            && self.pending() < self.opts.max_batch.max(1)
+        {
+            match self.durable.recv_deadline(until) {
+                Ok(cmd) => self.take_durable(cmd),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => break,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    self.durable_open = false;
+                }
+            }
+        }
+        self.shared.hold_waiting.store(false, Ordering::SeqCst);
+        // Whatever the holders sent last is already in the channel.
+        self.drain();
     }
 
     fn pending_writes(&self) -> usize {
@@ -417,6 +455,7 @@ impl Worker {
                 self.flushes.push(done);
                 self.touch();
             }
+            Command::Wake => {}
             Command::Shutdown => self.stopping = true,
         }
         self.shared
@@ -436,8 +475,26 @@ impl Worker {
             self.shared.shed.fetch_add(h.records(), Ordering::Relaxed);
         } else {
             self.hist.push(h, self.history_per_topic() as usize);
+            self.hist_since.get_or_insert_with(Instant::now);
             self.touch();
         }
+    }
+
+    /// Whether the history collected goes into this commit. A durable write (an acknowledgement
+    /// waiting) commits at once, but its history need not: left to gather for up to the
+    /// window, it is written in one transaction per window instead of in every small one a
+    /// burst of acknowledged messages makes. Each of those would otherwise also write the
+    /// `messages` and `topics` pages and the index, and prune every topic. History goes in when it
+    /// is due, when something must see it (a flush, a query), when the batch is full, when
+    /// stopping, and when nothing else is to be committed.
+    fn history_due(&self, now: Instant) -> bool {
+        self.stopping
+            || matches!(self.opts.sync, SyncMode::Relaxed { .. })
+            || !self.flushes.is_empty()
+            || !self.queries.is_empty()
+            || self.pending() >= self.opts.max_batch.max(1)
+            || (self.writes.is_empty() && self.admin.is_empty())
+            || self.hist_since.is_some_and(|t| now >= t + self.window())
     }
 
     fn detail(&self) -> String {
@@ -488,6 +545,7 @@ impl Worker {
             max: self.shared.history_max_topics.load(Ordering::Relaxed),
             forgotten: 0,
         };
+        let with_history = self.history_due(Instant::now());
         let result = (|| -> rusqlite::Result<(usize, usize)> {
             let tx = self
                 .conn
@@ -508,7 +566,9 @@ impl Worker {
                     refused.push((i, why));
                 }
             }
-            dropped += self.hist.apply(&tx, payload_limit, keep, &mut topics)?;
+            if with_history {
+                dropped += self.hist.apply(&tx, payload_limit, keep, &mut topics)?;
+            }
             for (a, _) in &self.admin {
                 match apply_admin(&tx, a) {
                     Err(AdminFailure::Db(e)) if is_transient(&e) => return Err(e),
@@ -534,7 +594,7 @@ impl Worker {
                 self.shared
                     .topics_forgotten
                     .fetch_add(topics.forgotten, Ordering::Relaxed);
-                self.committed(admin_results, &refused, dropped)
+                self.committed(admin_results, &refused, dropped, with_history)
             }
             Err(e) => self.failed(&e),
         }
@@ -546,8 +606,10 @@ impl Worker {
         admin_results: Vec<Result<i64, StoreError>>,
         refused: &[(usize, String)],
         dropped: usize,
+        with_history: bool,
     ) {
-        let n = self.pending_writes() - dropped;
+        let held = if with_history { 0 } else { self.hist.weight() };
+        let n = self.pending_writes() - held - dropped;
         self.shared.commands.fetch_add(n as u64, Ordering::Relaxed);
         self.shared.transactions.fetch_add(1, Ordering::Relaxed);
         if let Some(since) = self.failed_since.take() {
@@ -573,7 +635,10 @@ impl Worker {
                 let _ = t.send(result);
             }
         }
-        self.hist.clear();
+        if with_history {
+            self.hist.clear();
+            self.hist_since = None;
+        }
         // Reload before answering, so a caller sees its change in `StoreHandle::acl` at once.
         if !self.admin.is_empty() {
             self.reload_acl();
@@ -584,7 +649,8 @@ impl Worker {
         for done in self.flushes.drain(..) {
             let _ = done.send(Ok(()));
         }
-        self.oldest = None;
+        // History left for its own commit keeps its deadline.
+        self.oldest = self.hist_since;
         self.shared.pending.store(0, Ordering::Relaxed);
     }
 
@@ -620,6 +686,7 @@ impl Worker {
             .shed
             .fetch_add(self.hist.records() as u64, Ordering::Relaxed);
         self.hist.clear();
+        self.hist_since = None;
         for (_, reply) in std::mem::take(&mut self.admin) {
             let _ = reply.send(Err(self.unavailable()));
         }
@@ -984,10 +1051,16 @@ impl HistoryBatch {
                 let fields = fields(msg, msg.qos, msg.retain);
                 refused(queries::history_message(conn, &fields, payload_limit))?;
             }
-            if queries::topic_seen(conn, topic, b.count, b.first, b.last)? {
+            let (new, recorded) = queries::topic_seen(conn, topic, b.count, b.first, b.last)?;
+            if new {
                 topics.kept += 1;
             }
-            queries::history_prune(conn, topic, keep)?;
+            // Every row a topic holds was counted when written, so a topic that has seen no
+            // more than `keep` messages holds nothing to prune: a burst of new topics (a
+            // discovery burst, a quiet sensor) skips a DELETE per topic.
+            if recorded > u64::from(keep) {
+                queries::history_prune(conn, topic, keep)?;
+            }
         }
         if topics.kept > topics.max {
             let excess = topics.kept - topics.max;

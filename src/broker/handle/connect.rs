@@ -371,6 +371,7 @@ pub fn accept(
         slot,
         cfg,
         owed_acks: std::collections::VecDeque::new(),
+        write_hold: None,
     })
 }
 

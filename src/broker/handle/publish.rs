@@ -9,12 +9,15 @@
 //! the PUBLISH packets came (MQTT-4.6.0-2, -3) — before the reader waits for more bytes,
 //! before it handles any other packet, and when [`MAX_OWED`] are owed. A burst of retained
 //! messages thus rides a few transactions instead of one commit (and two thread wake-ups)
-//! each.
+//! each. While it handles them the reader holds the store's commit
+//! ([`crate::store::StoreHandle::hold_writes`], at most a millisecond), so that the writes of
+//! one read ride one commit and the reader waits once, not once per commit that raced it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::store::DurableTicket;
+use crate::broker::publish::DURABLE_WAIT;
+use crate::store::{DurableTicket, StoreError};
 
 use super::Flow;
 use crate::broker::connection::Client;
@@ -128,6 +131,9 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
         }
         None => {
             let msg = Message::from_publish(p, Some(client.client_id.clone()), Instant::now());
+            if qos != QoS::AtMostOnce && client.write_hold.is_none() {
+                client.write_hold = Some(client.broker.store.hold_writes());
+            }
             let mut tickets = Vec::new();
             let matched = client.broker.publish_durable(
                 Arc::new(msg),
@@ -135,6 +141,10 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
                 Some(&mut tickets),
             );
             if tickets.is_empty() {
+                if client.owed_acks.is_empty() {
+                    // Nothing of this read waits for a commit: none to hold back.
+                    client.write_hold = None;
+                }
                 Owed::Answer(matched_reason(matched))
             } else {
                 Owed::Committed { tickets, matched }
@@ -154,6 +164,7 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
                 qos,
                 packet_id,
                 owed,
+                since: Instant::now(),
             });
             if client.owed_acks.len() >= MAX_OWED {
                 settle_acks(client)?;
@@ -172,7 +183,18 @@ pub struct OwedAck {
     qos: QoS,
     packet_id: u16,
     owed: Owed,
+    /// When it was handled: its commit is waited for at most [`DURABLE_WAIT`] from here.
+    since: Instant,
 }
+
+/// How long a reader with nothing more to read waits for the oldest owed acknowledgement's
+/// commit before it looks at its socket again ([`settle_ready_acks`]); doubled after each look
+/// that finds nothing, up to [`OVERLAP_SLICE_MAX`].
+pub const OVERLAP_SLICE: Duration = Duration::from_micros(200);
+
+/// The longest wait between two looks at the socket while a commit runs: what a client sends
+/// during a slow commit (a stalled disk) is read within this.
+pub const OVERLAP_SLICE_MAX: Duration = Duration::from_millis(5);
 
 enum Owed {
     /// Known already (a refusal, or nothing to keep), held back behind earlier owed ones.
@@ -192,43 +214,73 @@ fn matched_reason(matched: usize) -> ReasonCode {
     }
 }
 
-/// Waits for the commits of every owed acknowledgement (at most
-/// [`DURABLE_WAIT`](crate::broker::publish::DURABLE_WAIT) in all) and queues them in order; one
-/// not stored is refused as `not_stored` says (for 3.1.1 the connection ends: the rest are
-/// dropped, and the client sends them again).
+/// Waits for the commits of every owed acknowledgement (each at most [`DURABLE_WAIT`] from
+/// when it was handled) and queues them in order; one not stored is refused as `not_stored`
+/// says (for 3.1.1 the connection ends: the rest are dropped, and the client sends them again).
 pub fn settle_acks(client: &mut Client) -> Result<(), ConnError> {
+    // Bounded: each round settles every ack whose deadline has passed.
+    while !settle_ready_acks(client, DURABLE_WAIT)? {}
+    Ok(())
+}
+
+/// Queues, in order, the owed acknowledgements whose commits are done, waiting at most `slice`
+/// for the oldest one still committing. True when none is owed any more. With a short slice a
+/// reader overlaps the store: while one commit runs it reads and hands over what the client sent
+/// meanwhile, which then rides the next commit, started as soon as this one ends, instead of
+/// the store waiting idle while the reader sends the acks and reads again.
+pub fn settle_ready_acks(client: &mut Client, slice: Duration) -> Result<bool, ConnError> {
+    // This read's writes are all sent: the commit need not wait for more of them.
+    client.write_hold = None;
     if client.owed_acks.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     // Subscribers need not wait for the database: only the publisher's acks do.
     let broker = client.broker.clone();
     client.scratch.flush(&broker);
-    let deadline = Instant::now() + crate::broker::publish::DURABLE_WAIT;
-    while let Some(OwedAck {
-        qos,
-        packet_id,
-        owed,
-    }) = client.owed_acks.pop_front()
-    {
-        let reason = match owed {
-            Owed::Answer(r) => r,
+    let until = Instant::now() + slice;
+    while let Some(front) = client.owed_acks.front_mut() {
+        let (qos, packet_id) = (front.qos, front.packet_id);
+        let reason = match &mut front.owed {
+            Owed::Answer(r) => Ok(*r),
             Owed::Committed { tickets, matched } => {
-                match crate::broker::publish::wait_committed_until(
-                    tickets,
-                    &client.client_id,
-                    deadline,
-                ) {
-                    Ok(()) => matched_reason(matched),
-                    Err(why) => {
-                        not_stored(client, qos, packet_id, why)?;
-                        continue;
-                    }
+                let deadline = front.since + DURABLE_WAIT;
+                match committed(tickets, &client.client_id, until.min(deadline), deadline) {
+                    Some(Ok(())) => Ok(matched_reason(*matched)),
+                    Some(Err(why)) => Err(why),
+                    None => return Ok(false),
                 }
             }
         };
-        send_ack(client, qos, packet_id, reason);
+        client.owed_acks.pop_front();
+        match reason {
+            Ok(r) => send_ack(client, qos, packet_id, r),
+            Err(why) => not_stored(client, qos, packet_id, why)?,
+        }
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Whether every ticket has committed, waiting until `until`: `None` while one has not and
+/// `deadline` has not passed; `Err(why)` when one failed or `deadline` passed.
+fn committed(
+    tickets: &mut [DurableTicket],
+    who: &str,
+    until: Instant,
+    deadline: Instant,
+) -> Option<Result<(), String>> {
+    for ticket in tickets {
+        match ticket.wait_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(true) => {}
+            Ok(false) if Instant::now() >= deadline => {
+                return Some(Err(format!("not committed within {DURABLE_WAIT:?}")))
+            }
+            Ok(false) => return None,
+            // Answered once (the ticket is then done): the rest of its batch committed.
+            Err(e @ StoreError::Refused(_)) => log::warn!("client {who}: message not stored: {e}"),
+            Err(e) => return Some(Err(e.to_string())),
+        }
+    }
+    Some(Ok(()))
 }
 
 /// The durability point: a QoS 1/2 message is acknowledged as received only once every copy
