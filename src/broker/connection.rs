@@ -323,6 +323,9 @@ pub struct Client {
     /// Held from this reader's first durable PUBLISH of a read until its acks are settled, so
     /// that the read's writes ride one commit ([`crate::store::StoreHandle::hold_writes`]).
     pub write_hold: Option<crate::store::WriteHold>,
+    /// Whether this client's last QoS 1/2 PUBLISH had to be committed before its
+    /// acknowledgement: the next one then takes [`Client::write_hold`] before it is routed.
+    pub publishes_stored: bool,
 }
 
 /// Keeps the connection table and the pending pool exact however the thread ends (a Mosquitto

@@ -372,6 +372,7 @@ pub fn accept(
         cfg,
         owed_acks: std::collections::VecDeque::new(),
         write_hold: None,
+        publishes_stored: false,
     })
 }
 

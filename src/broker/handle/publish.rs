@@ -131,7 +131,10 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
         }
         None => {
             let msg = Message::from_publish(p, Some(client.client_id.clone()), Instant::now());
-            if qos != QoS::AtMostOnce && client.write_hold.is_none() {
+            // The hold is two SeqCst atomics on a counter every publisher shares: taken ahead
+            // only when this client's last QoS 1/2 message needed a commit (a durable stream),
+            // so a stream that stores nothing keeps the publish path free of it.
+            if qos != QoS::AtMostOnce && client.write_hold.is_none() && client.publishes_stored {
                 client.write_hold = Some(client.broker.store.hold_writes());
             }
             let mut tickets = Vec::new();
@@ -140,6 +143,9 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
                 &mut client.scratch,
                 Some(&mut tickets),
             );
+            if qos != QoS::AtMostOnce {
+                client.publishes_stored = !tickets.is_empty();
+            }
             if tickets.is_empty() {
                 if client.owed_acks.is_empty() {
                     // Nothing of this read waits for a commit: none to hold back.
@@ -147,6 +153,11 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
                 }
                 Owed::Answer(matched_reason(matched))
             } else {
+                if client.write_hold.is_none() {
+                    // The first of a stream: its write may already be committing, the rest of
+                    // this read ride the next commit.
+                    client.write_hold = Some(client.broker.store.hold_writes());
+                }
                 Owed::Committed { tickets, matched }
             }
         }
