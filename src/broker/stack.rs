@@ -75,9 +75,26 @@ fn page_size() -> usize {
     usize::try_from(n).unwrap_or(4096)
 }
 
-/// The low end of the calling thread's stack, from its pthread attributes.
+/// The low end of the calling thread's stack, read once per thread: a reader thread serves
+/// many connections in turn, and `pthread_getattr_np` costs a `sched_getaffinity` call each
+/// time (glibc fills in the attributes' CPU set).
 #[cfg(target_os = "linux")]
 fn stack_low() -> usize {
+    thread_local! {
+        static LOW: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    }
+    LOW.with(|low| {
+        low.get().unwrap_or_else(|| {
+            let found = read_stack_low();
+            low.set(Some(found));
+            found
+        })
+    })
+}
+
+/// The low end of the calling thread's stack, from its pthread attributes; 0 when unknown.
+#[cfg(target_os = "linux")]
+fn read_stack_low() -> usize {
     // SAFETY: `attr` is initialised by pthread_getattr_np before it is read and destroyed once;
     // `addr` and `size` are plain out-parameters.
     unsafe {
