@@ -613,8 +613,11 @@ impl Client {
                     return Err(Ending::Error(e));
                 }
             };
-            // Answers to any other packet must not overtake the owed PUBLISH acks.
+            // Answers to any other packet must not overtake the owed PUBLISH acks, and what it
+            // does (a subscription, a DISCONNECT) comes after the messages published before it
+            // are queued.
             if !matches!(packet, Packet::Publish(_)) {
+                self.scratch.queue_pending(&self.broker);
                 self.settle_acks()?;
             }
             handled += 1;

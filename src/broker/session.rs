@@ -7,6 +7,7 @@
 //! `parking_lot::Mutex` per session, held only for queue operations — never across I/O.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -153,6 +154,12 @@ pub struct DelayedWill {
 pub struct Session {
     pub client_id: Arc<str>,
     pub state: Mutex<SessionState>,
+    /// Mirrors `state.durable.is_some()`, written with it under the lock
+    /// ([`Session::set_durable`]) and read without it by publishers, which queue a message for a
+    /// session that stores nothing in batches ([`Session::enqueue_batch`]) but store one for a
+    /// persistent session before queueing it, one at a time. A stale read is safe either way:
+    /// the batch checks again under the lock.
+    persistent: AtomicBool,
 }
 
 /// Where a persistent session keeps its QoS 1/2 messages: the store and the session's key.
@@ -291,7 +298,22 @@ impl Session {
                 acknowledged: VecDeque::new(),
                 store_ops: StoreOps::default(),
             }),
+            persistent: AtomicBool::new(false),
         }
+    }
+
+    /// Sets (or clears) where the session keeps its QoS 1/2 messages; `st` is this session's
+    /// locked state. Returns what it replaces. Every change of `durable` goes through here, so
+    /// that [`Session::maybe_persistent`] follows it.
+    pub fn set_durable(&self, st: &mut SessionState, durable: Option<Durable>) -> Option<Durable> {
+        self.persistent.store(durable.is_some(), Ordering::Relaxed);
+        std::mem::replace(&mut st.durable, durable)
+    }
+
+    /// Whether the session stores its QoS 1/2 messages, read without its lock: a hint for the
+    /// publish path, exact only under the lock.
+    pub fn maybe_persistent(&self) -> bool {
+        self.persistent.load(Ordering::Relaxed)
     }
 
     /// Keeps `will` (or no will) in the store with this persistent session, so a restart
@@ -356,6 +378,67 @@ impl Session {
     /// True while a connection is attached.
     pub fn is_online(&self) -> bool {
         self.state.lock().outbox.is_some()
+    }
+
+    /// Queues `deliveries`, in their order, taking the session's lock once for all of them
+    /// rather than once each: ten publishers' reader threads feeding one subscriber otherwise
+    /// meet on it for every message. Each is checked and admitted as by
+    /// [`Session::enqueue_checked`] (ACL, queue limits, QoS 0 shed first, refusals counted for
+    /// the session). Meant for sessions that store nothing; should the session have become
+    /// persistent since the caller looked ([`Session::maybe_persistent`]), a QoS 1/2 delivery is
+    /// stored and then queued as `enqueue_checked` does, with the lock released, and the rest
+    /// follow it in order. Its ticket is not waited for: the message was routed while the
+    /// session kept nothing, like one queued just before the session was resumed as persistent.
+    /// Returns how many were refused for lack of room (not those the ACL keeps from it).
+    pub fn enqueue_batch(
+        &self,
+        deliveries: &mut impl Iterator<Item = Delivery>,
+        limits: &QueueLimits,
+        acl: Option<&AclSet>,
+        wakes: &mut Wakes,
+    ) -> usize {
+        let mut refused = 0;
+        loop {
+            let mut store_first = None;
+            let outbox = {
+                let mut st = self.state.lock();
+                let mut queued = false;
+                for delivery in deliveries.by_ref() {
+                    if let Some(acl) = acl {
+                        if !acl.can_read(
+                            st.username.as_deref(),
+                            &self.client_id,
+                            &delivery.msg.topic,
+                        ) {
+                            continue;
+                        }
+                    }
+                    if st.durable.is_some() && delivery.qos != QoS::AtMostOnce && !st.ended {
+                        store_first = Some(delivery);
+                        break;
+                    }
+                    match st.admit(delivery, limits) {
+                        Ok(()) => queued = true,
+                        Err(why) => {
+                            st.count_refusal(why);
+                            refused += 1;
+                        }
+                    }
+                }
+                st.outbox.clone().filter(|_| queued)
+            };
+            if let Some(outbox) = outbox {
+                wakes.mark(outbox);
+            }
+            let Some(delivery) = store_first else {
+                return refused;
+            };
+            match self.enqueue_or_refuse(delivery, limits, acl, wakes, true) {
+                Ok(ticket) => drop(ticket),
+                Err(DropReason::NotAuthorized) => {}
+                Err(DropReason::QueueFull | DropReason::OfflineQos0) => refused += 1,
+            }
+        }
     }
 
     fn enqueue_or_refuse(

@@ -166,8 +166,11 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
         return Ok(Flow::Continue);
     }
     match owed {
-        // Nothing owed before it and nothing to wait for: answered at once.
-        Owed::Answer(reason) if client.owed_acks.is_empty() => {
+        // Nothing owed before it, nothing to wait for, and the message queued for every
+        // subscriber: answered at once. A message still pending in the reader's routing batch
+        // (queued at the flush, see `Routing::queue_pending`) is acknowledged only after it is
+        // queued, like one waiting for its commit.
+        Owed::Answer(reason) if client.owed_acks.is_empty() && !client.scratch.has_pending() => {
             send_ack(client, qos, packet_id, reason)
         }
         owed => {
@@ -245,7 +248,8 @@ pub fn settle_ready_acks(client: &mut Client, slice: Duration) -> Result<bool, C
     if client.owed_acks.is_empty() {
         return Ok(true);
     }
-    // Subscribers need not wait for the database: only the publisher's acks do.
+    // Subscribers need not wait for the database: only the publisher's acks do. The flush
+    // also queues the routed messages still pending, which every owed ack must follow.
     let broker = client.broker.clone();
     client.scratch.flush(&broker);
     let until = Instant::now() + slice;
