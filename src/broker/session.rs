@@ -85,9 +85,13 @@ pub struct Acknowledged {
 
 impl Acknowledged {
     fn of(packet_id: u16, d: &Delivery, at: Instant) -> Acknowledged {
+        Acknowledged::of_topic(packet_id, d, at, d.msg.topic.clone())
+    }
+
+    fn of_topic(packet_id: u16, d: &Delivery, at: Instant, topic: String) -> Acknowledged {
         Acknowledged {
             packet_id,
-            topic: d.msg.topic.clone(),
+            topic,
             qos: d.qos,
             retain: d.retain,
             payload_len: d.msg.payload.len(),
@@ -749,23 +753,40 @@ impl SessionState {
     /// PUBACK: completes an outbound QoS 1 message. True when it was one.
     pub fn complete_qos1(&mut self, packet_id: u16) -> bool {
         let now = Instant::now();
-        let (seq, done) = match self.inflight.get(&packet_id).map(|e| &e.state) {
-            Some(Inflight::Publish(d)) if d.qos == QoS::AtLeastOnce => {
-                (d.seq, Acknowledged::of(packet_id, d, now))
-            }
-            _ => return false,
+        let qos1 = matches!(
+            self.inflight.get(&packet_id).map(|e| &e.state),
+            Some(Inflight::Publish(d)) if d.qos == QoS::AtLeastOnce
+        );
+        if !qos1 {
+            return false;
+        }
+        let Some(InflightEntry {
+            state: Inflight::Publish(d),
+            ..
+        }) = self.inflight.remove(&packet_id)
+        else {
+            return false;
         };
-        self.inflight.remove(&packet_id);
-        self.forget(seq);
-        self.remember(done);
+        self.forget(d.seq);
+        self.remember(packet_id, &d, now);
         self.last_progress = now;
         true
     }
 
-    fn remember(&mut self, done: Acknowledged) {
-        if self.acknowledged.len() >= RECENT_ACKNOWLEDGED {
-            self.acknowledged.pop_front();
-        }
+    fn remember(&mut self, packet_id: u16, d: &Delivery, at: Instant) {
+        // Once full, the oldest entry's topic buffer takes the new topic: a subscriber acking
+        // every message otherwise allocates a topic copy and frees another for each.
+        let oldest = (self.acknowledged.len() >= RECENT_ACKNOWLEDGED)
+            .then(|| self.acknowledged.pop_front())
+            .flatten();
+        let done = match oldest {
+            Some(mut old) => {
+                old.topic.clear();
+                old.topic.push_str(&d.msg.topic);
+                Acknowledged::of_topic(packet_id, d, at, old.topic)
+            }
+            None => Acknowledged::of(packet_id, d, at),
+        };
         self.acknowledged.push_back(done);
     }
 
@@ -773,15 +794,19 @@ impl SessionState {
     /// False when no such PUBLISH is in flight.
     pub fn mark_released(&mut self, packet_id: u16) -> bool {
         let now = Instant::now();
-        let (seq, done) = match self.inflight.get(&packet_id).map(|e| &e.state) {
-            Some(Inflight::Publish(d)) => (d.seq, Acknowledged::of(packet_id, d, now)),
-            _ => return false,
+        let Some(e) = self.inflight.get_mut(&packet_id) else {
+            return false;
         };
-        if let Some(e) = self.inflight.get_mut(&packet_id) {
-            e.state = Inflight::Released { seq };
-        }
+        let Inflight::Publish(d) = &e.state else {
+            return false;
+        };
+        let seq = d.seq;
+        let Inflight::Publish(d) = std::mem::replace(&mut e.state, Inflight::Released { seq })
+        else {
+            return false;
+        };
         self.record_state(seq, packet_id, MessageState::Released);
-        self.remember(done);
+        self.remember(packet_id, &d, now);
         self.last_progress = now;
         true
     }

@@ -93,6 +93,8 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
     };
     let packet_id = p.packet_id;
     let qos = p.qos;
+    // One clock reading serves the message's arrival time and its owed ack's deadline.
+    let now = Instant::now();
     if qos == QoS::ExactlyOnce {
         let mut st = client.session.state.lock();
         if st.inbound_qos2.contains(packet_id) {
@@ -130,7 +132,7 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
             Owed::Answer(r)
         }
         None => {
-            let msg = Message::from_publish(p, Some(client.client_id.clone()), Instant::now());
+            let msg = Message::from_publish(p, Some(client.client_id.clone()), now);
             // The hold is two SeqCst atomics on a counter every publisher shares: taken ahead
             // only when this client's last QoS 1/2 message needed a commit (a durable stream),
             // so a stream that stores nothing keeps the publish path free of it.
@@ -178,7 +180,7 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
                 qos,
                 packet_id,
                 owed,
-                since: Instant::now(),
+                since: now,
             });
             if client.owed_acks.len() >= MAX_OWED {
                 settle_acks(client)?;
