@@ -4,6 +4,15 @@
 //! unfinished shared messages to the rest of its groups. It runs on the publishing thread (a
 //! client's reader, the ticker for wills and `$SYS`, `web` for the page's publish) and never
 //! waits on a subscriber: the router's read lock is taken alone, then each session's state alone.
+//!
+//! A reader thread queues the messages it routed to sessions that store nothing at its flush
+//! ([`Routing::queue_pending`]), grouped by session: each subscriber's lock is taken once per
+//! read rather than once per message, which ten publishers feeding one subscriber otherwise
+//! meet on for every message. Each session's deliveries keep their publish order, and a
+//! publisher's PUBACK / PUBREC is queued only after its message is. A QoS 1/2 message for a
+//! persistent session is stored and then queued at once, as is a shared subscription's, after
+//! whatever is pending (so order still holds): its publisher's acknowledgement waits on that
+//! commit.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -443,6 +452,34 @@ mod tests {
         let refused = queue_grouped(&mut pending, &UNLIMITED, None, &mut Wakes::default());
         assert_eq!(refused, 0);
         assert_eq!(queued(&a), (0..50).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn grouped_queueing_stores_a_qos1_message_for_a_session_that_became_persistent_in_between() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path().join("t.db"), Default::default()).unwrap();
+        let a = session("a");
+        // Routed while the session stored nothing; it is persistent by the time it is queued.
+        let mut pending = vec![
+            (a.clone(), delivery(1, QoS::AtMostOnce)),
+            (a.clone(), delivery(2, QoS::AtLeastOnce)),
+            (a.clone(), delivery(3, QoS::AtMostOnce)),
+        ];
+        {
+            let mut st = a.state.lock();
+            let durable = crate::broker::session::Durable {
+                store: store.clone(),
+                client_id: "a".into(),
+            };
+            let _ = a.set_durable(&mut st, Some(durable));
+        }
+        assert!(a.maybe_persistent());
+        let refused = queue_grouped(&mut pending, &UNLIMITED, None, &mut Wakes::default());
+        assert_eq!(refused, 0);
+        assert_eq!(queued(&a), [1, 2, 3]);
+        let seqs: Vec<u64> = a.state.lock().pending.iter().map(|d| d.seq).collect();
+        // The QoS 1 message was numbered for the store; QoS 0 ones are never stored.
+        assert_eq!(seqs, [0, 1, 0]);
     }
 
     #[test]
