@@ -171,7 +171,8 @@ pub struct Session {
 /// commit must never hold up a broker lock): changes are collected under it ([`StoreOps`]) and
 /// sent once it is released. Order still holds where it matters: a kept message is sent before
 /// it joins the queue (so before anyone can send, acknowledge or forget it), an
-/// acknowledgement's change is sent by the reader before it reads the next packet, and the
+/// acknowledgement's change is sent by the reader before it reads more from the socket or
+/// handles any packet but another PUBACK (a run of PUBACKs is completed together), and the
 /// store never moves a message back from `released` to `inflight`.
 #[derive(Clone)]
 pub struct Durable {
@@ -752,7 +753,11 @@ impl SessionState {
 
     /// PUBACK: completes an outbound QoS 1 message. True when it was one.
     pub fn complete_qos1(&mut self, packet_id: u16) -> bool {
-        let now = Instant::now();
+        self.complete_qos1_at(packet_id, Instant::now())
+    }
+
+    /// [`SessionState::complete_qos1`] with the time read once for a batch of PUBACKs.
+    pub fn complete_qos1_at(&mut self, packet_id: u16, now: Instant) -> bool {
         let qos1 = matches!(
             self.inflight.get(&packet_id).map(|e| &e.state),
             Some(Inflight::Publish(d)) if d.qos == QoS::AtLeastOnce
