@@ -320,6 +320,9 @@ pub struct Client {
     /// PUBLISH acknowledgements waiting for their store commit, in arrival order
     /// ([`handle::publish`]).
     pub owed_acks: std::collections::VecDeque<handle::publish::OwedAck>,
+    /// PUBACKs read but not yet completed in the session, in arrival order (at most
+    /// [`handle::ack::MAX_PUBACKS`]; see [`handle::ack::complete_pubacks`]).
+    pub pubacks: Vec<u16>,
     /// Held from this reader's first durable PUBLISH of a read until its acks are settled, so
     /// that the read's writes ride one commit ([`crate::store::StoreHandle::hold_writes`]).
     pub write_hold: Option<crate::store::WriteHold>,
@@ -567,6 +570,10 @@ impl Client {
                 return Err(Ending::Error(ConnError::ClosedByServer));
             }
             let mut buffered = reader.buffered_packet();
+            if !matches!(buffered, Ok(Some((Packet::PubAck(_), _)))) {
+                // Before anything else is handled or read: the PUBACKs collected so far.
+                handle::ack::complete_pubacks(self);
+            }
             while matches!(buffered, Ok(None))
                 && chunks < READ_AHEAD_CHUNKS
                 && !self.outbox.owes_too_much()
@@ -613,8 +620,11 @@ impl Client {
                     return Err(Ending::Error(e));
                 }
             };
-            // Answers to any other packet must not overtake the owed PUBLISH acks.
+            // Answers to any other packet must not overtake the owed PUBLISH acks, and what it
+            // does (a subscription, a DISCONNECT) comes after the messages published before it
+            // are queued.
             if !matches!(packet, Packet::Publish(_)) {
+                self.scratch.queue_pending(&self.broker);
                 self.settle_acks()?;
             }
             handled += 1;
@@ -654,6 +664,7 @@ impl Client {
     /// Writes what handling the packets read so far queued: subscribers' news first, then the
     /// client's own acks.
     pub fn flush(&mut self) {
+        handle::ack::complete_pubacks(self);
         self.scratch.flush(&self.broker);
         self.outbox.flush();
     }
@@ -662,6 +673,7 @@ impl Client {
     /// when the server ended the connection: the caller then lingers ([`Reader::linger`]).
     #[inline(never)]
     fn finish(&mut self, ending: Ending) -> bool {
+        handle::ack::complete_pubacks(self);
         self.scratch.flush(&self.broker);
         let now = Instant::now();
         let (publish_will, why) = match &ending {

@@ -4,6 +4,15 @@
 //! unfinished shared messages to the rest of its groups. It runs on the publishing thread (a
 //! client's reader, the ticker for wills and `$SYS`, `web` for the page's publish) and never
 //! waits on a subscriber: the router's read lock is taken alone, then each session's state alone.
+//!
+//! A reader thread queues the messages it routed to sessions that store nothing at its flush
+//! ([`Routing::queue_pending`]), grouped by session: each subscriber's lock is taken once per
+//! read rather than once per message, which ten publishers feeding one subscriber otherwise
+//! meet on for every message. Each session's deliveries keep their publish order, and a
+//! publisher's PUBACK / PUBREC is queued only after its message is. A QoS 1/2 message for a
+//! persistent session is stored and then queued at once, as is a shared subscription's, after
+//! whatever is pending (so order still holds): its publisher's acknowledgement waits on that
+//! commit.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -11,26 +20,36 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::outbox::Wakes;
-use super::router::{self, SharedGroup};
+use super::router::{self, RouteScratch, SharedGroup};
 use super::session::{Delivery, DropReason, QueueLimits, Session};
 use super::Broker;
 use crate::message::Message;
 use crate::protocol::{Properties, QoS};
 use crate::store::DurableTicket;
 
-/// A publishing thread's reusable routing buffers: the matched targets, and the outboxes owed a
-/// flush.
+/// A publishing thread's reusable routing buffers: the matched targets, the deliveries not yet
+/// queued, and the outboxes owed a flush.
 #[derive(Default)]
 pub struct Routing {
     targets: Vec<(Arc<Session>, Delivery)>,
     /// The matched shared subscription groups, each to give the message to one member.
     groups: Vec<SharedGroup>,
+    /// The router's buffers for one message's matches.
+    route: RouteScratch,
+    /// Deliveries to sessions that store nothing, routed but not yet queued, in publish order:
+    /// queued at the flush (or sooner, see [`Routing::queue_pending`]) grouped by session, each
+    /// session's under one acquisition of its lock and in the order they were routed.
+    pending: Vec<(Arc<Session>, Delivery)>,
     pub wakes: Wakes,
     /// Messages for the store's history, sent after the flush: off the delivery path.
     history: Vec<Arc<Message>>,
     /// Leave the flushes to the caller: a reader thread flushes once per chunk it read.
     defer: bool,
 }
+
+/// Deliveries [`Routing::pending`] holds at most: past this they are queued at once, which
+/// bounds what a burst of messages to many subscribers holds back (and its memory).
+const MAX_PENDING: usize = 256;
 
 impl Routing {
     /// Buffers for a reader thread, which calls [`Routing::flush`] itself.
@@ -41,8 +60,37 @@ impl Routing {
         }
     }
 
-    /// Writes to every outbox owed a flush, then hands the history to the store.
+    /// Whether deliveries routed by this thread are still to be queued: an acknowledgement of
+    /// their message must wait for [`Routing::queue_pending`] (a flush does it).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Queues every pending delivery: grouped by session (a stable sort keeps each session's
+    /// in publish order), each group under one acquisition of its session's lock. A delivery
+    /// refused for lack of room counts as dropped, as on the direct path.
+    pub fn queue_pending(&mut self, broker: &Broker) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let limits = broker.queue_limits();
+        let acl = broker.delivery_acl();
+        let dropped = queue_grouped(&mut self.pending, &limits, acl.as_deref(), &mut self.wakes);
+        if dropped > 0 {
+            broker
+                .stats
+                .dropped
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+        if self.pending.capacity() > 4 * MAX_PENDING {
+            self.pending = Vec::new();
+        }
+    }
+
+    /// Queues what is pending, writes to every outbox owed a flush, then hands the history to
+    /// the store.
     pub fn flush(&mut self, broker: &Broker) {
+        self.queue_pending(broker);
         self.wakes.flush();
         if !self.history.is_empty() {
             broker
@@ -50,6 +98,33 @@ impl Routing {
                 .record_messages(std::mem::take(&mut self.history));
         }
     }
+}
+
+/// Queues `pending` (emptied) grouped by session, each session's deliveries in their order
+/// and under one acquisition of its lock ([`Session::enqueue_batch`]). Returns how many were
+/// refused for lack of room.
+fn queue_grouped(
+    pending: &mut Vec<(Arc<Session>, Delivery)>,
+    limits: &QueueLimits,
+    acl: Option<&crate::auth::AclSet>,
+    wakes: &mut Wakes,
+) -> usize {
+    // Usually all for one session (fan-in): sort only when there are several. The sort is
+    // stable, so each session's deliveries keep their order.
+    let first = pending.first().map(|(s, _)| Arc::as_ptr(s));
+    if pending.iter().any(|(s, _)| Some(Arc::as_ptr(s)) != first) {
+        pending.sort_by_key(|(s, _)| Arc::as_ptr(s) as usize);
+    }
+    let mut dropped = 0;
+    let mut rest = pending.drain(..).peekable();
+    while let Some((session, first)) = rest.next() {
+        let mut run = std::iter::once(first).chain(std::iter::from_fn(|| {
+            rest.next_if(|(s, _)| Arc::ptr_eq(s, &session))
+                .map(|(_, d)| d)
+        }));
+        dropped += session.enqueue_batch(&mut run, limits, acl, wakes);
+    }
+    dropped
 }
 
 impl Broker {
@@ -88,12 +163,31 @@ impl Broker {
         }
         scratch.targets.clear();
         scratch.groups.clear();
-        self.router
-            .route(&msg, &mut scratch.targets, &mut scratch.groups);
-        let limits = super::queue_limits(&cfg);
-        let acl = self.delivery_acl();
+        self.router.route(
+            &msg,
+            &mut scratch.targets,
+            &mut scratch.groups,
+            &mut scratch.route,
+        );
         let matched = scratch.targets.len() + scratch.groups.len();
+        // A session that stores nothing gets the message with the rest of this thread's batch
+        // (`Routing::queue_pending`); one that stores QoS 1/2 messages, and every shared
+        // group, gets it now, its store write first: the publisher's acknowledgement waits on
+        // that commit. Whatever is pending goes first, to keep each session's order.
+        let batched = |session: &Session, delivery: &Delivery| {
+            delivery.qos == QoS::AtMostOnce || !session.maybe_persistent()
+        };
+        let now = !scratch.groups.is_empty() || !scratch.targets.iter().all(|(s, d)| batched(s, d));
+        if now {
+            scratch.queue_pending(self);
+        }
+        let limits = super::queue_limits(&cfg);
+        let acl = if now { self.delivery_acl() } else { None };
         for (session, delivery) in scratch.targets.drain(..) {
+            if batched(&session, &delivery) {
+                scratch.pending.push((session, delivery));
+                continue;
+            }
             match session.enqueue_checked(delivery, &limits, acl.as_deref(), &mut scratch.wakes) {
                 Ok(Some(ticket)) => {
                     if let Some(t) = tickets.as_deref_mut() {
@@ -106,6 +200,9 @@ impl Broker {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
+        }
+        if scratch.pending.len() >= MAX_PENDING {
+            scratch.queue_pending(self);
         }
         for group in scratch.groups.drain(..) {
             let delivered = self.deliver_shared(
@@ -265,4 +362,151 @@ pub(crate) fn wait_committed_until(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::session::LinkLimits;
+    use crate::protocol::ProtocolVersion;
+
+    fn session(id: &str) -> Arc<Session> {
+        Arc::new(Session::new(
+            id.into(),
+            LinkLimits {
+                protocol: ProtocolVersion::V5,
+                receive_maximum: 10,
+                max_packet_size: 1 << 20,
+                topic_alias_maximum: 0,
+            },
+        ))
+    }
+
+    /// A delivery whose payload is its number, to read the order back from the queue.
+    fn delivery(n: u8, qos: QoS) -> Delivery {
+        Delivery {
+            msg: Arc::new(Message {
+                topic: "t".into(),
+                payload: vec![n],
+                qos,
+                retain: false,
+                properties: Properties::default(),
+                publisher: None,
+                received: Instant::now(),
+            }),
+            qos,
+            retain: false,
+            sub_ids: Vec::new(),
+            share: None,
+            seq: 0,
+        }
+    }
+
+    fn queued(s: &Session) -> Vec<u8> {
+        s.state
+            .lock()
+            .pending
+            .iter()
+            .map(|d| d.msg.payload[0])
+            .collect()
+    }
+
+    const UNLIMITED: QueueLimits = QueueLimits {
+        max_messages: 0,
+        max_bytes: 0,
+        queue_qos0_offline: true,
+    };
+
+    #[test]
+    fn mqtt_4_6_grouped_queueing_keeps_each_sessions_order_across_interleaved_sessions() {
+        let (a, b, c) = (session("a"), session("b"), session("c"));
+        let mut pending = Vec::new();
+        // Interleaved as several publishes matching several sessions leave them.
+        for (n, s) in [
+            (1, &a),
+            (2, &b),
+            (3, &a),
+            (4, &c),
+            (5, &b),
+            (6, &a),
+            (7, &c),
+            (8, &b),
+        ] {
+            pending.push((s.clone(), delivery(n, QoS::AtLeastOnce)));
+        }
+        let mut wakes = Wakes::default();
+        let refused = queue_grouped(&mut pending, &UNLIMITED, None, &mut wakes);
+        assert_eq!(refused, 0);
+        assert!(pending.is_empty());
+        assert_eq!(queued(&a), [1, 3, 6]);
+        assert_eq!(queued(&b), [2, 5, 8]);
+        assert_eq!(queued(&c), [4, 7]);
+    }
+
+    #[test]
+    fn grouped_queueing_of_one_session_keeps_publish_order() {
+        let a = session("a");
+        let mut pending: Vec<_> = (0..50)
+            .map(|n| (a.clone(), delivery(n, QoS::AtMostOnce)))
+            .collect();
+        let refused = queue_grouped(&mut pending, &UNLIMITED, None, &mut Wakes::default());
+        assert_eq!(refused, 0);
+        assert_eq!(queued(&a), (0..50).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn grouped_queueing_stores_a_qos1_message_for_a_session_that_became_persistent_in_between() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path().join("t.db"), Default::default()).unwrap();
+        let a = session("a");
+        // Routed while the session stored nothing; it is persistent by the time it is queued.
+        let mut pending = vec![
+            (a.clone(), delivery(1, QoS::AtMostOnce)),
+            (a.clone(), delivery(2, QoS::AtLeastOnce)),
+            (a.clone(), delivery(3, QoS::AtMostOnce)),
+        ];
+        {
+            let mut st = a.state.lock();
+            let durable = crate::broker::session::Durable {
+                store: store.clone(),
+                client_id: "a".into(),
+            };
+            let _ = a.set_durable(&mut st, Some(durable));
+        }
+        assert!(a.maybe_persistent());
+        let refused = queue_grouped(&mut pending, &UNLIMITED, None, &mut Wakes::default());
+        assert_eq!(refused, 0);
+        assert_eq!(queued(&a), [1, 2, 3]);
+        let seqs: Vec<u64> = a.state.lock().pending.iter().map(|d| d.seq).collect();
+        // The QoS 1 message was numbered for the store; QoS 0 ones are never stored.
+        assert_eq!(seqs, [0, 1, 0]);
+    }
+
+    #[test]
+    fn grouped_queueing_into_a_full_queue_sheds_qos0_first_and_counts_every_drop() {
+        let (a, b) = (session("a"), session("b"));
+        let limits = QueueLimits {
+            max_messages: 3,
+            ..UNLIMITED
+        };
+        let mut pending = vec![
+            (a.clone(), delivery(1, QoS::AtMostOnce)),
+            (b.clone(), delivery(1, QoS::AtLeastOnce)),
+            (a.clone(), delivery(2, QoS::AtLeastOnce)),
+            (a.clone(), delivery(3, QoS::AtLeastOnce)),
+            // Full: the QoS 0 message at the head is shed to make room (a drop).
+            (a.clone(), delivery(4, QoS::AtLeastOnce)),
+            // Full of QoS 1: refused (a drop), as is a QoS 0 one.
+            (a.clone(), delivery(5, QoS::AtLeastOnce)),
+            (a.clone(), delivery(6, QoS::AtMostOnce)),
+            (b.clone(), delivery(2, QoS::AtLeastOnce)),
+        ];
+        let refused = queue_grouped(&mut pending, &limits, None, &mut Wakes::default());
+        // Refused outright: 5 and 6 (the shed QoS 0 one was queued, then dropped).
+        assert_eq!(refused, 2);
+        assert_eq!(queued(&a), [2, 3, 4]);
+        assert_eq!(queued(&b), [1, 2]);
+        assert_eq!(a.state.lock().dropped, 3);
+        assert_eq!(b.state.lock().dropped, 0);
+    }
 }

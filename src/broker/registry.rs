@@ -113,7 +113,7 @@ impl Broker {
                     writes.push(SessionWrite::Delete);
                     forget_seqs(&mut st);
                 }
-                st.durable = durable;
+                let _ = s.set_durable(&mut st, durable);
                 st.schedule_resend();
                 st.outbox = Some(outbox.clone());
                 session_present = true;
@@ -124,7 +124,7 @@ impl Broker {
                 if let Some(old) = other {
                     let mut st = old.state.lock();
                     old_outbox = st.outbox.take().map(|o| (o, st.link.max_packet_size));
-                    if st.durable.take().is_some() {
+                    if old.set_durable(&mut st, None).is_some() {
                         writes.push(SessionWrite::Delete);
                     }
                     drop(st);
@@ -138,7 +138,7 @@ impl Broker {
                     if durable.is_some() {
                         writes.push(SessionWrite::Save(Box::new(session_record(client_id, &st))));
                     }
-                    st.durable = durable;
+                    let _ = s.set_durable(&mut st, durable);
                     st.outbox = Some(outbox.clone());
                 }
                 sessions.insert(client_id.clone(), s.clone());
@@ -226,7 +226,7 @@ impl Broker {
                 return;
             }
             st.ended = true;
-            let stored = st.durable.take().is_some();
+            let stored = session.set_durable(&mut st, None).is_some();
             let subs: Vec<String> = st.subscriptions.drain().map(|(f, _)| f).collect();
             let mut handoff: Vec<Delivery> = Vec::new();
             for d in st.pending.drain(..) {

@@ -65,10 +65,11 @@ fn restore_session(broker: &Broker, snap: SessionSnapshot, now: Instant, wall: i
             }
         };
         st.disconnected_at = Some(now.checked_sub(gone_for).unwrap_or(now));
-        st.durable = Some(Durable {
+        let durable = Durable {
             store: broker.store.clone(),
             client_id: client_id.clone(),
-        });
+        };
+        let _ = session.set_durable(&mut st, Some(durable));
         if let Some(will) = snap.record.will.clone() {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
             st.delayed_will = Some(DelayedWill {

@@ -55,6 +55,28 @@ pub struct Router {
     next_member: AtomicUsize,
 }
 
+/// A publishing thread's buffers for [`Router::route`]: the direct and the shared matches of
+/// one message, empty between messages.
+#[derive(Default)]
+pub struct RouteScratch {
+    direct: Vec<Match>,
+    shared: Vec<Match>,
+}
+
+/// Matches a [`RouteScratch`] keeps room for between messages: a message to more subscribers
+/// than this gives the rest back, so one burst to many does not stay resident with the thread.
+const KEEP_MATCHES: usize = 1024;
+
+impl RouteScratch {
+    fn trim(&mut self) {
+        for v in [&mut self.direct, &mut self.shared] {
+            if v.capacity() > KEEP_MATCHES {
+                *v = Vec::new();
+            }
+        }
+    }
+}
+
 /// One matching subscription, collected under the read lock.
 struct Match {
     session: Arc<Session>,
@@ -160,14 +182,18 @@ impl Router {
     /// with all matching Subscription Identifiers (MQTT-3.3.4-2, -3) into `out`, and each
     /// matching shared subscription group into `groups`, for the message to be offered to one
     /// of its members (§4.8.2). No Local subscriptions of the publisher are skipped
-    /// (MQTT-3.8.3-3).
+    /// (MQTT-3.8.3-3). `scratch` holds the matches meanwhile: the caller's, reused from one
+    /// message to the next, so that routing allocates nothing once it is warm.
     pub fn route(
         &self,
         msg: &Arc<Message>,
         out: &mut Vec<(Arc<Session>, Delivery)>,
         groups: &mut Vec<SharedGroup>,
+        scratch: &mut RouteScratch,
     ) {
-        let mut matches: Vec<Match> = Vec::new();
+        let RouteScratch { direct, shared } = scratch;
+        direct.clear();
+        shared.clear();
         {
             let tree = self.tree.read();
             tree.for_each_match(&msg.topic, |key, entry| {
@@ -177,22 +203,22 @@ impl Router {
                 {
                     return;
                 }
-                matches.push(Match {
+                let m = Match {
                     session: key.session.0.clone(),
                     share: key.share.clone(),
                     entry: *entry,
-                });
+                };
+                if m.share.is_some() {
+                    shared.push(m);
+                } else {
+                    direct.push(m);
+                }
             });
         }
-        if matches.is_empty() {
-            return;
-        }
-        let (mut shared, mut direct): (Vec<Match>, Vec<Match>) =
-            matches.into_iter().partition(|m| m.share.is_some());
         if direct.len() > 1 {
             direct.sort_by_key(|m| Arc::as_ptr(&m.session) as usize);
         }
-        let mut iter = direct.into_iter().peekable();
+        let mut iter = direct.drain(..).peekable();
         while let Some(first) = iter.next() {
             let mut delivery = delivery_for(msg, &first.entry, None);
             while let Some(next) = iter.next_if(|n| Arc::ptr_eq(&n.session, &first.session)) {
@@ -205,9 +231,12 @@ impl Router {
             }
             out.push((first.session, delivery));
         }
+        drop(iter);
         if !shared.is_empty() {
-            self.shared_groups(&mut shared, groups);
+            self.shared_groups(shared, groups);
+            shared.clear();
         }
+        scratch.trim();
     }
 
     fn shared_groups(&self, shared: &mut [Match], groups: &mut Vec<SharedGroup>) {

@@ -7,6 +7,7 @@
 //! `parking_lot::Mutex` per session, held only for queue operations — never across I/O.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,9 +85,13 @@ pub struct Acknowledged {
 
 impl Acknowledged {
     fn of(packet_id: u16, d: &Delivery, at: Instant) -> Acknowledged {
+        Acknowledged::of_topic(packet_id, d, at, d.msg.topic.clone())
+    }
+
+    fn of_topic(packet_id: u16, d: &Delivery, at: Instant, topic: String) -> Acknowledged {
         Acknowledged {
             packet_id,
-            topic: d.msg.topic.clone(),
+            topic,
             qos: d.qos,
             retain: d.retain,
             payload_len: d.msg.payload.len(),
@@ -153,6 +158,12 @@ pub struct DelayedWill {
 pub struct Session {
     pub client_id: Arc<str>,
     pub state: Mutex<SessionState>,
+    /// Mirrors `state.durable.is_some()`, written with it under the lock
+    /// ([`Session::set_durable`]) and read without it by publishers, which queue a message for a
+    /// session that stores nothing in batches ([`Session::enqueue_batch`]) but store one for a
+    /// persistent session before queueing it, one at a time. A stale read is safe either way:
+    /// the batch checks again under the lock.
+    persistent: AtomicBool,
 }
 
 /// Where a persistent session keeps its QoS 1/2 messages: the store and the session's key.
@@ -160,7 +171,8 @@ pub struct Session {
 /// commit must never hold up a broker lock): changes are collected under it ([`StoreOps`]) and
 /// sent once it is released. Order still holds where it matters: a kept message is sent before
 /// it joins the queue (so before anyone can send, acknowledge or forget it), an
-/// acknowledgement's change is sent by the reader before it reads the next packet, and the
+/// acknowledgement's change is sent by the reader before it reads more from the socket or
+/// handles any packet but another PUBACK (a run of PUBACKs is completed together), and the
 /// store never moves a message back from `released` to `inflight`.
 #[derive(Clone)]
 pub struct Durable {
@@ -291,7 +303,22 @@ impl Session {
                 acknowledged: VecDeque::new(),
                 store_ops: StoreOps::default(),
             }),
+            persistent: AtomicBool::new(false),
         }
+    }
+
+    /// Sets (or clears) where the session keeps its QoS 1/2 messages; `st` is this session's
+    /// locked state. Returns what it replaces. Every change of `durable` goes through here, so
+    /// that [`Session::maybe_persistent`] follows it.
+    pub fn set_durable(&self, st: &mut SessionState, durable: Option<Durable>) -> Option<Durable> {
+        self.persistent.store(durable.is_some(), Ordering::Relaxed);
+        std::mem::replace(&mut st.durable, durable)
+    }
+
+    /// Whether the session stores its QoS 1/2 messages, read without its lock: a hint for the
+    /// publish path, exact only under the lock.
+    pub fn maybe_persistent(&self) -> bool {
+        self.persistent.load(Ordering::Relaxed)
     }
 
     /// Keeps `will` (or no will) in the store with this persistent session, so a restart
@@ -356,6 +383,67 @@ impl Session {
     /// True while a connection is attached.
     pub fn is_online(&self) -> bool {
         self.state.lock().outbox.is_some()
+    }
+
+    /// Queues `deliveries`, in their order, taking the session's lock once for all of them
+    /// rather than once each: ten publishers' reader threads feeding one subscriber otherwise
+    /// meet on it for every message. Each is checked and admitted as by
+    /// [`Session::enqueue_checked`] (ACL, queue limits, QoS 0 shed first, refusals counted for
+    /// the session). Meant for sessions that store nothing; should the session have become
+    /// persistent since the caller looked ([`Session::maybe_persistent`]), a QoS 1/2 delivery is
+    /// stored and then queued as `enqueue_checked` does, with the lock released, and the rest
+    /// follow it in order. Its ticket is not waited for: the message was routed while the
+    /// session kept nothing, like one queued just before the session was resumed as persistent.
+    /// Returns how many were refused for lack of room (not those the ACL keeps from it).
+    pub fn enqueue_batch(
+        &self,
+        deliveries: &mut impl Iterator<Item = Delivery>,
+        limits: &QueueLimits,
+        acl: Option<&AclSet>,
+        wakes: &mut Wakes,
+    ) -> usize {
+        let mut refused = 0;
+        loop {
+            let mut store_first = None;
+            let outbox = {
+                let mut st = self.state.lock();
+                let mut queued = false;
+                for delivery in deliveries.by_ref() {
+                    if let Some(acl) = acl {
+                        if !acl.can_read(
+                            st.username.as_deref(),
+                            &self.client_id,
+                            &delivery.msg.topic,
+                        ) {
+                            continue;
+                        }
+                    }
+                    if st.durable.is_some() && delivery.qos != QoS::AtMostOnce && !st.ended {
+                        store_first = Some(delivery);
+                        break;
+                    }
+                    match st.admit(delivery, limits) {
+                        Ok(()) => queued = true,
+                        Err(why) => {
+                            st.count_refusal(why);
+                            refused += 1;
+                        }
+                    }
+                }
+                st.outbox.clone().filter(|_| queued)
+            };
+            if let Some(outbox) = outbox {
+                wakes.mark(outbox);
+            }
+            let Some(delivery) = store_first else {
+                return refused;
+            };
+            match self.enqueue_or_refuse(delivery, limits, acl, wakes, true) {
+                Ok(ticket) => drop(ticket),
+                Err(DropReason::NotAuthorized) => {}
+                Err(DropReason::QueueFull | DropReason::OfflineQos0) => refused += 1,
+            }
+        }
     }
 
     fn enqueue_or_refuse(
@@ -665,24 +753,45 @@ impl SessionState {
 
     /// PUBACK: completes an outbound QoS 1 message. True when it was one.
     pub fn complete_qos1(&mut self, packet_id: u16) -> bool {
-        let now = Instant::now();
-        let (seq, done) = match self.inflight.get(&packet_id).map(|e| &e.state) {
-            Some(Inflight::Publish(d)) if d.qos == QoS::AtLeastOnce => {
-                (d.seq, Acknowledged::of(packet_id, d, now))
-            }
-            _ => return false,
+        self.complete_qos1_at(packet_id, Instant::now())
+    }
+
+    /// [`SessionState::complete_qos1`] with the time read once for a batch of PUBACKs.
+    pub fn complete_qos1_at(&mut self, packet_id: u16, now: Instant) -> bool {
+        let qos1 = matches!(
+            self.inflight.get(&packet_id).map(|e| &e.state),
+            Some(Inflight::Publish(d)) if d.qos == QoS::AtLeastOnce
+        );
+        if !qos1 {
+            return false;
+        }
+        let Some(InflightEntry {
+            state: Inflight::Publish(d),
+            ..
+        }) = self.inflight.remove(&packet_id)
+        else {
+            return false;
         };
-        self.inflight.remove(&packet_id);
-        self.forget(seq);
-        self.remember(done);
+        self.forget(d.seq);
+        self.remember(packet_id, &d, now);
         self.last_progress = now;
         true
     }
 
-    fn remember(&mut self, done: Acknowledged) {
-        if self.acknowledged.len() >= RECENT_ACKNOWLEDGED {
-            self.acknowledged.pop_front();
-        }
+    fn remember(&mut self, packet_id: u16, d: &Delivery, at: Instant) {
+        // Once full, the oldest entry's topic buffer takes the new topic: a subscriber acking
+        // every message otherwise allocates a topic copy and frees another for each.
+        let oldest = (self.acknowledged.len() >= RECENT_ACKNOWLEDGED)
+            .then(|| self.acknowledged.pop_front())
+            .flatten();
+        let done = match oldest {
+            Some(mut old) => {
+                old.topic.clear();
+                old.topic.push_str(&d.msg.topic);
+                Acknowledged::of_topic(packet_id, d, at, old.topic)
+            }
+            None => Acknowledged::of(packet_id, d, at),
+        };
         self.acknowledged.push_back(done);
     }
 
@@ -690,15 +799,19 @@ impl SessionState {
     /// False when no such PUBLISH is in flight.
     pub fn mark_released(&mut self, packet_id: u16) -> bool {
         let now = Instant::now();
-        let (seq, done) = match self.inflight.get(&packet_id).map(|e| &e.state) {
-            Some(Inflight::Publish(d)) => (d.seq, Acknowledged::of(packet_id, d, now)),
-            _ => return false,
+        let Some(e) = self.inflight.get_mut(&packet_id) else {
+            return false;
         };
-        if let Some(e) = self.inflight.get_mut(&packet_id) {
-            e.state = Inflight::Released { seq };
-        }
+        let Inflight::Publish(d) = &e.state else {
+            return false;
+        };
+        let seq = d.seq;
+        let Inflight::Publish(d) = std::mem::replace(&mut e.state, Inflight::Released { seq })
+        else {
+            return false;
+        };
         self.record_state(seq, packet_id, MessageState::Released);
-        self.remember(done);
+        self.remember(packet_id, &d, now);
         self.last_progress = now;
         true
     }

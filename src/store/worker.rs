@@ -915,7 +915,12 @@ fn apply_write(conn: &Connection, w: &Write) -> rusqlite::Result<()> {
 /// per topic and commit, not a row per message.
 #[derive(Default)]
 struct HistoryBatch {
-    topics: HashMap<String, TopicBatch>,
+    /// Topic → its place in `batches`.
+    topics: HashMap<Arc<str>, usize>,
+    batches: Vec<(Arc<str>, TopicBatch)>,
+    /// The place in `batches` of the last message's topic: the next message, usually of the
+    /// same topic in a reader's batch, is matched to it without hashing the name.
+    last: Option<usize>,
     clients: Vec<History>,
     /// Messages taken since the last commit, superseded ones included.
     messages: usize,
@@ -942,6 +947,30 @@ struct TopicBatch {
     seq: usize,
 }
 
+/// One reading of both clocks, to turn the arrival [`Instant`]s of a batch of messages into
+/// wall-clock milliseconds without reading the clocks again for each.
+struct BatchClock {
+    now: Instant,
+    wall_ms: i64,
+}
+
+impl BatchClock {
+    fn now() -> BatchClock {
+        BatchClock {
+            now: Instant::now(),
+            wall_ms: now_ms(),
+        }
+    }
+
+    /// The wall-clock time (ms) at which `at` happened: as [`instant_to_ms`], with this
+    /// reading's now.
+    fn wall_ms(&self, at: Instant) -> i64 {
+        let age = self.now.saturating_duration_since(at).as_millis();
+        self.wall_ms
+            .saturating_sub(i64::try_from(age).unwrap_or(i64::MAX))
+    }
+}
+
 /// Held messages that weigh as one command towards `max_batch`: the batch commits early once
 /// it holds `max_batch` × this many, which bounds its memory.
 const MESSAGES_PER_COMMAND: usize = 8;
@@ -949,31 +978,49 @@ const MESSAGES_PER_COMMAND: usize = 8;
 impl HistoryBatch {
     fn push(&mut self, h: History, keep: usize) {
         match h {
-            History::Message(msg) => self.push_message(msg, keep),
+            History::Message(msg) => self.push_message(msg, keep, &BatchClock::now()),
             History::Messages(batch) => {
+                // One clock reading for the whole batch (a reader's flush) rather than two per
+                // message; a message's wall time is still its own arrival, to the millisecond.
+                let clock = BatchClock::now();
                 for msg in batch {
-                    self.push_message(msg, keep);
+                    self.push_message(msg, keep, &clock);
                 }
             }
             other => self.clients.push(other),
         }
     }
 
-    fn push_message(&mut self, msg: Arc<Message>, keep: usize) {
+    fn push_message(&mut self, msg: Arc<Message>, keep: usize, clock: &BatchClock) {
         self.messages += 1;
-        let at = instant_to_ms(msg.received);
-        let b = match self.topics.get_mut(msg.topic.as_str()) {
-            Some(b) => b,
-            None => self
-                .topics
-                .entry(msg.topic.clone())
-                .or_insert_with(|| TopicBatch {
-                    recent: VecDeque::new(),
-                    seq: 0,
-                    count: 0,
-                    first: at,
-                    last: at,
-                }),
+        let at = clock.wall_ms(msg.received);
+        // A reader's batch is mostly one message after another of the same topic.
+        let same = self
+            .last
+            .filter(|&i| self.batches.get(i).is_some_and(|(t, _)| **t == *msg.topic));
+        let i = match same {
+            Some(i) => i,
+            None => match self.topics.get(msg.topic.as_str()) {
+                Some(&i) => i,
+                None => {
+                    let topic: Arc<str> = Arc::from(msg.topic.as_str());
+                    let i = self.batches.len();
+                    self.topics.insert(topic.clone(), i);
+                    let fresh = TopicBatch {
+                        recent: VecDeque::new(),
+                        seq: 0,
+                        count: 0,
+                        first: at,
+                        last: at,
+                    };
+                    self.batches.push((topic, fresh));
+                    i
+                }
+            },
+        };
+        self.last = Some(i);
+        let Some((_, b)) = self.batches.get_mut(i) else {
+            return;
         };
         b.count += 1;
         b.first = b.first.min(at);
@@ -1005,6 +1052,12 @@ impl HistoryBatch {
         } else {
             self.topics.clear();
         }
+        if self.batches.capacity() > 1024 {
+            self.batches = Vec::new();
+        } else {
+            self.batches.clear();
+        }
+        self.last = None;
         self.clients.clear();
         self.messages = 0;
         self.held = 0;
@@ -1044,7 +1097,7 @@ impl HistoryBatch {
         }
         // In arrival order, so that new topics get rowids in the order they were last seen: the
         // bound forgets by (last_seen, rowid), and many topics share a millisecond.
-        let mut order: Vec<(&String, &TopicBatch)> = self.topics.iter().collect();
+        let mut order: Vec<&(Arc<str>, TopicBatch)> = self.batches.iter().collect();
         order.sort_unstable_by_key(|(_, b)| b.seq);
         for (topic, b) in order {
             for msg in &b.recent {

@@ -371,6 +371,7 @@ pub fn accept(
         slot,
         cfg,
         owed_acks: std::collections::VecDeque::new(),
+        pubacks: Vec::new(),
         write_hold: None,
         publishes_stored: false,
     })

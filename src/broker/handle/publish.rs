@@ -93,6 +93,8 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
     };
     let packet_id = p.packet_id;
     let qos = p.qos;
+    // One clock reading serves the message's arrival time and its owed ack's deadline.
+    let now = Instant::now();
     if qos == QoS::ExactlyOnce {
         let mut st = client.session.state.lock();
         if st.inbound_qos2.contains(packet_id) {
@@ -130,7 +132,7 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
             Owed::Answer(r)
         }
         None => {
-            let msg = Message::from_publish(p, Some(client.client_id.clone()), Instant::now());
+            let msg = Message::from_publish(p, Some(client.client_id.clone()), now);
             // The hold is two SeqCst atomics on a counter every publisher shares: taken ahead
             // only when this client's last QoS 1/2 message needed a commit (a durable stream),
             // so a stream that stores nothing keeps the publish path free of it.
@@ -166,8 +168,11 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
         return Ok(Flow::Continue);
     }
     match owed {
-        // Nothing owed before it and nothing to wait for: answered at once.
-        Owed::Answer(reason) if client.owed_acks.is_empty() => {
+        // Nothing owed before it, nothing to wait for, and the message queued for every
+        // subscriber: answered at once. A message still pending in the reader's routing batch
+        // (queued at the flush, see `Routing::queue_pending`) is acknowledged only after it is
+        // queued, like one waiting for its commit.
+        Owed::Answer(reason) if client.owed_acks.is_empty() && !client.scratch.has_pending() => {
             send_ack(client, qos, packet_id, reason)
         }
         owed => {
@@ -175,7 +180,7 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
                 qos,
                 packet_id,
                 owed,
-                since: Instant::now(),
+                since: now,
             });
             if client.owed_acks.len() >= MAX_OWED {
                 settle_acks(client)?;
@@ -245,7 +250,8 @@ pub fn settle_ready_acks(client: &mut Client, slice: Duration) -> Result<bool, C
     if client.owed_acks.is_empty() {
         return Ok(true);
     }
-    // Subscribers need not wait for the database: only the publisher's acks do.
+    // Subscribers need not wait for the database: only the publisher's acks do. The flush
+    // also queues the routed messages still pending, which every owed ack must follow.
     let broker = client.broker.clone();
     client.scratch.flush(&broker);
     let until = Instant::now() + slice;
