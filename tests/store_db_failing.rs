@@ -316,3 +316,142 @@ fn db_max_bytes_reached_answers_at_once_and_keeps_every_acknowledged_retained_me
         "acknowledged retained messages lost: {lost:?}"
     );
 }
+
+/// Sends `n` QoS 1 PUBLISH packets pipelined (packet ids 1..=n, groups of 10 per write, a few
+/// ms apart so that they ride several commits): every third one is retained (`db/r/{i}`, it
+/// must be committed before its ack), the others are not (`db/q/{i}`, answered at once).
+fn pipelined_burst(s: &TcpStream, v5: bool, n: u16, payload: &[u8]) {
+    for group in (1..=n).collect::<Vec<_>>().chunks(10) {
+        let mut bytes = Vec::new();
+        for &id in group {
+            let retain = id % 3 == 0;
+            let topic = if retain {
+                format!("db/r/{id}")
+            } else {
+                format!("db/q/{id}")
+            };
+            bytes.extend(packet::publish(
+                v5,
+                &topic,
+                payload,
+                1,
+                Some(id),
+                retain,
+                false,
+            ));
+        }
+        send(s, &bytes);
+        std::thread::sleep(Duration::from_millis(3));
+    }
+}
+
+/// Retained messages under `db/r/#` found after a restart on `db`.
+fn retained_after_restart(db: &Path) -> BTreeSet<String> {
+    let b = Broker::start_with_db(db, &["--allow-anonymous", "--db-max-bytes", "0"]);
+    let (sub, _) = raw::open(b.mqtt, "reader", true, &[], None);
+    raw::sub(&sub, 1, "db/r/#", 0);
+    let mut got = BTreeSet::new();
+    while let Some(pkt) = read_packet_within(&sub, Duration::from_secs(2)) {
+        got.insert(raw::parse_publish(&pkt, true).topic);
+    }
+    got
+}
+
+/// The acks of pipelined PUBLISH packets leave in the order the packets came (MQTT-4.6.0-2,
+/// -3) while the store queues those whose commits end and the reader answers the rest: across
+/// many commits, with refusals (0x80) once `db_max_bytes` is reached, and with acks that need
+/// no commit queued behind ones that do. Every retained message acknowledged as received is
+/// there after a restart, and one not stored is never acknowledged as received.
+#[test]
+fn pipelined_acks_stay_in_order_across_commits_and_refusals_4_6_0_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("broker.db");
+    let mut b = Broker::start_with_db(
+        &db,
+        &[
+            "--allow-anonymous",
+            "--db-max-bytes",
+            "393216",
+            "--history-per-topic",
+            "0",
+        ],
+    );
+    let (publ, _) = raw::open(b.mqtt, "publisher", true, &[], None);
+    let n = 300u16;
+    pipelined_burst(&publ, true, n, &vec![b'p'; 4 * 1024]);
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for id in 1..=n {
+        let ack = read_packet_within(&publ, ANSWER)
+            .unwrap_or_else(|| panic!("no PUBACK for #{id} within {ANSWER:?}"));
+        assert_eq!(ack[0], PUBACK, "expected PUBACK: {}", common::hex(&ack));
+        let got = u16::from_be_bytes([ack[2], ack[3]]);
+        assert_eq!(got, id, "PUBACK out of order (MQTT-4.6.0-2)");
+        let reason = if ack[1] >= 3 { ack[4] } else { SUCCESS };
+        match (id % 3 == 0, reason) {
+            (true, SUCCESS | NO_MATCHING_SUBSCRIBERS) => acked.push(format!("db/r/{id}")),
+            (true, UNSPECIFIED_ERROR) => refused += 1,
+            (false, SUCCESS | NO_MATCHING_SUBSCRIBERS) => {}
+            (retained, other) => panic!("#{id} (retained: {retained}): reason {other:#04x}"),
+        }
+    }
+    println!(
+        "5.0: {} retained acknowledged, {refused} refused",
+        acked.len()
+    );
+    assert!(refused > 0, "db_max_bytes was never reached");
+    assert!(!acked.is_empty(), "nothing was stored before the limit");
+    b.terminate();
+    let got = retained_after_restart(&db);
+    let lost: Vec<&String> = acked.iter().filter(|t| !got.contains(*t)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged retained messages lost: {lost:?}"
+    );
+
+    // 3.1.1 has no failure ack: the acks before the first refusal come in order, then the
+    // connection ends without acknowledging it or anything after it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("broker.db");
+    let mut b = Broker::start_with_db(
+        &db,
+        &[
+            "--allow-anonymous",
+            "--db-max-bytes",
+            "393216",
+            "--history-per-topic",
+            "0",
+        ],
+    );
+    let publ = common::flow::raw_v311(b.mqtt, "publisher-311", true);
+    pipelined_burst(&publ, false, n, &vec![b'p'; 4 * 1024]);
+    let mut last = 0u16;
+    while let Some(ack) = read_packet_within(&publ, ANSWER) {
+        assert_eq!(ack[0], PUBACK, "expected PUBACK: {}", common::hex(&ack));
+        let got = u16::from_be_bytes([ack[2], ack[3]]);
+        assert_eq!(got, last + 1, "PUBACK out of order (MQTT-4.6.0-2)");
+        last = got;
+    }
+    common::expect_closed(&publ, ANSWER);
+    assert!(
+        last < n,
+        "every message acknowledged: db_max_bytes never reached"
+    );
+    assert_eq!(
+        (last + 1) % 3,
+        0,
+        "the first message not acknowledged (#{}) is not one that needed storing",
+        last + 1
+    );
+    b.terminate();
+    let got = retained_after_restart(&db);
+    let lost: Vec<String> = (1..=last)
+        .filter(|id| id % 3 == 0)
+        .map(|id| format!("db/r/{id}"))
+        .filter(|t| !got.contains(t))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged retained messages lost: {lost:?}"
+    );
+}

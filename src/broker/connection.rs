@@ -21,6 +21,7 @@ use super::outbox::{Outbox, LINGER, NOT_READING_GRACE};
 use super::pipe::Pipe;
 use super::publish::Routing;
 use super::session::Session;
+use super::socket;
 use super::stack::StackTrim;
 use super::Broker;
 use crate::config::Config;
@@ -319,7 +320,7 @@ pub struct Client {
     pub cfg: Arc<Config>,
     /// PUBLISH acknowledgements waiting for their store commit, in arrival order
     /// ([`handle::publish`]).
-    pub owed_acks: std::collections::VecDeque<handle::publish::OwedAck>,
+    pub acks: Arc<handle::publish::AckQueue>,
     /// PUBACKs read but not yet completed in the session, in arrival order (at most
     /// [`handle::ack::MAX_PUBACKS`]; see [`handle::ack::complete_pubacks`]).
     pub pubacks: Vec<u16>,
@@ -592,17 +593,29 @@ impl Client {
                 // Nothing more to read now: what is owed is answered before the wait. While the
                 // oldest owed ack's commit runs, what the client sends meanwhile is read and
                 // handled (overlapping the store), then the acks ready by then go out.
-                Ok(None) if self.owed_acks.is_empty() || self.outbox.owes_too_much() => {
+                Ok(None) if self.acks.is_empty() || self.outbox.owes_too_much() => {
                     return self.settle_acks().map(|()| handled)
                 }
                 Ok(None) => {
                     if self.outbox.is_closing() {
                         return Ok(handled);
                     }
-                    match handle::publish::settle_ready_acks(self, slice) {
+                    // On a plain socket the reader waits for the client's next bytes rather than
+                    // for the commit: the store queues the acks as it commits them. (With TLS
+                    // or WebSocket, bytes may wait decoded where poll(2) does not see them; and
+                    // after READ_AHEAD_CHUNKS nothing more is read here.)
+                    let watch_socket = reader.pipe.is_plain() && chunks < READ_AHEAD_CHUNKS;
+                    let wait = if watch_socket { Duration::ZERO } else { slice };
+                    match handle::publish::settle_ready_acks(self, wait) {
                         Ok(true) => return Ok(handled),
                         Ok(false) => {
                             self.flush();
+                            if watch_socket {
+                                let ms = i32::try_from(slice.as_millis().max(1)).unwrap_or(5);
+                                let mut fds = [socket::pollfd(reader.pipe.raw_fd(), libc::POLLIN)];
+                                // An error or a timeout only means: look again.
+                                let _ = socket::poll(&mut fds, ms);
+                            }
                             // Look at the socket again even after a short read.
                             reader.drained = false;
                             // Each look that finds nothing doubles the next wait: a slow commit

@@ -18,9 +18,11 @@
 //!
 //! # Durability
 //! [`StoreHandle::persist_message`] and [`StoreHandle::set_retained`] return a [`DurableTicket`]
-//! that fires once the transaction holding the write has committed — the broker waits on it
-//! before PUBACK/PUBREC for a message a persistent session must keep. Many waiting publishers
-//! share one commit. What a commit survives depends on [`SyncMode`]:
+//! that fires once the transaction holding the write has committed — the broker sends no
+//! PUBACK/PUBREC for a message a persistent session must keep before it. Many waiting
+//! publishers share one commit. A publisher's reader need not wait on its tickets: with
+//! [`StoreHandle::pump_acks`] the `store` thread itself queues the acks that a commit made
+//! ready ([`AckPump`]), right after it. What a commit survives depends on [`SyncMode`]:
 //! - `Normal` (default): WAL + `synchronous=NORMAL`; survives the process being killed
 //!   (kill -9), not necessarily a power loss.
 //! - `Full`: `synchronous=FULL`, an fsync per commit; survives power loss.
@@ -54,6 +56,7 @@ pub mod codec;
 mod error;
 mod queries;
 pub mod schema;
+mod ticket;
 mod types;
 mod web_admin;
 mod worker;
@@ -64,7 +67,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, unbounded, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::{Mutex, RwLock};
 use rusqlite::Connection;
 
@@ -78,6 +81,7 @@ pub use types::{
 use crate::auth::{self, validate_pattern, AclRule, AclSet, Ban, BanKind};
 use crate::message::Message;
 use crate::protocol::{QoS, Will};
+use ticket::{NoAnswer, TicketReceiver};
 use worker::{AdminWrite, Command, History, TicketFailure, Worker, Write};
 
 /// The longest a kept or retained message waits for room in a full backlog while the database
@@ -212,7 +216,7 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 #[must_use = "wait on the ticket, or drop it explicitly if the ack does not depend on it"]
 pub struct DurableTicket {
-    rx: Option<Receiver<Result<(), TicketFailure>>>,
+    rx: Option<TicketReceiver>,
     done: bool,
 }
 
@@ -224,7 +228,7 @@ impl DurableTicket {
         }
     }
 
-    fn pending(rx: Receiver<Result<(), TicketFailure>>) -> DurableTicket {
+    fn pending(rx: TicketReceiver) -> DurableTicket {
         DurableTicket {
             rx: Some(rx),
             done: false,
@@ -249,12 +253,7 @@ impl DurableTicket {
         let Some(rx) = &self.rx else {
             return Ok(true);
         };
-        let result = if timeout == Duration::MAX {
-            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-        } else {
-            rx.recv_timeout(timeout)
-        };
-        match result {
+        match rx.recv_timeout(timeout) {
             Ok(Ok(())) => {
                 self.done = true;
                 Ok(true)
@@ -263,12 +262,11 @@ impl DurableTicket {
                 self.done = true;
                 Err(StoreError::Refused(why))
             }
-            Ok(Err(TicketFailure::Unavailable(detail))) => {
-                self.done = true;
-                Err(StoreError::Unavailable { detail })
-            }
-            Err(RecvTimeoutError::Timeout) => Ok(false),
-            Err(RecvTimeoutError::Disconnected) => Err(StoreError::Closed),
+            // Not `done`: looked at again, it still says so (a reader and the store's ack
+            // pump may both look; neither may take a failure for a commit).
+            Ok(Err(TicketFailure::Unavailable(detail))) => Err(StoreError::Unavailable { detail }),
+            Err(NoAnswer::Timeout) => Ok(false),
+            Err(NoAnswer::Closed) => Err(StoreError::Closed),
         }
     }
 
@@ -276,6 +274,35 @@ impl DurableTicket {
     pub fn is_committed(&mut self) -> bool {
         matches!(self.wait_timeout(Duration::ZERO), Ok(true))
     }
+
+    /// Something to wait on for this ticket's answer without holding the ticket (which may sit
+    /// in a queue that another thread looks at meanwhile); `None` once it is answered.
+    pub fn watch(&self) -> Option<TicketWatch> {
+        match &self.rx {
+            Some(rx) if !self.done => Some(TicketWatch(rx.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// See [`DurableTicket::watch`].
+#[derive(Debug)]
+pub struct TicketWatch(TicketReceiver);
+
+impl TicketWatch {
+    /// Waits at most `timeout` for the ticket to be answered (either way); true once it is.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        !matches!(self.0.recv_timeout(timeout), Err(NoAnswer::Timeout))
+    }
+}
+
+/// Queues a publisher's acknowledgements once their writes are committed: given to
+/// [`StoreHandle::pump_acks`], it runs on the `store` thread right after the commit that ends
+/// the writes sent before it, so that an acknowledgement goes from the commit to the socket
+/// without waking the publisher's reader thread. It must not block: it takes only what is
+/// ready, in order, and leaves anything else (a failure, a commit still running) to its owner.
+pub trait AckPump: Send + Sync {
+    fn pump(&self);
 }
 
 /// Brings a history that holds more than `max` topics (the setting was lowered since the file
@@ -503,7 +530,7 @@ impl StoreHandle {
     }
 
     fn write_with_ticket(&self, w: Write) -> DurableTicket {
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = ticket::oneshot();
         let shared = &self.inner.shared;
         let deadline = std::time::Instant::now() + BACKLOG_WAIT;
         while self.backlog() >= self.inner.max_backlog {
@@ -519,7 +546,7 @@ impl StoreHandle {
                         .clone()
                         .unwrap_or_else(|| "it is slow".into())
                 );
-                let _ = tx.send(Err(TicketFailure::Unavailable(detail)));
+                tx.send(Err(TicketFailure::Unavailable(detail)));
                 return DurableTicket::pending(rx);
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -726,10 +753,16 @@ impl StoreHandle {
         });
     }
 
+    /// Runs `pump` on the `store` thread once the durable writes sent before it are committed
+    /// (and their tickets answered), or answered as failed. Never blocks.
+    pub fn pump_acks(&self, pump: Arc<dyn AckPump>) {
+        let _ = self.inner.durable.send(Command::Pump(pump));
+    }
+
     /// A ticket that fires once everything this thread sent before it — durable and history —
     /// has committed (in every mode). History that was shed is not waited for.
     pub fn flush(&self) -> DurableTicket {
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = ticket::oneshot();
         let _ = self.inner.durable.send(Command::Flush(tx));
         DurableTicket::pending(rx)
     }

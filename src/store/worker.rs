@@ -4,7 +4,9 @@
 //! unbounded, the backlog is bounded where kept and retained messages are sent) and history
 //! commands (messages, topics, clients; bounded, senders shed when it is full) — drains whatever is waiting (up to `max_batch`) and applies it
 //! in ONE `BEGIN IMMEDIATE` transaction (group commit). Durability tickets fire, and answers are
-//! sent, only after that transaction commits; queries run after the commit so they see it.
+//! sent, only after that transaction commits; queries run after the commit so they see it; then
+//! the acknowledgement pumps sent with the writes run, queueing the PUBACK/PUBREC those tickets
+//! allow (`AckPump`).
 //!
 //! When to commit: at once when the batch holds a durable write, an admin change or a flush
 //! (`Normal` / `Full`); history alone waits up to `flush_interval` to gather more; in `Relaxed`
@@ -166,7 +168,7 @@ pub(crate) enum TicketFailure {
 }
 
 /// Signalled after the commit, or as soon as the database is known not to be able to commit.
-pub(crate) type Ticket = Sender<Result<(), TicketFailure>>;
+pub(crate) type Ticket = super::ticket::TicketSender;
 
 pub(crate) enum Command {
     Write(Write, Option<Ticket>),
@@ -176,8 +178,13 @@ pub(crate) enum Command {
     Flush(Ticket),
     /// The last [`super::WriteHold`] ended while the thread waited for it.
     Wake,
+    /// Run once the writes before it are committed ([`super::AckPump`]).
+    Pump(std::sync::Arc<dyn super::AckPump>),
     Shutdown,
 }
+
+/// Acknowledgement pumps held at most (one per publishing connection that waits for a commit).
+const MAX_PUMPS: usize = 4096;
 
 /// How often the thread looks for other processes' changes to users, ACL and bans.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
@@ -208,6 +215,8 @@ pub(crate) struct Worker {
     admin: Vec<(AdminWrite, AdminReply)>,
     queries: Vec<Query>,
     flushes: Vec<Ticket>,
+    /// Acknowledgement pumps to run once no durable write waits (each queue once).
+    pumps: Vec<std::sync::Arc<dyn super::AckPump>>,
     /// When the oldest uncommitted command arrived.
     oldest: Option<Instant>,
     /// When the oldest history not yet committed arrived: history rides a commit only once it
@@ -248,6 +257,7 @@ impl Worker {
             admin: Vec::new(),
             queries: Vec::new(),
             flushes: Vec::new(),
+            pumps: Vec::new(),
             oldest: None,
             hist_since: None,
             retry_at: None,
@@ -283,6 +293,7 @@ impl Worker {
                 // Nothing to commit (or the database is failing): answer from what is there.
                 self.run_queries();
             }
+            self.run_pumps();
             if Instant::now() >= self.next_maintenance {
                 self.maintenance();
             }
@@ -434,7 +445,7 @@ impl Worker {
                     // Nothing commits before the next retry: the waiting publisher is told now
                     // rather than after its timeout. The write itself is kept and retried.
                     if let Some(t) = ticket.take() {
-                        let _ = t.send(Err(TicketFailure::Unavailable(self.detail())));
+                        t.send(Err(TicketFailure::Unavailable(self.detail())));
                     }
                 }
                 self.writes.push((w, ticket));
@@ -446,6 +457,16 @@ impl Worker {
                 self.touch();
             }
             Command::Query(q) => self.queries.push(q),
+            Command::Wake => {}
+            Command::Pump(p) => {
+                // One per queue: a publisher sends one per read, and while the database fails
+                // they wait here until its writes are answered.
+                if self.pumps.len() < MAX_PUMPS
+                    && !self.pumps.iter().any(|q| std::sync::Arc::ptr_eq(q, &p))
+                {
+                    self.pumps.push(p);
+                }
+            }
             Command::Flush(done) => {
                 // History sent before the flush is already in its channel: take all of it, so
                 // that the flush covers both channels.
@@ -455,7 +476,6 @@ impl Worker {
                 self.flushes.push(done);
                 self.touch();
             }
-            Command::Wake => {}
             Command::Shutdown => self.stopping = true,
         }
         self.shared
@@ -632,7 +652,7 @@ impl Worker {
                 _ => Ok(()),
             };
             if let Some(t) = ticket {
-                let _ = t.send(result);
+                t.send(result);
             }
         }
         if with_history {
@@ -647,7 +667,7 @@ impl Worker {
             let _ = reply.send(result);
         }
         for done in self.flushes.drain(..) {
-            let _ = done.send(Ok(()));
+            done.send(Ok(()));
         }
         // History left for its own commit keeps its deadline.
         self.oldest = self.hist_since;
@@ -675,11 +695,11 @@ impl Worker {
         // Whoever waits for one of these commits is told now; the writes stay for the retry.
         for (_, ticket) in &mut self.writes {
             if let Some(t) = ticket.take() {
-                let _ = t.send(Err(TicketFailure::Unavailable(detail.clone())));
+                t.send(Err(TicketFailure::Unavailable(detail.clone())));
             }
         }
         for done in self.flushes.drain(..) {
-            let _ = done.send(Err(TicketFailure::Unavailable(detail.clone())));
+            done.send(Err(TicketFailure::Unavailable(detail.clone())));
         }
         self.retry_at = Some(Instant::now() + self.opts.retry_interval);
         self.shared
@@ -695,6 +715,18 @@ impl Worker {
             .store(self.writes.len() as u64, Ordering::Relaxed);
         if self.writes.is_empty() && self.flushes.is_empty() {
             self.oldest = None;
+        }
+    }
+
+    /// Runs the acknowledgement pumps once every durable write taken is answered: committed, or
+    /// (while the database fails) answered `Unavailable` and kept for the retry. A pump left
+    /// out (over [`MAX_PUMPS`]) costs only time: its reader takes the acks itself.
+    fn run_pumps(&mut self) {
+        if self.pumps.is_empty() || self.writes.iter().any(|(_, t)| t.is_some()) {
+            return;
+        }
+        for p in self.pumps.drain(..) {
+            p.pump();
         }
     }
 
@@ -770,6 +802,9 @@ impl Worker {
             self.commit();
         }
         self.run_queries();
+        for p in self.pumps.drain(..) {
+            p.pump();
+        }
         if !self.writes.is_empty() {
             log::error!(
                 "store: {} durable writes could not be saved at shutdown: {}",

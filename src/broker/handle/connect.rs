@@ -352,6 +352,11 @@ pub fn accept(
         keep_alive,
         opened.session_present
     );
+    let acks = Arc::new(super::publish::AckQueue::new(
+        outbox.clone(),
+        version.is_v5(),
+        client_id.clone(),
+    ));
     Some(Client {
         broker: broker.clone(),
         session: opened.session,
@@ -370,7 +375,7 @@ pub fn accept(
         bridge: c.bridge,
         slot,
         cfg,
-        owed_acks: std::collections::VecDeque::new(),
+        acks,
         pubacks: Vec::new(),
         write_hold: None,
         publishes_stored: false,

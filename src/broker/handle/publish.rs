@@ -5,19 +5,26 @@
 //! Group commit: a QoS 1/2 message that the store must keep (retained, or for a persistent
 //! subscriber) is acknowledged only once it is committed, but its reader does not wait for
 //! that commit before handling the next PUBLISH already read: the acknowledgement is owed
-//! ([`Client::owed_acks`]) and every owed one is settled — waited for and queued, in the order
-//! the PUBLISH packets came (MQTT-4.6.0-2, -3) — before the reader waits for more bytes,
-//! before it handles any other packet, and when [`MAX_OWED`] are owed. A burst of retained
-//! messages thus rides a few transactions instead of one commit (and two thread wake-ups)
-//! each. While it handles them the reader holds the store's commit
+//! ([`AckQueue`], [`Client::acks`]) and every owed one is settled — queued, in the order the
+//! PUBLISH packets came (MQTT-4.6.0-2, -3) — before the reader blocks for more bytes, before it
+//! handles any other packet, and when [`MAX_OWED`] are owed. A burst of retained messages thus
+//! rides a few transactions instead of one commit (and two thread wake-ups) each. While it
+//! handles them the reader holds the store's commit
 //! ([`crate::store::StoreHandle::hold_writes`], at most a millisecond), so that the writes of
-//! one read ride one commit and the reader waits once, not once per commit that raced it.
+//! one read ride one commit. The `store` thread queues the acks of that commit itself, right
+//! after it ([`AckQueue`]'s pump): on a plain TCP connection the reader meanwhile only watches
+//! its socket for the client's next packets, and no thread hand-off stands between the commit
+//! and the ack. Failures are the reader's to answer.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
+
+use crate::broker::outbox::Outbox;
 use crate::broker::publish::DURABLE_WAIT;
-use crate::store::{DurableTicket, StoreError};
+use crate::store::{AckPump, DurableTicket, StoreError, TicketWatch};
 
 use super::Flow;
 use crate::broker::connection::Client;
@@ -102,7 +109,14 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
             // The first copy's fate (stored or not) is settled before the repeat is answered.
             settle_acks(client)?;
             // A retransmission (DUP): acknowledge again, do not deliver twice (MQTT-4.3.3-9).
-            send_ack(client, qos, packet_id, ReasonCode::Success);
+            // Nothing is owed now, and only this thread adds to the queue: it stays empty.
+            send_ack(
+                &client.outbox,
+                client.version.is_v5(),
+                qos,
+                packet_id,
+                ReasonCode::Success,
+            );
             return Ok(Flow::Continue);
         }
         // Only a 5.0 client was told our Receive Maximum (§3.2.2.3.3), so only it can exceed
@@ -149,7 +163,7 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
                 client.publishes_stored = !tickets.is_empty();
             }
             if tickets.is_empty() {
-                if client.owed_acks.is_empty() {
+                if client.acks.is_empty() {
                     // Nothing of this read waits for a commit: none to hold back.
                     client.write_hold = None;
                 }
@@ -167,25 +181,22 @@ pub fn handle(client: &mut Client, mut p: Publish) -> Result<Flow, ConnError> {
     if qos == QoS::AtMostOnce {
         return Ok(Flow::Continue);
     }
-    match owed {
-        // Nothing owed before it, nothing to wait for, and the message queued for every
-        // subscriber: answered at once. A message still pending in the reader's routing batch
-        // (queued at the flush, see `Routing::queue_pending`) is acknowledged only after it is
-        // queued, like one waiting for its commit.
-        Owed::Answer(reason) if client.owed_acks.is_empty() && !client.scratch.has_pending() => {
-            send_ack(client, qos, packet_id, reason)
-        }
-        owed => {
-            client.owed_acks.push_back(OwedAck {
-                qos,
-                packet_id,
-                owed,
-                since: now,
-            });
-            if client.owed_acks.len() >= MAX_OWED {
-                settle_acks(client)?;
-            }
-        }
+    // A message still pending in the reader's routing batch (queued at the flush, see
+    // `Routing::queue_pending`) is acknowledged only once it is queued for its subscribers:
+    // its ack waits for the reader, whatever its commit does ([`settle_ready_acks`]).
+    let routing_pending = client.scratch.has_pending();
+    let owed = OwedAck {
+        qos,
+        packet_id,
+        owed,
+        since: now,
+        routing_pending,
+    };
+    // Nothing owed before it, nothing to wait for, and the message queued for every
+    // subscriber: answered at once (under the queue's lock, so that no ack the store's pump
+    // queues meanwhile can be overtaken).
+    if client.acks.push_or_answer(owed) >= MAX_OWED {
+        settle_acks(client)?;
     }
     Ok(Flow::Continue)
 }
@@ -201,6 +212,9 @@ pub struct OwedAck {
     owed: Owed,
     /// When it was handled: its commit is waited for at most [`DURABLE_WAIT`] from here.
     since: Instant,
+    /// Its message was still in the reader's routing batch when it was handled: the store's
+    /// pump leaves it (and all after it) until the reader has queued that batch.
+    routing_pending: bool,
 }
 
 /// How long a reader with nothing more to read waits for the oldest owed acknowledgement's
@@ -220,6 +234,148 @@ enum Owed {
         tickets: Vec<DurableTicket>,
         matched: usize,
     },
+}
+
+/// A connection's owed PUBLISH acknowledgements, in arrival order, shared by its reader and the
+/// `store` thread: the reader adds to it; whichever of the two sees the front ones ready
+/// queues them, under the lock, so the acks leave in order (MQTT-4.6.0-2, -3). The store does
+/// so right after a commit ([`AckPump`], sent with [`crate::store::StoreHandle::pump_acks`]),
+/// so a committed ack reaches the socket without waking the reader; a failure (not stored,
+/// or not within [`DURABLE_WAIT`]) is always left to the reader, which alone knows the
+/// session and can end the connection.
+pub struct AckQueue {
+    state: Mutex<AckState>,
+    outbox: Arc<Outbox>,
+    v5: bool,
+    /// For the log.
+    client_id: Arc<str>,
+}
+
+struct AckState {
+    owed: VecDeque<OwedAck>,
+    /// Set when the reader refused one and ends the connection (3.1.1): no later ack may go
+    /// out before it, so none goes out at all.
+    closed: bool,
+}
+
+/// The front ack as far as can be told without waiting.
+enum Front {
+    /// Queue it with this reason.
+    Ready(ReasonCode),
+    /// Its writes were not stored (or not within [`DURABLE_WAIT`]): the reader refuses it.
+    Failed(String),
+    /// A commit still runs; wait on this (if anything) for it.
+    Waiting(Option<TicketWatch>),
+}
+
+impl AckQueue {
+    pub fn new(outbox: Arc<Outbox>, v5: bool, client_id: Arc<str>) -> AckQueue {
+        AckQueue {
+            client_id,
+            state: Mutex::new(AckState {
+                owed: VecDeque::new(),
+                closed: false,
+            }),
+            outbox,
+            v5,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.state.lock().owed.is_empty()
+    }
+
+    /// Queues `ack` at once when it needs no commit, its message is queued for its subscribers
+    /// and nothing is owed before it, else adds it to the owed ones; returns how many are owed.
+    fn push_or_answer(&self, ack: OwedAck) -> usize {
+        let mut st = self.state.lock();
+        if !ack.routing_pending && st.owed.is_empty() {
+            if let Owed::Answer(reason) = ack.owed {
+                send_ack(&self.outbox, self.v5, ack.qos, ack.packet_id, reason);
+                return 0;
+            }
+        }
+        st.owed.push_back(ack);
+        st.owed.len()
+    }
+
+    /// Notes that the reader has queued its routing batch: every ack owed so far may go once
+    /// its commit (if any) is done.
+    fn routed(&self) {
+        for ack in self.state.lock().owed.iter_mut() {
+            ack.routing_pending = false;
+        }
+    }
+
+    /// Queues, in order, the front acks that are ready, up to the first that is not; returns
+    /// what that one is (`None`: none is owed any more) and how many were queued.
+    fn take_ready(&self, st: &mut AckState) -> (Option<Front>, usize) {
+        let mut queued = 0;
+        while let Some(front) = st.owed.front_mut() {
+            if front.routing_pending {
+                // Only the reader, once it has queued its routing batch, may send this one.
+                return (Some(Front::Waiting(None)), queued);
+            }
+            let state = match &mut front.owed {
+                Owed::Answer(r) => Front::Ready(*r),
+                Owed::Committed { tickets, matched } => front_state(
+                    tickets,
+                    *matched,
+                    front.since + DURABLE_WAIT,
+                    &self.client_id,
+                ),
+            };
+            let Front::Ready(reason) = state else {
+                return (Some(state), queued);
+            };
+            let (qos, packet_id) = (front.qos, front.packet_id);
+            st.owed.pop_front();
+            send_ack(&self.outbox, self.v5, qos, packet_id, reason);
+            queued += 1;
+        }
+        (None, queued)
+    }
+}
+
+impl AckPump for AckQueue {
+    fn pump(&self) {
+        let queued = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return;
+            }
+            self.take_ready(&mut st).1
+        };
+        if queued > 0 {
+            self.outbox.flush();
+        }
+    }
+}
+
+/// Whether the writes of one owed ack are done, without waiting.
+fn front_state(
+    tickets: &mut [DurableTicket],
+    matched: usize,
+    deadline: Instant,
+    who: &str,
+) -> Front {
+    for ticket in tickets {
+        match ticket.wait_timeout(Duration::ZERO) {
+            Ok(true) => {}
+            Ok(false) if Instant::now() >= deadline => {
+                return Front::Failed(format!("not committed within {DURABLE_WAIT:?}"))
+            }
+            Ok(false) => return Front::Waiting(ticket.watch()),
+            // Answered once (the ticket is then done): the rest of its batch committed.
+            Err(e @ StoreError::Refused(_)) => {
+                log::warn!("client {who}: message not stored: {e}")
+            }
+            // Left to the reader (the pump stops here); the ticket keeps saying so however
+            // often it is looked at.
+            Err(e) => return Front::Failed(e.to_string()),
+        }
+    }
+    Front::Ready(matched_reason(matched))
 }
 
 fn matched_reason(matched: usize) -> ReasonCode {
@@ -243,61 +399,60 @@ pub fn settle_acks(client: &mut Client) -> Result<(), ConnError> {
 /// for the oldest one still committing. True when none is owed any more. With a short slice a
 /// reader overlaps the store: while one commit runs it reads and hands over what the client sent
 /// meanwhile, which then rides the next commit, started as soon as this one ends, instead of
-/// the store waiting idle while the reader sends the acks and reads again.
+/// the store waiting idle while the reader sends the acks and reads again. The writes of this
+/// read are handed over with the queue's pump ([`AckQueue`]), so acks that commit while the
+/// reader is elsewhere go out from the `store` thread.
 pub fn settle_ready_acks(client: &mut Client, slice: Duration) -> Result<bool, ConnError> {
-    // This read's writes are all sent: the commit need not wait for more of them.
-    client.write_hold = None;
-    if client.owed_acks.is_empty() {
+    // The routed messages still pending are queued first: every owed ack must follow its
+    // message into the subscribers' queues, also one the store's pump sends.
+    let broker = client.broker.clone();
+    client.scratch.queue_pending(&broker);
+    client.acks.routed();
+    // This read's writes are all sent: the commit need not wait for more of them. The pump goes
+    // first, so that it rides the same commit.
+    if client.write_hold.is_some() {
+        let pump: Arc<dyn AckPump> = client.acks.clone();
+        client.broker.store.pump_acks(pump);
+        client.write_hold = None;
+    }
+    if client.acks.is_empty() {
         return Ok(true);
     }
-    // Subscribers need not wait for the database: only the publisher's acks do. The flush
-    // also queues the routed messages still pending, which every owed ack must follow.
-    let broker = client.broker.clone();
+    // Subscribers need not wait for the database: only the publisher's acks do.
     client.scratch.flush(&broker);
     let until = Instant::now() + slice;
-    while let Some(front) = client.owed_acks.front_mut() {
-        let (qos, packet_id) = (front.qos, front.packet_id);
-        let reason = match &mut front.owed {
-            Owed::Answer(r) => Ok(*r),
-            Owed::Committed { tickets, matched } => {
-                let deadline = front.since + DURABLE_WAIT;
-                match committed(tickets, &client.client_id, until.min(deadline), deadline) {
-                    Some(Ok(())) => Ok(matched_reason(*matched)),
-                    Some(Err(why)) => Err(why),
-                    None => return Ok(false),
+    loop {
+        let acks = client.acks.clone();
+        let mut st = acks.state.lock();
+        match acks.take_ready(&mut st).0 {
+            None => return Ok(true),
+            // `take_ready` queues every ready one; look again.
+            Some(Front::Ready(_)) => {}
+            Some(Front::Failed(why)) => {
+                let Some(front) = st.owed.pop_front() else {
+                    continue;
+                };
+                // Under the lock: nothing the pump queues may overtake the refusal, and after
+                // a 3.1.1 one (the connection ends) nothing more goes out.
+                let refused = not_stored(client, front.qos, front.packet_id, why);
+                if refused.is_err() {
+                    st.closed = true;
+                }
+                refused?;
+            }
+            Some(Front::Waiting(watch)) => {
+                drop(st);
+                let now = Instant::now();
+                if now >= until {
+                    return Ok(false);
+                }
+                // Woken by the answer (either way); the pump may have queued it by then.
+                if let Some(watch) = watch {
+                    watch.wait(until - now);
                 }
             }
-        };
-        client.owed_acks.pop_front();
-        match reason {
-            Ok(r) => send_ack(client, qos, packet_id, r),
-            Err(why) => not_stored(client, qos, packet_id, why)?,
         }
     }
-    Ok(true)
-}
-
-/// Whether every ticket has committed, waiting until `until`: `None` while one has not and
-/// `deadline` has not passed; `Err(why)` when one failed or `deadline` passed.
-fn committed(
-    tickets: &mut [DurableTicket],
-    who: &str,
-    until: Instant,
-    deadline: Instant,
-) -> Option<Result<(), String>> {
-    for ticket in tickets {
-        match ticket.wait_timeout(until.saturating_duration_since(Instant::now())) {
-            Ok(true) => {}
-            Ok(false) if Instant::now() >= deadline => {
-                return Some(Err(format!("not committed within {DURABLE_WAIT:?}")))
-            }
-            Ok(false) => return None,
-            // Answered once (the ticket is then done): the rest of its batch committed.
-            Err(e @ StoreError::Refused(_)) => log::warn!("client {who}: message not stored: {e}"),
-            Err(e) => return Some(Err(e.to_string())),
-        }
-    }
-    Some(Ok(()))
 }
 
 /// The durability point: a QoS 1/2 message is acknowledged as received only once every copy
@@ -309,7 +464,7 @@ fn committed(
 /// carry no failure, is disconnected without one and sends the message again when it
 /// reconnects. Subscribers online may already have it (QoS 1 allows the duplicate a resend
 /// makes). The store logs the failure once; each refusal is only a debug line.
-fn not_stored(client: &mut Client, qos: QoS, packet_id: u16, why: String) -> Result<(), ConnError> {
+fn not_stored(client: &Client, qos: QoS, packet_id: u16, why: String) -> Result<(), ConnError> {
     log::debug!(
         "client {}: QoS {} message not acknowledged as received: {why}",
         client.client_id,
@@ -327,7 +482,13 @@ fn not_stored(client: &mut Client, qos: QoS, packet_id: u16, why: String) -> Res
     if !client.version.is_v5() {
         return Err(ConnError::NotStored(why));
     }
-    send_ack(client, qos, packet_id, ReasonCode::UnspecifiedError);
+    send_ack(
+        &client.outbox,
+        true,
+        qos,
+        packet_id,
+        ReasonCode::UnspecifiedError,
+    );
     Ok(())
 }
 
@@ -364,12 +525,8 @@ fn resolve_topic_alias(
     Ok(())
 }
 
-fn send_ack(client: &Client, qos: QoS, packet_id: u16, reason: ReasonCode) {
-    let reason = if client.version.is_v5() {
-        reason
-    } else {
-        ReasonCode::Success
-    };
+fn send_ack(outbox: &Outbox, v5: bool, qos: QoS, packet_id: u16, reason: ReasonCode) {
+    let reason = if v5 { reason } else { ReasonCode::Success };
     let ack = Ack {
         packet_id,
         reason,
@@ -377,7 +534,7 @@ fn send_ack(client: &Client, qos: QoS, packet_id: u16, reason: ReasonCode) {
     };
     match qos {
         QoS::AtMostOnce => {}
-        QoS::AtLeastOnce => client.outbox.queue(&Packet::PubAck(ack)),
-        QoS::ExactlyOnce => client.outbox.queue(&Packet::PubRec(ack)),
+        QoS::AtLeastOnce => outbox.queue(&Packet::PubAck(ack)),
+        QoS::ExactlyOnce => outbox.queue(&Packet::PubRec(ack)),
     }
 }
