@@ -263,12 +263,11 @@ fn full_disk_with_offline_persistent_sessions_never_wedges_and_loses_no_acknowle
     b.terminate();
 }
 
-#[test]
-fn db_max_bytes_reached_answers_at_once_and_keeps_every_acknowledged_retained_message() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("broker.db");
-    let mut b = Broker::start_with_db(
-        &db,
+/// A broker whose database may grow to 384 KiB, with no history (so the retained and kept
+/// messages alone reach the cap).
+fn start_size_capped(db: &Path) -> Broker {
+    Broker::start_with_db(
+        db,
         &[
             "--allow-anonymous",
             "--db-max-bytes",
@@ -276,7 +275,14 @@ fn db_max_bytes_reached_answers_at_once_and_keeps_every_acknowledged_retained_me
             "--history-per-topic",
             "0",
         ],
-    );
+    )
+}
+
+#[test]
+fn db_max_bytes_reached_answers_at_once_and_keeps_every_acknowledged_retained_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("broker.db");
+    let mut b = start_size_capped(&db);
     let (publ, _) = raw::open(b.mqtt, "publisher", true, &[], None);
     let payload = vec![b'r'; 8 * 1024];
     let mut acked: Vec<String> = Vec::new();
@@ -366,16 +372,7 @@ fn retained_after_restart(db: &Path) -> BTreeSet<String> {
 fn pipelined_acks_stay_in_order_across_commits_and_refusals_4_6_0_2() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("broker.db");
-    let mut b = Broker::start_with_db(
-        &db,
-        &[
-            "--allow-anonymous",
-            "--db-max-bytes",
-            "393216",
-            "--history-per-topic",
-            "0",
-        ],
-    );
+    let mut b = start_size_capped(&db);
     let (publ, _) = raw::open(b.mqtt, "publisher", true, &[], None);
     let n = 300u16;
     pipelined_burst(&publ, true, n, &vec![b'p'; 4 * 1024]);
@@ -413,16 +410,7 @@ fn pipelined_acks_stay_in_order_across_commits_and_refusals_4_6_0_2() {
     // connection ends without acknowledging it or anything after it.
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("broker.db");
-    let mut b = Broker::start_with_db(
-        &db,
-        &[
-            "--allow-anonymous",
-            "--db-max-bytes",
-            "393216",
-            "--history-per-topic",
-            "0",
-        ],
-    );
+    let mut b = start_size_capped(&db);
     let publ = common::flow::raw_v311(b.mqtt, "publisher-311", true);
     pipelined_burst(&publ, false, n, &vec![b'p'; 4 * 1024]);
     let mut last = 0u16;

@@ -384,22 +384,7 @@ mod tests {
 
     /// A delivery whose payload is its number, to read the order back from the queue.
     fn delivery(n: u8, qos: QoS) -> Delivery {
-        Delivery {
-            msg: Arc::new(Message {
-                topic: "t".into(),
-                payload: vec![n],
-                qos,
-                retain: false,
-                properties: Properties::default(),
-                publisher: None,
-                received: Instant::now(),
-            }),
-            qos,
-            retain: false,
-            sub_ids: Vec::new(),
-            share: None,
-            seq: 0,
-        }
+        crate::broker::session::test_delivery(vec![n], qos)
     }
 
     fn queued(s: &Session) -> Vec<u8> {

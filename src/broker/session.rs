@@ -886,10 +886,31 @@ impl InflightEntry {
     }
 }
 
+/// A delivery of a message on topic `t` carrying `payload`, for the unit tests of the queue and
+/// of the publish path.
+#[cfg(test)]
+pub(crate) fn test_delivery(payload: Vec<u8>, qos: QoS) -> Delivery {
+    Delivery {
+        msg: Arc::new(Message {
+            topic: "t".into(),
+            payload,
+            qos,
+            retain: false,
+            properties: crate::protocol::Properties::default(),
+            publisher: None,
+            received: Instant::now(),
+        }),
+        qos,
+        retain: false,
+        sub_ids: Vec::new(),
+        share: None,
+        seq: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Properties;
 
     fn link() -> LinkLimits {
         LinkLimits {
@@ -901,22 +922,7 @@ mod tests {
     }
 
     fn delivery(qos: QoS) -> Delivery {
-        Delivery {
-            msg: Arc::new(Message {
-                topic: "t".into(),
-                payload: vec![0; 9],
-                qos,
-                retain: false,
-                properties: Properties::default(),
-                publisher: None,
-                received: Instant::now(),
-            }),
-            qos,
-            retain: false,
-            sub_ids: Vec::new(),
-            share: None,
-            seq: 0,
-        }
+        test_delivery(vec![0; 9], qos)
     }
 
     const LIMITS: QueueLimits = QueueLimits {
