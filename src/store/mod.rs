@@ -52,6 +52,7 @@
 
 pub mod admin;
 pub mod backup;
+mod checkpoint;
 pub mod codec;
 mod error;
 mod queries;
@@ -381,7 +382,15 @@ impl Store {
         let (history_tx, history_rx) = bounded(opts.history_capacity.max(1));
         let relaxed = matches!(opts.sync, SyncMode::Relaxed { .. });
         let reply_timeout = opts.reply_timeout;
-        let worker = Worker::new(conn, durable_rx, history_rx, shared.clone(), opts);
+        let checkpointer = checkpoint::Checkpointer::start(&path, opts.sync == SyncMode::Full);
+        let worker = Worker::new(
+            conn,
+            checkpointer,
+            durable_rx,
+            history_rx,
+            shared.clone(),
+            opts,
+        );
         let thread = std::thread::Builder::new()
             .name("store".into())
             .spawn(move || worker.run())

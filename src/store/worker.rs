@@ -9,8 +9,10 @@
 //! allow (`AckPump`).
 //!
 //! When to commit: at once when the batch holds a durable write, an admin change or a flush
-//! (`Normal` / `Full`); history alone waits up to `flush_interval` to gather more; in `Relaxed`
-//! mode everything waits up to the window.
+//! (`Normal` / `Full`); history alone waits up to `flush_interval` to gather more, and is then
+//! written in slices of its least recently seen topics, one transaction each, so that durable
+//! writes arriving meanwhile commit between them; in `Relaxed` mode everything waits up to the
+//! window. The WAL is copied into the file by the `store-checkpoint` thread (`checkpoint.rs`).
 //!
 //! When the database cannot be written (disk full, read-only, I/O error, locked past the busy
 //! timeout): the error is logged once (then a summary every minute, and once when it recovers),
@@ -33,6 +35,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 use rusqlite::{Connection, TransactionBehavior};
 
+use super::checkpoint::Checkpointer;
 use super::error::{is_transient, StoreError};
 use super::queries::{self, MsgFields};
 use super::types::{
@@ -200,11 +203,19 @@ const HISTORY_POLL: Duration = Duration::from_millis(10);
 /// failing, once when it recovers, and this summary in between: never a line per message).
 const FAILING_SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
+/// History messages a commit writes when it carries no durable write ([`Worker::history_slice`]).
+const HISTORY_SLICE: usize = 256;
+
+/// History messages a commit writes beside durable writes: acknowledgements wait on it.
+const HISTORY_SLICE_WITH_WRITES: usize = 64;
+
 /// How often expired retained and kept messages are deleted (`load` skips them anyway).
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
 
 pub(crate) struct Worker {
     conn: Connection,
+    /// Copies the WAL into the file off this thread (`None`: SQLite's own checkpoints only).
+    checkpointer: Option<Checkpointer>,
     durable: Receiver<Command>,
     history: Receiver<History>,
     shared: Arc<Shared>,
@@ -238,6 +249,7 @@ pub(crate) struct Worker {
 impl Worker {
     pub(crate) fn new(
         conn: Connection,
+        checkpointer: Option<Checkpointer>,
         durable: Receiver<Command>,
         history: Receiver<History>,
         shared: Arc<Shared>,
@@ -247,6 +259,7 @@ impl Worker {
         let data_version = read_data_version(&conn).unwrap_or(0);
         Worker {
             conn,
+            checkpointer,
             durable,
             history,
             shared,
@@ -517,6 +530,25 @@ impl Worker {
             || self.hist_since.is_some_and(|t| now >= t + self.window())
     }
 
+    /// How many history messages a commit writes: all of them when something must see them
+    /// (a flush, a query, stopping) or when no acknowledgement waits on commits (`Relaxed`);
+    /// else a slice, so that a window's history (a discovery burst's: a thousand new topics,
+    /// 5–11 ms of writing measured) never holds up the acknowledgements behind it for longer
+    /// than a slice takes — a small one when acknowledgements ride this very commit.
+    fn history_slice(&self) -> usize {
+        if self.stopping
+            || !self.flushes.is_empty()
+            || !self.queries.is_empty()
+            || matches!(self.opts.sync, SyncMode::Relaxed { .. })
+        {
+            usize::MAX
+        } else if !self.writes.is_empty() || !self.admin.is_empty() {
+            HISTORY_SLICE_WITH_WRITES
+        } else {
+            HISTORY_SLICE
+        }
+    }
+
     fn detail(&self) -> String {
         self.shared
             .last_error
@@ -566,6 +598,12 @@ impl Worker {
             forgotten: 0,
         };
         let with_history = self.history_due(Instant::now());
+        let hist = if with_history {
+            let limit = self.history_slice();
+            self.hist.take_oldest(limit)
+        } else {
+            HistoryBatch::default()
+        };
         let result = (|| -> rusqlite::Result<(usize, usize)> {
             let tx = self
                 .conn
@@ -587,7 +625,7 @@ impl Worker {
                 }
             }
             if with_history {
-                dropped += self.hist.apply(&tx, payload_limit, keep, &mut topics)?;
+                dropped += hist.apply(&tx, payload_limit, keep, &mut topics)?;
             }
             for (a, _) in &self.admin {
                 match apply_admin(&tx, a) {
@@ -614,9 +652,14 @@ impl Worker {
                 self.shared
                     .topics_forgotten
                     .fetch_add(topics.forgotten, Ordering::Relaxed);
-                self.committed(admin_results, &refused, dropped, with_history)
+                self.committed(admin_results, &refused, dropped, hist.weight())
             }
-            Err(e) => self.failed(&e),
+            Err(e) => {
+                self.shared
+                    .shed
+                    .fetch_add(hist.records() as u64, Ordering::Relaxed);
+                self.failed(&e);
+            }
         }
         self.run_queries();
     }
@@ -626,12 +669,14 @@ impl Worker {
         admin_results: Vec<Result<i64, StoreError>>,
         refused: &[(usize, String)],
         dropped: usize,
-        with_history: bool,
+        history: usize,
     ) {
-        let held = if with_history { 0 } else { self.hist.weight() };
-        let n = self.pending_writes() - held - dropped;
+        let n = (self.writes.len() + self.admin.len() + history).saturating_sub(dropped);
         self.shared.commands.fetch_add(n as u64, Ordering::Relaxed);
         self.shared.transactions.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = &mut self.checkpointer {
+            c.committed();
+        }
         if let Some(since) = self.failed_since.take() {
             log::info!(
                 "store: writes resumed after {:.1} s; {} kept writes saved",
@@ -655,7 +700,8 @@ impl Worker {
                 t.send(result);
             }
         }
-        if with_history {
+        if self.hist.records() == 0 {
+            // Also gives back what a batch of many topics left allocated.
             self.hist.clear();
             self.hist_since = None;
         }
@@ -778,6 +824,8 @@ impl Worker {
     }
 
     fn finish(&mut self) {
+        // Whatever history is left is written whole.
+        self.stopping = true;
         // Whatever is still queued belongs to the final commit.
         while let Ok(cmd) = self.durable.try_recv() {
             if let Command::Write(w, t) = cmd {
@@ -811,6 +859,9 @@ impl Worker {
                 self.writes.len(),
                 self.shared.last_error.lock().clone().unwrap_or_default()
             );
+        }
+        if let Some(mut c) = self.checkpointer.take() {
+            c.stop();
         }
         if let Err(e) = self
             .conn
@@ -959,6 +1010,9 @@ struct HistoryBatch {
     clients: Vec<History>,
     /// Messages taken since the last commit, superseded ones included.
     messages: usize,
+    /// Arrival counter for [`TopicBatch::seq`]; unlike `messages` it never goes back when a
+    /// slice is taken, so the topics left keep their order before the ones still to come.
+    arrivals: usize,
     /// Messages held in `topics`.
     held: usize,
 }
@@ -1028,6 +1082,7 @@ impl HistoryBatch {
 
     fn push_message(&mut self, msg: Arc<Message>, keep: usize, clock: &BatchClock) {
         self.messages += 1;
+        self.arrivals += 1;
         let at = clock.wall_ms(msg.received);
         // A reader's batch is mostly one message after another of the same topic.
         let same = self
@@ -1060,7 +1115,7 @@ impl HistoryBatch {
         b.count += 1;
         b.first = b.first.min(at);
         b.last = b.last.max(at);
-        b.seq = self.messages;
+        b.seq = self.arrivals;
         b.recent.push_back(msg);
         self.held += 1;
         if b.recent.len() > keep.max(1) {
@@ -1095,7 +1150,49 @@ impl HistoryBatch {
         self.last = None;
         self.clients.clear();
         self.messages = 0;
+        self.arrivals = 0;
         self.held = 0;
+    }
+
+    /// Takes the client records and the topics seen longest ago, up to `limit` held messages
+    /// (at least one topic), as a batch of their own; the rest stays for a later commit. A
+    /// topic is taken whole, and a message of a taken topic that arrives later goes after it.
+    fn take_oldest(&mut self, limit: usize) -> HistoryBatch {
+        if self.held <= limit {
+            return std::mem::take(self);
+        }
+        self.batches.sort_unstable_by_key(|(_, b)| b.seq);
+        let mut held = 0;
+        let mut split = 0;
+        for (_, b) in &self.batches {
+            if split > 0 && held + b.recent.len() > limit {
+                break;
+            }
+            held += b.recent.len();
+            split += 1;
+        }
+        let rest = self.batches.split_off(split);
+        let taken = std::mem::replace(&mut self.batches, rest);
+        let messages = taken.iter().map(|(_, b)| b.count).sum::<u64>();
+        let messages = usize::try_from(messages)
+            .unwrap_or(usize::MAX)
+            .min(self.messages);
+        self.messages -= messages;
+        self.held -= held;
+        self.last = None;
+        self.topics.clear();
+        for (i, (topic, _)) in self.batches.iter().enumerate() {
+            self.topics.insert(topic.clone(), i);
+        }
+        HistoryBatch {
+            topics: HashMap::new(),
+            batches: taken,
+            last: None,
+            clients: std::mem::take(&mut self.clients),
+            messages,
+            arrivals: 0,
+            held,
+        }
     }
 
     /// Writes the batch: client records in their order, then per topic its newest messages,
@@ -1213,4 +1310,143 @@ pub(crate) fn apply_admin(conn: &Connection, a: &AdminWrite) -> Result<i64, Admi
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Properties;
+
+    fn message(topic: &str, payload: &str) -> History {
+        History::Message(Arc::new(Message {
+            topic: topic.into(),
+            payload: payload.as_bytes().to_vec(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties::default(),
+            publisher: None,
+            received: Instant::now(),
+        }))
+    }
+
+    fn batch(pushes: &[(&str, &str)]) -> HistoryBatch {
+        let mut b = HistoryBatch::default();
+        for (topic, payload) in pushes {
+            b.push(message(topic, payload), 10);
+        }
+        b
+    }
+
+    fn topics(b: &HistoryBatch) -> Vec<String> {
+        let mut order: Vec<_> = b.batches.iter().collect();
+        order.sort_by_key(|(_, t)| t.seq);
+        order.iter().map(|(t, _)| t.to_string()).collect()
+    }
+
+    fn migrated() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn, std::path::Path::new(":memory:")).unwrap();
+        conn
+    }
+
+    /// Writes `b` in one transaction, as a commit does; returns the rows' (topic, payload) in
+    /// id order.
+    fn write(conn: &mut Connection, b: &HistoryBatch, bound: &mut TopicBound) {
+        let tx = conn.transaction().unwrap();
+        assert_eq!(b.apply(&tx, 1024, 10, bound).unwrap(), 0);
+        tx.commit().unwrap();
+    }
+
+    fn rows(conn: &Connection) -> Vec<(String, String)> {
+        let mut st = conn
+            .prepare("SELECT topic, CAST(payload AS TEXT) FROM messages ORDER BY id")
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn a_history_slice_takes_whole_topics_seen_longest_ago_and_all_client_records() {
+        let mut b = batch(&[
+            ("a", "a1"),
+            ("b", "b1"),
+            ("a", "a2"),
+            ("c", "c1"),
+            ("c", "c2"),
+            ("d", "d1"),
+        ]);
+        b.push(
+            History::Disconnected {
+                client_id: "x".into(),
+                reason: "normal".into(),
+                at: 1,
+            },
+            10,
+        );
+        // b was last seen first (1 message), then a (2): a would pass the limit of 2.
+        let first = b.take_oldest(2);
+        assert_eq!(topics(&first), ["b"]);
+        assert_eq!((first.held, first.messages, first.clients.len()), (1, 1, 1));
+        assert_eq!(topics(&b), ["a", "c", "d"]);
+        assert_eq!((b.held, b.messages, b.clients.len()), (5, 5, 0));
+        // A topic larger than the limit still goes, alone.
+        let second = b.take_oldest(1);
+        assert_eq!(topics(&second), ["a"]);
+        assert_eq!(second.held, 2);
+        // What arrives later is found under its topic and keeps the order.
+        b.push(message("c", "c3"), 10);
+        b.push(message("e", "e1"), 10);
+        assert_eq!(topics(&b), ["d", "c", "e"]);
+        let rest = b.take_oldest(usize::MAX);
+        assert_eq!(topics(&rest), ["d", "c", "e"]);
+        assert_eq!((rest.held, rest.messages), (5, 5));
+        assert_eq!((b.held, b.messages, b.batches.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn history_written_in_slices_keeps_every_message_in_arrival_order_per_topic() {
+        let mut conn = migrated();
+        let mut bound = TopicBound {
+            kept: 0,
+            max: 100,
+            forgotten: 0,
+        };
+        let mut b = batch(&[("a", "a1"), ("b", "b1"), ("a", "a2"), ("c", "c1")]);
+        let first = b.take_oldest(1);
+        write(&mut conn, &first, &mut bound);
+        // a arrives again after its first slice was written, before the rest is.
+        b.push(message("a", "a3"), 10);
+        b.push(message("b", "b2"), 10);
+        while b.held > 0 {
+            let slice = b.take_oldest(2);
+            write(&mut conn, &slice, &mut bound);
+        }
+        let all = rows(&conn);
+        assert_eq!(all.len(), 6, "{all:?}");
+        for topic in ["a", "b", "c"] {
+            let mine: Vec<&str> = all
+                .iter()
+                .filter(|(t, _)| t == topic)
+                .map(|(_, p)| p.as_str())
+                .collect();
+            let mut sorted = mine.clone();
+            sorted.sort_unstable();
+            assert_eq!(mine, sorted, "topic {topic}: {all:?}");
+        }
+        let counts: Vec<(String, i64)> = conn
+            .prepare("SELECT topic, message_count FROM topics ORDER BY topic")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            counts,
+            [("a".into(), 3), ("b".into(), 2), ("c".into(), 1)],
+            "each message counted once"
+        );
+        assert_eq!(bound.kept, 3);
+    }
 }
