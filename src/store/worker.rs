@@ -203,11 +203,9 @@ const HISTORY_POLL: Duration = Duration::from_millis(10);
 /// failing, once when it recovers, and this summary in between: never a line per message).
 const FAILING_SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
-/// History messages a commit writes when it carries no durable write ([`Worker::history_slice`]).
-const HISTORY_SLICE: usize = 256;
-
-/// History messages a commit writes beside durable writes: acknowledgements wait on it.
-const HISTORY_SLICE_WITH_WRITES: usize = 64;
+/// History messages a commit writes before it looks whether acknowledgements wait
+/// ([`Worker::history_whole`]).
+const HISTORY_SLICE: usize = 64;
 
 /// How often expired retained and kept messages are deleted (`load` skips them anyway).
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
@@ -530,23 +528,18 @@ impl Worker {
             || self.hist_since.is_some_and(|t| now >= t + self.window())
     }
 
-    /// How many history messages a commit writes: all of them when something must see them
-    /// (a flush, a query, stopping) or when no acknowledgement waits on commits (`Relaxed`);
-    /// else a slice, so that a window's history (a discovery burst's: a thousand new topics,
-    /// 5–11 ms of writing measured) never holds up the acknowledgements behind it for longer
-    /// than a slice takes — a small one when acknowledgements ride this very commit.
-    fn history_slice(&self) -> usize {
-        if self.stopping
+    /// Whether a commit writes all the history it has: when something must see it (a flush, a
+    /// query, stopping) or when no acknowledgement waits on commits (`Relaxed`). Otherwise it
+    /// writes [`HISTORY_SLICE`] messages at a time and stops between two slices once a durable
+    /// write waits — at the first, if durable writes ride this commit — leaving the rest, in
+    /// order, to the next commits: a window's history (a discovery burst's thousand new
+    /// topics: 5–11 ms of writing measured) never holds acknowledgements up for longer than a
+    /// slice takes, and costs extra transactions only when they would have waited.
+    fn history_whole(&self) -> bool {
+        self.stopping
             || !self.flushes.is_empty()
             || !self.queries.is_empty()
             || matches!(self.opts.sync, SyncMode::Relaxed { .. })
-        {
-            usize::MAX
-        } else if !self.writes.is_empty() || !self.admin.is_empty() {
-            HISTORY_SLICE_WITH_WRITES
-        } else {
-            HISTORY_SLICE
-        }
     }
 
     fn detail(&self) -> String {
@@ -598,12 +591,20 @@ impl Worker {
             forgotten: 0,
         };
         let with_history = self.history_due(Instant::now());
-        let hist = if with_history {
-            let limit = self.history_slice();
-            self.hist.take_oldest(limit)
+        let mut hist = if with_history {
+            std::mem::take(&mut self.hist)
         } else {
             HistoryBatch::default()
         };
+        hist.sort_by_seq();
+        let whole = self.history_whole();
+        let acks_ride = !self.writes.is_empty() || !self.admin.is_empty();
+        let durable = &self.durable;
+        // After each slice: stop if acknowledgements wait on this commit or on the next.
+        let stop = |written: usize| {
+            !whole && written >= HISTORY_SLICE && (acks_ride || !durable.is_empty())
+        };
+        let mut history_written = 0;
         let result = (|| -> rusqlite::Result<(usize, usize)> {
             let tx = self
                 .conn
@@ -625,7 +626,9 @@ impl Worker {
                 }
             }
             if with_history {
-                dropped += hist.apply(&tx, payload_limit, keep, &mut topics)?;
+                let applied = hist.apply(&tx, payload_limit, keep, &mut topics, stop)?;
+                dropped += applied.dropped;
+                history_written = applied.topics;
             }
             for (a, _) in &self.admin {
                 match apply_admin(&tx, a) {
@@ -652,6 +655,10 @@ impl Worker {
                 self.shared
                     .topics_forgotten
                     .fetch_add(topics.forgotten, Ordering::Relaxed);
+                let rest = hist.unapplied(history_written);
+                if rest.held > 0 {
+                    self.hist = rest;
+                }
                 self.committed(admin_results, &refused, dropped, hist.weight())
             }
             Err(e) => {
@@ -1154,45 +1161,40 @@ impl HistoryBatch {
         self.held = 0;
     }
 
-    /// Takes the client records and the topics seen longest ago, up to `limit` held messages
-    /// (at least one topic), as a batch of their own; the rest stays for a later commit. A
-    /// topic is taken whole, and a message of a taken topic that arrives later goes after it.
-    fn take_oldest(&mut self, limit: usize) -> HistoryBatch {
-        if self.held <= limit {
-            return std::mem::take(self);
-        }
+    /// Puts the topics in the order [`HistoryBatch::apply`] writes them: the one seen longest
+    /// ago first (so that new topics get rowids in the order they were last seen: the bound
+    /// forgets by (last_seen, rowid), and many topics share a millisecond).
+    fn sort_by_seq(&mut self) {
         self.batches.sort_unstable_by_key(|(_, b)| b.seq);
-        let mut held = 0;
-        let mut split = 0;
-        for (_, b) in &self.batches {
-            if split > 0 && held + b.recent.len() > limit {
-                break;
-            }
-            held += b.recent.len();
-            split += 1;
-        }
-        let rest = self.batches.split_off(split);
-        let taken = std::mem::replace(&mut self.batches, rest);
-        let messages = taken.iter().map(|(_, b)| b.count).sum::<u64>();
+        self.last = None;
+        self.topics.clear();
+    }
+
+    /// What is left of a sorted batch once its client records and first `applied` topics are
+    /// written: the rest, still in order, and still ahead of whatever arrives later.
+    fn unapplied(&mut self, applied: usize) -> HistoryBatch {
+        let batches = self.batches.split_off(applied.min(self.batches.len()));
+        let messages = batches.iter().map(|(_, b)| b.count).sum::<u64>();
         let messages = usize::try_from(messages)
             .unwrap_or(usize::MAX)
             .min(self.messages);
+        let held: usize = batches.iter().map(|(_, b)| b.recent.len()).sum();
         self.messages -= messages;
         self.held -= held;
-        self.last = None;
-        self.topics.clear();
-        for (i, (topic, _)) in self.batches.iter().enumerate() {
-            self.topics.insert(topic.clone(), i);
-        }
-        HistoryBatch {
+        let mut rest = HistoryBatch {
             topics: HashMap::new(),
-            batches: taken,
+            batches,
             last: None,
-            clients: std::mem::take(&mut self.clients),
+            clients: Vec::new(),
             messages,
-            arrivals: 0,
+            arrivals: self.arrivals,
             held,
+        };
+        // Found again by name when more of its messages arrive.
+        for (i, (topic, _)) in rest.batches.iter().enumerate() {
+            rest.topics.insert(topic.clone(), i);
         }
+        rest
     }
 
     /// Writes the batch: client records in their order, then per topic its newest messages,
@@ -1204,7 +1206,8 @@ impl HistoryBatch {
         payload_limit: usize,
         keep: u32,
         topics: &mut TopicBound,
-    ) -> rusqlite::Result<usize> {
+        stop: impl Fn(usize) -> bool,
+    ) -> rusqlite::Result<Applied> {
         let mut dropped = 0;
         let mut refused = |written: rusqlite::Result<()>| -> rusqlite::Result<()> {
             if let Err(e) = written {
@@ -1227,11 +1230,18 @@ impl HistoryBatch {
                 History::Message(_) | History::Messages(_) => Ok(()),
             })?;
         }
-        // In arrival order, so that new topics get rowids in the order they were last seen: the
-        // bound forgets by (last_seen, rowid), and many topics share a millisecond.
-        let mut order: Vec<&(Arc<str>, TopicBatch)> = self.batches.iter().collect();
-        order.sort_unstable_by_key(|(_, b)| b.seq);
-        for (topic, b) in order {
+        // In the order of `sort_by_seq`, which the caller ran.
+        let mut applied = Applied {
+            dropped: 0,
+            topics: 0,
+            messages: 0,
+        };
+        for (topic, b) in &self.batches {
+            if stop(applied.messages) {
+                break;
+            }
+            applied.topics += 1;
+            applied.messages += b.recent.len();
             for msg in &b.recent {
                 let fields = fields(msg, msg.qos, msg.retain);
                 refused(queries::history_message(conn, &fields, payload_limit))?;
@@ -1253,8 +1263,18 @@ impl HistoryBatch {
             topics.kept -= excess;
             topics.forgotten += excess;
         }
-        Ok(dropped)
+        applied.dropped = dropped;
+        Ok(applied)
     }
+}
+
+/// What [`HistoryBatch::apply`] wrote.
+struct Applied {
+    /// Records refused (not transient: they are not retried).
+    dropped: usize,
+    /// Topics written, the first ones of the sorted batch.
+    topics: usize,
+    messages: usize,
 }
 
 pub(crate) enum AdminFailure {
@@ -1349,14 +1369,6 @@ mod tests {
         conn
     }
 
-    /// Writes `b` in one transaction, as a commit does; returns the rows' (topic, payload) in
-    /// id order.
-    fn write(conn: &mut Connection, b: &HistoryBatch, bound: &mut TopicBound) {
-        let tx = conn.transaction().unwrap();
-        assert_eq!(b.apply(&tx, 1024, 10, bound).unwrap(), 0);
-        tx.commit().unwrap();
-    }
-
     fn rows(conn: &Connection) -> Vec<(String, String)> {
         let mut st = conn
             .prepare("SELECT topic, CAST(payload AS TEXT) FROM messages ORDER BY id")
@@ -1368,7 +1380,7 @@ mod tests {
     }
 
     #[test]
-    fn a_history_slice_takes_whole_topics_seen_longest_ago_and_all_client_records() {
+    fn what_a_partial_write_leaves_is_the_topics_seen_last_in_order_and_no_client_records() {
         let mut b = batch(&[
             ("a", "a1"),
             ("b", "b1"),
@@ -1385,24 +1397,23 @@ mod tests {
             },
             10,
         );
-        // b was last seen first (1 message), then a (2): a would pass the limit of 2.
-        let first = b.take_oldest(2);
-        assert_eq!(topics(&first), ["b"]);
-        assert_eq!((first.held, first.messages, first.clients.len()), (1, 1, 1));
-        assert_eq!(topics(&b), ["a", "c", "d"]);
-        assert_eq!((b.held, b.messages, b.clients.len()), (5, 5, 0));
-        // A topic larger than the limit still goes, alone.
-        let second = b.take_oldest(1);
-        assert_eq!(topics(&second), ["a"]);
-        assert_eq!(second.held, 2);
-        // What arrives later is found under its topic and keeps the order.
-        b.push(message("c", "c3"), 10);
-        b.push(message("e", "e1"), 10);
-        assert_eq!(topics(&b), ["d", "c", "e"]);
-        let rest = b.take_oldest(usize::MAX);
-        assert_eq!(topics(&rest), ["d", "c", "e"]);
+        b.sort_by_seq();
+        assert_eq!(topics(&b), ["b", "a", "c", "d"]);
+        let mut rest = b.unapplied(2);
+        assert_eq!(topics(&b), ["b", "a"]);
+        assert_eq!((b.held, b.messages, b.clients.len()), (3, 3, 1));
+        assert_eq!(topics(&rest), ["c", "d"]);
+        assert_eq!((rest.held, rest.messages, rest.clients.len()), (3, 3, 0));
+        // What arrives later is found under its topic, and a topic written already comes
+        // back after the ones left.
+        rest.push(message("c", "c3"), 10);
+        rest.push(message("a", "a3"), 10);
+        assert_eq!(rest.batches.len(), 3, "c found again, a new");
+        rest.sort_by_seq();
+        assert_eq!(topics(&rest), ["d", "c", "a"]);
         assert_eq!((rest.held, rest.messages), (5, 5));
-        assert_eq!((b.held, b.messages, b.batches.len()), (0, 0, 0));
+        let nothing = rest.unapplied(3);
+        assert_eq!((nothing.held, nothing.messages), (0, 0));
     }
 
     #[test]
@@ -1414,15 +1425,22 @@ mod tests {
             forgotten: 0,
         };
         let mut b = batch(&[("a", "a1"), ("b", "b1"), ("a", "a2"), ("c", "c1")]);
-        let first = b.take_oldest(1);
-        write(&mut conn, &first, &mut bound);
-        // a arrives again after its first slice was written, before the rest is.
-        b.push(message("a", "a3"), 10);
-        b.push(message("b", "b2"), 10);
+        // One topic per slice; a arrives again after its first slice was written.
+        let mut round = 0;
         while b.held > 0 {
-            let slice = b.take_oldest(2);
-            write(&mut conn, &slice, &mut bound);
+            b.sort_by_seq();
+            let tx = conn.transaction().unwrap();
+            let applied = b.apply(&tx, 1024, 10, &mut bound, |n| n > 0).unwrap();
+            tx.commit().unwrap();
+            assert_eq!((applied.topics, applied.dropped), (1, 0));
+            b = b.unapplied(applied.topics);
+            if round == 0 {
+                b.push(message("a", "a3"), 10);
+                b.push(message("b", "b2"), 10);
+            }
+            round += 1;
         }
+        assert_eq!(round, 4, "b; then c, a (a3 joined a1 and a2), b again");
         let all = rows(&conn);
         assert_eq!(all.len(), 6, "{all:?}");
         for topic in ["a", "b", "c"] {
