@@ -1198,8 +1198,9 @@ impl HistoryBatch {
     }
 
     /// Writes the batch: client records in their order, then per topic its newest messages,
-    /// its row in `topics` (once) and the prune (once). Returns how many records were refused;
-    /// a transient error aborts the transaction for a retry.
+    /// its row in `topics` (once) and the prune (once), topic after topic until `stop`, asked
+    /// with the messages written so far before each topic, says to stop. Returns what it wrote
+    /// and how many records were refused; a transient error aborts the transaction for a retry.
     fn apply(
         &self,
         conn: &Connection,
