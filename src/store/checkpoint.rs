@@ -40,21 +40,18 @@ pub(crate) struct Checkpointer {
 impl Checkpointer {
     /// Opens the second connection and starts the thread; `None` (logged) if either fails.
     pub(crate) fn start(path: &Path, full_sync: bool) -> Option<Checkpointer> {
-        let conn = match open(path, full_sync) {
-            Ok(c) => c,
-            Err(e) => {
-                log::warn!(
-                    "store: no checkpoint thread ({e}); commits run SQLite's checkpoints themselves"
-                );
-                return None;
-            }
-        };
-        let (tx, rx) = bounded(1);
-        match std::thread::Builder::new()
-            .name("store-checkpoint".into())
-            .spawn(move || run(&conn, &rx))
-        {
-            Ok(thread) => Some(Checkpointer {
+        let started = open(path, full_sync)
+            .map_err(|e| e.to_string())
+            .and_then(|conn| {
+                let (tx, rx) = bounded(1);
+                std::thread::Builder::new()
+                    .name("store-checkpoint".into())
+                    .spawn(move || run(&conn, &rx))
+                    .map(|thread| (tx, thread))
+                    .map_err(|e| e.to_string())
+            });
+        match started {
+            Ok((tx, thread)) => Some(Checkpointer {
                 tx: Some(tx),
                 thread: Some(thread),
                 commits: 0,
