@@ -5,9 +5,11 @@
 //! synced twice — 7–9 ms measured, during which every acknowledgement waiting on the `store`
 //! thread waited too. This thread does the copying on a connection of its own, with PASSIVE
 //! checkpoints (they never block the writer and never wait on a lock), once every [`COMMITS`]
-//! commits and at most every [`INTERVAL`]: often enough in a stream of small commits, rarely
-//! enough that a quiet broker's pages are not written twice per commit. It reads and writes no
-//! rows: the `store` thread still owns every read and write of data.
+//! commits that came within [`STREAM`], and at most every [`INTERVAL`]: in a stream of small
+//! commits, where a stall holds up the acknowledgements queued behind it. Commits further apart
+//! leave the checkpoints to SQLite as before: a quiet broker (a Raspberry Pi's SD card) is not
+//! made to copy and sync its hot pages more often than it did. It reads and writes no rows: the
+//! `store` thread still owns every read and write of data.
 //!
 //! The `store` connection keeps SQLite's automatic checkpoint at its default threshold: only a
 //! checkpoint run right after the writer's own commit lets the next one start the WAL over, so
@@ -25,6 +27,9 @@ use rusqlite::{Connection, OpenFlags};
 /// copied most of the WAL when the store's own checkpoint comes due at 1,000.
 pub(crate) const COMMITS: u32 = 32;
 
+/// [`COMMITS`] commits within this time are a stream.
+pub(crate) const STREAM: Duration = Duration::from_secs(1);
+
 /// Least time between two checkpoints.
 pub(crate) const INTERVAL: Duration = Duration::from_millis(50);
 
@@ -33,8 +38,9 @@ pub(crate) struct Checkpointer {
     /// Holds at most one "committed since" mark: the thread needs no count.
     tx: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
-    /// Commits since the thread was last told.
+    /// Commits since the thread was last told, and when the first of them came.
     commits: u32,
+    since: Instant,
 }
 
 impl Checkpointer {
@@ -55,6 +61,7 @@ impl Checkpointer {
                 tx: Some(tx),
                 thread: Some(thread),
                 commits: 0,
+                since: Instant::now(),
             }),
             Err(e) => {
                 log::warn!(
@@ -65,13 +72,20 @@ impl Checkpointer {
         }
     }
 
-    /// After each commit: every [`COMMITS`]th one tells the thread. Never blocks.
+    /// After each commit: every [`COMMITS`]th one tells the thread, if they came as a stream.
+    /// Never blocks.
     pub(crate) fn committed(&mut self) {
+        if self.commits == 0 {
+            self.since = Instant::now();
+        }
         self.commits += 1;
         if self.commits < COMMITS {
             return;
         }
         self.commits = 0;
+        if self.since.elapsed() > STREAM {
+            return;
+        }
         if let Some(tx) = &self.tx {
             match tx.try_send(()) {
                 Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
